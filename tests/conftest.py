@@ -1,0 +1,40 @@
+"""Shared helpers: tiny configs and segment-by-segment runners."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from txl.config import ModelConfig
+from txl.memory import apply_plans
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def tiny_config(n_layer: int = 2, memory: str = "8", **overrides) -> ModelConfig:
+    """A model small enough to run hundreds of times in a test, dropout off."""
+    fields = dict(vocab_size=23, n_layer=n_layer, d_model=16, n_head=2, d_head=8, d_inner=32, dropout=0.0, dropatt=0.0)
+    plans = {k: overrides.pop(k) for k in ("attn_range", "attn") if k in overrides}
+    fields.update(overrides)
+    return apply_plans(ModelConfig(**fields), memory=memory, **plans)
+
+
+def run_segments(model, tokens: torch.Tensor, tgt_len: int, hidden: bool = True) -> torch.Tensor:
+    """Process `tokens` segment by segment, carrying memory; concatenate the outputs along time."""
+    mems, outs = None, []
+    for start in range(0, tokens.size(1), tgt_len):
+        chunk = tokens[:, start : start + tgt_len]
+        out, mems = model.hidden(chunk, mems) if hidden else model(chunk, mems)
+        outs.append(out)
+    return torch.cat(outs, dim=1)
+
+
+@pytest.fixture
+def float64():
+    """Run a test in float64 so that tiny influences are not rounded away."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

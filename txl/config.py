@@ -1,0 +1,404 @@
+"""Configuration dataclasses, strict JSON load/save, and dotted command-line overrides.
+
+Each component owns a small dataclass. Loading is strict: an unknown key or a
+value of the wrong type fails with a message naming the dotted field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from txl.errors import TxlError
+from txl.io import atomic_write_json
+
+
+class ConfigError(TxlError):
+    """An invalid configuration value or combination; the message names the field."""
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class LayerConfig:
+    """One layer's memory and attention: what it caches, how far back it looks, how it scores keys."""
+
+    mem_len: int = 512  # past hidden states cached (the original enwik8 base trains with 512)
+    attn_range: int | None = None  # largest query-key distance allowed; None = unlimited
+    attn: str = "xl"  # attention variant, a name in txl.attention.VARIANTS
+    fastrpb: bool = False  # add FastRPB's W V term (Zubkov & Gavrilov) to this layer
+
+
+@dataclass
+class LaSConfig:
+    """Locality and smoothness (Zimerman & Wolf). The schedule and kernel are not verified against the paper."""
+
+    global_heads: int = 1  # heads with alpha = 0 (fully global)
+    alpha_min: float = 1e-3  # the other heads' decay rates run geometrically from alpha_min ...
+    alpha_max: float = 1e-1  # ... to alpha_max
+    alphas: list[float] | None = None  # explicit per-head rates; overrides the schedule
+    kernel: int = 3  # average-pooling width over keys; 1 turns smoothing off
+
+
+@dataclass
+class T5Config:
+    """Log-bucketed learned relative biases (Raffel et al.; the log-type encoding of Wang & E)."""
+
+    num_buckets: int = 32
+    max_distance: int = 128
+
+
+@dataclass
+class FastRPBConfig:
+    """FastRPB's Toeplitz term W V. Offsets at or past max_len contribute nothing."""
+
+    max_len: int = 4096
+    init_scale: float = 1e-3  # weights start on a ramp from init_scale (offset 0) down to 0
+
+
+@dataclass
+class SIKFConfig:
+    """Linear attention with the shift-invariant exponential feature map."""
+
+    chunk: int = 64  # block size of the chunked causal prefix sums
+
+
+@dataclass
+class ModelConfig:
+    """The Transformer-XL language model. Defaults are the original enwik8 base configuration."""
+
+    vocab_size: int = 256
+    n_layer: int = 12
+    d_model: int = 512
+    n_head: int = 8
+    d_head: int = 64
+    d_inner: int = 2048
+    d_embed: int | None = None  # embedding width before projection; None = d_model
+    dropout: float = 0.1
+    dropatt: float = 0.0
+    pre_lnorm: bool = False
+    same_length: bool = False  # every query sees at most mem_len past keys (distance 0..mem_len)
+    clamp_len: int | None = None  # relative distances above this use this distance's embedding
+    tie_weight: bool = True
+    cutoffs: list[int] = field(default_factory=list)  # adaptive softmax/input cluster boundaries
+    div_val: int = 1
+    tie_projs: list[bool] | None = None  # per cluster; None = all but the head cluster
+    untie_r: bool = False  # per-layer content/position biases u, v instead of shared ones
+    init_std: float = 0.02
+    proj_init_std: float = 0.01
+    attn_impl: Literal["auto", "plain", "fast"] = "auto"
+    layers: list[LayerConfig] = field(default_factory=list)
+    las: LaSConfig = field(default_factory=LaSConfig)
+    t5: T5Config = field(default_factory=T5Config)
+    fastrpb: FastRPBConfig = field(default_factory=FastRPBConfig)
+    sikf: SIKFConfig = field(default_factory=SIKFConfig)
+
+    def __post_init__(self) -> None:
+        if not self.layers and self.n_layer > 0:
+            self.layers = [LayerConfig() for _ in range(self.n_layer)]
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the embedding tables' first cluster."""
+        return self.d_model if self.d_embed is None else self.d_embed
+
+    @property
+    def mem_lens(self) -> list[int]:
+        return [layer.mem_len for layer in self.layers]
+
+    @property
+    def attn_ranges(self) -> list[int | None]:
+        return [layer.attn_range for layer in self.layers]
+
+    def resolved_tie_projs(self) -> list[bool]:
+        """Which output projections share the input embedding's projection, one flag per cluster."""
+        if self.tie_projs is not None:
+            return list(self.tie_projs)
+        return [False] + [True] * len(self.cutoffs)
+
+    def validate(self) -> "ModelConfig":
+        """Check values and combinations; raise ConfigError naming the field."""
+        _positive(self, "model", ["vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val"])
+        if self.d_embed is not None and self.d_embed < 1:
+            raise ConfigError(f"model.d_embed must be >= 1 or none, got {self.d_embed}")
+        if self.d_model % 2:
+            raise ConfigError(f"model.d_model must be even (sinusoidal position embeddings), got {self.d_model}")
+        for name in ("dropout", "dropatt"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {value}")
+        if self.clamp_len is not None and self.clamp_len < 0:
+            raise ConfigError(f"model.clamp_len must be >= 0 or none, got {self.clamp_len}")
+        if len(self.layers) != self.n_layer:
+            raise ConfigError(
+                f"model.layers has {len(self.layers)} entries but model.n_layer is {self.n_layer}: "
+                f"give a memory plan for {self.n_layer} layers (--memory) or set model.n_layer={len(self.layers)}"
+            )
+        bounds = [0, *self.cutoffs, self.vocab_size]
+        if any(b <= a for a, b in zip(bounds, bounds[1:])):
+            raise ConfigError(
+                f"model.cutoffs must increase strictly and stay below model.vocab_size ({self.vocab_size}), "
+                f"got {self.cutoffs}"
+            )
+        for i in range(len(self.cutoffs) + 1):
+            if self.embed_dim // self.div_val**i < 1:
+                raise ConfigError(
+                    f"model.div_val={self.div_val} leaves cluster {i} with no embedding width "
+                    f"(d_embed {self.embed_dim} // {self.div_val}**{i}); use a smaller div_val or fewer cutoffs"
+                )
+        if self.tie_projs is not None and len(self.tie_projs) != len(self.cutoffs) + 1:
+            raise ConfigError(
+                f"model.tie_projs needs one flag per cluster ({len(self.cutoffs) + 1}), got {len(self.tie_projs)}"
+            )
+        _positive(self.las, "model.las", ["kernel"])
+        if self.las.alphas is not None:
+            if len(self.las.alphas) != self.n_head:
+                raise ConfigError(f"model.las.alphas needs {self.n_head} values (one per head), got {len(self.las.alphas)}")
+            if any(a < 0 for a in self.las.alphas):
+                raise ConfigError(f"model.las.alphas must be >= 0, got {self.las.alphas}")
+        if not 0 <= self.las.global_heads <= self.n_head:
+            raise ConfigError(f"model.las.global_heads must be in 0..{self.n_head}, got {self.las.global_heads}")
+        if not 0 < self.las.alpha_min <= self.las.alpha_max:
+            raise ConfigError(
+                f"model.las.alpha_min and alpha_max must satisfy 0 < alpha_min <= alpha_max, "
+                f"got {self.las.alpha_min}, {self.las.alpha_max}"
+            )
+        _positive(self.t5, "model.t5", ["num_buckets", "max_distance"])
+        if self.t5.num_buckets < 2 or self.t5.max_distance <= self.t5.num_buckets // 2:
+            raise ConfigError(
+                f"model.t5.max_distance ({self.t5.max_distance}) must exceed half of model.t5.num_buckets "
+                f"({self.t5.num_buckets}), and num_buckets must be >= 2"
+            )
+        _positive(self.fastrpb, "model.fastrpb", ["max_len"])
+        _positive(self.sikf, "model.sikf", ["chunk"])
+
+        from txl.attention import check_layer  # the registry imports this module
+
+        for i, layer in enumerate(self.layers):
+            where = f"model.layers.{i}"
+            if layer.mem_len < 0:
+                raise ConfigError(f"{where}.mem_len must be >= 0, got {layer.mem_len}")
+            if layer.attn_range is not None and layer.attn_range < 0:
+                raise ConfigError(f"{where}.attn_range must be >= 0 or none, got {layer.attn_range}")
+            check_layer(layer, where)
+        return self
+
+
+def _positive(obj: Any, prefix: str, names: list[str]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value < 1:
+            raise ConfigError(f"{prefix}.{name} must be >= 1, got {value}")
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs; later sections (data, train, eval) join as they are built."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def validate(self) -> "RunConfig":
+        self.model.validate()
+        return self
+
+
+# --------------------------------------------------------------------------- load, save, override
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass `cls` from plain data; unknown keys and wrong types raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or cls.__name__}: expected an object of {cls.__name__} fields, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(_join(path, key), cls, names)
+        kwargs[key] = _check(value, hints[key], _join(path, key))
+    return cls(**kwargs)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write a config as JSON, atomically."""
+    atomic_write_json(path, to_dict(cfg))
+
+
+def load_config(path: str | Path, cls: type = RunConfig) -> Any:
+    """Read a JSON config file into `cls`, strictly."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    if cls is RunConfig and isinstance(data, dict) and "model" not in data and "n_layer" in data:
+        data = {"model": data}  # a bare model config is accepted where a run config is expected
+    return from_dict(cls, data)
+
+
+def apply_overrides(cfg: Any, assignments: list[str]) -> Any:
+    """Apply `a.b.c=value` assignments in place, each checked against the field's type."""
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {text!r} must look like section.field=value, e.g. model.layers.3.mem_len=512")
+        set_path(cfg, key.strip(), raw.strip())
+    return cfg
+
+
+def set_path(cfg: Any, dotted: str, raw: str) -> None:
+    """Set the field named by a dotted path (list entries by index) from its text form."""
+    parts = dotted.split(".")
+    obj, tp, path = cfg, type(cfg), ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        here = _join(path, part)
+        if dataclasses.is_dataclass(obj):
+            names = [f.name for f in dataclasses.fields(obj)]
+            if part not in names:
+                raise _unknown_key(here, type(obj), names)
+            tp = typing.get_type_hints(type(obj))[part]
+            if last:
+                setattr(obj, part, _parse_text(raw, tp, here))
+                return
+            obj = getattr(obj, part)
+        elif isinstance(obj, list):
+            if not part.isdigit() or int(part) >= len(obj):
+                raise ConfigError(f"{here}: no such entry; {path} has {len(obj)} entries (0..{len(obj) - 1})")
+            tp = _list_item_type(tp)
+            if last:
+                obj[int(part)] = _parse_text(raw, tp, here)
+                return
+            obj = obj[int(part)]
+        else:
+            raise ConfigError(f"{here}: {path} is a value, not a section")
+        path = here
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _unknown_key(path: str, cls: type, names: list[str]) -> ConfigError:
+    parent, _, key = path.rpartition(".")
+    where = parent or cls.__name__
+    return ConfigError(f"unknown config key {path!r}: {where} has no field {key!r} (known: {', '.join(names)})")
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not dataclasses.is_dataclass(value) else repr(value)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def _list_item_type(tp: Any) -> Any:
+    for arg in _union_args(tp):
+        if typing.get_origin(arg) is list:
+            return typing.get_args(arg)[0]
+    raise AssertionError(f"{tp} is not a list type")
+
+
+def _union_args(tp: Any) -> tuple:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return (tp,)
+
+
+def _type_name(tp: Any) -> str:
+    args = _union_args(tp)
+    if len(args) > 1:
+        return " or ".join(_type_name(a) for a in args)
+    if tp is type(None):
+        return "none"
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return f"an object of {tp.__name__} fields"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check(value: Any, tp: Any, path: str) -> Any:
+    """Return `value` converted to `tp` (ints widen to floats), or raise ConfigError."""
+    args = _union_args(tp)
+    if len(args) > 1:
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(value, arg, path)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_show(value)}")
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        if isinstance(value, list):
+            item = typing.get_args(tp)[0]
+            return [_check(v, item, f"{path}.{i}") for i, v in enumerate(value)]
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return from_dict(tp, value, path)
+        if isinstance(value, tp):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_show(value)}")
+
+
+def _parse_text(raw: str, tp: Any, path: str) -> Any:
+    """Parse a command-line value: JSON where it parses (numbers, true, [1,2], {...}), else plain text."""
+    candidates: list[Any] = []
+    if raw.lower() in ("none", "null"):
+        candidates.append(None)
+    if raw.lower() in ("true", "false", "yes", "no", "on", "off"):
+        candidates.append(raw.lower() in ("true", "yes", "on"))
+    try:
+        candidates.append(json.loads(raw))
+    except json.JSONDecodeError:
+        pass
+    if "," in raw and not raw.startswith("["):
+        try:
+            candidates.append(json.loads(f"[{raw}]"))
+        except json.JSONDecodeError:
+            pass
+    candidates.append(raw)
+    for value in candidates:
+        try:
+            return _check(value, tp, path)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {raw!r}")
