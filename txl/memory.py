@@ -1,0 +1,306 @@
+"""Memory plans: the plan language, the memory-cache update, and the exact receptive field.
+
+A plan gives each layer one value: how many past hidden states it caches
+(`mem_len`), how far back a query may attend (`attn_range`), or which attention
+variant it uses. The language, for a model of L layers:
+
+    512                      every layer
+    24x512                   a run of 24 layers (runs are concatenated: 2x2304,22x128)
+    512,512,128,...          an explicit list, one value per layer
+    2304@interleave:4,128    4 layers placed evenly get 2304, the rest 128
+    lrm=4@interleave:2304,srm=128   the same, in Rae & Razavi's words
+    range=128@first:12       attention range 128 in the first 12 layers, unlimited above
+    attn=las@first:6,xl      LaS in the first 6 layers, Transformer-XL attention above
+
+Placements: `first` (layers 0..k-1), `last` (L-k..L-1) and `interleave`
+(layers floor((i+1)L/k)-1 for i < k: evenly spread, always including the top layer).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from txl.config import ConfigError, ModelConfig
+
+PLACEMENTS = ("first", "interleave", "last")
+INF = math.inf
+
+
+class PlanError(ConfigError):
+    """A malformed memory, range or attention plan."""
+
+
+def placement_layers(placement: str, count: int, n_layer: int) -> list[int]:
+    """The layer indices that `count` layers at `placement` occupy in a model of `n_layer` layers."""
+    if placement == "first":
+        return list(range(count))
+    if placement == "last":
+        return list(range(n_layer - count, n_layer))
+    if placement == "interleave":
+        return [(i + 1) * n_layer // count - 1 for i in range(count)]
+    raise ValueError(placement)
+
+
+# --------------------------------------------------------------------------- plan kinds
+
+_REQUIRED = object()
+
+
+def _whole(text: str, what: str) -> int:
+    if not re.fullmatch(r"\d+", text):
+        raise ValueError(f"{what} must be a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _parse_range(text: str) -> int | None:
+    if text.lower() in ("inf", "none", "all"):
+        return None
+    return _whole(text, "an attention range (or inf)")
+
+
+def _parse_attn(text: str) -> str:
+    from txl.attention import VARIANTS
+
+    name, plus, addon = text.partition("+")
+    if name not in VARIANTS:
+        raise ValueError(f"unknown attention variant {name!r} (known: {', '.join(VARIANTS)})")
+    if plus and addon != "fastrpb":
+        raise ValueError(f"unknown add-on {addon!r} after {name!r} (the one add-on is +fastrpb)")
+    return text
+
+
+@dataclass(frozen=True)
+class PlanKind:
+    """How one per-layer quantity is written in a plan."""
+
+    name: str
+    keys: tuple[str, ...]  # item prefixes accepted, e.g. `range=`
+    parse_value: Callable[[str], Any]
+    format_value: Callable[[Any], str]
+    default: Any  # for layers no item names; _REQUIRED means every layer must be named
+
+
+MEMORY = PlanKind("memory", ("mem", "srm"), lambda t: _whole(t, "a memory length"), str, _REQUIRED)
+RANGE = PlanKind("range", ("range",), _parse_range, lambda v: "inf" if v is None else str(v), None)
+ATTENTION = PlanKind("attention", ("attn",), _parse_attn, str, "xl")
+
+
+def parse_plan(text: str, n_layer: int, kind: PlanKind = MEMORY) -> list:
+    """Expand a plan to one value per layer; a malformed plan raises PlanError naming the problem."""
+    try:
+        return _parse(text.strip(), n_layer, kind)
+    except ValueError as e:
+        raise PlanError(f"{kind.name} plan {text!r}: {e}") from None
+
+
+def _parse(text: str, n_layer: int, kind: PlanKind) -> list:
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    items = [item.strip() for item in text.split(",")]
+    if not text or any(not item for item in items):
+        raise ValueError("has an empty item")
+    placed = []  # (value, placement, count)
+    seq = []  # (count, value, bare) in the order written: runs NxV, and bare values
+    for item in items:
+        key, eq, body = item.partition("=")
+        if not eq:
+            key, body = "", item
+        elif kind is MEMORY and key == "lrm":
+            count, at, where = body.partition("@")
+            placement, colon, length = where.partition(":")
+            if not (at and colon):
+                raise ValueError(f"{item!r} must look like lrm=COUNT@PLACEMENT:LENGTH, e.g. lrm=4@interleave:2304")
+            placed.append((kind.parse_value(length), placement, _whole(count, "a layer count")))
+            continue
+        elif key not in kind.keys:
+            allowed = ("lrm", *kind.keys) if kind is MEMORY else kind.keys
+            raise ValueError(f"unknown key {key!r} in {item!r} (use {' or '.join(k + '=' for k in allowed)})")
+        if "@" in body and key != "srm":
+            value, _, where = body.partition("@")
+            placement, colon, count = where.partition(":")
+            if not colon:
+                raise ValueError(f"{item!r} must look like VALUE@PLACEMENT:COUNT, e.g. 128@first:12")
+            placed.append((kind.parse_value(value), placement, _whole(count, "a layer count")))
+        elif (m := re.fullmatch(r"(\d+)x(.+)", body)) and key != "srm":
+            if int(m.group(1)) == 0:
+                raise ValueError(f"{item!r} is a run of no layers")
+            seq.append((int(m.group(1)), kind.parse_value(m.group(2)), False))
+        else:
+            seq.append((1, kind.parse_value(body), True))
+
+    if placed:
+        if any(not bare for _, _, bare in seq):
+            raise ValueError("mixes runs (NxV) with placements (V@where:count); use one form")
+        if len(seq) > 1:
+            raise ValueError("gives more than one value for the remaining layers")
+        values: list[Any] = [_REQUIRED] * n_layer
+        for value, placement, count in placed:
+            if placement not in PLACEMENTS:
+                raise ValueError(f"unknown placement {placement!r} (use {', '.join(PLACEMENTS)})")
+            if count > n_layer:
+                raise ValueError(f"places {count} layers at {placement!r} but the model has {n_layer} layers")
+            for i in placement_layers(placement, count, n_layer):
+                if values[i] is not _REQUIRED:
+                    raise ValueError(f"places layer {i} twice")
+                values[i] = value
+        rest = seq[0][1] if seq else kind.default
+        missing = [i for i, v in enumerate(values) if v is _REQUIRED]
+        if missing and rest is _REQUIRED:
+            raise ValueError(
+                f"leaves {len(missing)} layers without a value: add one for the rest, e.g. ',srm=128' or ',128'"
+            )
+        return [rest if v is _REQUIRED else v for v in values]
+
+    if len(seq) == 1 and seq[0][2]:
+        return [seq[0][1]] * n_layer
+    values = [value for count, value, _ in seq for _ in range(count)]
+    if len(values) != n_layer:
+        raise ValueError(f"describes {len(values)} layers but the model has {n_layer}")
+    return values
+
+
+def format_plan(values: Sequence, kind: PlanKind = MEMORY) -> str:
+    """The canonical run-length form of a per-layer list, e.g. '3x128,1x2304'; parse_plan inverts it."""
+    runs: list[list] = []
+    for v in values:
+        if runs and runs[-1][1] == v:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, v])
+    return ",".join(f"{n}x{kind.format_value(v)}" for n, v in runs)
+
+
+def apply_plans(
+    cfg: ModelConfig, memory: str | None = None, attn_range: str | None = None, attn: str | None = None
+) -> ModelConfig:
+    """A copy of `cfg` with per-layer memory lengths, ranges and variants set from plans (None keeps them)."""
+    cfg = copy.deepcopy(cfg)
+    n = cfg.n_layer
+    if len(cfg.layers) != n:
+        cfg.layers = [copy.deepcopy(cfg.layers[0]) if cfg.layers else type(cfg)().layers[0] for _ in range(n)]
+    if memory is not None:
+        for layer, m in zip(cfg.layers, parse_plan(memory, n, MEMORY)):
+            layer.mem_len = m
+    if attn_range is not None:
+        for layer, r in zip(cfg.layers, parse_plan(attn_range, n, RANGE)):
+            layer.attn_range = r
+    if attn is not None:
+        for layer, a in zip(cfg.layers, parse_plan(attn, n, ATTENTION)):
+            layer.attn, _, addon = a.partition("+")
+            layer.fastrpb = addon == "fastrpb"
+    return cfg
+
+
+def describe(cfg: ModelConfig) -> dict[str, str]:
+    """The model's plans in canonical form, for run names, logs and tables."""
+    return {
+        "memory": format_plan(cfg.mem_lens, MEMORY),
+        "range": format_plan(cfg.attn_ranges, RANGE),
+        "attn": format_plan([l.attn + ("+fastrpb" if l.fastrpb else "") for l in cfg.layers], ATTENTION),
+    }
+
+
+# --------------------------------------------------------------------------- caches
+
+
+def update_cache(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> torch.Tensor | None:
+    """The layer's next memory: the last `mem_len` positions of [mem; h] (batch-first), with no gradient."""
+    if mem_len == 0:
+        return None
+    cat = h if mem is None or mem.size(1) == 0 else torch.cat([mem, h], dim=1)
+    return cat[:, -mem_len:].detach()
+
+
+# --------------------------------------------------------------------------- receptive field
+
+
+def max_distance(mem_len: int, attn_range: int | None, same_length: bool) -> float:
+    """The largest query-key distance a layer allows, before counting how much memory is filled."""
+    limit = INF if attn_range is None else attn_range
+    return min(limit, mem_len) if same_length else limit
+
+
+def _windows(limit: float, idx: np.ndarray, avail: np.ndarray) -> np.ndarray:
+    # A query at in-segment index i sees distances 0..min(limit, filled memory + i).
+    return (np.minimum(avail + idx, limit) if limit < INF else avail + idx).astype(np.int64)
+
+
+def earliest_dependency(
+    mem_lens: Sequence[int],
+    attn_ranges: Sequence[int | None],
+    tgt_len: int,
+    position: int,
+    same_length: bool = False,
+) -> int:
+    """The first token whose value can change the top layer's output at `position`.
+
+    Exact for a stream processed segment by segment (segments of `tgt_len`, memory
+    starting empty), by following every path down through the layers.
+    """
+    pos = np.arange(position + 1)
+    idx = pos % tgt_len
+    seg_start = pos - idx
+    lo = pos.copy()  # layer 0 (the embedding) at s depends on token s alone
+    for m, r in zip(mem_lens, attn_ranges):
+        reach = _windows(max_distance(m, r, same_length), idx, np.minimum(m, seg_start))
+        left = pos - reach
+        lo = np.array([lo[a : s + 1].min() for a, s in zip(left, pos)])
+    return int(lo[position])
+
+
+def reach_by_position(
+    mem_lens: Sequence[int],
+    attn_ranges: Sequence[int | None],
+    tgt_len: int,
+    same_length: bool = False,
+    unbounded: Sequence[bool] | None = None,
+) -> np.ndarray:
+    """How far back the top layer sees from each in-segment position, once memories are full.
+
+    A layer adds min(attn_range, mem_len + i) to the reach of the layer below, taking
+    the best path: a key in memory brings the reach it had in its own segment. Layers
+    marked `unbounded` (carried linear-attention state) make the reach infinite.
+    """
+    unbounded = unbounded or [False] * len(mem_lens)
+    i = np.arange(tgt_len)
+    r = np.zeros(tgt_len, dtype=np.float64)
+    for m, rng, free in zip(mem_lens, attn_ranges, unbounded):
+        if free and m > 0:
+            return np.full(tgt_len, INF)
+        d = _windows(max_distance(m, rng, same_length), i, np.full(tgt_len, m))
+        s = np.arange(-int(d.max()), tgt_len)  # key positions relative to the segment start
+        g = r[s % tgt_len] - s
+        off = int(d.max())
+        r = np.array([ii + g[ii - dd + off : ii + off + 1].max() for ii, dd in zip(i, d)])
+    return r
+
+
+def receptive_field(
+    mem_lens: Sequence[int],
+    attn_ranges: Sequence[int | None],
+    tgt_len: int,
+    same_length: bool = False,
+    unbounded: Sequence[bool] | None = None,
+) -> tuple[float, float]:
+    """(guaranteed, largest) reach of the top layer over a segment's positions, in tokens.
+
+    The guaranteed reach is never less than sum_l min(attn_range[l], mem_len[l]), and
+    equals it with same_length; without it, later positions and paths through the
+    end of the previous segment reach further.
+    """
+    r = reach_by_position(mem_lens, attn_ranges, tgt_len, same_length, unbounded)
+    return float(r.min()), float(r.max())
+
+
+def keys_per_query(mem_len: int, attn_range: int | None, tgt_len: int, same_length: bool = False) -> float:
+    """Average number of keys a query attends to over a segment, once the memory is full."""
+    i = np.arange(tgt_len)
+    d = _windows(max_distance(mem_len, attn_range, same_length), i, np.full(tgt_len, mem_len))
+    return float((d + 1).mean())
