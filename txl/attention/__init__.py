@@ -1,0 +1,42 @@
+"""Attention variants, one module each behind one interface, chosen per layer by name."""
+
+from __future__ import annotations
+
+from txl.attention.base import Attention, AttnContext, check_known
+from txl.attention.xl import XLAttention
+from txl.config import LayerConfig, ModelConfig
+
+VARIANTS: dict[str, type[Attention]] = {}
+
+
+def register(cls: type[Attention]) -> type[Attention]:
+    """Add a variant under its `name`; a second variant of the same name is refused."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in VARIANTS:
+        raise ValueError(f"attention variant {cls.name!r} is registered twice")
+    VARIANTS[cls.name] = cls
+    return cls
+
+
+for _cls in (XLAttention,):
+    register(_cls)
+
+
+def variant(name: str) -> type[Attention]:
+    """The attention class registered under `name`."""
+    check_known(name, VARIANTS, "model.layers.N")
+    return VARIANTS[name]
+
+
+def check_layer(layer: LayerConfig, where: str) -> None:
+    """Raise ConfigError if the layer names an unknown variant or one that cannot run its plan."""
+    check_known(layer.attn, VARIANTS, where)
+    VARIANTS[layer.attn].check_layer(layer, where)
+
+
+def build_attention(cfg: ModelConfig, layer: LayerConfig, index: int) -> Attention:
+    return VARIANTS[layer.attn](cfg, layer, index)
+
+
+__all__ = ["Attention", "AttnContext", "VARIANTS", "build_attention", "check_layer", "register", "variant"]

@@ -1,0 +1,158 @@
+"""The interface every attention variant implements, and the parts they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from txl.config import ConfigError, LayerConfig, ModelConfig
+from txl.attention.masks import MaskCache
+from txl.memory import max_distance
+
+
+@dataclass
+class AttnContext:
+    """What the layers of one forward pass share: segment length, masks, position embeddings, global biases."""
+
+    qlen: int
+    same_length: bool
+    masks: MaskCache
+    pos_emb: Callable[[int], torch.Tensor] | None = None  # klen -> (klen, d_model), distances klen-1 .. 0
+    r_w_bias: torch.Tensor | None = None  # u: the global content bias
+    r_r_bias: torch.Tensor | None = None  # v: the global position bias
+    fast: bool = False  # use a variant's fast path where it has one
+
+
+class Attention(nn.Module):
+    """Multi-head attention of one layer over [memory; segment]; a variant implements `attend`.
+
+    Queries come from the segment, keys and values from the layer's cached memory
+    followed by the segment. Memory older than the layer's attention range is never
+    visible, so it is dropped before any work is done.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    uses_rel_bias: ClassVar[bool] = False  # needs the global biases u, v (shared unless untie_r)
+
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
+        super().__init__()
+        self.layer = layer  # the model's own LayerConfig: evaluation-time plans change it in place
+        self.index = index
+        self.n_head, self.d_head = cfg.n_head, cfg.d_head
+        inner = cfg.n_head * cfg.d_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * inner, bias=False)
+        self.out = nn.Linear(inner, cfg.d_model, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.dropatt = nn.Dropout(cfg.dropatt)
+        self.scale = cfg.d_head**-0.5
+        self.rpb = None
+        if layer.fastrpb:
+            from txl.attention.fastrpb import FastRPB
+
+            self.rpb = FastRPB(cfg)
+
+    # ------------------------------------------------------------------ facts about a layer, from config alone
+
+    @classmethod
+    def check_layer(cls, layer: LayerConfig, where: str) -> None:
+        """Raise ConfigError if this variant cannot run with the layer's plan."""
+
+    @classmethod
+    def param_count(cls, cfg: ModelConfig, layer: LayerConfig) -> int:
+        """Parameters this attention module owns."""
+        inner = cfg.n_head * cfg.d_head
+        n = 4 * cfg.d_model * inner  # query/key/value and output projections
+        if layer.fastrpb:
+            n += cfg.n_head * cfg.fastrpb.max_len
+        return n
+
+    @classmethod
+    def cache_len(cls, layer: LayerConfig) -> int:
+        """Past hidden states the layer keeps between segments."""
+        return layer.mem_len
+
+    @classmethod
+    def state_numel(cls, cfg: ModelConfig, layer: LayerConfig) -> int:
+        """Elements of recurrent state per sequence besides the hidden-state cache."""
+        return 0
+
+    @classmethod
+    def unbounded(cls, layer: LayerConfig) -> bool:
+        """Whether the layer carries a summary of the whole past (its reach is infinite)."""
+        return False
+
+    @classmethod
+    def core_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
+        """Forward FLOPs per token of scoring and mixing, projections excluded."""
+        flops = 4.0 * cfg.n_head * cfg.d_head * keys  # q.k and probabilities times values
+        if layer.fastrpb:
+            from txl.attention.fastrpb import fft_flops_per_token
+
+            flops += fft_flops_per_token(cfg, klen, tgt_len)
+        return flops
+
+    # ------------------------------------------------------------------ computation
+
+    def max_distance(self, same_length: bool) -> float:
+        return max_distance(self.layer.mem_len, self.layer.attn_range, same_length)
+
+    def forward(
+        self, x: torch.Tensor, mem: torch.Tensor | None, state: dict, ctx: AttnContext
+    ) -> tuple[torch.Tensor, dict]:
+        """x: (B, Q, d_model) segment; mem: (B, M, d_model) or None. Returns output and extra state."""
+        limit = self.max_distance(ctx.same_length)
+        if mem is not None and mem.size(1) > limit:
+            mem = mem[:, mem.size(1) - int(limit) :]
+        kv_in = x if mem is None or mem.size(1) == 0 else torch.cat([mem, x], dim=1)
+        w_q, w_k, w_v = self.qkv.weight.chunk(3, dim=0)
+        q = self._heads(F.linear(x, w_q))
+        k = self._heads(F.linear(kv_in, w_k))
+        v = self._heads(F.linear(kv_in, w_v))
+        y = self.attend(q, k, v, limit, ctx)
+        if self.rpb is not None:
+            y = y + self.rpb(v, q.size(2), limit)
+        return self.drop(self.out(self._merge(y))), {}
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, limit: float, ctx: AttnContext) -> torch.Tensor:
+        """(B, H, Q, dh) queries, (B, H, K, dh) keys and values -> (B, H, Q, dh)."""
+        raise NotImplementedError
+
+    def softmax_attend(self, scores: torch.Tensor, v: torch.Tensor, limit: float, ctx: AttnContext) -> torch.Tensor:
+        """Mask (causal, within `limit`), softmax in float32, attention dropout, mix values."""
+        probs = self.softmax(scores, limit, ctx)
+        return self.dropatt(probs.to(v.dtype)) @ v
+
+    def softmax(self, scores: torch.Tensor, limit: float, ctx: AttnContext) -> torch.Tensor:
+        qlen, klen = scores.shape[-2:]
+        mask = ctx.masks.visible(qlen, klen, limit)
+        return scores.float().masked_fill(~mask, -math.inf).softmax(dim=-1)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.n_head, self.d_head).transpose(1, 2)
+
+    def _merge(self, t: torch.Tensor) -> torch.Tensor:
+        b, h, n, d = t.shape
+        return t.transpose(1, 2).reshape(b, n, h * d)
+
+
+def rel_shift(x: torch.Tensor) -> torch.Tensor:
+    """Re-index (.., Q, K) position scores from 'key column k = distance K-1-k' to 'distance mlen+i-j'.
+
+    Entry (i, j) of the result is x[i, j + Q - 1 - i]; entries with j > mlen + i
+    (future keys) hold junk and must be masked. One pad and two views, no gather.
+    """
+    *lead, q, k = x.shape
+    padded = F.pad(x, (1, 0))
+    return padded.view(*lead, k + 1, q)[..., 1:, :].reshape(*lead, q, k)
+
+
+def check_known(name: str, known: dict, where: str) -> None:
+    if name not in known:
+        raise ConfigError(f"{where}.attn: unknown attention variant {name!r} (known: {', '.join(known)})")

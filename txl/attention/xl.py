@@ -1,0 +1,61 @@
+"""Transformer-XL relative attention (Dai et al. 2019, section 3.3).
+
+score(i, j) = (q_i + u) . k_j  +  (q_i + v) . W_r R_{i-j}, scaled by 1/sqrt(d_head),
+with R the sinusoidal embedding of the distance (clamped at clamp_len) and u, v
+learned global biases (one pair per layer with untie_r).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from txl.attention.base import Attention, AttnContext, rel_shift
+from txl.config import LayerConfig, ModelConfig
+
+
+class XLAttention(Attention):
+    name = "xl"
+    description = "Transformer-XL relative attention: content and position terms with global biases u, v"
+    uses_rel_bias = True
+
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
+        super().__init__(cfg, layer, index)
+        self.r_proj = nn.Linear(cfg.d_model, cfg.n_head * cfg.d_head, bias=False)
+        if cfg.untie_r:
+            self.r_w_bias = nn.Parameter(torch.zeros(cfg.n_head, cfg.d_head))
+            self.r_r_bias = nn.Parameter(torch.zeros(cfg.n_head, cfg.d_head))
+        else:
+            self.r_w_bias = self.r_r_bias = None
+
+    @classmethod
+    def param_count(cls, cfg: ModelConfig, layer: LayerConfig) -> int:
+        n = super().param_count(cfg, layer) + cfg.d_model * cfg.n_head * cfg.d_head
+        return n + (2 * cfg.n_head * cfg.d_head if cfg.untie_r else 0)
+
+    @classmethod
+    def core_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
+        # The position term costs another q.r per key, and projecting the klen embeddings once a segment.
+        position = 2.0 * cfg.n_head * cfg.d_head * keys + 2.0 * cfg.d_model * cfg.n_head * cfg.d_head * klen / tgt_len
+        return super().core_flops(cfg, layer, keys, klen, tgt_len) + position
+
+    def biases(self, ctx: AttnContext) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.r_w_bias is not None:
+            return self.r_w_bias, self.r_r_bias
+        return ctx.r_w_bias, ctx.r_r_bias
+
+    def position_keys(self, klen: int, ctx: AttnContext) -> torch.Tensor:
+        """(H, klen, dh) projected embeddings of distances klen-1 .. 0."""
+        r = self.r_proj(ctx.pos_emb(klen))
+        return r.view(klen, self.n_head, self.d_head).transpose(0, 1)
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        """(B, H, Q, K) scaled scores; entries for future keys are junk, masked later."""
+        u, v = self.biases(ctx)
+        r = self.position_keys(k.size(2), ctx)
+        content = (q + u[:, None]) @ k.transpose(-1, -2)
+        position = rel_shift((q + v[:, None]) @ r.transpose(-1, -2))
+        return (content + position) * self.scale
+
+    def attend(self, q, k, v, limit, ctx):
+        return self.softmax_attend(self.scores(q, k, ctx), v, limit, ctx)

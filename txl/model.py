@@ -1,0 +1,222 @@
+"""The Transformer-XL language model (Dai et al. 2019) with a memory plan per layer.
+
+    loss, mems = model(tokens, mems, targets)     # per-token NLL, (B, T)
+    logp, mems = model(tokens, mems)              # log-probabilities, (B, T, vocab)
+
+Tensors are batch-first. Memory is explicit state: a list with one dict per layer,
+{"h": (B, mem_len, d_model)} for layers that cache hidden states (plus whatever
+recurrent state a variant carries), detached so no gradient crosses segments.
+Layer l caches the input it saw (the output of layer l-1), as the original does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from txl.adaptive import AdaptiveEmbedding, AdaptiveSoftmax
+from txl.attention import AttnContext, build_attention, check_layer, variant
+from txl.attention.masks import MaskCache
+from txl.config import ConfigError, ModelConfig
+from txl.memory import update_cache
+
+Memory = list[dict[str, torch.Tensor]]
+
+
+def sinusoid(pos: torch.Tensor, d_model: int) -> torch.Tensor:
+    """(len,) positions -> (len, d_model) embeddings: sines then cosines of pos / 10000^(2k/d)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0.0, d_model, 2.0, device=pos.device) / d_model))
+    angles = pos[:, None].float() * inv_freq[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.d_model, cfg.d_inner)
+        self.fc2 = nn.Linear(cfg.d_inner, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(F.relu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Attention then feed-forward, each with a residual; LayerNorm after (default) or before."""
+
+    def __init__(self, cfg: ModelConfig, index: int):
+        super().__init__()
+        self.pre_lnorm = cfg.pre_lnorm
+        self.attn = build_attention(cfg, cfg.layers[index], index)
+        self.attn_norm = nn.LayerNorm(cfg.d_model)
+        self.ff = FeedForward(cfg)
+        self.ff_norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, h: torch.Tensor, state: dict, ctx: AttnContext) -> tuple[torch.Tensor, dict]:
+        mem = state.get("h")
+        if self.pre_lnorm:
+            a, extra = self.attn(self.attn_norm(h), None if mem is None else self.attn_norm(mem), state, ctx)
+            h2 = h + a
+            out = h2 + self.ff(self.ff_norm(h2))
+        else:
+            a, extra = self.attn(h, mem, state, ctx)
+            h2 = self.attn_norm(h + a)
+            out = self.ff_norm(h2 + self.ff(h2))
+        new_state = dict(extra)
+        cache = update_cache(mem, h, self.attn.cache_len(self.attn.layer))
+        if cache is not None:
+            new_state["h"] = cache
+        return out, new_state
+
+
+class TransformerXL(nn.Module):
+    """Transformer-XL language model; each layer's memory length, range and attention come from cfg.layers."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg = copy.deepcopy(cfg).validate()
+        self.cfg = cfg
+        self.embed = AdaptiveEmbedding(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        if not cfg.untie_r and any(variant(layer.attn).uses_rel_bias for layer in cfg.layers):
+            self.r_w_bias = nn.Parameter(torch.zeros(cfg.n_head, cfg.d_head))
+            self.r_r_bias = nn.Parameter(torch.zeros(cfg.n_head, cfg.d_head))
+        else:
+            self.r_w_bias = self.r_r_bias = None
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.head = AdaptiveSoftmax(cfg, self.embed)
+        self.fast = False  # set by txl.fast.enable, or automatically on GPU
+        self.init_weights()
+
+    # ------------------------------------------------------------------ parameters
+
+    def init_weights(self) -> None:
+        """The original's initialisation: N(0, init_std) weights, N(0, proj_init_std) projections, N(1, init_std) norms."""
+        std, proj_std = self.cfg.init_std, self.cfg.proj_init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.normal_(module.weight, 1.0, std)
+                nn.init.zeros_(module.bias)
+        for name, p in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if "emb_projs" in name or "out_projs" in name:
+                nn.init.normal_(p, 0.0, proj_std)
+            elif leaf in ("r_w_bias", "r_r_bias", "cluster_weight"):
+                nn.init.normal_(p, 0.0, std)
+            elif leaf == "cluster_bias":
+                nn.init.zeros_(p)
+        for module in self.modules():
+            if hasattr(module, "init_txl"):
+                module.init_txl(self.cfg)
+
+    def num_params(self) -> int:
+        """Distinct trainable values (tied weights counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ memory
+
+    def init_mems(self) -> Memory:
+        """Empty memory: one state dict per layer."""
+        return [{} for _ in self.layers]
+
+    def set_memory(
+        self,
+        mem_lens: Sequence[int] | None = None,
+        attn_ranges: Sequence[int | None] | None = None,
+        same_length: bool | None = None,
+        clamp_len: int | None | str = "keep",
+    ) -> None:
+        """Change the memory plan in place (no parameter changes): longer or shorter memories at evaluation."""
+        n = len(self.layers)
+        for name, values in (("memory", mem_lens), ("range", attn_ranges)):
+            if values is not None and len(values) != n:
+                raise ConfigError(f"{name} plan has {len(values)} values but the model has {n} layers")
+        for i, layer in enumerate(self.cfg.layers):
+            trial = copy.copy(layer)
+            if mem_lens is not None:
+                trial.mem_len = mem_lens[i]
+            if attn_ranges is not None:
+                trial.attn_range = attn_ranges[i]
+            if trial.mem_len < 0 or (trial.attn_range is not None and trial.attn_range < 0):
+                raise ConfigError(f"model.layers.{i}: memory length and range must be >= 0")
+            check_layer(trial, f"model.layers.{i}")
+        for i, layer in enumerate(self.cfg.layers):
+            if mem_lens is not None:
+                layer.mem_len = mem_lens[i]
+            if attn_ranges is not None:
+                layer.attn_range = attn_ranges[i]
+        if same_length is not None:
+            self.cfg.same_length = same_length
+        if clamp_len != "keep":
+            self.cfg.clamp_len = clamp_len
+
+    @contextlib.contextmanager
+    def memory_plan(self, **plan) -> Iterator["TransformerXL"]:
+        """Use another memory plan inside a `with` block, then restore the model's own."""
+        saved = (self.cfg.mem_lens, self.cfg.attn_ranges, self.cfg.same_length, self.cfg.clamp_len)
+        self.set_memory(**plan)
+        try:
+            yield self
+        finally:
+            self.set_memory(*saved)
+
+    # ------------------------------------------------------------------ forward
+
+    def context(self, qlen: int, mems: Memory, device: torch.device) -> AttnContext:
+        """What every layer of this forward pass shares."""
+        kmax = qlen + max((s["h"].size(1) for s in mems if "h" in s), default=0)
+        cache: dict[str, torch.Tensor] = {}
+
+        def pos_emb(klen: int) -> torch.Tensor:
+            # One embedding table (and one dropout mask) for all layers; each takes its last klen rows.
+            if "table" not in cache:
+                pos = torch.arange(kmax - 1, -1, -1, device=device)
+                if self.cfg.clamp_len is not None:
+                    pos = pos.clamp(max=self.cfg.clamp_len)
+                cache["table"] = self.drop(sinusoid(pos, self.cfg.d_model))
+            return cache["table"][kmax - klen :]
+
+        return AttnContext(
+            qlen=qlen,
+            same_length=self.cfg.same_length,
+            masks=MaskCache(device),
+            pos_emb=pos_emb,
+            r_w_bias=self.r_w_bias,
+            r_r_bias=self.r_r_bias,
+            fast=self.fast,
+        )
+
+    def hidden(self, tokens: torch.Tensor, mems: Memory | None = None) -> tuple[torch.Tensor, Memory]:
+        """(B, T) token ids -> (B, T, d_model) final hidden states (after dropout) and the new memory."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
+        mems = self.init_mems() if mems is None else mems
+        if len(mems) != len(self.layers):
+            raise ValueError(f"memory has {len(mems)} layers, the model {len(self.layers)}")
+        h = self.drop(self.embed(tokens))
+        ctx = self.context(tokens.size(1), mems, tokens.device)
+        new_mems = []
+        for block, state in zip(self.layers, mems):
+            h, state = block(h, state, ctx)
+            new_mems.append(state)
+        return self.drop(h), new_mems
+
+    def forward(
+        self, tokens: torch.Tensor, mems: Memory | None = None, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Memory]:
+        """Per-token NLL of `targets` (B, T) if given, else log-probabilities (B, T, vocab); and the new memory."""
+        h, new_mems = self.hidden(tokens, mems)
+        if targets is None:
+            return self.head.log_prob(h), new_mems
+        return self.head.nll(h, targets), new_mems
