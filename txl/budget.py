@@ -1,0 +1,213 @@
+"""What a memory plan costs, as pure functions of the configuration.
+
+Cached positions, bytes, attention FLOPs per token, parameter count and
+receptive field; the tests check each against the built model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from txl.adaptive import cluster_dims
+from txl.attention import variant
+from txl.config import ModelConfig
+from txl.memory import describe, keys_per_query, max_distance, receptive_field
+from txl.table import format_table
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def param_count(cfg: ModelConfig) -> int:
+    """Distinct trainable parameters of TransformerXL(cfg), tied weights counted once."""
+    d_model = cfg.d_model
+    clusters = cluster_dims(cfg)
+    tables = sum((b - a) * d for a, b, d in clusters)
+    if cfg.div_val == 1:
+        in_projs = [d_model * cfg.embed_dim] if d_model != cfg.embed_dim else []
+        out_projs = [d_model * cfg.embed_dim] * len(clusters) if d_model != cfg.embed_dim else [0] * len(clusters)
+    else:
+        in_projs = [d_model * d for _, _, d in clusters]
+        out_projs = [d_model * d for _, _, d in clusters]
+    n = tables + sum(in_projs)
+    n += cfg.vocab_size + len(cfg.cutoffs) * (cfg.embed_dim + 1)  # output biases; cluster rows of the head
+    if not cfg.tie_weight:
+        n += tables
+    n += sum(p for p, tied in zip(out_projs, cfg.resolved_tie_projs()) if not tied)
+    if not cfg.untie_r and any(variant(layer.attn).uses_rel_bias for layer in cfg.layers):
+        n += 2 * cfg.n_head * cfg.d_head
+    per_block = 4 * d_model + 2 * d_model * cfg.d_inner + cfg.d_inner + d_model  # two LayerNorms, feed-forward
+    for layer in cfg.layers:
+        n += per_block + variant(layer.attn).param_count(cfg, layer)
+    return n
+
+
+def dense_flops_per_token(cfg: ModelConfig) -> float:
+    """Forward FLOPs per token of the matrix products outside attention scoring (projections, FF, output)."""
+    inner = cfg.n_head * cfg.d_head
+    per_layer = 2.0 * (4 * cfg.d_model * inner + 2 * cfg.d_model * cfg.d_inner)
+    return cfg.n_layer * per_layer + 2.0 * cfg.d_model * cfg.vocab_size
+
+
+@dataclass
+class LayerBudget:
+    index: int
+    attn: str
+    mem_len: int
+    attn_range: int | None
+    cached_positions: int
+    state_values: int  # recurrent state other than cached positions, per sequence
+    bytes: int
+    keys_per_query: float
+    attn_flops_per_token: float
+
+
+@dataclass
+class Budget:
+    plan: dict[str, str]
+    label: str  # how the user wrote the memory plan
+    tgt_len: int
+    batch: int
+    dtype: str
+    layers: list[LayerBudget] = field(default_factory=list)
+    params: int = 0
+    receptive_field: tuple[float, float] = (0.0, 0.0)
+    dense_flops_per_token: float = 0.0
+
+    @property
+    def cached_positions(self) -> int:
+        return sum(layer.cached_positions for layer in self.layers)
+
+    @property
+    def long_range_positions(self) -> int:
+        """Positions cached by the layers at the plan's longest memory length."""
+        longest = max((layer.cached_positions for layer in self.layers), default=0)
+        return sum(layer.cached_positions for layer in self.layers if layer.cached_positions == longest)
+
+    @property
+    def long_range_layers(self) -> int:
+        longest = max((layer.cached_positions for layer in self.layers), default=0)
+        return sum(1 for layer in self.layers if layer.cached_positions == longest and longest > 0)
+
+    @property
+    def bytes(self) -> int:
+        return sum(layer.bytes for layer in self.layers)
+
+    @property
+    def attn_flops_per_token(self) -> float:
+        return sum(layer.attn_flops_per_token for layer in self.layers)
+
+    def to_dict(self) -> dict:
+        return {
+            "plan": self.plan,
+            "label": self.label,
+            "tgt_len": self.tgt_len,
+            "batch": self.batch,
+            "dtype": self.dtype,
+            "params": self.params,
+            "cached_positions": self.cached_positions,
+            "long_range_positions": self.long_range_positions,
+            "memory_bytes": self.bytes,
+            "attn_flops_per_token": self.attn_flops_per_token,
+            "dense_flops_per_token": self.dense_flops_per_token,
+            "receptive_field": list(self.receptive_field),
+            "layers": [vars(layer) for layer in self.layers],
+        }
+
+
+def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32", label: str | None = None) -> Budget:
+    """The cost of cfg's memory plan for segments of `tgt_len` tokens, `batch` sequences, caches in `dtype`."""
+    size = DTYPE_BYTES[dtype]
+    plan = describe(cfg)
+    out = Budget(plan=plan, label=label or plan["memory"], tgt_len=tgt_len, batch=batch, dtype=dtype)
+    unbounded = []
+    for i, layer in enumerate(cfg.layers):
+        cls = variant(layer.attn)
+        cached = cls.cache_len(layer)
+        state = cls.state_numel(cfg, layer)
+        seen = min(layer.mem_len, max_distance(layer.mem_len, layer.attn_range, cfg.same_length))
+        keys = keys_per_query(layer.mem_len, layer.attn_range, tgt_len, cfg.same_length)
+        flops = cls.core_flops(cfg, layer, keys, int(seen) + tgt_len, tgt_len)
+        out.layers.append(
+            LayerBudget(
+                index=i,
+                attn=layer.attn + ("+fastrpb" if layer.fastrpb else ""),
+                mem_len=layer.mem_len,
+                attn_range=layer.attn_range,
+                cached_positions=cached,
+                state_values=state,
+                bytes=(cached * cfg.d_model + state) * size * batch,
+                keys_per_query=keys,
+                attn_flops_per_token=flops,
+            )
+        )
+        unbounded.append(cls.unbounded(layer))
+    out.params = param_count(cfg)
+    out.receptive_field = receptive_field(cfg.mem_lens, cfg.attn_ranges, tgt_len, cfg.same_length, unbounded)
+    out.dense_flops_per_token = dense_flops_per_token(cfg)
+    return out
+
+
+def _mib(n: int) -> float:
+    return n / 2**20
+
+
+def _reach(b: Budget) -> str:
+    lo, hi = b.receptive_field
+    fmt = lambda v: "inf" if v == float("inf") else f"{int(v):,}"  # noqa: E731
+    return fmt(lo) if lo == hi else f"{fmt(lo)}..{fmt(hi)}"
+
+
+def layer_table(b: Budget, markdown: bool = False) -> str:
+    """One row per layer and a total row."""
+    rows = [
+        [
+            layer.index,
+            layer.attn,
+            layer.mem_len,
+            "inf" if layer.attn_range is None else layer.attn_range,
+            layer.cached_positions,
+            _mib(layer.bytes),
+            layer.keys_per_query,
+            layer.attn_flops_per_token / 1e6,
+        ]
+        for layer in b.layers
+    ]
+    rows.append(["total", "", "", "", b.cached_positions, _mib(b.bytes), None, b.attn_flops_per_token / 1e6])
+    headers = ["layer", "attn", "mem_len", "range", "cached", f"MiB ({b.dtype}, batch {b.batch})", "keys/query", "attn MFLOP/token"]
+    return format_table(headers, rows, markdown)
+
+
+def summary_lines(b: Budget) -> str:
+    return "\n".join(
+        [
+            f"memory plan      {b.plan['memory']}   range {b.plan['range']}   attn {b.plan['attn']}",
+            f"cached positions {b.cached_positions:,} per sequence, {_mib(b.bytes):,.1f} MiB at {b.dtype} x batch {b.batch}",
+            f"long-range       {b.long_range_positions:,} positions in {b.long_range_layers} layers at the longest memory",
+            f"receptive field  {_reach(b)} tokens (guaranteed..largest over a segment of {b.tgt_len})",
+            f"attention        {b.attn_flops_per_token / 1e6:,.2f} MFLOP/token forward (scores and mixing)",
+            f"dense            {b.dense_flops_per_token / 1e6:,.2f} MFLOP/token forward (projections, feed-forward, output)",
+            f"parameters       {b.params:,}",
+        ]
+    )
+
+
+def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
+    """One row per plan, with cached and long-range memory relative to the first plan."""
+    base = budgets[0]
+    rows = []
+    for b in budgets:
+        rows.append(
+            [
+                b.label,
+                b.plan["range"],
+                b.cached_positions,
+                b.long_range_positions,
+                f"{base.long_range_positions / b.long_range_positions:.1f}x" if b.long_range_positions else "-",
+                f"{base.cached_positions / b.cached_positions:.1f}x" if b.cached_positions else "-",
+                _mib(b.bytes),
+                b.attn_flops_per_token / 1e6,
+                _reach(b),
+            ]
+        )
+    headers = ["memory", "range", "cached", "long-range", "long-range smaller", "cached smaller", "MiB", "attn MFLOP/token", "receptive field"]
+    return format_table(headers, rows, markdown)
