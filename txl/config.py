@@ -197,6 +197,53 @@ def _positive(obj: Any, prefix: str, names: list[str]) -> None:
             raise ConfigError(f"{prefix}.{name} must be >= 1, got {value}")
 
 
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class SyntheticConfig:
+    """Long-range tasks with a known dependency distance (Wang & E): copy, pointer, decay."""
+
+    lags: list[int] = field(default_factory=lambda: [64])  # distance from each answer back to what it depends on
+    symbols: int = 16  # data alphabet; chance accuracy is 1/symbols (1/2 for decay)
+    query_every: int = 8  # mean spacing between queries
+    train_tokens: int = 262_144
+    eval_tokens: int = 32_768
+    decay: Literal["exp", "power"] = "exp"  # kernel of the decay task
+    decay_scale: float = 16.0  # exp: time constant; power: exponent
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Which text becomes segments, and how it is tokenized."""
+
+    corpus: str = "pystdlib"  # a name from `txl data list`, or a path to a file or folder
+    tokenizer: str = "auto"  # auto (the corpus default), bytes, chars, words, sentencepiece, or a .model path
+    vocab_size: int | None = None  # sentencepiece size, or the most frequent words to keep
+    min_freq: int = 1  # words seen fewer times in training become <unk>
+    sp_model_type: Literal["unigram", "bpe"] = "unigram"
+    split: Literal["auto", "contiguous", "files"] = "auto"  # how a local corpus is split (see data/README.md)
+    root: str | None = None  # cache folder; default $TXL_DATA, else ./data/cache
+    max_tokens: int | None = None  # use only the first N training tokens (validation and test: N // 10)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def validate(self) -> "DataConfig":
+        if self.vocab_size is not None and self.vocab_size < 2:
+            raise ConfigError(f"data.vocab_size must be >= 2 or none, got {self.vocab_size}")
+        if self.max_tokens is not None and self.max_tokens < 10:
+            raise ConfigError(f"data.max_tokens must be >= 10 or none, got {self.max_tokens}")
+        if self.min_freq < 1:
+            raise ConfigError(f"data.min_freq must be >= 1, got {self.min_freq}")
+        syn = self.synthetic
+        if not syn.lags or min(syn.lags) < 2:
+            raise ConfigError(f"data.synthetic.lags must be one or more distances >= 2, got {syn.lags}")
+        if not 2 <= syn.symbols <= 250:
+            raise ConfigError(f"data.synthetic.symbols must be in 2..250, got {syn.symbols}")
+        _positive(syn, "data.synthetic", ["query_every", "train_tokens", "eval_tokens"])
+        return self
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -205,9 +252,11 @@ class RunConfig:
     """Everything one run needs; later sections (data, train, eval) join as they are built."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> "RunConfig":
         self.model.validate()
+        self.data.validate()
         return self
 
 

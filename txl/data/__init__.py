@@ -1,0 +1,247 @@
+"""Text to segments: corpora, tokenizers, the on-disk token cache, and segment streams.
+
+    corpus = load_corpus(DataConfig(corpus="pystdlib"))
+    stream = corpus.stream("train", batch=22, tgt_len=512)
+
+Token ids are cached as .npy files (memory-mapped on load, in the smallest integer
+type that fits) under a key made of the raw splits' content hash and the tokenizer's
+settings, so a changed source or tokenizer builds a new cache. A cache folder is
+built under a temporary name and renamed into place, so it is whole or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from txl.config import DataConfig, SyntheticConfig
+from txl.data import synthetic
+from txl.data.corpora import CORPORA, SPLITS, RawCorpus, cache_root, corpus_spec, fetch_local
+from txl.data.streams import Segment, SegmentStream
+from txl.data.tokenizers import (
+    ByteTokenizer,
+    CharTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    load_tokenizer,
+    smallest_dtype,
+)
+from txl.errors import TxlError
+from txl.io import atomic_write_json
+
+CACHE_VERSION = 1  # bump when the cache layout or a tokenizer's output changes
+
+
+@dataclass
+class Corpus:
+    """Token ids of each split, the tokenizer that made them, and what they came from."""
+
+    name: str
+    tokenizer: Tokenizer
+    splits: dict[str, np.ndarray]
+    raw_bytes: dict[str, int]
+    masks: dict[str, np.ndarray] | None = None  # synthetic tasks: which targets are scored
+    files: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+    cache_dir: Path | None = None
+    task: str | None = None  # the synthetic task, if any
+    synthetic: SyntheticConfig | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def unit(self) -> str:
+        return self.tokenizer.unit
+
+    def stream(self, split: str, batch: int, tgt_len: int, **kwargs) -> SegmentStream:
+        mask = self.masks[split] if self.masks is not None else None
+        return SegmentStream(self.splits[split], batch, tgt_len, mask=mask, **kwargs)
+
+    def bytes_per_token(self, split: str) -> float:
+        return self.raw_bytes[split] / max(1, len(self.splits[split]))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def resolve_tokenizer(cfg: DataConfig) -> str:
+    spec = corpus_spec(cfg.corpus)
+    if cfg.tokenizer == "auto":
+        return spec.tokenizer if spec else "bytes"
+    if spec and spec.fetch is None:
+        raise TxlError(f"corpus {cfg.corpus!r} is a synthetic task with its own vocabulary; leave data.tokenizer=auto")
+    kind = cfg.tokenizer
+    if kind.endswith(".model"):
+        return kind
+    if kind not in ("bytes", "chars", "words", "sentencepiece"):
+        raise TxlError(
+            f"unknown tokenizer {kind!r} (use auto, bytes, chars, words, sentencepiece, or a path to a sentencepiece .model)"
+        )
+    if kind == "sentencepiece" and cfg.vocab_size is None:
+        raise TxlError("tokenizer sentencepiece needs a vocabulary size: set data.vocab_size (e.g. 8000)")
+    return kind
+
+
+def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
+    """Fetch (if needed), tokenize (if not cached) and memory-map a corpus's splits."""
+    cfg.validate()
+    spec = corpus_spec(cfg.corpus)
+    kind = resolve_tokenizer(cfg)
+    if spec is not None and spec.fetch is None:
+        return _limit(_synthetic(cfg), cfg)
+    root = cache_root(cfg)
+    if spec is not None:
+        raw = spec.fetch(root, cfg)
+        folder = root / spec.name
+    else:
+        path = Path(cfg.corpus).expanduser().resolve()
+        raw = fetch_local(path, cfg)
+        folder = root / f"local-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}-{path.name}"
+    for s in SPLITS:
+        if not raw.splits[s]:
+            raise TxlError(f"corpus {cfg.corpus!r} has an empty {s} split; give it more text or another data.split")
+    hashes = {s: _sha256(raw.splits[s]) for s in SPLITS}
+    settings = {
+        "version": CACHE_VERSION,
+        "tokenizer": kind,
+        "vocab_size": cfg.vocab_size if kind in ("words", "sentencepiece") else None,
+        "min_freq": cfg.min_freq if kind == "words" else None,
+        "sp_model_type": cfg.sp_model_type if kind == "sentencepiece" else None,
+        "model_sha256": _sha256(Path(kind).read_bytes()) if kind.endswith(".model") and Path(kind).is_file() else None,
+        "sources": hashes,
+    }
+    key = _sha256(json.dumps(settings, sort_keys=True).encode())[:16]
+    cache = folder / f"tokens-{Path(kind).stem if kind.endswith('.model') else kind}-{key}"
+    if not (cache / "meta.json").exists():
+        _build_cache(raw, kind, cfg, folder, cache, settings, progress)
+    return _limit(_open_cache(cache, raw), cfg)
+
+
+def _make_tokenizer(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, progress: bool) -> Tokenizer:
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "chars":
+        return CharTokenizer.build(raw.splits.values())  # the symbol inventory of all splits, as the original
+    if kind == "words":
+        return WordTokenizer.build(raw.splits["train"], min_freq=cfg.min_freq, max_size=cfg.vocab_size)
+    if kind.endswith(".model"):
+        return SentencePieceTokenizer(kind)
+    model = folder / f"sp-{cfg.sp_model_type}-{cfg.vocab_size}-{_sha256(raw.splits['train'])[:12]}.model"
+    if model.exists():
+        return SentencePieceTokenizer(model)
+    _say(progress, f"training a {cfg.sp_model_type} sentencepiece model of {cfg.vocab_size} pieces on the training split")
+    return SentencePieceTokenizer.train(raw.splits["train"], model, cfg.vocab_size, cfg.sp_model_type)
+
+
+def _build_cache(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, cache: Path, settings: dict, progress: bool) -> None:
+    start = time.time()
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _make_tokenizer(raw, kind, cfg, folder, progress)
+    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        counts = {}
+        for s in SPLITS:
+            _say(progress, f"tokenizing {raw.name} {s} ({len(raw.splits[s]) / 1e6:.1f} MB, {tokenizer.kind})")
+            ids = tokenizer.encode(raw.splits[s]).astype(smallest_dtype(tokenizer.vocab_size), copy=False)
+            np.save(tmp / f"{s}.npy", ids)
+            counts[s] = int(len(ids))
+        if isinstance(tokenizer, SentencePieceTokenizer):
+            shutil.copyfile(tokenizer.model_path, tmp / "sp.model")
+            atomic_write_json(tmp / "vocab.json", {**tokenizer.to_json(), "model_file": "sp.model"})
+        else:
+            tokenizer.save(tmp / "vocab.json")
+        atomic_write_json(
+            tmp / "meta.json",
+            {
+                **settings,
+                "corpus": raw.name,
+                "source": raw.source,
+                "tokens": counts,
+                "raw_bytes": {s: len(raw.splits[s]) for s in SPLITS},
+                "files": raw.files,
+                "vocab_size": tokenizer.vocab_size,
+                "build_seconds": round(time.time() - start, 2),
+            },
+        )
+        try:
+            os.rename(tmp, cache)
+        except OSError:
+            if not (cache / "meta.json").exists():  # another process won the race with the same content
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _say(progress, f"token cache written to {cache} in {time.time() - start:.1f} s")
+
+
+def _open_cache(cache: Path, raw: RawCorpus | None) -> Corpus:
+    meta = json.loads((cache / "meta.json").read_text())
+    tokenizer = load_tokenizer(cache / "vocab.json")
+    splits = {s: np.load(cache / f"{s}.npy", mmap_mode="r") for s in SPLITS}
+    return Corpus(
+        name=meta["corpus"],
+        tokenizer=tokenizer,
+        splits=splits,
+        raw_bytes=meta["raw_bytes"],
+        files=meta.get("files", {}),
+        source=meta.get("source", ""),
+        cache_dir=cache,
+    )
+
+
+def _synthetic(cfg: DataConfig) -> Corpus:
+    task, syn = cfg.corpus, cfg.synthetic
+    seeds = {"train": syn.seed, "valid": syn.seed + 1, "test": syn.seed + 2}
+    sizes = {"train": syn.train_tokens, "valid": syn.eval_tokens, "test": syn.eval_tokens}
+    splits, masks = {}, {}
+    for s in SPLITS:
+        splits[s], masks[s] = synthetic.generate(task, syn, sizes[s], seeds[s])
+    return Corpus(
+        name=task,
+        tokenizer=synthetic.SyntheticTokenizer(synthetic.vocabulary(task, syn)),
+        splits=splits,
+        raw_bytes={s: len(splits[s]) for s in SPLITS},
+        masks=masks,
+        source=f"generated (seed {syn.seed})",
+        task=task,
+        synthetic=syn,
+    )
+
+
+def _limit(corpus: Corpus, cfg: DataConfig) -> Corpus:
+    """Keep the first data.max_tokens training tokens (a tenth of that for validation and test)."""
+    if cfg.max_tokens is None:
+        return corpus
+    limits = {"train": cfg.max_tokens, "valid": max(cfg.max_tokens // 10, 2), "test": max(cfg.max_tokens // 10, 2)}
+    for s, n in limits.items():
+        kept = min(n, len(corpus.splits[s]))
+        corpus.raw_bytes[s] = int(round(corpus.bytes_per_token(s) * kept))
+        corpus.splits[s] = corpus.splits[s][:kept]
+        if corpus.masks is not None:
+            corpus.masks[s] = corpus.masks[s][:kept]
+    return corpus
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"txl data: {message}", file=sys.stderr, flush=True)
+
+
+def corpus_names() -> list[str]:
+    return list(CORPORA)
+
+
+__all__ = ["Corpus", "Segment", "SegmentStream", "load_corpus", "corpus_names", "CORPORA"]
