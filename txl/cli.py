@@ -123,6 +123,88 @@ def cmd_budget(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- txl data
+
+
+def add_data_args(p: argparse.ArgumentParser, corpus_positional: bool = True) -> None:
+    if corpus_positional:
+        p.add_argument("corpus", nargs="?", default="pystdlib", help="a corpus name (txl data list) or a path (default pystdlib)")
+    g = p.add_argument_group("data")
+    g.add_argument("--tokenizer", help="auto, bytes, chars, words, sentencepiece, or a sentencepiece .model file")
+    g.add_argument("--vocab-size", type=int, help="sentencepiece pieces, or the most frequent words to keep")
+    g.add_argument("--split", choices=["auto", "contiguous", "files"], help="how a local corpus is split")
+    g.add_argument("--data-root", help="cache folder (default $TXL_DATA, else ./data/cache)")
+
+
+def data_config_from_args(args: argparse.Namespace, base=None):
+    from txl.config import DataConfig
+
+    cfg = base or DataConfig()
+    if getattr(args, "corpus", None):
+        cfg.corpus = args.corpus
+    for name, field_name in (("tokenizer", "tokenizer"), ("vocab_size", "vocab_size"), ("split", "split"), ("data_root", "root")):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(cfg, field_name, value)
+    return cfg.validate()
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser, required=True)
+    sub.add_parser("list", help="the known corpora, their sizes, licences and splits")
+    for name, help in (
+        ("stats", "split sizes, vocabulary and token counts (downloads and tokenizes if needed)"),
+        ("prepare", "download and tokenize a corpus into the cache"),
+    ):
+        q = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        add_data_args(q)
+        q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. data.min_freq=3")
+
+
+@command("data", "corpora: list them, prepare their token caches, show their statistics", _data_args)
+def cmd_data(args: argparse.Namespace) -> int:
+    import time
+
+    from txl.table import format_table
+
+    if args.data_command == "list":
+        from txl.data.corpora import CORPORA
+
+        rows = [[c.name, c.description, c.size, c.split, c.tokenizer, c.license] for c in CORPORA.values()]
+        print(format_table(["name", "what", "size", "split", "tokenizer", "licence"], rows))
+        print("\nA path to a file or folder works too, in place of a name (see data/README.md for how it is split).")
+        return 0
+
+    from txl.config import RunConfig, apply_overrides
+    from txl.data import load_corpus
+
+    run = RunConfig()
+    run.data = data_config_from_args(args)
+    apply_overrides(run, args.overrides)
+    start = time.time()
+    corpus = load_corpus(run.data.validate())
+    seconds = time.time() - start
+    if args.data_command == "prepare":
+        print(f"{corpus.name}: ready in {seconds:.1f} s ({corpus.cache_dir or 'generated in memory'})")
+        return 0
+    rows = []
+    for split, ids in corpus.splits.items():
+        row = [split, corpus.files.get(split), corpus.raw_bytes[split], len(ids), corpus.bytes_per_token(split)]
+        if corpus.masks is not None:
+            row.append(int(corpus.masks[split].sum()))
+        rows.append(row)
+    headers = ["split", "files", "bytes", f"tokens ({corpus.unit}s)", "bytes/token"]
+    if corpus.masks is not None:
+        headers.append("scored answers")
+    print(format_table(headers, rows))
+    print()
+    print(f"corpus      {corpus.name}: {corpus.source}")
+    print(f"tokenizer   {corpus.tokenizer.kind}, vocabulary {corpus.vocab_size:,} ({corpus.splits['train'].dtype} ids)")
+    print(f"cache       {corpus.cache_dir or 'none (generated in memory)'}")
+    print(f"loaded in   {seconds:.2f} s")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 
