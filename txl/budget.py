@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from txl.adaptive import cluster_dims
-from txl.attention import variant
+from txl.attention import unbounded_layers, variant
 from txl.config import ModelConfig
 from txl.memory import describe, keys_per_query, max_distance, receptive_field
 from txl.table import format_table
@@ -119,7 +119,6 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
     size = DTYPE_BYTES[dtype]
     plan = describe(cfg)
     out = Budget(plan=plan, label=label or plan["memory"], tgt_len=tgt_len, batch=batch, dtype=dtype)
-    unbounded = []
     for i, layer in enumerate(cfg.layers):
         cls = variant(layer.attn)
         cached = cls.cache_len(layer)
@@ -140,9 +139,8 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
                 attn_flops_per_token=flops,
             )
         )
-        unbounded.append(cls.unbounded(layer))
     out.params = param_count(cfg)
-    out.receptive_field = receptive_field(cfg.mem_lens, cfg.attn_ranges, tgt_len, cfg.same_length, unbounded)
+    out.receptive_field = receptive_field(cfg.mem_lens, cfg.attn_ranges, tgt_len, cfg.same_length, unbounded_layers(cfg))
     out.dense_flops_per_token = dense_flops_per_token(cfg)
     return out
 

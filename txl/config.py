@@ -186,7 +186,7 @@ class ModelConfig:
                 raise ConfigError(f"{where}.mem_len must be >= 0, got {layer.mem_len}")
             if layer.attn_range is not None and layer.attn_range < 0:
                 raise ConfigError(f"{where}.attn_range must be >= 0 or none, got {layer.attn_range}")
-            check_layer(layer, where)
+            check_layer(layer, where, self.same_length)
         return self
 
 

@@ -238,17 +238,23 @@ def earliest_dependency(
     tgt_len: int,
     position: int,
     same_length: bool = False,
+    unbounded: Sequence[bool] | None = None,
 ) -> int:
     """The first token whose value can change the top layer's output at `position`.
 
     Exact for a stream processed segment by segment (segments of `tgt_len`, memory
-    starting empty), by following every path down through the layers.
+    starting empty), by following every path down through the layers. A layer marked
+    `unbounded` with memory carries a summary of everything before it.
     """
+    unbounded = unbounded or [False] * len(mem_lens)
     pos = np.arange(position + 1)
     idx = pos % tgt_len
     seg_start = pos - idx
     lo = pos.copy()  # layer 0 (the embedding) at s depends on token s alone
-    for m, r in zip(mem_lens, attn_ranges):
+    for m, r, free in zip(mem_lens, attn_ranges, unbounded):
+        if free and m > 0:
+            lo = np.minimum.accumulate(lo)
+            continue
         reach = _windows(max_distance(m, r, same_length), idx, np.minimum(m, seg_start))
         left = pos - reach
         lo = np.array([lo[a : s + 1].min() for a, s in zip(left, pos)])

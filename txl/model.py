@@ -150,7 +150,7 @@ class TransformerXL(nn.Module):
                 trial.attn_range = attn_ranges[i]
             if trial.mem_len < 0 or (trial.attn_range is not None and trial.attn_range < 0):
                 raise ConfigError(f"model.layers.{i}: memory length and range must be >= 0")
-            check_layer(trial, f"model.layers.{i}")
+            check_layer(trial, f"model.layers.{i}", self.cfg.same_length if same_length is None else same_length)
         for i, layer in enumerate(self.cfg.layers):
             if mem_lens is not None:
                 layer.mem_len = mem_lens[i]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from txl.attention.base import Attention, AttnContext, check_known
+from txl.attention.biases import ALiBiAttention, T5Attention
+from txl.attention.las import LaSAttention, LocalityAttention, SmoothnessAttention
+from txl.attention.sikf import SIKFAttention
 from txl.attention.xl import XLAttention
 from txl.config import LayerConfig, ModelConfig
 
@@ -19,7 +22,7 @@ def register(cls: type[Attention]) -> type[Attention]:
     return cls
 
 
-for _cls in (XLAttention,):
+for _cls in (XLAttention, LaSAttention, LocalityAttention, SmoothnessAttention, ALiBiAttention, T5Attention, SIKFAttention):
     register(_cls)
 
 
@@ -29,14 +32,19 @@ def variant(name: str) -> type[Attention]:
     return VARIANTS[name]
 
 
-def check_layer(layer: LayerConfig, where: str) -> None:
+def check_layer(layer: LayerConfig, where: str, same_length: bool = False) -> None:
     """Raise ConfigError if the layer names an unknown variant or one that cannot run its plan."""
     check_known(layer.attn, VARIANTS, where)
-    VARIANTS[layer.attn].check_layer(layer, where)
+    VARIANTS[layer.attn].check_layer(layer, where, same_length)
+
+
+def unbounded_layers(cfg: ModelConfig) -> list[bool]:
+    """Which layers carry a summary of the whole past (their receptive field is infinite)."""
+    return [VARIANTS[layer.attn].unbounded(layer) for layer in cfg.layers]
 
 
 def build_attention(cfg: ModelConfig, layer: LayerConfig, index: int) -> Attention:
     return VARIANTS[layer.attn](cfg, layer, index)
 
 
-__all__ = ["Attention", "AttnContext", "VARIANTS", "build_attention", "check_layer", "register", "variant"]
+__all__ = ["Attention", "AttnContext", "VARIANTS", "build_attention", "check_layer", "register", "unbounded_layers", "variant"]

@@ -60,7 +60,7 @@ class Attention(nn.Module):
     # ------------------------------------------------------------------ facts about a layer, from config alone
 
     @classmethod
-    def check_layer(cls, layer: LayerConfig, where: str) -> None:
+    def check_layer(cls, layer: LayerConfig, where: str, same_length: bool = False) -> None:
         """Raise ConfigError if this variant cannot run with the layer's plan."""
 
     @classmethod
@@ -114,10 +114,16 @@ class Attention(nn.Module):
         q = self._heads(F.linear(x, w_q))
         k = self._heads(F.linear(kv_in, w_k))
         v = self._heads(F.linear(kv_in, w_v))
-        y = self.attend(q, k, v, limit, ctx)
+        y, extra = self.attend_stateful(q, k, v, limit, ctx, state)
         if self.rpb is not None:
             y = y + self.rpb(v, q.size(2), limit)
-        return self.drop(self.out(self._merge(y))), {}
+        return self.drop(self.out(self._merge(y))), extra
+
+    def attend_stateful(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, limit: float, ctx: AttnContext, state: dict
+    ) -> tuple[torch.Tensor, dict]:
+        """Like `attend`, for variants that carry recurrent state besides the hidden-state cache."""
+        return self.attend(q, k, v, limit, ctx), {}
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, limit: float, ctx: AttnContext) -> torch.Tensor:
         """(B, H, Q, dh) queries, (B, H, K, dh) keys and values -> (B, H, Q, dh)."""

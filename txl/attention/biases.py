@@ -1,0 +1,76 @@
+"""Relative position biases added to content attention: ALiBi (linear) and T5 (log buckets).
+
+These are the linear-type and log-type relative encodings of Wang & E (NeurIPS 2024):
+ALiBi subtracts slope_h * distance (Press et al. 2022); T5 adds a learned scalar per
+head for each logarithmic distance bucket (Raffel et al. 2020). Neither uses the
+Transformer-XL position term or its biases u, v.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from txl.attention.base import Attention
+from txl.config import LayerConfig, ModelConfig
+
+
+def alibi_slopes(n_head: int) -> list[float]:
+    """Geometric slopes 2^(-8/n), 2^(-16/n), ...; other head counts interleave the next power of two's."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-8 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_head).is_integer():
+        return power_of_two(n_head)
+    base = 2 ** math.floor(math.log2(n_head))
+    return power_of_two(base) + power_of_two(2 * base)[0::2][: n_head - base]
+
+
+def t5_buckets(distance: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """Causal T5 buckets: exact below num_buckets/2, logarithmic up to max_distance, then the last bucket."""
+    exact = num_buckets // 2
+    d = distance.clamp(min=0)
+    log_ratio = torch.log(d.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+    large = (exact + (log_ratio * (num_buckets - exact)).long()).clamp(max=num_buckets - 1)
+    return torch.where(d < exact, d, large)
+
+
+class ALiBiAttention(Attention):
+    name = "alibi"
+    description = "content attention minus slope_h * distance (ALiBi, linear-type relative encoding)"
+
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
+        super().__init__(cfg, layer, index)
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(cfg.n_head)), persistent=False)
+
+    def attend(self, q, k, v, limit, ctx):
+        scores = (q @ k.transpose(-1, -2)) * self.scale
+        d = ctx.masks.distances(q.size(2), k.size(2)).clamp(min=0)
+        return self.softmax_attend(scores - (self.slopes[:, None, None] * d).to(scores.dtype), v, limit, ctx)
+
+
+class T5Attention(Attention):
+    name = "t5"
+    description = "content attention plus a learned bias per head and log-spaced distance bucket (T5, log-type)"
+
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
+        super().__init__(cfg, layer, index)
+        self.num_buckets, self.bucket_limit = cfg.t5.num_buckets, cfg.t5.max_distance
+        self.rel_bias = nn.Parameter(torch.zeros(cfg.t5.num_buckets, cfg.n_head))
+
+    @classmethod
+    def param_count(cls, cfg: ModelConfig, layer: LayerConfig) -> int:
+        return super().param_count(cfg, layer) + cfg.t5.num_buckets * cfg.n_head
+
+    def init_txl(self, cfg: ModelConfig) -> None:
+        nn.init.normal_(self.rel_bias, 0.0, cfg.init_std)
+
+    def attend(self, q, k, v, limit, ctx):
+        scores = (q @ k.transpose(-1, -2)) * self.scale
+        buckets = t5_buckets(ctx.masks.distances(q.size(2), k.size(2)), self.num_buckets, self.bucket_limit)
+        bias = self.rel_bias[buckets].permute(2, 0, 1)  # (H, Q, K)
+        return self.softmax_attend(scores + bias.to(scores.dtype), v, limit, ctx)
