@@ -205,6 +205,80 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- txl bench
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 1, got {text!r}")
+    return values
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bench_command", metavar="WHAT", parser_class=Parser, required=True)
+    v = sub.add_parser(
+        "variants",
+        help="forward+backward time and peak memory of one attention layer per variant, against xl, as segments grow",
+        description="Forward+backward time and peak memory of one attention layer per variant, relative to xl at "
+        "each segment length, and how each grows from the shortest length to the longest. On a CPU each case "
+        "runs in a fresh process so its peak memory can be measured.",
+    )
+    v.add_argument("--variants", default="xl,las,las-local,las-smooth,alibi,t5,sikf,sikf+fastrpb,fastrpb",
+                   help="comma-separated; 'fastrpb' alone times the W V term by itself")
+    v.add_argument("--lengths", type=_int_list, default=[512, 2048, 8192], help="segment lengths (default 512,2048,8192)")
+    v.add_argument("--mem-len", type=int, default=0, help="memory positions in front of each segment (default 0)")
+    v.add_argument("--d-model", type=int, default=256)
+    v.add_argument("--n-head", type=int, default=4)
+    v.add_argument("--d-head", type=int, default=64)
+    v.add_argument("--batch", type=int, default=1)
+    v.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up; the median is kept")
+    v.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    v.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    v.add_argument("--out", metavar="FILE.json", help="also write the raw measurements here")
+    v.add_argument("--markdown", action="store_true")
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TxlError("--device cuda asked for, but this machine has no CUDA device; use --device cpu")
+    return name
+
+
+@command("bench", "benchmarks: attention variants as segments grow (speed and memory are measured here, not in tests)", _bench_args)
+def cmd_bench(args: argparse.Namespace) -> int:
+    from txl.bench import variants_benchmark, variants_table
+    from txl.io import atomic_write_json
+
+    device = resolve_device(args.device)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    from txl.memory import ATTENTION, parse_plan
+
+    for name in names:
+        if name != "fastrpb":
+            parse_plan(name, 1, ATTENTION)  # unknown names fail here, listing the known ones
+    rows = variants_benchmark(
+        names, args.lengths, device=device, mem_len=args.mem_len, batch=args.batch, d_model=args.d_model,
+        n_head=args.n_head, d_head=args.d_head, repeats=args.repeats, dtype=args.dtype,
+    )
+    print(f"device {device}; one attention layer, d_model {args.d_model}, {args.n_head} heads of {args.d_head}, "
+          f"batch {args.batch}, memory {args.mem_len}, {args.dtype}, forward+backward, median of {args.repeats}")
+    print(variants_table(rows, args.markdown, absolute=device.startswith("cuda")))
+    failed = [r for r in rows if "error" in r]
+    for r in failed:
+        print(f"  {r['attn']} @{r['seq_len']}: {r['error']}")
+    if args.out:
+        atomic_write_json(args.out, {"device": device, "args": {k: v for k, v in vars(args).items() if k != "func"}, "rows": rows})
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 
