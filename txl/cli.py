@@ -279,6 +279,200 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- txl train
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="start from a named configuration (txl list shows them; default small)")
+    p.add_argument("--run-dir", help="where the run's config, logs, TensorBoard files and checkpoints go (default runs/PRESET-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
+    p.add_argument("--memory", metavar="PLAN", help="training memory plan, e.g. 'lrm=2@interleave:256,srm=16'")
+    add_model_args(p)
+    g = p.add_argument_group("data and training")
+    g.add_argument("--corpus", help="a corpus name (txl data list) or a path")
+    g.add_argument("--tokenizer", help="auto, bytes, chars, words, sentencepiece, or a .model file")
+    g.add_argument("--vocab-size", type=int, help="sentencepiece pieces, or the most frequent words to keep")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--batch-size", type=int, help="sequences per process")
+    g.add_argument("--tgt-len", type=int, help="segment length")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--stop-at-step", type=int, metavar="N", help="stop (with a checkpoint) after step N; --resume continues")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_config_from_args(args: argparse.Namespace):
+    """Preset or --config, then flags, then --set: the run a command describes, validated."""
+    from txl.config import apply_overrides, load_config
+    from txl.memory import apply_plans
+    from txl.presets import get_preset
+
+    if args.preset and args.config:
+        raise TxlError("give --preset or --config, not both")
+    run = load_config(args.config) if args.config else get_preset(args.preset or "small")
+    m = run.model
+    for flag, name in (("layers", "n_layer"), ("d_model", "d_model"), ("n_head", "n_head"), ("d_inner", "d_inner"), ("vocab", "vocab_size")):
+        if getattr(args, flag, None) is not None:
+            setattr(m, name, getattr(args, flag))
+    if args.d_model is not None or args.n_head is not None or args.d_head is not None:
+        m.d_head = args.d_head if args.d_head is not None else max(1, m.d_model // m.n_head)
+    if args.same_length:
+        m.same_length = True
+    run.model = apply_plans(m, memory=args.memory, attn_range=args.attn_range, attn=args.attn)
+    for flag, section, name in (
+        ("corpus", "data", "corpus"), ("tokenizer", "data", "tokenizer"), ("vocab_size", "data", "vocab_size"),
+        ("steps", "train", "steps"), ("batch_size", "train", "batch_size"), ("tgt_len", "train", "tgt_len"),
+        ("lr", "train", "lr"), ("device", "train", "device"),
+    ):
+        if getattr(args, flag, None) is not None:
+            setattr(getattr(run, section), name, getattr(args, flag))
+    apply_overrides(run, args.overrides)
+    return run.validate()
+
+
+@command("train", "train a language model: memory carried across segments, checkpoints, TensorBoard, resume", _train_args)
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from txl.train import Trainer, prepare_resume
+
+    if args.resume:
+        if not args.run_dir:
+            raise TxlError("--resume needs --run-dir (the run folder to continue)")
+        run = prepare_resume(Path(args.run_dir), args.overrides + ([f"train.steps={args.steps}"] if args.steps else []))
+    else:
+        run = run_config_from_args(args)
+    run_dir = Path(args.run_dir or Path("runs") / f"{args.preset or 'small'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    trainer = Trainer(run, run_dir, resume=args.resume, progress=not args.no_progress)
+    if trainer.dist.main:
+        print(f"run folder   {run_dir}  (tensorboard --logdir {run_dir})", file=sys.stderr)
+    try:
+        result = trainer.fit(stop_at=args.stop_at_step)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if not trainer.dist.main:
+        return 0
+    if result.get("final") is None:
+        print(f"stopped after step {result['step']}; continue with: txl train --run-dir {run_dir} --resume")
+        return 0
+    final, metric = result["final"], result["metric"]
+    print(f"step {result['step']}: {run.eval.split} {metric} {final.get(metric, final['loss']):.4f} "
+          f"(loss {final['loss']:.4f} nats/token over {final['tokens']:,} tokens)")
+    print(f"run folder   {run_dir}")
+    print(f"tensorboard  tensorboard --logdir {run_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------- txl eval
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a run folder (its last checkpoint) or a checkpoint folder")
+    p.add_argument("--best", action="store_true", help="the run's best checkpoint instead of its last")
+    p.add_argument("--split", choices=["valid", "test"], help="default: the run's eval.split")
+    p.add_argument("--memory", action="append", metavar="PLAN", help="memory plan to evaluate with; repeat to compare plans (default: as trained)")
+    p.add_argument("--range", dest="attn_range", metavar="PLAN", help="attention range plan")
+    p.add_argument("--tgt-len", type=int, help="segment length (default: the run's eval.tgt_len)")
+    p.add_argument("--clamp-len", type=int, help="clamp relative distances at this value")
+    p.add_argument("--same-length", action=argparse.BooleanOptionalAction, default=None, help="every query sees mem_len keys")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-segments", type=int, help="stop after this many segments (default: the whole split)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--corpus", help="evaluate on another corpus with the same tokenizer settings")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("eval", "evaluate a checkpoint under one or more memory plans; loss by position within the segment", _eval_args)
+def cmd_eval(args: argparse.Namespace) -> int:
+    from txl.budget import budget
+    from txl.data import load_corpus
+    from txl.evaluate import evaluate, metric_name, position_buckets
+    from txl.memory import apply_plans
+    from txl.table import format_table
+    from txl.train import load_trained, pick_precision, plan_from_text
+
+    model, run, folder = load_trained(args.path, args.device, "best" if args.best else "last")
+    if args.corpus:
+        run.data.corpus = args.corpus
+    corpus = load_corpus(run.data, progress=not args.no_progress)
+    if corpus.vocab_size != run.model.vocab_size:
+        raise TxlError(f"corpus {run.data.corpus!r} has {corpus.vocab_size} tokens, the model {run.model.vocab_size}")
+    split = args.split or run.eval.split
+    tgt_len = args.tgt_len or run.eval.tgt_len or run.train.tgt_len
+    batch = args.batch_size or run.eval.batch_size
+    same_length = args.same_length if args.same_length is not None else run.eval.same_length
+    clamp = args.clamp_len if args.clamp_len is not None else (run.eval.clamp_len if run.eval.clamp_len is not None else "keep")
+    plans = args.memory or [run.eval.memory]
+    precision = pick_precision(run.train.precision, next(model.parameters()).device)
+    results = []
+    for text in plans:
+        plan = plan_from_text(text or "as trained", run.model.n_layer, text, args.attn_range or run.eval.attn_range,
+                              same_length=same_length, clamp_len=clamp)
+        out = evaluate(model, corpus, split, tgt_len, batch, args.max_segments, precision, not args.no_progress, plan)
+        cfg = apply_plans(run.model, memory=text, attn_range=args.attn_range or run.eval.attn_range)
+        if same_length is not None:
+            cfg.same_length = same_length
+        b = budget(cfg, tgt_len)
+        out.update(plan=text or "as trained", cached_positions=b.cached_positions, memory_mib=b.bytes / 2**20,
+                   receptive_field=b.receptive_field[0])
+        results.append(out)
+    if args.json:
+        print(json.dumps({"checkpoint": str(folder), "results": results}, indent=2))
+        return 0
+    metric = metric_name(corpus)
+    print(f"checkpoint {folder}; {split} split, segments of {tgt_len}, {corpus.name} ({corpus.unit}s)")
+    rows = [[r["plan"], r["cached_positions"], r["memory_mib"], r["receptive_field"], r.get(metric, r["loss"]), r["loss"], r["tokens"]]
+            for r in results]
+    print(format_table(["memory plan", "cached", "MiB/seq", "receptive field", metric, "loss (nats)", "tokens"], rows))
+    buckets = [position_buckets(r["loss_by_position"]) for r in results]
+    print()
+    print("loss by position within the segment (more context to the right):")
+    rows = [[r["plan"]] + [v for _, v in b] for r, b in zip(results, buckets)]
+    print(format_table(["memory plan"] + [name for name, _ in buckets[0]], rows))
+    return 0
+
+
+# --------------------------------------------------------------------------- txl generate
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a run folder or a checkpoint folder")
+    p.add_argument("--prompt", default="", help="text to start from")
+    p.add_argument("--tokens", type=int, default=300, help="how many tokens to sample (default 300)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
+@command("generate", "sample text from a checkpoint, memory carried across chunks", _generate_args)
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from txl.generate import generate_text, run_tokenizer
+    from txl.train import load_trained
+
+    if args.tokens < 1:
+        raise TxlError("--tokens must be >= 1")
+    if not 0 < args.top_p <= 1:
+        raise TxlError("--top-p must be in (0, 1]")
+    model, run, folder = load_trained(args.path, args.device)
+    tokenizer = run_tokenizer(Path(args.path) if (Path(args.path) / "tokenizer").exists() else folder)
+    sys.stdout.write(args.prompt)
+    generate_text(
+        model, tokenizer, args.prompt, args.tokens, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, chunk=run.train.tgt_len, on_piece=lambda piece: (sys.stdout.write(piece), sys.stdout.flush()),
+    )
+    sys.stdout.write("\n")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 

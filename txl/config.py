@@ -244,19 +244,94 @@ class DataConfig:
         return self
 
 
+# --------------------------------------------------------------------------- training and evaluation
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation: schedule, precision, checkpoints, logging. Defaults follow the enwik8 base run."""
+
+    steps: int = 400_000
+    batch_size: int = 22  # sequences per process
+    tgt_len: int = 512  # segment length
+    grad_accum: int = 1  # split each batch into this many chunks, each with its own memory (lower peak memory)
+    optimizer: Literal["adam", "adamw", "lamb"] = "adam"
+    lr: float = 2.5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    warmup: int = 0  # linear warm-up steps
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    min_lr: float = 0.0  # where cosine and linear decay end
+    clip: float = 0.25  # gradient-norm clipping; 0 turns it off
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+    tf32: bool = True
+    compile: bool = False  # torch.compile the model
+    seed: int = 1111
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    shuffle_streams: bool = False  # start the streams at a new offset each epoch
+    loss_on: Literal["auto", "all", "mask"] = "auto"  # mask: only scored targets (auto: mask for synthetic tasks)
+    log_every: int = 50
+    eval_every: int = 2000  # 0: evaluate only at the end
+    eval_segments: int | None = 200  # validation segments per evaluation; none = the whole split
+    save_every: int = 2000  # 0: save only at the end
+
+    def validate(self) -> "TrainConfig":
+        _positive(self, "train", ["steps", "batch_size", "tgt_len", "grad_accum", "log_every"])
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"train.batch_size ({self.batch_size}) must be a multiple of train.grad_accum ({self.grad_accum})"
+            )
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ConfigError(f"train.lr must be > 0 and train.min_lr in [0, lr], got lr={self.lr}, min_lr={self.min_lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas must be two values in [0, 1), got {self.betas}")
+        for name in ("warmup", "eval_every", "save_every", "weight_decay", "clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.eval_segments is not None and self.eval_segments < 1:
+            raise ConfigError(f"train.eval_segments must be >= 1 or none, got {self.eval_segments}")
+        return self
+
+
+@dataclass
+class EvalConfig:
+    """How a trained model is evaluated; the original evaluates with a longer memory than it trains with."""
+
+    split: Literal["valid", "test"] = "test"
+    tgt_len: int | None = None  # segment length; none = train.tgt_len
+    batch_size: int = 10
+    memory: str | None = None  # memory plan; none = the training plan
+    attn_range: str | None = None  # range plan; none = the training plan
+    clamp_len: int | None = None  # none = the model's
+    same_length: bool | None = None  # none = the model's
+    max_segments: int | None = None  # none = the whole split
+
+    def validate(self) -> "EvalConfig":
+        _positive(self, "eval", ["batch_size"])
+        if self.tgt_len is not None and self.tgt_len < 1:
+            raise ConfigError(f"eval.tgt_len must be >= 1 or none, got {self.tgt_len}")
+        if self.max_segments is not None and self.max_segments < 1:
+            raise ConfigError(f"eval.max_segments must be >= 1 or none, got {self.max_segments}")
+        return self
+
+
 # --------------------------------------------------------------------------- run
 
 
 @dataclass
 class RunConfig:
-    """Everything one run needs; later sections (data, train, eval) join as they are built."""
+    """Everything one run needs: the model, its data, how it trains, and how it is evaluated at the end."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> "RunConfig":
         self.model.validate()
         self.data.validate()
+        self.train.validate()
+        self.eval.validate()
         return self
 
 

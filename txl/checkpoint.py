@@ -1,0 +1,130 @@
+"""Checkpoints that a crash cannot corrupt.
+
+    checkpoints/step-00001000/model.safetensors   weights (tied weights stored once)
+                              state.pt            optimizer, scaler, step, data position, RNG, memory
+                              config.json, meta.json
+    checkpoints/last -> step-00001000             symlinks, switched by an atomic rename
+    checkpoints/best -> step-00000800
+
+A save writes a whole folder under a temporary name, renames it into place, then
+repoints the symlink with os.replace; until that instant `last` names the previous
+complete checkpoint. state.pt holds only tensors, numbers, strings, lists and dicts,
+and is read with torch.load(weights_only=True): nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from txl.errors import TxlError
+from txl.io import atomic_write_json
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    root: str | Path, step: int, model: torch.nn.Module, state: dict, config: dict, meta: dict, names: tuple[str, ...] = ("last",)
+) -> Path:
+    """Write step `step` (if not already written) and point each of `names` at it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"step-{step:08d}"
+    if not (folder / "meta.json").exists():
+        tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            save_model(model, str(tmp / "model.safetensors"))
+            torch.save(state, tmp / "state.pt")
+            atomic_write_json(tmp / "config.json", config)
+            atomic_write_json(tmp / "meta.json", {**meta, "step": step})
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            shutil.rmtree(folder, ignore_errors=True)  # a folder left without meta.json by an earlier crash
+            os.rename(tmp, folder)
+            _fsync_dir(root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    for name in names:
+        link = root / f".{name}.link-{os.getpid()}"
+        link.unlink(missing_ok=True)
+        os.symlink(folder.name, link)
+        os.replace(link, root / name)
+    _fsync_dir(root)
+    _prune(root)
+    return folder
+
+
+def _prune(root: Path) -> None:
+    """Remove step folders that neither `last` nor `best` points at."""
+    keep = {os.readlink(root / n) for n in ("last", "best") if (root / n).is_symlink()}
+    for child in root.iterdir():
+        if child.name.startswith("step-") and child.name not in keep and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def find_checkpoint(path: str | Path, name: str = "last") -> Path | None:
+    """A checkpoint folder from a run folder, a checkpoints folder, or the checkpoint folder itself."""
+    path = Path(path)
+    for candidate in (path, path / name, path / "checkpoints" / name):
+        if (candidate / "meta.json").exists() and (candidate / "model.safetensors").exists():
+            return candidate.resolve()
+    return None
+
+
+def read_config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def read_meta(folder: Path) -> dict:
+    return json.loads((folder / "meta.json").read_text())
+
+
+def load_weights(model: torch.nn.Module, folder: Path, strict: bool = True) -> None:
+    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    if strict and (missing or unexpected):
+        raise TxlError(
+            f"checkpoint {folder} does not fit this model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+
+
+def load_state(folder: Path) -> dict:
+    try:
+        return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt file or one holding pickled objects
+        raise TxlError(f"cannot read {folder / 'state.pt'} as plain tensors ({type(e).__name__}); it is not a txl checkpoint") from None
+
+
+def flatten_memory(mems_by_chunk: list[list[dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """Memory states as flat {'chunk.layer.key': tensor} for saving."""
+    return {
+        f"{c}.{layer}.{key}": t.detach().cpu()
+        for c, mems in enumerate(mems_by_chunk)
+        if mems is not None
+        for layer, state in enumerate(mems)
+        for key, t in state.items()
+    }
+
+
+def unflatten_memory(flat: dict[str, torch.Tensor], chunks: int, n_layer: int, device: torch.device) -> list:
+    out: list = [None] * chunks
+    for name, t in flat.items():
+        c, layer, key = name.split(".", 2)
+        c, layer = int(c), int(layer)
+        if out[c] is None:
+            out[c] = [{} for _ in range(n_layer)]
+        out[c][layer][key] = t.to(device)
+    return out

@@ -1,0 +1,131 @@
+"""Evaluation with any memory plan: loss, bits or perplexity, and loss by position within the segment."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from txl.data import Corpus
+from txl.model import TransformerXL
+
+LN2 = math.log(2)
+
+
+def metric_name(corpus: Corpus) -> str:
+    """The headline number people compare: bits per byte/char, perplexity, or accuracy on a synthetic task."""
+    if corpus.task is not None:
+        return "accuracy"
+    return {"byte": "bpb", "char": "bpc"}.get(corpus.unit, "ppl")
+
+
+def quality(loss: float, corpus: Corpus, split: str) -> dict:
+    """Loss in nats per token, expressed in the corpus's units."""
+    out = {"loss": loss, "bits_per_token": loss / LN2}
+    if corpus.task is None:
+        out["bpb"] = loss / LN2 / corpus.bytes_per_token(split)  # bits per raw byte, comparable across tokenizers
+        if corpus.unit == "char":
+            out["bpc"] = loss / LN2
+        if corpus.unit in ("word", "piece", "token"):
+            out["ppl"] = math.exp(min(loss, 700))
+    return out
+
+
+def autocast(device: torch.device, precision: str):
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class Plan:
+    """An evaluation-time memory plan; None fields keep the model's own."""
+
+    name: str
+    mem_lens: list[int] | None = None
+    attn_ranges: list[int | None] | None = None
+    same_length: bool | None = None
+    clamp_len: int | None | str = "keep"
+
+    def kwargs(self) -> dict:
+        return {"mem_lens": self.mem_lens, "attn_ranges": self.attn_ranges, "same_length": self.same_length, "clamp_len": self.clamp_len}
+
+
+@torch.no_grad()
+def evaluate(
+    model: TransformerXL,
+    corpus: Corpus,
+    split: str = "valid",
+    tgt_len: int = 128,
+    batch_size: int = 10,
+    max_segments: int | None = None,
+    precision: str = "fp32",
+    progress: bool = False,
+    plan: Plan | None = None,
+) -> dict:
+    """Run the split in order with memory carried across segments; return loss, metrics and loss by position."""
+    device = next(model.parameters()).device
+    batch_size = max(1, min(batch_size, len(corpus.splits[split]) // (2 * tgt_len) or 1))
+    stream = corpus.stream(split, batch_size, tgt_len, device=device)
+    n_segments = len(stream) if max_segments is None else min(max_segments, len(stream))
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros(tgt_len, dtype=torch.float64, device=device)
+    count = torch.zeros(tgt_len, dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_segments, desc=f"eval {split}" + (f" [{plan.name}]" if plan else ""), unit="seg", file=sys.stderr, leave=False)
+    scope = model.memory_plan(**plan.kwargs()) if plan is not None else contextlib.nullcontext()
+    try:
+        with scope:
+            mems = None
+            for seg in stream.epoch(0):
+                if seg.index >= n_segments:
+                    break
+                with autocast(device, precision):
+                    if corpus.task is not None:
+                        logp, mems = model(seg.inputs, mems)
+                        nll = -logp.float().gather(-1, seg.targets[..., None]).squeeze(-1)
+                        hits = (logp.argmax(-1) == seg.targets).double()
+                    else:
+                        nll, mems = model(seg.inputs, mems, seg.targets)
+                        hits = None
+                weight = seg.mask.double() if seg.mask is not None else torch.ones_like(nll, dtype=torch.float64)
+                n = nll.size(1)
+                loss_sum[:n] += (nll.double() * weight).sum(0)
+                count[:n] += weight.sum(0)
+                if hits is not None:
+                    correct += (hits * weight).sum()
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    total = float(count.sum())
+    loss = float(loss_sum.sum()) / max(total, 1.0)
+    out = quality(loss, corpus, split)
+    out.update(
+        split=split,
+        tokens=int(total),
+        segments=n_segments,
+        tgt_len=tgt_len,
+        loss_by_position=(loss_sum / count.clamp(min=1)).tolist(),
+    )
+    if corpus.task is not None:
+        out["accuracy"] = float(correct) / max(total, 1.0)
+    return out
+
+
+def position_buckets(loss_by_position: list[float], buckets: int = 8) -> list[tuple[str, float]]:
+    """Average loss over equal runs of in-segment positions: how loss falls as context within the segment grows."""
+    arr = np.asarray(loss_by_position)
+    edges = np.linspace(0, len(arr), min(buckets, len(arr)) + 1).astype(int)
+    return [(f"{a}-{b - 1}", float(arr[a:b].mean())) for a, b in zip(edges, edges[1:]) if b > a]

@@ -1,0 +1,83 @@
+"""Sampling from a trained model, memory carried across chunks: a quick look at what it learned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from txl.data.tokenizers import Tokenizer, load_tokenizer
+from txl.errors import TxlError
+from txl.model import TransformerXL
+
+
+def run_tokenizer(run_dir: Path) -> Tokenizer:
+    """The tokenizer a run was trained with, saved in its folder."""
+    for folder in (run_dir / "tokenizer", run_dir.parent.parent / "tokenizer"):
+        if (folder / "vocab.json").exists():
+            return load_tokenizer(folder / "vocab.json")
+    raise TxlError(f"no tokenizer saved with the run in {run_dir}; was it trained by txl train?")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Keep the top_k most likely tokens and the smallest set whose probability reaches top_p."""
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def sample(
+    model: TransformerXL,
+    prompt: list[int],
+    n_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    chunk: int = 128,
+    generator: torch.Generator | None = None,
+) -> Iterator[int]:
+    """Yield `n_tokens` sampled ids after reading `prompt` in chunks; one token per step after that."""
+    if temperature <= 0:
+        raise TxlError("--temperature must be > 0")
+    device = next(model.parameters()).device
+    model.eval()
+    mems = None
+    context = prompt or [0]
+    for start in range(0, len(context) - 1, chunk):  # all but the last prompt token only fill the memory
+        piece = torch.tensor([context[start : min(start + chunk, len(context) - 1)]], device=device)
+        _, mems = model.hidden(piece, mems)
+    last = torch.tensor([[context[-1]]], device=device)
+    for _ in range(n_tokens):
+        logp, mems = model(last, mems)
+        logits = filter_logits(logp[0, -1].float() / temperature, top_k, top_p)
+        token = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+        yield token
+        last = torch.tensor([[token]], device=device)
+
+
+def generate_text(
+    model: TransformerXL, tokenizer: Tokenizer, prompt: str, n_tokens: int, seed: int = 0, on_piece: Callable[[str], None] | None = None, **kw
+) -> str:
+    ids = [int(i) for i in tokenizer.encode(prompt.encode("utf-8"))] if prompt else []
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    out: list[int] = []
+    shown = ""
+    for token in sample(model, ids, n_tokens, generator=gen, **kw):
+        out.append(token)
+        if on_piece is not None:
+            text = tokenizer.decode(out)
+            if not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
+                on_piece(text[len(shown):])
+                shown = text
+    text = tokenizer.decode(out)
+    if on_piece is not None and len(text) > len(shown):
+        on_piece(text[len(shown):])
+    return text
