@@ -72,14 +72,20 @@ def generate(task: str, cfg: SyntheticConfig, n_tokens: int, seed: int) -> tuple
     tokens = rng.integers(0, k, size=n_tokens, dtype=np.int64)
     mask = np.zeros(n_tokens, dtype=bool)
     span = max(cfg.lags)
-    # query positions: gaps drawn geometrically, none before the first full look-back
+    # Query positions: gaps drawn geometrically, none before the first full look-back. An
+    # answer never copies a query token (a constant would make one answer likelier than
+    # the rest), so a query whose lags land on one moves on; answers stay uniform.
+    is_query = np.zeros(n_tokens, dtype=bool)
     t = span
     queries = []
     while True:
         t += int(rng.geometric(1.0 / cfg.query_every))
+        while t + 1 < n_tokens and task != "decay" and any(is_query[t + 1 - lag] for lag in cfg.lags):
+            t += 1
         if t + 1 >= n_tokens:
             break
         queries.append(t)
+        is_query[t] = True
         t += 1  # the answer's slot
     value = tokens.copy()  # what a position contributes to later answers; query and answer tokens of decay count 0
     if task == "decay":
