@@ -1,0 +1,41 @@
+"""Base configurations shared by the experiment definitions, one per scale."""
+
+from __future__ import annotations
+
+from txl.config import EvalConfig, ModelConfig, RunConfig
+from txl.memory import apply_plans
+from txl.presets import get_preset
+
+
+def lm_base(scale: str) -> RunConfig:
+    """A language model to intervene on: tiny (tests), small (a CPU, minutes a run), paper (Rae & Razavi's 24 layers on enwik8)."""
+    if scale == "tiny":
+        run = get_preset("tiny")
+        run.train.steps = 3
+        run.data.max_tokens = 20_000
+        run.eval.max_segments = 4
+        return run
+    if scale == "small":
+        run = get_preset("small")
+        run.model = apply_plans(
+            ModelConfig(vocab_size=256, n_layer=6, d_model=128, n_head=4, d_head=32, d_inner=512, dropout=0.1), memory="64"
+        )
+        run.train.steps, run.train.eval_every, run.train.save_every = 400, 0, 200
+        run.train.tgt_len, run.train.batch_size = 64, 16
+        run.data.max_tokens = 1_000_000
+        run.eval = EvalConfig(split="test", tgt_len=64, batch_size=16, max_segments=60)
+        return run
+    run = get_preset("enwik8-large")  # 24 layers, d 1024: the model Rae & Razavi intervene on
+    run.train.tgt_len = 512
+    run.eval = EvalConfig(split="test", tgt_len=512, batch_size=10)
+    return run
+
+
+def memory_lengths(scale: str) -> tuple[int, int]:
+    """(long, short) memory lengths: Rae & Razavi's 2304 and 128 at paper scale, shrunk with the model below it."""
+    return {"tiny": (16, 4), "small": (256, 16), "paper": (2304, 128)}[scale]
+
+
+def lrm_counts(n_layer: int) -> list[int]:
+    """Rae & Razavi's counts 0, 1, 2, 4, 6, 12, 24 of 24 layers, scaled to n_layer."""
+    return sorted(c for c in {0, 1, 2, n_layer // 6, n_layer // 4, n_layer // 2, n_layer} if c <= n_layer)

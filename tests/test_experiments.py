@@ -1,0 +1,164 @@
+"""The experiment registry, running with skip/resume, the results table, and reports."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from txl.cli import main
+from txl.experiments import (
+    EXPERIMENTS,
+    Experiment,
+    Variant,
+    experiment,
+    get_experiment,
+    jobs,
+    list_experiments,
+    results_path,
+    run_experiment,
+    shard,
+)
+from txl.io import read_jsonl
+from txl.memory import earliest_dependency
+from txl.model import TransformerXL
+from txl.train import Trainer
+
+NAMES = [name for name, _ in list_experiments()]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_experiment_builds_valid_configs_and_trains_a_step(name, tmp_path):
+    exp = get_experiment(name, "tiny")
+    assert exp.variants and all(v.of is None or v.of in {w.name for w in exp.variants} for v in exp.variants)
+    for variant in exp.variants:
+        if not variant.trains:
+            continue
+        run = exp.config(variant, exp.seeds[0])
+        run.data.root = str(tmp_path / "data")
+        run.validate()
+        from txl.data import load_corpus
+
+        corpus = load_corpus(run.data, progress=False)
+        run.model.vocab_size = corpus.vocab_size
+        model = TransformerXL(run.model)
+        seg = next(corpus.stream("train", run.train.batch_size, run.train.tgt_len).epoch(0))
+        loss, _ = model(seg.inputs, None, seg.targets)
+        loss.mean().backward()
+        assert torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_and_small_scales_validate(name):
+    for scale in ("small", "paper"):
+        exp = get_experiment(name, scale)
+        for variant in exp.variants:
+            if variant.trains:
+                exp.config(variant, 0).validate()
+
+
+def test_registry_refuses_duplicates_and_lists_by_pattern():
+    with pytest.raises(ValueError, match="registered twice"):
+        experiment("quickstart", "again")(lambda scale: None)
+    assert [n for n, _ in list_experiments("rae2020/*")] == [n for n in EXPERIMENTS if n.startswith("rae2020/")]
+
+
+def test_shards_partition_jobs_and_keep_evaluations_with_their_model():
+    exp = get_experiment("rae2020/lrm-count", "small")
+    exp.seeds = [0, 1]
+    everything = jobs(exp)
+    parts = [shard(everything, i, 3) for i in range(3)]
+    assert sorted(j.key for p in parts for j in p) == sorted(j.key for j in everything)
+    for part in parts:
+        trained = {(j.variant.name, j.seed) for j in part if j.variant.trains}
+        assert all((j.variant.of, j.seed) in trained for j in part if not j.variant.trains)
+
+
+def test_unknown_experiment_and_scale(capsys):
+    assert main(["run", "rae2020/nope"]) == 2
+    assert "unknown experiment 'rae2020/nope'" in capsys.readouterr().err
+    assert main(["list", "zzz*"]) == 2
+
+
+def test_interrupted_sweep_completes_without_redoing_or_duplicating(tmp_path, monkeypatch):
+    exp = get_experiment("rae2020/lrm-count", "tiny")
+    exp.base.data.root = str(tmp_path / "data")
+    exp.base.train.steps, exp.base.train.save_every = 6, 2
+    real_fit = Trainer.fit
+    state = {"fits": 0}
+
+    def flaky_fit(self, stop_at=None):
+        state["fits"] += 1
+        if state["fits"] == 2:  # the second training run is interrupted after 3 steps
+            real_fit(self, stop_at=3)
+            raise KeyboardInterrupt
+        return real_fit(self, stop_at)
+
+    monkeypatch.setattr(Trainer, "fit", flaky_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(exp, tmp_path / "results", progress=False, say=lambda s: None)
+    rows = read_jsonl(results_path(tmp_path / "results", exp))
+    assert [r["variant"] for r in rows] == ["lrm=0"]
+    monkeypatch.setattr(Trainer, "fit", real_fit)
+    said = []
+    rows = run_experiment(exp, tmp_path / "results", progress=False, say=said.append)
+    keys = [(r["variant"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys)) == len(jobs(exp))
+    assert any("lrm=0" in s and "skipped" in s for s in said) and any("lrm=1" in s and "resuming" in s for s in said)
+    again = []
+    run_experiment(exp, tmp_path / "results", progress=False, say=again.append)
+    assert all("skipped" in s for s in again) and len(read_jsonl(results_path(tmp_path / "results", exp))) == len(keys)
+
+
+def test_reports_render_from_the_results_file_alone(tmp_path, capsys):
+    assert main(["run", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-progress",
+                 "--set", f"data.root={tmp_path / 'data'}"]) == 0
+    out = capsys.readouterr().out
+    assert "mem 16 (trained)" in out and "pareto" in out
+    shutil.rmtree(tmp_path / "r" / "quickstart" / "tiny" / "runs")  # no models needed to report
+    for f in ("report.md", "report.png", "report.svg"):
+        (tmp_path / "r" / "quickstart" / "tiny" / f).unlink()
+    assert main(["report", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    for f in ("report.md", "report.png", "report.svg"):
+        assert (tmp_path / "r" / "quickstart" / "tiny" / f).stat().st_size > 0
+    rows = read_jsonl(tmp_path / "r" / "quickstart" / "tiny" / "results.jsonl")
+    assert {r["variant"] for r in rows} == {"mem 0", "mem 2", "mem 4", "mem 8", "mem 16 (trained)", "mem 32"}
+    assert {r["kind"] for r in rows} == {"train", "eval"}
+    assert "*" in out  # a Pareto point
+
+
+def test_report_marks_the_pareto_frontier_and_aggregates_seeds():
+    from txl.report import aggregate, mark_pareto
+
+    def row(variant, seed, cached, bpb):
+        return {"variant": variant, "seed": seed, "kind": "train", "plan": {"memory": "", "range": "", "attn": ""},
+                "budget": {"cached_positions": cached, "memory_bytes": 0, "receptive_field": 0}, "metrics": {"bpb": bpb}}
+
+    rows = [row("a", 0, 10, 2.0), row("a", 1, 10, 2.2), row("b", 0, 20, 1.5), row("c", 0, 30, 1.8), row("d", 0, 5, 3.0)]
+    groups = aggregate(rows, "bpb")
+    mark_pareto(groups, "bpb", "cached_positions")
+    by = {g.variant: g for g in groups}
+    assert by["a"].mean == pytest.approx(2.1) and by["a"].spread == pytest.approx(0.1414, abs=1e-3)
+    assert [g.variant for g in groups if g.pareto] == ["a", "b", "d"]  # c costs more than b and is worse
+
+
+def test_sparse_memory_lags_plumbing_matches_ground_truth(tmp_path):
+    """Small scale on a CPU: plans that cannot see the token an answer depends on stay at chance, the others learn.
+
+    Copy at lag 12 with 8 symbols: chance is 1/8 = 0.125. A plan whose receptive field is
+    under 11 cannot see the token; we require it below 0.25 (twice chance). Plans that
+    reach it must get above 0.6 (the task is deterministic once the token is visible).
+    """
+    exp = get_experiment("sparse-memory/lags", "small")
+    exp.variants = [v for v in exp.variants if v.name.startswith("lag 12 ")]
+    exp.base.data.root = str(tmp_path / "data")
+    rows = run_experiment(exp, tmp_path / "results", progress=False, say=lambda s: None)
+    for r in rows:
+        reach = r["budget"]["receptive_field"]
+        accuracy = r["metrics"]["accuracy"]
+        if reach < 11:
+            assert accuracy < 0.25, (r["variant"], reach, accuracy)
+        else:
+            assert accuracy > 0.6, (r["variant"], reach, accuracy)
+    assert {r["budget"]["receptive_field"] >= 11 for r in rows} == {True, False}

@@ -1,0 +1,278 @@
+"""The experiment registry: named families of runs, run side by side and recorded in one results table.
+
+An experiment is a plain function of a scale ("tiny" for tests, "small" for a CPU,
+"paper" for the published size) returning an Experiment: a base RunConfig and named
+variants. A variant either trains (its own memory plan, ranges, attention, overrides)
+or only evaluates another variant's trained model with another plan: an
+evaluation-time intervention, the cheapest ablation there is.
+
+Definitions live in the package `experiments/`, imported explicitly below.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from txl.budget import budget
+from txl.config import RunConfig, apply_overrides, to_dict
+from txl.errors import TxlError
+from txl.io import append_line, read_jsonl
+from txl.memory import apply_plans, describe
+
+SCALES = ("tiny", "small", "paper")
+
+
+@dataclass
+class Variant:
+    """One arm: a training run, or (with `of`) an evaluation-time plan on another arm's trained model."""
+
+    name: str
+    memory: str | None = None  # memory plan: for training, or for evaluation when `of` is set
+    attn_range: str | None = None
+    attn: str | None = None  # attention variants per layer (training only)
+    set: list[str] = field(default_factory=list)  # further dotted overrides (training only)
+    of: str | None = None  # evaluate this trained variant's model instead of training
+    eval_tgt_len: int | None = None
+    same_length: bool | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.of is None
+
+
+@dataclass
+class Experiment:
+    name: str
+    description: str
+    scale: str
+    base: RunConfig
+    variants: list[Variant]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    x_axis: str = "cached_positions"  # what the report plots quality against
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise TxlError(f"experiment {self.name} has no variant {name!r}")
+
+    def config(self, variant: Variant, seed: int) -> RunConfig:
+        """The resolved run config of a training variant."""
+        run = copy.deepcopy(self.base)
+        run.model = apply_plans(run.model, memory=variant.memory, attn_range=variant.attn_range, attn=variant.attn)
+        apply_overrides(run, variant.set)
+        run.train.seed = seed
+        return run
+
+
+EXPERIMENTS: dict[str, tuple[str, Callable[[str], Experiment]]] = {}
+
+
+def experiment(name: str, description: str):
+    """Register `fn(scale) -> Experiment` under `name`; a second registration of a name is refused."""
+
+    def deco(fn: Callable[[str], Experiment]) -> Callable[[str], Experiment]:
+        if name in EXPERIMENTS:
+            raise ValueError(f"experiment {name!r} is registered twice")
+        EXPERIMENTS[name] = (description, fn)
+        return fn
+
+    return deco
+
+
+def _load_definitions() -> None:
+    # explicit imports, no directory scanning
+    import experiments.fastrpb  # noqa: F401
+    import experiments.las  # noqa: F401
+    import experiments.quickstart  # noqa: F401
+    import experiments.rae2020  # noqa: F401
+    import experiments.sparse_memory  # noqa: F401
+
+
+def list_experiments(pattern: str = "*") -> list[tuple[str, str]]:
+    _load_definitions()
+    return [(name, desc) for name, (desc, _) in EXPERIMENTS.items() if fnmatch.fnmatch(name, pattern)]
+
+
+def get_experiment(name: str, scale: str = "small") -> Experiment:
+    _load_definitions()
+    if name not in EXPERIMENTS:
+        close = [n for n in EXPERIMENTS if name.split("/")[-1] in n]
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (see 'txl list')"
+        raise TxlError(f"unknown experiment {name!r}{hint}")
+    if scale not in SCALES:
+        raise TxlError(f"unknown scale {scale!r} (use {', '.join(SCALES)})")
+    exp = EXPERIMENTS[name][1](scale)
+    names = [v.name for v in exp.variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"experiment {name} repeats a variant name")
+    for v in exp.variants:
+        if v.of is not None and v.of not in names:
+            raise ValueError(f"experiment {name}: variant {v.name} evaluates unknown variant {v.of}")
+    return exp
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class Job:
+    variant: Variant
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant.name}/seed{self.seed}"
+
+
+def jobs(exp: Experiment) -> list[Job]:
+    """Training jobs first, each followed by the evaluation jobs that read its model."""
+    out = []
+    for v in exp.variants:
+        if v.trains:
+            for seed in exp.seeds:
+                out.append(Job(v, seed))
+                out += [Job(e, seed) for e in exp.variants if e.of == v.name]
+    return out
+
+
+def shard(all_jobs: list[Job], index: int, count: int) -> list[Job]:
+    """Split the jobs between `count` shards by training run, keeping each run's evaluations with it."""
+    groups: list[list[Job]] = []
+    for job in all_jobs:
+        if job.variant.trains:
+            groups.append([job])
+        else:
+            groups[-1].append(job)
+    return [job for i, group in enumerate(groups) if i % count == index for job in group]
+
+
+def config_hash(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def results_path(root: Path, exp: Experiment) -> Path:
+    return root / exp.name / exp.scale / "results.jsonl"
+
+
+def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
+    return root / exp.name / exp.scale / "runs" / variant / f"seed{seed}"
+
+
+def job_identity(exp: Experiment, job: Job) -> dict:
+    """Everything that makes a result what it is; its hash decides whether a job is already done."""
+    trained = exp.variant(job.variant.of) if job.variant.of else job.variant
+    ident = {"train": to_dict(exp.config(trained, job.seed))}
+    if job.variant.of:
+        v = job.variant
+        ident["eval"] = {"memory": v.memory, "attn_range": v.attn_range, "tgt_len": v.eval_tgt_len, "same_length": v.same_length}
+    return ident
+
+
+def run_experiment(
+    exp: Experiment,
+    root: Path,
+    shard_spec: tuple[int, int] = (0, 1),
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> list[dict]:
+    """Run every job of this shard that has no result yet; return all rows of the results table."""
+    from txl.train import Trainer
+
+    if overrides:
+        apply_overrides(exp.base, overrides)
+    exp.base.validate()
+    path = results_path(root, exp)
+    done = {(r["variant"], r["seed"], r["config_hash"]) for r in read_jsonl(path)}
+    todo = shard(jobs(exp), *shard_spec)
+    for i, job in enumerate(todo, 1):
+        ident = job_identity(exp, job)
+        digest = config_hash(ident)
+        if (job.variant.name, job.seed, digest) in done:
+            say(f"[{i}/{len(todo)}] {exp.name} {job.key}: done already, skipped")
+            continue
+        start = time.time()
+        if job.variant.trains:
+            folder = run_dir(root, exp, job.variant.name, job.seed)
+            run = exp.config(job.variant, job.seed)
+            from txl.checkpoint import find_checkpoint
+
+            resume = find_checkpoint(folder) is not None
+            say(f"[{i}/{len(todo)}] {exp.name} {job.key}: {'resuming' if resume else 'training'} in {folder}")
+            if resume:
+                from txl.train import prepare_resume
+
+                run = prepare_resume(folder, [])
+            result = Trainer(run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}").fit()
+            metrics, model_cfg, tgt_len = result["final"], run.model, run.eval.tgt_len or run.train.tgt_len
+            model_cfg = apply_plans(model_cfg, memory=run.eval.memory, attn_range=run.eval.attn_range)
+            if run.eval.same_length is not None:
+                model_cfg.same_length = run.eval.same_length
+        else:
+            metrics, model_cfg, tgt_len, folder = _evaluate_variant(exp, job, root, progress, say, i, len(todo))
+        b = budget(model_cfg, tgt_len)
+        row = {
+            "experiment": exp.name,
+            "scale": exp.scale,
+            "variant": job.variant.name,
+            "kind": "train" if job.variant.trains else "eval",
+            "of": job.variant.of,
+            "seed": job.seed,
+            "config_hash": digest,
+            "plan": describe(model_cfg),
+            "budget": {
+                "cached_positions": b.cached_positions,
+                "long_range_positions": b.long_range_positions,
+                "memory_bytes": b.bytes,
+                "attn_flops_per_token": b.attn_flops_per_token,
+                "receptive_field": b.receptive_field[0],
+                "params": b.params,
+            },
+            "metrics": {k: v for k, v in metrics.items() if k != "loss_by_position"},
+            "loss_by_position": metrics.get("loss_by_position"),
+            "run_dir": str(folder),
+            "seconds": round(time.time() - start, 1),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        append_line(path, json.dumps(row, default=_json_default))
+        done.add((job.variant.name, job.seed, digest))
+    return read_jsonl(path)
+
+
+def _json_default(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    raise TypeError(type(value))
+
+
+def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, i: int, n: int):
+    from txl.data import load_corpus
+    from txl.evaluate import evaluate
+    from txl.train import load_trained, pick_precision, plan_from_text
+
+    folder = run_dir(root, exp, job.variant.of, job.seed)
+    v = job.variant
+    say(f"[{i}/{n}] {exp.name} {job.key}: evaluating {v.of}'s model with memory {v.memory or 'as trained'}")
+    model, run, _ = load_trained(folder, exp.base.train.device)
+    plan = plan_from_text(v.name, run.model.n_layer, v.memory, v.attn_range, same_length=v.same_length)
+    corpus = load_corpus(run.data, progress=progress)
+    tgt_len = v.eval_tgt_len or run.eval.tgt_len or run.train.tgt_len
+    device = next(model.parameters()).device
+    metrics = evaluate(
+        model, corpus, run.eval.split, tgt_len, run.eval.batch_size, run.eval.max_segments,
+        pick_precision(run.train.precision, device), progress, plan,
+    )
+    model_cfg = apply_plans(run.model, memory=v.memory, attn_range=v.attn_range)
+    if v.same_length is not None:
+        model_cfg.same_length = v.same_length
+    return metrics, model_cfg, tgt_len, folder
