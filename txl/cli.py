@@ -578,6 +578,101 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- interop: import, export
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="a state dict: .safetensors, or .bin/.pt/.pth saved with torch.save(model.state_dict())")
+    p.add_argument("--from", dest="layout", choices=["original", "transformers"], required=True,
+                   help="original: Dai et al.'s MemTransformerLM; transformers: TransfoXLLMHeadModel")
+    p.add_argument("--out", required=True, help="folder for the txl checkpoint (txl eval and txl generate read it)")
+    p.add_argument("--config", metavar="JSON", help="the source's config (transformers config.json, or the original's arguments)")
+    p.add_argument("--cutoffs", type=_int_list, help="adaptive softmax cutoffs, when the tensors cannot tell them")
+    p.add_argument("--pre-lnorm", action="store_true", default=None, help="the source used pre-LayerNorm")
+    p.add_argument("--mem-len", type=int, help="memory length to evaluate with (default: the source config's, else 512)")
+    p.add_argument("--same-length", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--clamp-len", type=int)
+    p.add_argument("--corpus", help="the corpus to evaluate on, e.g. wikitext-103")
+    p.add_argument("--tokenizer", help="tokenizer: bytes, words, ..., or a vocabulary file (.txt word list in id order, txl .json, .model)")
+
+
+@command("import", "read Transformer-XL weights (original or transformers layout) into a txl checkpoint", _import_args)
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from txl.config import RunConfig, to_dict
+    from txl.interop import import_state, read_state_dict
+    from txl.memory import describe
+
+    hints = {}
+    if args.config:
+        try:
+            hints = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise TxlError(f"cannot read --config {args.config}: {e}") from None
+    for key, value in (("cutoffs", args.cutoffs), ("pre_lnorm", args.pre_lnorm), ("mem_len", args.mem_len),
+                       ("same_length", args.same_length), ("clamp_len", args.clamp_len)):
+        if value is not None:
+            hints[key] = value
+    tensors = read_state_dict(args.src)
+    model = import_state(tensors, args.layout, hints)
+    out = Path(args.out)
+    from txl.checkpoint import find_checkpoint
+
+    if find_checkpoint(out) is not None:
+        raise TxlError(f"{out} already holds a checkpoint; choose another --out")
+    run = RunConfig(model=model.cfg)
+    run.train.tgt_len = int(hints.get("tgt_len") or 128)
+    run.eval.tgt_len = run.train.tgt_len
+    if args.corpus:
+        run.data.corpus = args.corpus
+    if args.tokenizer:
+        run.data.tokenizer = str(Path(args.tokenizer).resolve()) if Path(args.tokenizer).suffix else args.tokenizer
+    from txl.interop import write_txl_checkpoint
+
+    folder = write_txl_checkpoint(model, out, to_dict(run), {"imported_from": str(args.src), "layout": args.layout})
+    cfg = model.cfg
+    print(f"imported {len(tensors)} tensors from {args.src} ({args.layout} layout) into {folder}")
+    print(f"model      {cfg.n_layer} layers, d_model {cfg.d_model}, {cfg.n_head} heads of {cfg.d_head}, d_inner {cfg.d_inner}, "
+          f"vocabulary {cfg.vocab_size:,}, cutoffs {cfg.cutoffs or 'none'}, div_val {cfg.div_val}, untie_r {cfg.untie_r}")
+    print(f"parameters {model.num_params():,}; memory plan {describe(cfg)['memory']}")
+    print(f"next       txl eval {out} --memory {max(cfg.mem_lens)} --memory lrm=2@interleave:{max(cfg.mem_lens)},srm=64")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a run folder or checkpoint folder")
+    p.add_argument("--to", dest="layout", choices=["original", "transformers"], required=True)
+    p.add_argument("--out", required=True, help="folder to write model.safetensors (or pytorch_model.bin) and config.json into")
+    p.add_argument("--format", choices=["safetensors", "bin"], default="safetensors",
+                   help="bin: a torch.save'd state dict of tensors, for code that expects pytorch_model.bin")
+
+
+@command("export", "write a txl model's weights in the original or transformers layout", _export_args)
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from txl.interop import export_state
+    from txl.io import atomic_path, atomic_write_json
+    from txl.train import load_trained
+
+    model, run, folder = load_trained(args.path, "cpu")
+    tensors, config = export_state(model, args.layout)
+    out = Path(args.out)
+    target = out / ("model.safetensors" if args.format == "safetensors" else "pytorch_model.bin")
+    with atomic_path(target) as tmp:
+        if args.format == "safetensors":
+            save_file(tensors, str(tmp))
+        else:
+            torch.save(tensors, tmp)
+    atomic_write_json(out / "config.json", config)
+    print(f"wrote {len(tensors)} tensors in the {args.layout} layout to {target}, and {out / 'config.json'}")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 

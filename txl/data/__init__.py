@@ -83,11 +83,14 @@ def resolve_tokenizer(cfg: DataConfig) -> str:
     if spec and spec.fetch is None:
         raise TxlError(f"corpus {cfg.corpus!r} is a synthetic task with its own vocabulary; leave data.tokenizer=auto")
     kind = cfg.tokenizer
-    if kind.endswith(".model"):
+    if kind.endswith((".model", ".json", ".txt")):
+        if not Path(kind).is_file():
+            raise TxlError(f"tokenizer file {kind} does not exist")
         return kind
     if kind not in ("bytes", "chars", "words", "sentencepiece"):
         raise TxlError(
-            f"unknown tokenizer {kind!r} (use auto, bytes, chars, words, sentencepiece, or a path to a sentencepiece .model)"
+            f"unknown tokenizer {kind!r} (use auto, bytes, chars, words, sentencepiece, or a path: a sentencepiece "
+            ".model, a txl vocab.json, or a word list .txt)"
         )
     if kind == "sentencepiece" and cfg.vocab_size is None:
         raise TxlError("tokenizer sentencepiece needs a vocabulary size: set data.vocab_size (e.g. 8000)")
@@ -119,11 +122,11 @@ def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
         "vocab_size": cfg.vocab_size if kind in ("words", "sentencepiece") else None,
         "min_freq": cfg.min_freq if kind == "words" else None,
         "sp_model_type": cfg.sp_model_type if kind == "sentencepiece" else None,
-        "model_sha256": _sha256(Path(kind).read_bytes()) if kind.endswith(".model") and Path(kind).is_file() else None,
+        "model_sha256": _sha256(Path(kind).read_bytes()) if Path(kind).suffix in (".model", ".json", ".txt") else None,
         "sources": hashes,
     }
     key = _sha256(json.dumps(settings, sort_keys=True).encode())[:16]
-    cache = folder / f"tokens-{Path(kind).stem if kind.endswith('.model') else kind}-{key}"
+    cache = folder / f"tokens-{Path(kind).stem if Path(kind).suffix else kind}-{key}"
     if not (cache / "meta.json").exists():
         _build_cache(raw, kind, cfg, folder, cache, settings, progress)
     return _limit(_open_cache(cache, raw), cfg)
@@ -138,6 +141,10 @@ def _make_tokenizer(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, pr
         return WordTokenizer.build(raw.splits["train"], min_freq=cfg.min_freq, max_size=cfg.vocab_size)
     if kind.endswith(".model"):
         return SentencePieceTokenizer(kind)
+    if kind.endswith(".json"):
+        return load_tokenizer(kind)
+    if kind.endswith(".txt"):
+        return WordTokenizer.from_list(Path(kind))
     model = folder / f"sp-{cfg.sp_model_type}-{cfg.vocab_size}-{_sha256(raw.splits['train'])[:12]}.model"
     if model.exists():
         return SentencePieceTokenizer(model)

@@ -141,6 +141,15 @@ class WordTokenizer(Tokenizer):
             kept = kept[: max(0, max_size - 2)]
         return cls([EOS, UNK] + kept)
 
+    @classmethod
+    def from_list(cls, path: Path) -> "WordTokenizer":
+        """A fixed vocabulary, one symbol per line in id order (e.g. a pretrained model's)."""
+        symbols = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for special in (EOS, UNK):
+            if special not in symbols:
+                raise TxlError(f"word list {path} has no {special} symbol; a word vocabulary needs {EOS} and {UNK}")
+        return cls(symbols)
+
     @property
     def vocab_size(self) -> int:
         return len(self.symbols)

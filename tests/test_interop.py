@@ -1,0 +1,224 @@
+"""Importing and exporting weights in the original and transformers layouts."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from txl.cli import main
+from txl.config import ModelConfig
+from txl.errors import TxlError
+from txl.interop import export_state, import_state, read_state_dict
+from txl.memory import apply_plans
+from txl.model import TransformerXL
+
+
+def model_of(seed=0, **fields) -> TransformerXL:
+    torch.manual_seed(seed)
+    base = dict(vocab_size=50, n_layer=2, d_model=16, n_head=2, d_head=8, d_inner=32, dropout=0.0)
+    base.update(fields)
+    return TransformerXL(apply_plans(ModelConfig(**base), memory="8")).eval()
+
+
+CONFIGS = {
+    "plain": dict(),
+    "adaptive-div2": dict(cutoffs=[10, 30], div_val=2),
+    "adaptive-div1-proj": dict(cutoffs=[10, 30], div_val=1, d_embed=8),
+    "untied-r-pre-ln": dict(untie_r=True, pre_lnorm=True),
+    "partly-tied": dict(cutoffs=[10], div_val=2, tie_projs=[True, False], tie_weight=False),
+}
+
+
+def logits(model, tokens):
+    out, mems = model(tokens[:, :6])
+    out2, _ = model(tokens[:, 6:], mems)
+    return torch.cat([out, out2], 1)
+
+
+@pytest.mark.parametrize("layout", ["original", "transformers"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_export_then_import_gives_identical_logits(layout, name):
+    model = model_of(**CONFIGS[name])
+    with torch.no_grad():  # make tied and untied parts distinguishable
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    tensors, config = export_state(model, layout)
+    back = import_state(tensors, layout, config)
+    assert back.cfg.cutoffs == model.cfg.cutoffs and back.cfg.untie_r == model.cfg.untie_r
+    assert back.cfg.pre_lnorm == model.cfg.pre_lnorm and back.cfg.tie_weight == model.cfg.tie_weight
+    tokens = torch.randint(0, 50, (2, 12))
+    assert torch.equal(logits(back, tokens), logits(model, tokens))
+
+
+def original_names(untie_r: bool, prefix: str = "", shared_copies: bool = False) -> dict[str, tuple]:
+    """Tensor names and shapes of MemTransformerLM / TransfoXLLMHeadModel for n_token=50, n_layer=2, n_head=2,
+    d_model=16, d_head=8, d_inner=32, d_embed=16, div_val=2, cutoffs=[10, 30], tie_weight, tie_projs=[F, T, T].
+
+    Written from the parameter definitions: AdaptiveEmbedding (emb_layers, emb_projs), PositionalEmbedding
+    (inv_freq buffer), r_w_bias/r_r_bias (model-wide, or per layer with untie_r),
+    RelPartialLearnableMultiHeadAttn (qkv_net, o_net, layer_norm, r_net), PositionwiseFF (CoreNet.0,
+    CoreNet.3, layer_norm), ProjectedAdaptiveLogSoftmax (cluster_weight, cluster_bias, out_layers, out_projs).
+    """
+    names = {
+        f"{prefix}word_emb.emb_layers.0.weight": (10, 16),
+        f"{prefix}word_emb.emb_layers.1.weight": (20, 8),
+        f"{prefix}word_emb.emb_layers.2.weight": (20, 4),
+        f"{prefix}word_emb.emb_projs.0": (16, 16),
+        f"{prefix}word_emb.emb_projs.1": (16, 8),
+        f"{prefix}word_emb.emb_projs.2": (16, 4),
+        f"{prefix}pos_emb.inv_freq": (8,),
+        "crit.cluster_weight": (2, 16),
+        "crit.cluster_bias": (2,),
+        "crit.out_layers.0.weight": (10, 16),
+        "crit.out_layers.0.bias": (10,),
+        "crit.out_layers.1.weight": (20, 8),
+        "crit.out_layers.1.bias": (20,),
+        "crit.out_layers.2.weight": (20, 4),
+        "crit.out_layers.2.bias": (20,),
+        "crit.out_projs.0": (16, 16),
+        "crit.out_projs.1": (16, 8),
+        "crit.out_projs.2": (16, 4),
+    }
+    if not untie_r:
+        names[f"{prefix}r_w_bias"] = names[f"{prefix}r_r_bias"] = (2, 8)
+    for i in range(2):
+        layer = f"{prefix}layers.{i}."
+        names.update({
+            layer + "dec_attn.qkv_net.weight": (48, 16),
+            layer + "dec_attn.o_net.weight": (16, 16),
+            layer + "dec_attn.layer_norm.weight": (16,),
+            layer + "dec_attn.layer_norm.bias": (16,),
+            layer + "dec_attn.r_net.weight": (16, 16),
+            layer + "pos_ff.CoreNet.0.weight": (32, 16),
+            layer + "pos_ff.CoreNet.0.bias": (32,),
+            layer + "pos_ff.CoreNet.3.weight": (16, 32),
+            layer + "pos_ff.CoreNet.3.bias": (16,),
+            layer + "pos_ff.layer_norm.weight": (16,),
+            layer + "pos_ff.layer_norm.bias": (16,),
+        })
+        if untie_r or shared_copies:
+            names[layer + "dec_attn.r_w_bias"] = names[layer + "dec_attn.r_r_bias"] = (2, 8)
+    return names
+
+
+LAYOUT_NAMES = {
+    ("original", False): original_names(False),
+    ("transformers", False): original_names(False, "transformer.", shared_copies=True),
+    ("transformers", True): original_names(True, "transformer."),
+}
+
+
+@pytest.mark.parametrize("layout, untie_r", list(LAYOUT_NAMES))
+def test_a_state_dict_with_the_sources_names_loads_and_runs(layout, untie_r):
+    expected = LAYOUT_NAMES[(layout, untie_r)]
+    torch.manual_seed(1)
+    tensors = {name: torch.randn(shape) * 0.05 for name, shape in expected.items()}
+    prefix = "transformer." if layout == "transformers" else ""
+    tensors[f"{prefix}pos_emb.inv_freq"] = 1.0 / (10000 ** (torch.arange(0.0, 16, 2.0) / 16))
+    for i in (1, 2):  # tied projections: the same tensor under both names, as a state_dict has them
+        tensors[f"crit.out_projs.{i}"] = tensors[f"{prefix}word_emb.emb_projs.{i}"]
+    for i in range(3):
+        tensors[f"crit.out_layers.{i}.weight"] = tensors[f"{prefix}word_emb.emb_layers.{i}.weight"]
+    if layout == "transformers" and not untie_r:
+        for i in range(2):
+            tensors[f"{prefix}layers.{i}.dec_attn.r_w_bias"] = tensors[f"{prefix}r_w_bias"]
+            tensors[f"{prefix}layers.{i}.dec_attn.r_r_bias"] = tensors[f"{prefix}r_r_bias"]
+    model = import_state(tensors, layout)
+    cfg = model.cfg
+    assert (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_head, cfg.d_inner, cfg.vocab_size) == (2, 16, 2, 8, 32, 50)
+    assert cfg.cutoffs == [10, 30] and cfg.div_val == 2 and cfg.untie_r == untie_r
+    assert cfg.resolved_tie_projs() == [False, True, True] and cfg.tie_weight
+    out, _ = model(torch.randint(0, 50, (2, 5)))
+    assert torch.isfinite(out).all()
+    # and txl writes exactly those names back
+    exported, _ = export_state(model, layout)
+    assert {k: tuple(v.shape) for k, v in exported.items()} == expected
+
+
+def test_published_checkpoint_without_tied_tensors_imports():
+    """The transformers checkpoint omits tied output weights and projections; they come from the embedding."""
+    model = model_of(cutoffs=[10, 30], div_val=2, untie_r=True)
+    tensors, config = export_state(model, "transformers")
+    for i in range(3):
+        del tensors[f"crit.out_layers.{i}.weight"]
+    del tensors["crit.out_projs.1"], tensors["crit.out_projs.2"]
+    back = import_state(tensors, "transformers", config)
+    tokens = torch.randint(0, 50, (1, 12))
+    assert torch.equal(logits(back, tokens), logits(model, tokens))
+
+
+def test_cutoffs_that_shapes_cannot_tell_must_be_given():
+    tensors, _ = export_state(model_of(cutoffs=[10, 30], div_val=1), "original")
+    with pytest.raises(TxlError, match="cannot be read from the tensors: give them with --cutoffs"):
+        import_state(tensors, "original")
+    assert import_state(tensors, "original", {"cutoffs": [10, 30]}).cfg.cutoffs == [10, 30]
+
+
+def _write(tensors, path):
+    save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda t: t.pop("layers.1.pos_ff.CoreNet.3.bias"), "1 tensors are missing: layers.1.pos_ff.CoreNet.3.bias"),
+        (lambda t: t.update({"layers.0.dec_attn.mystery": torch.zeros(3)}), "have no place in the model: layers.0.dec_attn.mystery"),
+        (lambda t: t.update({"layers.1.pos_ff.CoreNet.0.weight": torch.zeros(31, 16)}), "has shape (31, 16), the inferred model expects (32, 16)"),
+        (lambda t: t.update({"pos_emb.inv_freq": torch.ones(8)}), "is not the standard sinusoid"),
+    ],
+)
+def test_bad_state_dicts_are_one_line_errors_with_exit_code_2(damage, message, tmp_path, capsys):
+    tensors, _ = export_state(model_of(), "original")
+    damage(tensors)
+    src = _write(tensors, tmp_path / "bad.safetensors")
+    assert main(["import", str(src), "--from", "original", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_pickled_models_are_refused(tmp_path, capsys):
+    torch.save(model_of(), tmp_path / "whole.pt")  # a whole module, not a state dict
+    assert main(["import", str(tmp_path / "whole.pt"), "--from", "original", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "holds pickled Python objects" in err and "state_dict()" in err and err.count("\n") == 1
+    with pytest.raises(TxlError, match="does not exist"):
+        read_state_dict(tmp_path / "nothing.bin")
+
+
+def test_import_then_eval_under_two_plans(tmp_path, capsys):
+    """The README workflow: import a model, then evaluate it with its memory cut, in one command."""
+    torch.manual_seed(0)
+    cfg = apply_plans(ModelConfig(vocab_size=256, n_layer=3, d_model=16, n_head=2, d_head=8, d_inner=32), memory="32")
+    exported, config = export_state(TransformerXL(cfg).eval(), "transformers")
+    (tmp_path / "src").mkdir()
+    _write(exported, tmp_path / "src" / "model.safetensors")
+    (tmp_path / "src" / "config.json").write_text(json.dumps(config))
+    assert main(["import", str(tmp_path / "src" / "model.safetensors"), "--from", "transformers", "--config",
+                 str(tmp_path / "src" / "config.json"), "--out", str(tmp_path / "imported"), "--corpus", "pystdlib",
+                 "--tokenizer", "bytes"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "imported"), "--memory", "32", "--memory", "lrm=1@last:32,srm=4", "--tgt-len", "16",
+                 "--max-segments", "3", "--json", "--no-progress"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["cached_positions"] for r in results] == [96, 40]
+    assert all(r["bpb"] > 0 for r in results) and results[0]["loss"] != results[1]["loss"]
+
+
+def test_export_command_writes_both_layouts(tmp_path, capsys):
+    from txl.presets import get_preset
+    from txl.train import Trainer
+
+    run = get_preset("tiny")
+    run.train.steps = 2
+    run.data.root = str(tmp_path / "data")
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    for layout in ("original", "transformers"):
+        assert main(["export", str(tmp_path / "run"), "--to", layout, "--out", str(tmp_path / layout)]) == 0
+        back = read_state_dict(tmp_path / layout / "model.safetensors")
+        config = json.loads((tmp_path / layout / "config.json").read_text())
+        model = import_state(back, layout, config)
+        assert model.cfg.n_layer == 2
+    assert main(["export", str(tmp_path / "run"), "--to", "original", "--out", str(tmp_path / "bin"), "--format", "bin"]) == 0
+    assert len(read_state_dict(tmp_path / "bin" / "pytorch_model.bin")) > 10
