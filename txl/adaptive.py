@@ -108,8 +108,9 @@ class AdaptiveSoftmax(nn.Module):
     def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, proj: torch.Tensor | None) -> torch.Tensor:
         if proj is not None:
             hidden = F.linear(hidden, proj.t())
-        # float32 log-softmax: fp16 logits of large vocabularies overflow
-        return F.linear(hidden, weight, bias).float()
+        # at least float32 for the log-softmax: fp16 logits of large vocabularies overflow
+        logits = F.linear(hidden, weight, bias)
+        return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
     def log_prob(self, hidden: torch.Tensor) -> torch.Tensor:
         """(.., d_model) -> (.., vocab) log-probabilities."""

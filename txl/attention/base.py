@@ -25,7 +25,7 @@ class AttnContext:
     pos_emb: Callable[[int], torch.Tensor] | None = None  # klen -> (klen, d_model), distances klen-1 .. 0
     r_w_bias: torch.Tensor | None = None  # u: the global content bias
     r_r_bias: torch.Tensor | None = None  # v: the global position bias
-    fast: bool = False  # use a variant's fast path where it has one
+    impl: str = "plain"  # plain (the reference), sdpa or flex: see txl.attention.fast
 
 
 class Attention(nn.Module):
@@ -39,6 +39,7 @@ class Attention(nn.Module):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     uses_rel_bias: ClassVar[bool] = False  # needs the global biases u, v (shared unless untie_r)
+    fast_impls: ClassVar[frozenset[str]] = frozenset()  # faster implementations than plain this variant has
 
     def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
         super().__init__()
@@ -126,7 +127,36 @@ class Attention(nn.Module):
         return self.attend(q, k, v, limit, ctx), {}
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, limit: float, ctx: AttnContext) -> torch.Tensor:
-        """(B, H, Q, dh) queries, (B, H, K, dh) keys and values -> (B, H, Q, dh)."""
+        """(B, H, Q, dh) queries, (B, H, K, dh) keys and values -> (B, H, Q, dh).
+
+        Variants with fast paths describe their scores as (content query) . k * scale plus an
+        additive term (`score_bias`, `flex_score_mod`); this runs them by ctx.impl.
+        """
+        impl = self.pick_impl(ctx)
+        if impl != "plain":
+            from txl.attention.fast import attend_flex, attend_sdpa
+
+            return (attend_sdpa if impl == "sdpa" else attend_flex)(self, q, k, v, limit, ctx)
+        scores = (self.content_query(q, ctx) @ k.transpose(-1, -2)) * self.scale + self.score_bias(q, k.size(2), ctx)
+        return self.softmax_attend(scores, v, limit, ctx)
+
+    def pick_impl(self, ctx: AttnContext) -> str:
+        """ctx.impl where this variant has it; flex has no attention dropout, so sdpa stands in while it is on."""
+        impl = ctx.impl if ctx.impl in self.fast_impls else "plain"
+        if impl == "flex" and self.training and self.dropatt.p > 0:
+            impl = "sdpa" if "sdpa" in self.fast_impls else "plain"
+        return impl
+
+    def content_query(self, q: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        """The query that meets the keys (Transformer-XL adds its content bias u)."""
+        return q
+
+    def score_bias(self, q: torch.Tensor, klen: int, ctx: AttnContext) -> torch.Tensor:
+        """The scaled additive score term, broadcastable to (B, H, Q, K); junk where a key is not visible."""
+        raise NotImplementedError
+
+    def flex_score_mod(self, q: torch.Tensor, klen: int, ctx: AttnContext):
+        """score_mod(score, b, h, q_idx, kv_idx) adding the same term as score_bias, for FlexAttention."""
         raise NotImplementedError
 
     def softmax_attend(self, scores: torch.Tensor, v: torch.Tensor, limit: float, ctx: AttnContext) -> torch.Tensor:
@@ -137,7 +167,8 @@ class Attention(nn.Module):
     def softmax(self, scores: torch.Tensor, limit: float, ctx: AttnContext) -> torch.Tensor:
         qlen, klen = scores.shape[-2:]
         mask = ctx.masks.visible(qlen, klen, limit)
-        return scores.float().masked_fill(~mask, -math.inf).softmax(dim=-1)
+        wide = scores.to(torch.promote_types(scores.dtype, torch.float32))  # bf16/fp16 scores softmax in float32
+        return wide.masked_fill(~mask, -math.inf).softmax(dim=-1)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
