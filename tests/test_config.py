@@ -79,7 +79,7 @@ def test_overrides_are_checked_against_field_types():
         ("model.layers.3.mem_len=1.5", r"model.layers.3.mem_len: expected int"),
         ("model.layers.30.mem_len=5", r"model.layers.30: no such entry; model.layers has 12 entries"),
         ("model.layerz=5", r"unknown config key 'model.layerz': model has no field 'layerz'"),
-        ("model.attn_impl=turbo", r"model.attn_impl: expected one of 'auto', 'plain', 'fast'"),
+        ("model.attn_impl=turbo", r"model.attn_impl: expected one of 'auto', 'plain', 'sdpa', 'flex'"),
         ("model.dropout", r"must look like section.field=value"),
         ("model.d_model.x=1", r"model.d_model.x: model.d_model is a value, not a section"),
     ],

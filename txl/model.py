@@ -21,6 +21,7 @@ from torch import nn
 
 from txl.adaptive import AdaptiveEmbedding, AdaptiveSoftmax
 from txl.attention import AttnContext, build_attention, check_layer, variant
+from txl.attention.fast import resolve_impl
 from txl.attention.masks import MaskCache
 from txl.config import ConfigError, ModelConfig
 from txl.memory import update_cache
@@ -90,7 +91,6 @@ class TransformerXL(nn.Module):
             self.r_w_bias = self.r_r_bias = None
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.head = AdaptiveSoftmax(cfg, self.embed)
-        self.fast = False  # set by txl.fast.enable, or automatically on GPU
         self.init_weights()
 
     # ------------------------------------------------------------------ parameters
@@ -194,7 +194,7 @@ class TransformerXL(nn.Module):
             pos_emb=pos_emb,
             r_w_bias=self.r_w_bias,
             r_r_bias=self.r_r_bias,
-            fast=self.fast,
+            impl=resolve_impl(self.cfg.attn_impl, device),
         )
 
     def hidden(self, tokens: torch.Tensor, mems: Memory | None = None) -> tuple[torch.Tensor, Memory]:

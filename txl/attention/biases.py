@@ -42,20 +42,29 @@ def t5_buckets(distance: torch.Tensor, num_buckets: int, max_distance: int) -> t
 class ALiBiAttention(Attention):
     name = "alibi"
     description = "content attention minus slope_h * distance (ALiBi, linear-type relative encoding)"
+    fast_impls = frozenset({"sdpa", "flex"})
 
     def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
         super().__init__(cfg, layer, index)
         self.register_buffer("slopes", torch.tensor(alibi_slopes(cfg.n_head)), persistent=False)
 
-    def attend(self, q, k, v, limit, ctx):
-        scores = (q @ k.transpose(-1, -2)) * self.scale
-        d = ctx.masks.distances(q.size(2), k.size(2)).clamp(min=0)
-        return self.softmax_attend(scores - (self.slopes[:, None, None] * d).to(scores.dtype), v, limit, ctx)
+    def score_bias(self, q, klen, ctx):
+        d = ctx.masks.distances(q.size(2), klen).clamp(min=0)
+        return -(self.slopes[:, None, None] * d).to(q.dtype)
+
+    def flex_score_mod(self, q, klen, ctx):
+        slopes, mlen = self.slopes, klen - q.size(2)
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score - slopes[h] * (mlen + q_idx - kv_idx)
+
+        return score_mod
 
 
 class T5Attention(Attention):
     name = "t5"
     description = "content attention plus a learned bias per head and log-spaced distance bucket (T5, log-type)"
+    fast_impls = frozenset({"sdpa", "flex"})
 
     def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
         super().__init__(cfg, layer, index)
@@ -69,8 +78,14 @@ class T5Attention(Attention):
     def init_txl(self, cfg: ModelConfig) -> None:
         nn.init.normal_(self.rel_bias, 0.0, cfg.init_std)
 
-    def attend(self, q, k, v, limit, ctx):
-        scores = (q @ k.transpose(-1, -2)) * self.scale
-        buckets = t5_buckets(ctx.masks.distances(q.size(2), k.size(2)), self.num_buckets, self.bucket_limit)
-        bias = self.rel_bias[buckets].permute(2, 0, 1)  # (H, Q, K)
-        return self.softmax_attend(scores + bias.to(scores.dtype), v, limit, ctx)
+    def score_bias(self, q, klen, ctx):
+        buckets = t5_buckets(ctx.masks.distances(q.size(2), klen), self.num_buckets, self.bucket_limit)
+        return self.rel_bias[buckets].permute(2, 0, 1).to(q.dtype)  # (H, Q, K)
+
+    def flex_score_mod(self, q, klen, ctx):
+        table, mlen, nb, limit = self.rel_bias, klen - q.size(2), self.num_buckets, self.bucket_limit
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + table[t5_buckets(mlen + q_idx - kv_idx, nb, limit), h]
+
+        return score_mod

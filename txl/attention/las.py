@@ -45,6 +45,7 @@ class LaSAttention(XLAttention):
     description = "Transformer-XL attention with locality (per-head logit decay) and smoothness (causal key pooling)"
     locality = True
     smoothness = True
+    fast_impls = frozenset()  # the multiplicative decay and the pooling have no fused form here
 
     def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
         super().__init__(cfg, layer, index)

@@ -18,6 +18,7 @@ class XLAttention(Attention):
     name = "xl"
     description = "Transformer-XL relative attention: content and position terms with global biases u, v"
     uses_rel_bias = True
+    fast_impls = frozenset({"sdpa", "flex"})
 
     def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
         super().__init__(cfg, layer, index)
@@ -49,13 +50,35 @@ class XLAttention(Attention):
         r = self.r_proj(ctx.pos_emb(klen))
         return r.view(klen, self.n_head, self.d_head).transpose(0, 1)
 
+    def position_term(self, q: torch.Tensor, klen: int, ctx: AttnContext) -> torch.Tensor:
+        """(B, H, Q, K) (q_i + v) . W_r R, unshifted: column c holds distance klen - 1 - c."""
+        _, v = self.biases(ctx)
+        return (q + v[:, None]) @ self.position_keys(klen, ctx).transpose(-1, -2)
+
     def scores(self, q: torch.Tensor, k: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         """(B, H, Q, K) scaled scores; entries for future keys are junk, masked later."""
-        u, v = self.biases(ctx)
-        r = self.position_keys(k.size(2), ctx)
-        content = (q + u[:, None]) @ k.transpose(-1, -2)
-        position = rel_shift((q + v[:, None]) @ r.transpose(-1, -2))
-        return (content + position) * self.scale
+        content = self.content_query(q, ctx) @ k.transpose(-1, -2)
+        return (content + rel_shift(self.position_term(q, k.size(2), ctx))) * self.scale
+
+    def content_query(self, q, ctx):
+        u, _ = self.biases(ctx)
+        return q + u[:, None]
+
+    def score_bias(self, q, klen, ctx):
+        return rel_shift(self.position_term(q, klen, ctx)) * self.scale
+
+    def flex_score_mod(self, q, klen, ctx):
+        position = self.position_term(q, klen, ctx)
+        qlen, scale = q.size(2), self.scale
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            # distance mlen + i - j sits in column qlen - 1 - i + j; future keys (masked anyway) are clamped in range
+            column = torch.clamp(qlen - 1 - q_idx + kv_idx, max=klen - 1)
+            return score + position[b, h, q_idx, column] * scale
+
+        return score_mod
 
     def attend(self, q, k, v, limit, ctx):
-        return self.softmax_attend(self.scores(q, k, ctx), v, limit, ctx)
+        if self.pick_impl(ctx) != "plain":
+            return super().attend(q, k, v, limit, ctx)
+        return self.softmax_attend(self.scores(q, k, ctx), v, limit, ctx)  # the reference: (content + position) * scale
