@@ -159,3 +159,114 @@ def variants_table(rows: list[dict], markdown: bool = False, absolute: bool = Fa
             row += [at[(name, n)]["peak_bytes"] / 2**20 for n in lengths]
         out.append(row)
     return format_table(headers, out, markdown)
+
+
+# --------------------------------------------------------------------------- whole training steps
+
+# dense bf16 / tf32 / fp32 peak FLOP/s of common accelerators, for model FLOPs utilisation
+PEAK_FLOPS = {
+    "H200": {"bf16": 989e12, "tf32": 494e12, "fp32": 67e12},
+    "H100": {"bf16": 989e12, "tf32": 494e12, "fp32": 67e12},
+    "A100": {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+}
+
+
+def peak_flops(device: torch.device, precision: str, tf32: bool) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, table in PEAK_FLOPS.items():
+        if key in name:
+            mode = "bf16" if precision in ("bf16", "fp16") else ("tf32" if tf32 else "fp32")
+            return table[mode]
+    return None
+
+
+@dataclass
+class TrainCase:
+    label: str
+    impl: str  # plain, sdpa, flex, or auto
+    memory: str | None = None  # memory plan; None keeps the config's
+
+
+def run_train_case(run, case: TrainCase, device: torch.device, precision: str, steps: int, warmup: int, eval_steps: int) -> dict:
+    """Median time of whole training steps (forward, backward, Adam) and of evaluation forwards, memory carried."""
+    import copy
+
+    from txl.attention.fast import resolve_impl
+    from txl.budget import budget
+    from txl.evaluate import autocast
+    from txl.memory import apply_plans
+    from txl.model import TransformerXL
+
+    cfg = apply_plans(copy.deepcopy(run.model), memory=case.memory)
+    cfg.attn_impl = case.impl
+    torch.manual_seed(0)
+    model = TransformerXL(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    b, t = run.train.batch_size, run.train.tgt_len
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    batches = [torch.randint(0, cfg.vocab_size, (b, t + 1), generator=gen).to(device) for _ in range(4)]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    mems = None
+    times = []
+    model.train()
+    for i in range(warmup + steps):
+        tokens = batches[i % len(batches)]
+        _sync(str(device))
+        start = time.perf_counter()
+        with autocast(device, precision):
+            nll, mems = model(tokens[:, :-1], mems, tokens[:, 1:])
+        nll.float().mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(str(device))
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    eval_times = []
+    model.eval()
+    mems = None
+    with torch.no_grad():
+        for i in range(warmup + eval_steps):
+            tokens = batches[i % len(batches)]
+            _sync(str(device))
+            start = time.perf_counter()
+            with autocast(device, precision):
+                model(tokens[:, :-1], mems, tokens[:, 1:])
+            _sync(str(device))
+            if i >= warmup:
+                eval_times.append(time.perf_counter() - start)
+    step = statistics.median(times)
+    bud = budget(cfg, t, b)
+    flops_per_token = 3.0 * (bud.dense_flops_per_token + bud.attn_flops_per_token)  # forward + backward
+    peak_rate = peak_flops(device, precision, run.train.tf32)
+    tokens_per_s = b * t / step
+    return {
+        "label": case.label,
+        "impl": resolve_impl(case.impl, device),
+        "memory": bud.plan["memory"],
+        "ms_per_step": step * 1e3,
+        "tokens_per_s": tokens_per_s,
+        "mfu": flops_per_token * tokens_per_s / peak_rate if peak_rate else None,
+        "peak_gib": peak / 2**30 if peak is not None else None,
+        "eval_tokens_per_s": b * t / statistics.median(eval_times) if eval_times else None,
+        "flops_per_token": flops_per_token,
+    }
+
+
+def train_table(rows: list[dict], markdown: bool = False) -> str:
+    base = rows[0]
+    out = []
+    for r in rows:
+        out.append([
+            r["label"], r["impl"], r["memory"], r["tokens_per_s"], r["tokens_per_s"] / base["tokens_per_s"],
+            r["ms_per_step"], "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
+            "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}",
+            r["eval_tokens_per_s"],
+        ])
+    headers = ["case", "impl", "memory", "tokens/s", f"x {base['label']}", "ms/step", "MFU", "peak GiB", "eval tokens/s"]
+    return format_table(headers, out, markdown)

@@ -241,6 +241,29 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     v.add_argument("--out", metavar="FILE.json", help="also write the raw measurements here")
     v.add_argument("--markdown", action="store_true")
 
+    t = sub.add_parser(
+        "train",
+        help="training-step and evaluation throughput, MFU and peak memory of a preset or config",
+        description="Whole training steps (forward, backward, Adam) with memory carried from step to step, after "
+        "a warm-up, median of --steps; evaluation forwards likewise. --compare runs the plain reference path "
+        "and the fast path in the same process; several --memory plans are measured side by side.",
+    )
+    t.add_argument("--preset", default="enwik8-base", help="a preset (default enwik8-base)")
+    t.add_argument("--config", help="a JSON run config instead of a preset")
+    t.add_argument("--memory", action="append", metavar="PLAN", help="memory plan(s) to measure (default: the config's)")
+    t.add_argument("--impl", default="auto", help="comma-separated attention implementations: auto, plain, sdpa, flex")
+    t.add_argument("--compare", action="store_true", help="measure plain and the fast path (auto) and print their ratio")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--tgt-len", type=int)
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default: the config's")
+    t.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    t.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    t.add_argument("--eval-steps", type=int, default=10)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--out", metavar="FILE.json")
+    t.add_argument("--markdown", action="store_true")
+
 
 def resolve_device(name: str) -> str:
     import torch
@@ -252,8 +275,10 @@ def resolve_device(name: str) -> str:
     return name
 
 
-@command("bench", "benchmarks: attention variants as segments grow (speed and memory are measured here, not in tests)", _bench_args)
+@command("bench", "benchmarks: training throughput, and attention variants as segments grow (measured here, not in tests)", _bench_args)
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "train":
+        return bench_train(args)
     from txl.bench import variants_benchmark, variants_table
     from txl.io import atomic_write_json
 
@@ -276,6 +301,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"  {r['attn']} @{r['seq_len']}: {r['error']}")
     if args.out:
         atomic_write_json(args.out, {"device": device, "args": {k: v for k, v in vars(args).items() if k != "func"}, "rows": rows})
+    return 0
+
+
+def bench_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from txl.bench import TrainCase, run_train_case, train_table
+    from txl.config import apply_overrides, load_config
+    from txl.io import atomic_write_json
+    from txl.presets import get_preset
+    from txl.train import pick_precision
+
+    run = load_config(args.config) if args.config else get_preset(args.preset)
+    if args.batch_size:
+        run.train.batch_size = args.batch_size
+    if args.tgt_len:
+        run.train.tgt_len = args.tgt_len
+    if args.precision:
+        run.train.precision = args.precision
+    apply_overrides(run, args.overrides)
+    run.validate()
+    device = torch.device(resolve_device(args.device))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = run.train.tf32
+        torch.backends.cudnn.allow_tf32 = run.train.tf32
+    precision = pick_precision(run.train.precision, device)
+    impls = ["plain", "auto"] if args.compare else [i.strip() for i in args.impl.split(",") if i.strip()]
+    for impl in impls:
+        if impl not in ("auto", "plain", "sdpa", "flex"):
+            raise TxlError(f"unknown --impl {impl!r} (use auto, plain, sdpa, flex)")
+    cases = [TrainCase(f"{impl}" + (f" {plan}" if plan else ""), impl, plan) for plan in (args.memory or [None]) for impl in impls]
+    rows = []
+    for case in cases:
+        print(f"measuring {case.label} ...", file=sys.stderr, flush=True)
+        rows.append(run_train_case(run, case, device, precision, args.steps, args.warmup, args.eval_steps))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name}; {args.config or args.preset}: batch {run.train.batch_size} x {run.train.tgt_len} tokens, "
+          f"{precision}, torch {torch.__version__}; median of {args.steps} steps after {args.warmup}")
+    print(train_table(rows, args.markdown))
+    if args.out:
+        atomic_write_json(args.out, {"device": name, "precision": precision, "preset": args.config or args.preset, "rows": rows})
     return 0
 
 
