@@ -20,10 +20,10 @@ def lm_base(scale: str) -> RunConfig:
         run.model = apply_plans(
             ModelConfig(vocab_size=256, n_layer=6, d_model=128, n_head=4, d_head=32, d_inner=512, dropout=0.1), memory="64"
         )
-        run.train.steps, run.train.eval_every, run.train.save_every = 400, 0, 200
-        run.train.tgt_len, run.train.batch_size = 64, 16
+        run.train.steps, run.train.eval_every, run.train.save_every = 800, 0, 400
+        run.train.tgt_len, run.train.batch_size = 32, 16
         run.data.max_tokens = 1_000_000
-        run.eval = EvalConfig(split="test", tgt_len=64, batch_size=16, max_segments=60)
+        run.eval = EvalConfig(split="test", tgt_len=32, batch_size=16, max_segments=120)
         return run
     run = get_preset("enwik8-large")  # 24 layers, d 1024: the model Rae & Razavi intervene on
     run.train.tgt_len = 512
@@ -33,7 +33,7 @@ def lm_base(scale: str) -> RunConfig:
 
 def memory_lengths(scale: str) -> tuple[int, int]:
     """(long, short) memory lengths: Rae & Razavi's 2304 and 128 at paper scale, shrunk with the model below it."""
-    return {"tiny": (16, 4), "small": (256, 16), "paper": (2304, 128)}[scale]
+    return {"tiny": (16, 4), "small": (64, 8), "paper": (2304, 128)}[scale]
 
 
 def lrm_counts(n_layer: int) -> list[int]:
