@@ -53,34 +53,32 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. model.layers.3.mem_len=512 (repeatable)")
 
 
-def model_config_from_args(args: argparse.Namespace, memory: str | None):
-    """The model config a command's flags describe, validated."""
-    from txl.config import ModelConfig, RunConfig, apply_overrides, load_config
+def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_widths: bool):
+    """The model flags of add_model_args applied to `cfg`; plans last. fresh_widths: d_inner follows d_model."""
     from txl.memory import apply_plans
 
-    run = load_config(args.config) if args.config else RunConfig()
-    cfg = run.model
-    if args.layers is not None:
-        cfg.n_layer = args.layers
-    if args.d_model is not None:
-        cfg.d_model = args.d_model
-        if args.d_inner is None and not args.config:
-            cfg.d_inner = 4 * args.d_model
-    if args.n_head is not None:
-        cfg.n_head = args.n_head
+    for flag, name in (("layers", "n_layer"), ("d_model", "d_model"), ("n_head", "n_head"), ("vocab", "vocab_size")):
+        if getattr(args, flag, None) is not None:
+            setattr(cfg, name, getattr(args, flag))
     if args.d_model is not None or args.n_head is not None or args.d_head is not None:
         cfg.d_head = args.d_head if args.d_head is not None else max(1, cfg.d_model // cfg.n_head)
     if args.d_inner is not None:
         cfg.d_inner = args.d_inner
-    if args.vocab is not None:
-        cfg.vocab_size = args.vocab
+    elif args.d_model is not None and fresh_widths:
+        cfg.d_inner = 4 * args.d_model
     if args.same_length:
         cfg.same_length = True
-    run.model = apply_plans(cfg, memory=memory, attn_range=args.attn_range, attn=args.attn)
+    return apply_plans(cfg, memory=memory, attn_range=args.attn_range, attn=args.attn)
+
+
+def model_config_from_args(args: argparse.Namespace, memory: str | None):
+    """The model config a command's flags describe, validated."""
+    from txl.config import RunConfig, apply_overrides, load_config
+
+    run = load_config(args.config) if args.config else RunConfig()
+    run.model = apply_model_flags(run.model, args, memory, fresh_widths=not args.config)
     apply_overrides(run, args.overrides)
-    run.model.validate()
-    assert isinstance(run.model, ModelConfig)
-    return run.model
+    return run.model.validate()
 
 
 # --------------------------------------------------------------------------- txl budget
@@ -370,21 +368,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def run_config_from_args(args: argparse.Namespace):
     """Preset or --config, then flags, then --set: the run a command describes, validated."""
     from txl.config import apply_overrides, load_config
-    from txl.memory import apply_plans
     from txl.presets import get_preset
 
     if args.preset and args.config:
         raise TxlError("give --preset or --config, not both")
     run = load_config(args.config) if args.config else get_preset(args.preset or "small")
-    m = run.model
-    for flag, name in (("layers", "n_layer"), ("d_model", "d_model"), ("n_head", "n_head"), ("d_inner", "d_inner"), ("vocab", "vocab_size")):
-        if getattr(args, flag, None) is not None:
-            setattr(m, name, getattr(args, flag))
-    if args.d_model is not None or args.n_head is not None or args.d_head is not None:
-        m.d_head = args.d_head if args.d_head is not None else max(1, m.d_model // m.n_head)
-    if args.same_length:
-        m.same_length = True
-    run.model = apply_plans(m, memory=args.memory, attn_range=args.attn_range, attn=args.attn)
+    run.model = apply_model_flags(run.model, args, args.memory, fresh_widths=False)
     for flag, section, name in (
         ("corpus", "data", "corpus"), ("tokenizer", "data", "tokenizer"), ("vocab_size", "data", "vocab_size"),
         ("steps", "train", "steps"), ("batch_size", "train", "batch_size"), ("tgt_len", "train", "tgt_len"),
@@ -457,10 +446,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from txl.budget import budget
     from txl.data import load_corpus
-    from txl.evaluate import evaluate, metric_name, position_buckets
-    from txl.memory import apply_plans
+    from txl.evaluate import Plan, evaluate, metric_name, position_buckets
     from txl.table import format_table
-    from txl.train import load_trained, pick_precision, plan_from_text
+    from txl.train import load_trained, pick_precision
 
     model, run, folder = load_trained(args.path, args.device, "best" if args.best else "last")
     if args.corpus:
@@ -477,13 +465,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     precision = pick_precision(run.train.precision, next(model.parameters()).device)
     results = []
     for text in plans:
-        plan = plan_from_text(text or "as trained", run.model.n_layer, text, args.attn_range or run.eval.attn_range,
-                              same_length=same_length, clamp_len=clamp)
+        plan = Plan.parse(text or "as trained", run.model.n_layer, text, args.attn_range or run.eval.attn_range, same_length, clamp)
         out = evaluate(model, corpus, split, tgt_len, batch, args.max_segments, precision, not args.no_progress, plan)
-        cfg = apply_plans(run.model, memory=text, attn_range=args.attn_range or run.eval.attn_range)
-        if same_length is not None:
-            cfg.same_length = same_length
-        b = budget(cfg, tgt_len)
+        b = budget(plan.config(run.model), tgt_len)
         out.update(plan=text or "as trained", cached_positions=b.cached_positions, memory_mib=b.bytes / 2**20,
                    receptive_field=b.receptive_field[0])
         results.append(out)

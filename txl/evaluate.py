@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sys
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from txl.config import ModelConfig, RunConfig
 from txl.data import Corpus
+from txl.memory import MEMORY, RANGE, parse_plan
 from txl.model import TransformerXL
 
 LN2 = math.log(2)
@@ -43,7 +46,7 @@ def autocast(device: torch.device, precision: str):
 
 @dataclass
 class Plan:
-    """An evaluation-time memory plan; None fields keep the model's own."""
+    """An evaluation-time memory plan; None fields (and clamp_len "keep") keep the model's own."""
 
     name: str
     mem_lens: list[int] | None = None
@@ -51,8 +54,42 @@ class Plan:
     same_length: bool | None = None
     clamp_len: int | None | str = "keep"
 
+    @classmethod
+    def parse(
+        cls, name: str, n_layer: int, memory: str | None = None, attn_range: str | None = None,
+        same_length: bool | None = None, clamp_len: int | None | str = "keep",
+    ) -> "Plan":
+        return cls(
+            name,
+            parse_plan(memory, n_layer, MEMORY) if memory else None,
+            parse_plan(attn_range, n_layer, RANGE) if attn_range else None,
+            same_length,
+            clamp_len,
+        )
+
+    @classmethod
+    def of_run(cls, run: RunConfig) -> "Plan":
+        """The evaluation settings of run.eval (the original evaluates with a longer memory than it trains with)."""
+        e = run.eval
+        return cls.parse("eval", run.model.n_layer, e.memory, e.attn_range, e.same_length,
+                         e.clamp_len if e.clamp_len is not None else "keep")
+
     def kwargs(self) -> dict:
         return {"mem_lens": self.mem_lens, "attn_ranges": self.attn_ranges, "same_length": self.same_length, "clamp_len": self.clamp_len}
+
+    def config(self, cfg: ModelConfig) -> ModelConfig:
+        """The model config as this plan leaves it: what a budget of the evaluation should count."""
+        out = copy.deepcopy(cfg)
+        for i, layer in enumerate(out.layers):
+            if self.mem_lens is not None:
+                layer.mem_len = self.mem_lens[i]
+            if self.attn_ranges is not None:
+                layer.attn_range = self.attn_ranges[i]
+        if self.same_length is not None:
+            out.same_length = self.same_length
+        if self.clamp_len != "keep":
+            out.clamp_len = self.clamp_len
+        return out
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from typing import Callable
 from txl.budget import budget
 from txl.config import RunConfig, apply_overrides, to_dict
 from txl.errors import TxlError
+from txl.evaluate import Plan
 from txl.io import append_line, read_jsonl
 from txl.memory import apply_plans, describe
 
@@ -214,10 +215,8 @@ def run_experiment(
 
                 run = prepare_resume(folder, [])
             result = Trainer(run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}").fit()
-            metrics, model_cfg, tgt_len = result["final"], run.model, run.eval.tgt_len or run.train.tgt_len
-            model_cfg = apply_plans(model_cfg, memory=run.eval.memory, attn_range=run.eval.attn_range)
-            if run.eval.same_length is not None:
-                model_cfg.same_length = run.eval.same_length
+            metrics, tgt_len = result["final"], run.eval.tgt_len or run.train.tgt_len
+            model_cfg = Plan.of_run(run).config(run.model)
         else:
             metrics, model_cfg, tgt_len, folder = _evaluate_variant(exp, job, root, progress, say, i, len(todo))
         b = budget(model_cfg, tgt_len)
@@ -258,13 +257,13 @@ def _json_default(value):
 def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, i: int, n: int):
     from txl.data import load_corpus
     from txl.evaluate import evaluate
-    from txl.train import load_trained, pick_precision, plan_from_text
+    from txl.train import load_trained, pick_precision
 
     folder = run_dir(root, exp, job.variant.of, job.seed)
     v = job.variant
     say(f"[{i}/{n}] {exp.name} {job.key}: evaluating {v.of}'s model with memory {v.memory or 'as trained'}")
     model, run, _ = load_trained(folder, exp.base.train.device)
-    plan = plan_from_text(v.name, run.model.n_layer, v.memory, v.attn_range, same_length=v.same_length)
+    plan = Plan.parse(v.name, run.model.n_layer, v.memory, v.attn_range, same_length=v.same_length)
     corpus = load_corpus(run.data, progress=progress)
     tgt_len = v.eval_tgt_len or run.eval.tgt_len or run.train.tgt_len
     device = next(model.parameters()).device
@@ -272,7 +271,4 @@ def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say
         model, corpus, run.eval.split, tgt_len, run.eval.batch_size, run.eval.max_segments,
         pick_precision(run.train.precision, device), progress, plan,
     )
-    model_cfg = apply_plans(run.model, memory=v.memory, attn_range=v.attn_range)
-    if v.same_length is not None:
-        model_cfg.same_length = v.same_length
-    return metrics, model_cfg, tgt_len, folder
+    return metrics, plan.config(run.model), tgt_len, folder

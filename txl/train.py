@@ -28,9 +28,8 @@ from txl.budget import budget
 from txl.config import ConfigError, RunConfig, from_dict, save_config, to_dict
 from txl.data import Corpus, load_corpus
 from txl.errors import TxlError
-from txl.evaluate import LN2, Plan, autocast, evaluate, metric_name, quality
+from txl.evaluate import LN2, Plan, autocast, evaluate, metric_name
 from txl.io import append_line, atomic_write_json
-from txl.memory import ATTENTION, MEMORY, RANGE, parse_plan
 from txl.model import TransformerXL
 
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.save_every", "train.eval_segments")
@@ -112,28 +111,6 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     except ImportError:
         raise TxlError("train.optimizer=lamb needs timm, which maintains a LAMB optimizer (pip install timm); or use adam/adamw") from None
     return Lamb(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-
-
-def plan_from_text(name: str, n_layer: int, memory: str | None = None, attn_range: str | None = None, **rest) -> Plan:
-    return Plan(
-        name=name,
-        mem_lens=parse_plan(memory, n_layer, MEMORY) if memory else None,
-        attn_ranges=parse_plan(attn_range, n_layer, RANGE) if attn_range else None,
-        **rest,
-    )
-
-
-def final_eval_plan(run: RunConfig) -> Plan:
-    """The evaluation settings of run.eval as a Plan (None fields keep the training plan)."""
-    e = run.eval
-    return plan_from_text(
-        "eval",
-        run.model.n_layer,
-        e.memory,
-        e.attn_range,
-        same_length=e.same_length,
-        clamp_len=e.clamp_len if e.clamp_len is not None else "keep",
-    )
 
 
 def capture_rng(device: torch.device) -> dict:
@@ -408,7 +385,7 @@ class Trainer:
         e = self.run.eval
         out = evaluate(
             self.model, self.corpus, e.split, e.tgt_len or self.run.train.tgt_len, e.batch_size, e.max_segments,
-            self.precision, self.progress, final_eval_plan(self.run),
+            self.precision, self.progress, Plan.of_run(self.run),
         )
         atomic_write_json(self.run_dir / "eval.json", out)
         self._log({"step": self.step, **{k: v for k, v in out.items() if k != "loss_by_position"}}, e.split)
