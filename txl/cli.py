@@ -737,7 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"txl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for name, (help, add_args, _) in COMMANDS.items():
+    first = ["run", "list", "report", "train", "eval", "generate", "budget", "data", "import", "export", "bench"]
+    for name in sorted(COMMANDS, key=lambda n: first.index(n) if n in first else len(first)):
+        help, add_args, _ = COMMANDS[name]
         p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
         add_args(p)
     return parser
