@@ -162,3 +162,22 @@ def test_sparse_memory_lags_plumbing_matches_ground_truth(tmp_path):
         else:
             assert accuracy > 0.6, (r["variant"], reach, accuracy)
     assert {r["budget"]["receptive_field"] >= 11 for r in rows} == {True, False}
+
+
+@pytest.mark.slow
+def test_torchrun_sweep_records_each_result_once(tmp_path):
+    """Under torchrun every process runs the sweep; training is shared, rows and evaluations are rank 0's."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "txl", "run",
+         "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--device", "cpu", "--no-progress",
+         "--set", f"data.root={tmp_path / 'data'}"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = read_jsonl(tmp_path / "r" / "quickstart" / "tiny" / "results.jsonl")
+    assert sorted(r["variant"] for r in rows) == sorted(v.name for v in get_experiment("quickstart", "tiny").variants)
+    assert proc.stdout.count("finished in") == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -563,7 +564,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={getattr(args, flag)}")
     root = Path(args.results)
     start = time.time()
-    rows = run_experiment(exp, root, args.shard, overrides, progress=not args.no_progress)
+    try:
+        rows = run_experiment(exp, root, args.shard, overrides, progress=not args.no_progress)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     mine = [r for r in rows if r["scale"] == exp.scale]
     report = build_report(mine, f"{exp.name} ({exp.scale}): {exp.description}", results_path(root, exp).parent, exp.x_axis)
     print()

@@ -16,6 +16,7 @@ import fnmatch
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -193,6 +194,11 @@ def run_experiment(
     if overrides:
         apply_overrides(exp.base, overrides)
     exp.base.validate()
+    # Under torchrun every process runs the sweep: training jobs are shared (DDP), while evaluation-only
+    # jobs, the results table and the messages belong to rank 0.
+    main = int(os.environ.get("RANK", "0")) == 0
+    if not main:
+        say = lambda s: None  # noqa: E731
     path = results_path(root, exp)
     done = {(r["variant"], r["seed"], r["config_hash"]) for r in read_jsonl(path)}
     todo = shard(jobs(exp), *shard_spec)
@@ -217,6 +223,10 @@ def run_experiment(
             result = Trainer(run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}").fit()
             metrics, tgt_len = result["final"], run.eval.tgt_len or run.train.tgt_len
             model_cfg = Plan.of_run(run).config(run.model)
+            if not main:
+                continue
+        elif not main:
+            continue
         else:
             metrics, model_cfg, tgt_len, folder = _evaluate_variant(exp, job, root, progress, say, i, len(todo))
         b = budget(model_cfg, tgt_len)
