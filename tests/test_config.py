@@ -121,3 +121,13 @@ def test_layer_errors_name_the_layer():
     cfg.layers[5] = LayerConfig(attn="nope")
     with pytest.raises(ConfigError, match=r"model.layers.5.attn: unknown attention variant 'nope' \(known: xl"):
         cfg.validate()
+
+
+def test_evaluation_plans_are_checked_at_config_time():
+    run = RunConfig()
+    run.eval.memory = "lrm=30@interleave:2304,srm=128"
+    with pytest.raises(ConfigError, match=r"eval.memory: memory plan .* places 30 layers at 'interleave' but the model has 12"):
+        run.validate()
+    run.eval.memory, run.eval.attn_range = "2100", "range=128@middle:2"
+    with pytest.raises(ConfigError, match=r"eval.attn_range: range plan .* unknown placement 'middle'"):
+        run.validate()

@@ -129,7 +129,7 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
         out.layers.append(
             LayerBudget(
                 index=i,
-                attn=layer.attn + ("+fastrpb" if layer.fastrpb else ""),
+                attn=layer.label,
                 mem_len=layer.mem_len,
                 attn_range=layer.attn_range,
                 cached_positions=cached,

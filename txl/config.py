@@ -34,6 +34,11 @@ class LayerConfig:
     attn: str = "xl"  # attention variant, a name in txl.attention.VARIANTS
     fastrpb: bool = False  # add FastRPB's W V term (Zubkov & Gavrilov) to this layer
 
+    @property
+    def label(self) -> str:
+        """The variant as plans write it, e.g. 'xl+fastrpb'."""
+        return self.attn + ("+fastrpb" if self.fastrpb else "")
+
 
 @dataclass
 class LaSConfig:
@@ -332,6 +337,14 @@ class RunConfig:
         self.data.validate()
         self.train.validate()
         self.eval.validate()
+        from txl.memory import MEMORY, RANGE, parse_plan  # memory.py imports this module
+
+        for plan, kind, field_name in ((self.eval.memory, MEMORY, "memory"), (self.eval.attn_range, RANGE, "attn_range")):
+            if plan is not None:
+                try:
+                    parse_plan(plan, self.model.n_layer, kind)
+                except ConfigError as e:
+                    raise ConfigError(f"eval.{field_name}: {e}") from None
         return self
 
 

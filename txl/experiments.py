@@ -15,7 +15,6 @@ import copy
 import fnmatch
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -253,15 +252,9 @@ def run_experiment(
             "seconds": round(time.time() - start, 1),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        append_line(path, json.dumps(row, default=_json_default))
+        append_line(path, json.dumps(row))
         done.add((job.variant.name, job.seed, digest))
     return read_jsonl(path)
-
-
-def _json_default(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    raise TypeError(type(value))
 
 
 def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, i: int, n: int):

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from txl.config import ConfigError, ModelConfig
+from txl.config import ConfigError, LayerConfig, ModelConfig
 
 PLACEMENTS = ("first", "interleave", "last")
 INF = math.inf
@@ -184,7 +184,7 @@ def apply_plans(
     cfg = copy.deepcopy(cfg)
     n = cfg.n_layer
     if len(cfg.layers) != n:
-        cfg.layers = [copy.deepcopy(cfg.layers[0]) if cfg.layers else type(cfg)().layers[0] for _ in range(n)]
+        cfg.layers = [copy.deepcopy(cfg.layers[0]) if cfg.layers else LayerConfig() for _ in range(n)]
     if memory is not None:
         for layer, m in zip(cfg.layers, parse_plan(memory, n, MEMORY)):
             layer.mem_len = m
@@ -203,7 +203,7 @@ def describe(cfg: ModelConfig) -> dict[str, str]:
     return {
         "memory": format_plan(cfg.mem_lens, MEMORY),
         "range": format_plan(cfg.attn_ranges, RANGE),
-        "attn": format_plan([l.attn + ("+fastrpb" if l.fastrpb else "") for l in cfg.layers], ATTENTION),
+        "attn": format_plan([layer.label for layer in cfg.layers], ATTENTION),
     }
 
 

@@ -53,7 +53,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, index: int):
         super().__init__()
         self.pre_lnorm = cfg.pre_lnorm
-        self.attn = build_attention(cfg, cfg.layers[index], index)
+        self.attn = build_attention(cfg, cfg.layers[index])
         self.attn_norm = nn.LayerNorm(cfg.d_model)
         self.ff = FeedForward(cfg)
         self.ff_norm = nn.LayerNorm(cfg.d_model)
@@ -188,7 +188,6 @@ class TransformerXL(nn.Module):
             return cache["table"][kmax - klen :]
 
         return AttnContext(
-            qlen=qlen,
             same_length=self.cfg.same_length,
             masks=MaskCache(device),
             pos_emb=pos_emb,

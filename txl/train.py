@@ -249,13 +249,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _train_step(self, segment) -> tuple[float, float]:
+    def _train_step(self, segment) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; the loss and gradient norm stay on the device (reading them would wait for it)."""
         tc = self.run.train
         rows = segment.inputs.size(0) // self.chunks
         weights = segment.mask.float() if (self.loss_on_mask and segment.mask is not None) else None
-        total = float(weights.sum()) if weights is not None else float(segment.targets.numel())
+        total = weights.sum().clamp(min=1.0) if weights is not None else segment.targets.numel()
         new_mems = []
-        loss_value = 0.0
+        loss_value = torch.zeros((), device=self.device)
         for c in range(self.chunks):
             part = slice(c * rows, (c + 1) * rows)
             sync_scope = self.net.no_sync() if (self.dist.world > 1 and c < self.chunks - 1) else _null()
@@ -263,9 +264,9 @@ class Trainer:
                 with autocast(self.device, self.precision):
                     nll, mems = self.net(segment.inputs[part], self.mems[c], segment.targets[part])
                 w = weights[part] if weights is not None else None
-                loss = (nll * w).sum() / max(total, 1.0) if w is not None else nll.sum() / total
+                loss = ((nll * w) if w is not None else nll).sum() / total
                 self.scaler.scale(loss).backward()
-            loss_value += float(loss.detach())
+            loss_value += loss.detach().float()
             new_mems.append(mems)
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip if tc.clip > 0 else math.inf)
@@ -275,7 +276,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.mems = new_mems
-        return loss_value, float(norm)
+        return loss_value, norm
 
     # ------------------------------------------------------------------ the loop
 
@@ -303,7 +304,7 @@ class Trainer:
             bar = tqdm(total=tc.steps, initial=self.step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
         segments = self.stream.forever(self.epoch, self.index)
         tokens_per_step = tc.batch_size * tc.tgt_len * self.dist.world
-        interval_loss, interval_steps, interval_start = 0.0, 0, time.time()
+        interval_loss, interval_steps, interval_start = torch.zeros((), device=self.device), 0, time.time()
         last_row: dict = {}
         try:
             while self.step < end:
@@ -324,20 +325,20 @@ class Trainer:
                     bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == end:
                     elapsed = time.time() - interval_start
-                    mean_loss = self.dist.mean(interval_loss / interval_steps, self.device)
+                    mean_loss = self.dist.mean(float(interval_loss) / interval_steps, self.device)
                     last_row = {
                         "step": self.step,
                         "loss": mean_loss,
                         "bits": mean_loss / LN2,
                         "lr": lr_at(self.step - 1, tc),
-                        "grad_norm": norm,
+                        "grad_norm": float(norm),
                         "tokens_per_s": tokens_per_step * interval_steps / max(elapsed, 1e-9),
                         "epoch": self.epoch,
                     }
                     self._log(last_row, "train")
                     if bar is not None:
                         bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{last_row['tokens_per_s']:,.0f}")
-                    interval_loss, interval_steps, interval_start = 0.0, 0, time.time()
+                    interval_loss, interval_steps, interval_start = torch.zeros((), device=self.device), 0, time.time()
                 names = []
                 if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
                     names += self._evaluate_and_track()

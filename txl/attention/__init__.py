@@ -43,8 +43,8 @@ def unbounded_layers(cfg: ModelConfig) -> list[bool]:
     return [VARIANTS[layer.attn].unbounded(layer) for layer in cfg.layers]
 
 
-def build_attention(cfg: ModelConfig, layer: LayerConfig, index: int) -> Attention:
-    return VARIANTS[layer.attn](cfg, layer, index)
+def build_attention(cfg: ModelConfig, layer: LayerConfig) -> Attention:
+    return VARIANTS[layer.attn](cfg, layer)
 
 
 __all__ = ["Attention", "AttnContext", "VARIANTS", "build_attention", "check_layer", "register", "unbounded_layers", "variant"]

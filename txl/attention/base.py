@@ -17,9 +17,8 @@ from txl.memory import max_distance
 
 @dataclass
 class AttnContext:
-    """What the layers of one forward pass share: segment length, masks, position embeddings, global biases."""
+    """What the layers of one forward pass share: masks, position embeddings, global biases."""
 
-    qlen: int
     same_length: bool
     masks: MaskCache
     pos_emb: Callable[[int], torch.Tensor] | None = None  # klen -> (klen, d_model), distances klen-1 .. 0
@@ -41,10 +40,9 @@ class Attention(nn.Module):
     uses_rel_bias: ClassVar[bool] = False  # needs the global biases u, v (shared unless untie_r)
     fast_impls: ClassVar[frozenset[str]] = frozenset()  # faster implementations than plain this variant has
 
-    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig):
         super().__init__()
         self.layer = layer  # the model's own LayerConfig: evaluation-time plans change it in place
-        self.index = index
         self.n_head, self.d_head = cfg.n_head, cfg.d_head
         inner = cfg.n_head * cfg.d_head
         self.qkv = nn.Linear(cfg.d_model, 3 * inner, bias=False)
@@ -90,13 +88,18 @@ class Attention(nn.Module):
 
     @classmethod
     def core_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
-        """Forward FLOPs per token of scoring and mixing, projections excluded."""
-        flops = 4.0 * cfg.n_head * cfg.d_head * keys  # q.k and probabilities times values
+        """Forward FLOPs per token of scoring and mixing (and FastRPB's term), projections excluded."""
+        flops = cls.mixing_flops(cfg, layer, keys, klen, tgt_len)
         if layer.fastrpb:
             from txl.attention.fastrpb import fft_flops_per_token
 
             flops += fft_flops_per_token(cfg, klen, tgt_len)
         return flops
+
+    @classmethod
+    def mixing_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
+        """Forward FLOPs per token of the variant's own scoring and mixing."""
+        return 4.0 * cfg.n_head * cfg.d_head * keys  # q.k and probabilities times values
 
     # ------------------------------------------------------------------ computation
 

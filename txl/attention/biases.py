@@ -44,8 +44,8 @@ class ALiBiAttention(Attention):
     description = "content attention minus slope_h * distance (ALiBi, linear-type relative encoding)"
     fast_impls = frozenset({"sdpa", "flex"})
 
-    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
-        super().__init__(cfg, layer, index)
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig):
+        super().__init__(cfg, layer)
         self.register_buffer("slopes", torch.tensor(alibi_slopes(cfg.n_head)), persistent=False)
 
     def score_bias(self, q, klen, ctx):
@@ -66,8 +66,8 @@ class T5Attention(Attention):
     description = "content attention plus a learned bias per head and log-spaced distance bucket (T5, log-type)"
     fast_impls = frozenset({"sdpa", "flex"})
 
-    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
-        super().__init__(cfg, layer, index)
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig):
+        super().__init__(cfg, layer)
         self.num_buckets, self.bucket_limit = cfg.t5.num_buckets, cfg.t5.max_distance
         self.rel_bias = nn.Parameter(torch.zeros(cfg.t5.num_buckets, cfg.n_head))
 

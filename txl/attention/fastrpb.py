@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from txl.config import ModelConfig
@@ -54,12 +55,8 @@ class FastRPB(nn.Module):
 
     def kernel(self, klen: int, limit: float) -> torch.Tensor:
         """(H, klen) weights per offset, zero past max_len and past the attention range."""
-        w = self.weight[:, : min(klen, self.max_len)]
-        if w.size(1) < klen:
-            w = torch.cat([w, w.new_zeros(w.size(0), klen - w.size(1))], dim=1)
-        if limit < klen:
-            w = torch.cat([w[:, : int(limit) + 1], w.new_zeros(w.size(0), klen - int(limit) - 1)], dim=1)
-        return w
+        n = int(min(klen, self.max_len, limit + 1))
+        return F.pad(self.weight[:, :n], (0, klen - n))
 
     def forward(self, v: torch.Tensor, qlen: int, limit: float = math.inf) -> torch.Tensor:
         """(B, H, K, dh) values of [memory; segment] -> (B, H, qlen, dh): the segment rows of W V."""

@@ -47,16 +47,16 @@ class LaSAttention(XLAttention):
     smoothness = True
     fast_impls = frozenset()  # the multiplicative decay and the pooling have no fused form here
 
-    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
-        super().__init__(cfg, layer, index)
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig):
+        super().__init__(cfg, layer)
         self.kernel = cfg.las.kernel
         # a buffer, not a parameter, and not saved: LaS adds nothing trainable to the xl layer
         self.register_buffer("alpha", torch.tensor(head_alphas(cfg), dtype=torch.float32), persistent=False)
 
     @classmethod
-    def core_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
+    def mixing_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
         extra = (cfg.n_head * keys if cls.locality else 0) + (cfg.n_head * keys * (cfg.las.kernel + 2) if cls.smoothness else 0)
-        return super().core_flops(cfg, layer, keys, klen, tgt_len) + extra
+        return super().mixing_flops(cfg, layer, keys, klen, tgt_len) + extra
 
     def attend(self, q, k, v, limit, ctx):
         scores = self.scores(q, k, ctx)

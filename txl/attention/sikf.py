@@ -33,8 +33,8 @@ class SIKFAttention(Attention):
     name = "sikf"
     description = "linear attention, exp(x - offset) features, running sums carried across segments"
 
-    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
-        super().__init__(cfg, layer, index)
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig):
+        super().__init__(cfg, layer)
         self.chunk = cfg.sikf.chunk
 
     @classmethod
@@ -64,14 +64,9 @@ class SIKFAttention(Attention):
         return layer.mem_len > 0
 
     @classmethod
-    def core_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
+    def mixing_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
         h, d, c = cfg.n_head, cfg.d_head, min(cfg.sikf.chunk, tgt_len)
-        flops = h * (4.0 * d * d + 2.0 * d * c + 4.0 * d)  # state update and read, the chunk's own square, normaliser
-        if layer.fastrpb:
-            from txl.attention.fastrpb import fft_flops_per_token
-
-            flops += fft_flops_per_token(cfg, klen, tgt_len)
-        return flops
+        return h * (4.0 * d * d + 2.0 * d * c + 4.0 * d)  # state update and read, the chunk's own square, normaliser
 
     def attend_stateful(self, q, k, v, limit, ctx, state):
         qlen = q.size(2)

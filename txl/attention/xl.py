@@ -20,8 +20,8 @@ class XLAttention(Attention):
     uses_rel_bias = True
     fast_impls = frozenset({"sdpa", "flex"})
 
-    def __init__(self, cfg: ModelConfig, layer: LayerConfig, index: int):
-        super().__init__(cfg, layer, index)
+    def __init__(self, cfg: ModelConfig, layer: LayerConfig):
+        super().__init__(cfg, layer)
         self.r_proj = nn.Linear(cfg.d_model, cfg.n_head * cfg.d_head, bias=False)
         if cfg.untie_r:
             self.r_w_bias = nn.Parameter(torch.zeros(cfg.n_head, cfg.d_head))
@@ -35,10 +35,10 @@ class XLAttention(Attention):
         return n + (2 * cfg.n_head * cfg.d_head if cfg.untie_r else 0)
 
     @classmethod
-    def core_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
+    def mixing_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
         # The position term costs another q.r per key, and projecting the klen embeddings once a segment.
         position = 2.0 * cfg.n_head * cfg.d_head * keys + 2.0 * cfg.d_model * cfg.n_head * cfg.d_head * klen / tgt_len
-        return super().core_flops(cfg, layer, keys, klen, tgt_len) + position
+        return super().mixing_flops(cfg, layer, keys, klen, tgt_len) + position
 
     def biases(self, ctx: AttnContext) -> tuple[torch.Tensor, torch.Tensor]:
         if self.r_w_bias is not None:

@@ -129,7 +129,7 @@ def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
     cache = folder / f"tokens-{Path(kind).stem if Path(kind).suffix else kind}-{key}"
     if not (cache / "meta.json").exists():
         _build_cache(raw, kind, cfg, folder, cache, settings, progress)
-    return _limit(_open_cache(cache, raw), cfg)
+    return _limit(_open_cache(cache), cfg)
 
 
 def _make_tokenizer(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, progress: bool) -> Tokenizer:
@@ -194,7 +194,7 @@ def _build_cache(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, cache
     _say(progress, f"token cache written to {cache} in {time.time() - start:.1f} s")
 
 
-def _open_cache(cache: Path, raw: RawCorpus | None) -> Corpus:
+def _open_cache(cache: Path) -> Corpus:
     meta = json.loads((cache / "meta.json").read_text())
     tokenizer = load_tokenizer(cache / "vocab.json")
     splits = {s: np.load(cache / f"{s}.npy", mmap_mode="r") for s in SPLITS}

@@ -86,8 +86,8 @@ class SegmentStream:
         for index in range(start_index, len(self)):
             s = index * self.tgt_len
             n = min(self.tgt_len, self.stream_len - 1 - s)
-            inputs = self._tensor(streams[:, s : s + n])
-            targets = self._tensor(streams[:, s + 1 : s + 1 + n])
+            block = self._tensor(streams[:, s : s + n + 1])  # targets are the inputs shifted by one
+            inputs, targets = block[:, :-1], block[:, 1:]
             mask = None
             if masks is not None:
                 mask = torch.from_numpy(np.ascontiguousarray(masks[:, s + 1 : s + 1 + n])).to(self.device)
