@@ -40,6 +40,14 @@ def float64():
     torch.set_default_dtype(old)
 
 
+def worker_failure(proc) -> str:
+    """What a failed torchrun job printed that says why: each worker's error lines, then the tail."""
+    lines = proc.stderr.splitlines()
+    keys = ("error", "terminate", "what()", "abort", "exception", "signal")
+    why = [ln for ln in lines if any(k in ln.lower() for k in keys) and "elastic" not in ln][:30]
+    return "\n".join(why) + "\n--- tail ---\n" + proc.stderr[-1500:]
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked gpu need CUDA; without it they are reported as skipped, not silently passed."""
     if torch.cuda.is_available():

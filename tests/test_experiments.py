@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import worker_failure
 
 from txl.cli import main
 from txl.experiments import (
@@ -177,7 +178,7 @@ def test_torchrun_sweep_records_each_result_once(tmp_path):
          "--set", f"data.root={tmp_path / 'data'}"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, worker_failure(proc)
     rows = read_jsonl(tmp_path / "r" / "quickstart" / "tiny" / "results.jsonl")
     assert sorted(r["variant"] for r in rows) == sorted(v.name for v in get_experiment("quickstart", "tiny").variants)
     assert proc.stdout.count("finished in") == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import worker_failure
 from safetensors.torch import load_file
 
 from txl import checkpoint as ckpt
@@ -209,7 +210,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
          "--run-dir", str(tmp_path / "two"), "--batch-size", "2", *common],
         capture_output=True, text=True, env=env, timeout=300,
     )
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, worker_failure(two)
     a, b = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
     assert len(a) == len(b) == 8
     assert np.allclose(a, b, rtol=1e-4, atol=1e-5), (a, b)

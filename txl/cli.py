@@ -391,7 +391,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from txl.train import Trainer, prepare_resume
+    from txl.train import Trainer, finish_distributed, prepare_resume
 
     if args.resume:
         if not args.run_dir:
@@ -403,13 +403,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(run, run_dir, resume=args.resume, progress=not args.no_progress)
     if trainer.dist.main:
         print(f"run folder   {run_dir}  (tensorboard --logdir {run_dir})", file=sys.stderr)
+    ok = False
     try:
         result = trainer.fit(stop_at=args.stop_at_step)
+        ok = True
     finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        finish_distributed(ok)
     if not trainer.dist.main:
         return 0
     if result.get("final") is None:
@@ -555,6 +554,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from txl.experiments import get_experiment, results_path, run_experiment
+    from txl.train import finish_distributed
     from txl.report import build_report
 
     exp = get_experiment(args.name, args.scale)
@@ -564,13 +564,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={getattr(args, flag)}")
     root = Path(args.results)
     start = time.time()
+    ok = False
     try:
         rows = run_experiment(exp, root, args.shard, overrides, progress=not args.no_progress)
+        ok = True
     finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        finish_distributed(ok)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     mine = [r for r in rows if r["scale"] == exp.scale]

@@ -46,8 +46,9 @@ class Distributed:
         return self.rank == 0
 
     def barrier(self) -> None:
+        """Wait for every rank; safe to use while rank 0 works alone for a long time."""
         if self.world > 1:
-            dist.barrier()
+            dist.barrier(group=_control_group())
 
     def mean(self, value: float, device: torch.device) -> float:
         if self.world == 1:
@@ -55,6 +56,38 @@ class Distributed:
         t = torch.tensor([value], dtype=torch.float64, device=device)
         dist.all_reduce(t)
         return float(t) / self.world
+
+
+# Rank 0 works alone at times (building the token cache, validating, evaluating memory
+# plans in a sweep) while the others wait. Those waits go through a CPU (gloo) group
+# with a long timeout, so a slow evaluation never trips the NCCL watchdog; the default
+# group's own timeout keeps watching the training collectives.
+WAIT_TIMEOUT_HOURS = 24.0
+_CONTROL = None
+
+
+def _control_group():
+    global _CONTROL
+    if _CONTROL is None:
+        from datetime import timedelta
+
+        _CONTROL = dist.new_group(backend="gloo", timeout=timedelta(hours=WAIT_TIMEOUT_HOURS))
+    return _CONTROL
+
+
+def finish_distributed(ok: bool) -> None:
+    """Leave the process group, all ranks together (the way torch.distributed asks for).
+
+    After a failure on this rank the others may never arrive, so then the group is only
+    torn down locally and torchrun stops the rest.
+    """
+    global _CONTROL
+    if not dist.is_initialized():
+        return
+    if ok and dist.get_world_size() > 1:
+        dist.barrier(group=_control_group())
+    _CONTROL = None
+    dist.destroy_process_group()
 
 
 def setup_distributed(device_name: str) -> Distributed:
@@ -68,6 +101,7 @@ def setup_distributed(device_name: str) -> Distributed:
         if use_cuda:
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        _control_group()  # every rank creates it now, in the same order
     return Distributed(rank, world, local)
 
 
@@ -376,7 +410,7 @@ class Trainer:
                 names.append("best")
         if self.dist.world > 1:
             flag = [names]
-            dist.broadcast_object_list(flag, src=0)
+            dist.broadcast_object_list(flag, src=0, group=_control_group())
             names = flag[0]
         return names
 
