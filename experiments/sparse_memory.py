@@ -42,5 +42,7 @@ def lags(scale: str) -> Experiment:
     for lag in lag_list:
         for mem in sorted({lag // 2, lag - 2, lag, 2 * lag}):
             # layer 0 sees only itself; layer 1's memory alone sets the receptive field
-            variants.append(Variant(f"lag {lag} / mem {mem}", memory=f"0,{mem}", set=[f"data.synthetic.lags=[{lag}]"]))
+            variants.append(
+                Variant(f"lag {lag} / mem {mem}", memory=f"0,{mem}", set=[f"data.synthetic.lags=[{lag}]"], group=f"lag {lag}")
+            )
     return Experiment("sparse-memory/lags", "receptive field against task lag", scale, base, variants, x_axis="receptive_field")

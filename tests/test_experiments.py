@@ -144,6 +144,24 @@ def test_report_marks_the_pareto_frontier_and_aggregates_seeds():
     assert [g.variant for g in groups if g.pareto] == ["a", "b", "d"]  # c costs more than b and is worse
 
 
+def test_pareto_frontiers_are_drawn_within_each_task(tmp_path):
+    """Variants on different tasks never dominate each other: a cheap plan on an easy lag is no frontier for a hard one."""
+    from txl.report import build_report
+
+    def row(variant, group, reach, accuracy):
+        return {"variant": variant, "group": group, "seed": 0, "kind": "train", "plan": {"memory": "", "range": "", "attn": ""},
+                "budget": {"cached_positions": reach, "memory_bytes": 0, "receptive_field": reach}, "metrics": {"accuracy": accuracy}}
+
+    rows = [row("easy/short", "lag 12", 6, 0.12), row("easy/long", "lag 12", 12, 0.99),
+            row("hard/short", "lag 40", 20, 0.12), row("hard/long", "lag 40", 40, 0.90)]
+    report = build_report(rows, "lags", tmp_path, x_axis="receptive_field")
+    front = {g.variant for g in report["groups"] if g.pareto}
+    assert front == {"easy/short", "easy/long", "hard/short", "hard/long"}  # pooled, easy/long would dominate both hard ones
+    assert report["table"].splitlines()[0].split()[0] == "group"
+    assert [g.group for g in report["groups"]] == ["lag 12", "lag 12", "lag 40", "lag 40"]
+    assert (tmp_path / "report.png").stat().st_size > 0
+
+
 def test_sparse_memory_lags_plumbing_matches_ground_truth(tmp_path):
     """Small scale on a CPU: plans that cannot see the token an answer depends on stay at chance, the others learn.
 

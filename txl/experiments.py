@@ -44,6 +44,7 @@ class Variant:
     of: str | None = None  # evaluate this trained variant's model instead of training
     eval_tgt_len: int | None = None
     same_length: bool | None = None
+    group: str = ""  # variants that compare with each other (the same task); reports draw a frontier per group
 
     @property
     def trains(self) -> bool:
@@ -235,6 +236,7 @@ def run_experiment(
             "variant": job.variant.name,
             "kind": "train" if job.variant.trains else "eval",
             "of": job.variant.of,
+            "group": job.variant.group or (exp.variant(job.variant.of).group if job.variant.of else ""),
             "seed": job.seed,
             "config_hash": digest,
             "plan": describe(model_cfg),

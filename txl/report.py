@@ -37,6 +37,7 @@ class Group:
     plan: dict
     budget: dict
     values: list[float]
+    group: str = ""  # variants on the same task; each group has its own frontier
     pareto: bool = False
 
     @property
@@ -55,29 +56,34 @@ def aggregate(rows: list[dict], metric: str) -> list[Group]:
         latest[(r["variant"], r["seed"])] = r
     groups: dict[str, Group] = {}
     for (variant, _), r in latest.items():
-        g = groups.setdefault(variant, Group(variant, r["kind"], r["plan"], r["budget"], []))
+        g = groups.setdefault(variant, Group(variant, r["kind"], r["plan"], r["budget"], [], r.get("group", "")))
         g.values.append(float(r["metrics"][metric]))
     return list(groups.values())
 
 
 def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
-    """A variant is on the frontier if no other is at least as cheap and at least as good, and better in one."""
+    """A variant is on the frontier if no other of its group is at least as cheap and at least as good, and better in one.
+
+    Groups are tasks: a plan that is cheap on an easy task does not dominate one on a hard task.
+    """
     sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
     for g in groups:
         gx, gy = g.budget[x_axis], sign * g.mean
         g.pareto = not any(
             (h.budget[x_axis] <= gx and sign * h.mean <= gy) and (h.budget[x_axis] < gx or sign * h.mean < gy)
             for h in groups
-            if h is not g
+            if h is not g and h.group == g.group
         )
 
 
 def report_table(groups: list[Group], metric: str, x_axis: str, markdown: bool = False) -> str:
+    grouped = len({g.group for g in groups}) > 1
     rows = []
     for g in groups:
         value = f"{g.mean:.4f}" + (f" ± {g.spread:.4f}" if len(g.values) > 1 else "")
         rows.append(
-            [
+            ([g.group] if grouped else [])
+            + [
                 g.variant,
                 g.kind,
                 g.plan["memory"],
@@ -92,7 +98,7 @@ def report_table(groups: list[Group], metric: str, x_axis: str, markdown: bool =
             ]
         )
     headers = ["variant", "kind", "memory", "range", "attn", "cached", "MiB/seq", "receptive field", metric, "seeds", "pareto"]
-    return format_table(headers, rows, markdown)
+    return format_table((["group"] if grouped else []) + headers, rows, markdown)
 
 
 def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths: list[Path]) -> None:
@@ -107,26 +113,32 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     xs = [g.budget[x_axis] for g in groups]
+    names = list(dict.fromkeys(g.group for g in groups))
+    # one group: off-frontier blue, frontier red; several: a colour per group, frontier points filled
+    colours = {name: f"C{i % 10}" for i, name in enumerate(names)} if len(names) > 1 else None
     for n, (g, x) in enumerate(zip(groups, xs)):
+        colour = colours[g.group] if colours else ("tab:red" if g.pareto else "tab:blue")
         ax.errorbar(
             x, g.mean, yerr=g.spread if len(g.values) > 1 else None, fmt="o" if g.kind == "train" else "s",
-            color="tab:red" if g.pareto else "tab:blue", capsize=3, markersize=6,
+            color=colour, markerfacecolor=colour if (g.pareto or not colours) else "white", capsize=3, markersize=6,
         )
         ax.annotate(g.variant, (x, g.mean), textcoords="offset points", xytext=(5, 6 if n % 2 else -11), fontsize=7)
-    front = sorted((x, g.mean) for g, x in zip(groups, xs) if g.pareto)
-    if len(front) > 1:
-        ax.plot(*zip(*front), color="tab:red", linewidth=1, alpha=0.6)
+    for name in names:
+        front = sorted((x, g.mean) for g, x in zip(groups, xs) if g.pareto and g.group == name)
+        if len(front) > 1:
+            ax.plot(*zip(*front), color=colours[name] if colours else "tab:red", linewidth=1, alpha=0.6)
     positive = [x for x in xs if x > 0 and math.isfinite(x)]
     if positive and max(positive) / min(positive) > 20:
         ax.set_xscale("symlog", linthresh=min(positive))  # zero stays at zero, the rest spreads logarithmically
-    ax.legend(
-        handles=[
-            Line2D([], [], marker="o", linestyle="", color="gray", label="trained with this plan"),
-            Line2D([], [], marker="s", linestyle="", color="gray", label="plan applied at evaluation"),
-            Line2D([], [], color="tab:red", label="Pareto frontier"),
-        ],
-        fontsize=7,
-    )
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color="gray", label="trained with this plan"),
+        Line2D([], [], marker="s", linestyle="", color="gray", label="plan applied at evaluation"),
+    ]
+    if colours:
+        handles += [Line2D([], [], color=c, marker="o", label=f"{name}: Pareto frontier") for name, c in colours.items()]
+    else:
+        handles.append(Line2D([], [], color="tab:red", label="Pareto frontier"))
+    ax.legend(handles=handles, fontsize=7)
     ax.set_xlabel(X_AXES.get(x_axis, x_axis))
     ax.set_ylabel(metric + (" (higher is better)" if metric in HIGHER_IS_BETTER else " (lower is better)"))
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
@@ -147,7 +159,7 @@ def write_hparams(rows: list[dict], metric: str, folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     for r in rows:
         writer = SummaryWriter(str(folder / f"{r['variant']}-seed{r['seed']}"))
-        hp = {"variant": r["variant"], "kind": r["kind"], "memory": r["plan"]["memory"], "range": r["plan"]["range"],
+        hp = {"variant": r["variant"], "group": r.get("group", ""), "kind": r["kind"], "memory": r["plan"]["memory"], "range": r["plan"]["range"],
               "attn": r["plan"]["attn"], "seed": r["seed"]}
         m = {f"hparam/{metric}": float(r["metrics"][metric]), "hparam/cached_positions": float(r["budget"]["cached_positions"]),
              "hparam/memory_mib": r["budget"]["memory_bytes"] / 2**20}
@@ -158,7 +170,8 @@ def write_hparams(rows: list[dict], metric: str, folder: Path) -> None:
 def build_report(rows: list[dict], title: str, out_dir: Path, x_axis: str = "cached_positions", plot: bool = True) -> dict:
     """Table (terminal and Markdown), plot (PNG and SVG) and hparams, from result rows alone."""
     metric = headline_metric(rows)
-    groups = sorted(aggregate(rows, metric), key=lambda g: (g.budget[x_axis], g.variant))
+    order = {name: i for i, name in enumerate(dict.fromkeys(r.get("group", "") for r in rows))}  # groups as first seen
+    groups = sorted(aggregate(rows, metric), key=lambda g: (order[g.group], g.budget[x_axis], g.variant))
     mark_pareto(groups, metric, x_axis)
     text = report_table(groups, metric, x_axis)
     markdown = report_table(groups, metric, x_axis, markdown=True)
