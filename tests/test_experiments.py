@@ -150,7 +150,8 @@ def test_pareto_frontiers_are_drawn_within_each_task(tmp_path):
 
     def row(variant, group, reach, accuracy):
         return {"variant": variant, "group": group, "seed": 0, "kind": "train", "plan": {"memory": "", "range": "", "attn": ""},
-                "budget": {"cached_positions": reach, "memory_bytes": 0, "receptive_field": reach}, "metrics": {"accuracy": accuracy}}
+                "budget": {"cached_positions": reach, "memory_bytes": 0, "receptive_field": float(reach)},
+                "metrics": {"accuracy": accuracy}}
 
     rows = [row("easy/short", "lag 12", 6, 0.12), row("easy/long", "lag 12", 12, 0.99),
             row("hard/short", "lag 40", 20, 0.12), row("hard/long", "lag 40", 40, 0.90)]
@@ -158,6 +159,7 @@ def test_pareto_frontiers_are_drawn_within_each_task(tmp_path):
     front = {g.variant for g in report["groups"] if g.pareto}
     assert front == {"easy/short", "easy/long", "hard/short", "hard/long"}  # pooled, easy/long would dominate both hard ones
     assert report["table"].splitlines()[0].split()[0] == "group"
+    assert "40.000" not in report["table"] and " 40 " in report["table"]  # token counts print as whole numbers
     assert [g.group for g in report["groups"]] == ["lag 12", "lag 12", "lag 40", "lag 40"]
     assert (tmp_path / "report.png").stat().st_size > 0
 

@@ -76,6 +76,11 @@ def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
         )
 
 
+def _whole(x: float) -> float | int:
+    """A count of tokens stored as a float (it may be infinite) shown as the whole number it is."""
+    return int(x) if math.isfinite(x) and x == int(x) else x
+
+
 def report_table(groups: list[Group], metric: str, x_axis: str, markdown: bool = False) -> str:
     grouped = len({g.group for g in groups}) > 1
     rows = []
@@ -91,7 +96,7 @@ def report_table(groups: list[Group], metric: str, x_axis: str, markdown: bool =
                 g.plan["attn"],
                 g.budget["cached_positions"],
                 g.budget["memory_bytes"] / 2**20,
-                g.budget["receptive_field"],
+                _whole(g.budget["receptive_field"]),
                 value,
                 len(g.values),
                 "*" if g.pareto else "",
