@@ -193,7 +193,7 @@ def test_torchrun_sweep_records_each_result_once(tmp_path):
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "txl", "run",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "txl", "run",
          "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--device", "cpu", "--no-progress",
          "--set", f"data.root={tmp_path / 'data'}"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,

@@ -206,7 +206,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "txl", "train",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "txl", "train",
          "--run-dir", str(tmp_path / "two"), "--batch-size", "2", *common],
         capture_output=True, text=True, env=env, timeout=300,
     )
