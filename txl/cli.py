@@ -554,8 +554,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from txl.experiments import get_experiment, results_path, run_experiment
-    from txl.train import finish_distributed
     from txl.report import build_report
+    from txl.train import finish_distributed
 
     exp = get_experiment(args.name, args.scale)
     overrides = list(args.overrides)
