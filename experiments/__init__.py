@@ -1,1 +1,7 @@
-"""Experiment definitions, one module per paper or theme; see txl/experiments.py for the registry."""
+"""Experiment definitions, one module per paper or theme; importing this package registers them all.
+
+A new definition is a module here with functions decorated by txl.experiments.experiment,
+added to the imports below (tests/test_experiments.py then builds and trains it at scale tiny).
+"""
+
+from experiments import fastrpb, las, quickstart, rae2020, sparse_memory  # noqa: F401

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from txl.config import EvalConfig, ModelConfig, RunConfig
-from txl.memory import apply_plans
+from txl.plans import apply_plans
 from txl.presets import get_preset
 
 

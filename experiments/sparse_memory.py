@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from txl.config import DataConfig, EvalConfig, ModelConfig, RunConfig, SyntheticConfig, TrainConfig
 from txl.experiments import Experiment, Variant, experiment
-from txl.memory import apply_plans
+from txl.plans import apply_plans
 
 
 def copy_base(scale: str) -> RunConfig:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from txl.config import ModelConfig
-from txl.memory import apply_plans
+from txl.plans import apply_plans
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

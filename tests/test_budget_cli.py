@@ -5,7 +5,7 @@ import pytest
 from txl.budget import budget, param_count
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.memory import apply_plans
+from txl.plans import apply_plans
 
 
 def test_budget_shows_six_times_less_long_range_memory(capsys):

@@ -13,7 +13,7 @@ from txl.config import (
     save_config,
     to_dict,
 )
-from txl.memory import apply_plans
+from txl.plans import apply_plans, check_model, check_run
 
 
 def test_defaults_are_the_enwik8_base_model():
@@ -117,17 +117,17 @@ def test_layer_errors_name_the_layer():
     cfg = ModelConfig()
     cfg.layers[5] = LayerConfig(mem_len=-3)
     with pytest.raises(ConfigError, match=r"model.layers.5.mem_len must be >= 0, got -3"):
-        cfg.validate()
+        check_model(cfg)
     cfg.layers[5] = LayerConfig(attn="nope")
     with pytest.raises(ConfigError, match=r"model.layers.5.attn: unknown attention variant 'nope' \(known: xl"):
-        cfg.validate()
+        check_model(cfg)
 
 
 def test_evaluation_plans_are_checked_at_config_time():
     run = RunConfig()
     run.eval.memory = "lrm=30@interleave:2304,srm=128"
     with pytest.raises(ConfigError, match=r"eval.memory: memory plan .* places 30 layers at 'interleave' but the model has 12"):
-        run.validate()
+        check_run(run)
     run.eval.memory, run.eval.attn_range = "2100", "range=128@middle:2"
     with pytest.raises(ConfigError, match=r"eval.attn_range: range plan .* unknown placement 'middle'"):
-        run.validate()
+        check_run(run)

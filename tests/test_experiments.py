@@ -7,6 +7,8 @@ import pytest
 import torch
 from conftest import worker_failure
 
+import experiments  # noqa: F401  (registers every definition)
+
 from txl.cli import main
 from txl.experiments import (
     EXPERIMENTS,
@@ -23,6 +25,7 @@ from txl.experiments import (
 from txl.io import read_jsonl
 from txl.memory import earliest_dependency
 from txl.model import TransformerXL
+from txl.plans import check_run
 from txl.train import Trainer
 
 NAMES = [name for name, _ in list_experiments()]
@@ -37,7 +40,7 @@ def test_every_experiment_builds_valid_configs_and_trains_a_step(name, tmp_path)
             continue
         run = exp.config(variant, exp.seeds[0])
         run.data.root = str(tmp_path / "data")
-        run.validate()
+        check_run(run)
         from txl.data import load_corpus
 
         corpus = load_corpus(run.data, progress=False)
@@ -55,7 +58,7 @@ def test_paper_and_small_scales_validate(name):
         exp = get_experiment(name, scale)
         for variant in exp.variants:
             if variant.trains:
-                exp.config(variant, 0).validate()
+                check_run(exp.config(variant, 0))
 
 
 def test_registry_refuses_duplicates_and_lists_by_pattern():

@@ -10,7 +10,7 @@ from txl.cli import main
 from txl.config import ModelConfig
 from txl.errors import TxlError
 from txl.interop import export_state, import_state, read_state_dict
-from txl.memory import apply_plans
+from txl.plans import apply_plans
 from txl.model import TransformerXL
 
 

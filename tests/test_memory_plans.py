@@ -5,18 +5,9 @@ import sys
 import pytest
 
 from txl.cli import main
-from txl.memory import (
-    ATTENTION,
-    MEMORY,
-    RANGE,
-    PlanError,
-    apply_plans,
-    describe,
-    format_plan,
-    parse_plan,
-    placement_layers,
-)
 from txl.config import ModelConfig
+from txl.memory import MEMORY, RANGE, PlanError, format_plan, parse_plan, placement_layers
+from txl.plans import ATTENTION, apply_plans, describe
 
 
 def test_uniform_and_runs():

@@ -10,7 +10,8 @@ from txl.attention.base import rel_shift
 from txl.attention.masks import MaskCache
 from txl.budget import budget, param_count
 from txl.config import ModelConfig
-from txl.memory import apply_plans, earliest_dependency, reach_by_position
+from txl.memory import earliest_dependency, reach_by_position
+from txl.plans import apply_plans
 from txl.model import TransformerXL, sinusoid
 
 PLANS = [

@@ -19,8 +19,10 @@ from txl.config import apply_overrides
 from txl.data import load_corpus
 from txl.errors import TxlError
 from txl.io import read_jsonl
+from txl.plans import check_run
 from txl.presets import get_preset
-from txl.train import Trainer, lr_at
+from txl.optim import lr_at
+from txl.train import Trainer
 
 
 class Gadget:
@@ -31,7 +33,7 @@ def tiny_run(tmp_path, **sets):
     run = get_preset("tiny")
     run.data.root = str(tmp_path / "data")
     apply_overrides(run, [f"{k}={v}" for k, v in sets.items()])
-    return run.validate()
+    return check_run(run)
 
 
 def train_losses(run_dir: Path) -> list[float]:

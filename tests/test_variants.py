@@ -14,6 +14,7 @@ from txl.cli import main
 from txl.config import ConfigError
 from txl.memory import earliest_dependency
 from txl.model import TransformerXL
+from txl.plans import check_model
 
 ALL = [name for name in VARIANTS] + [f"{name}+fastrpb" for name in VARIANTS]
 
@@ -256,7 +257,7 @@ def test_configuration_errors_are_one_line(change, message):
         cfg = tiny_config(n_layer=2, **change)
         if kernel is not None:
             cfg.las.kernel = kernel
-        cfg.validate()
+        check_model(cfg)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from txl.errors import TxlError
 from txl.table import format_table
 
 
@@ -47,7 +48,7 @@ def _sync(device: str) -> None:
 def run_attn_case(case: AttnCase) -> dict:
     """Forward + backward of one attention layer: median seconds and peak bytes above the inputs."""
     from txl.config import ModelConfig
-    from txl.memory import apply_plans
+    from txl.plans import apply_plans
     from txl.model import TransformerXL
 
     torch.manual_seed(0)
@@ -196,7 +197,7 @@ def run_train_case(run, case: TrainCase, device: torch.device, precision: str, s
     from txl.attention.fast import resolve_impl
     from txl.budget import budget
     from txl.evaluate import autocast
-    from txl.memory import apply_plans
+    from txl.plans import apply_plans
     from txl.model import TransformerXL
 
     cfg = apply_plans(copy.deepcopy(run.model), memory=case.memory)
@@ -270,3 +271,35 @@ def train_table(rows: list[dict], markdown: bool = False) -> str:
         ])
     headers = ["case", "impl", "memory", "tokens/s", f"x {base['label']}", "ms/step", "MFU", "peak GiB", "eval tokens/s"]
     return format_table(headers, out, markdown)
+
+
+def bench_device(name: str) -> str:
+    """auto: cuda where there is one, else cpu; asking for cuda without one is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TxlError("--device cuda asked for, but this machine has no CUDA device; use --device cpu")
+    return name
+
+
+IMPLS = ("auto", "plain", "sdpa", "flex")
+
+
+def train_benchmark(run, impls: list[str], plans: list[str | None], device: torch.device, steps: int, warmup: int,
+                    eval_steps: int, say=lambda s: print(s, file=sys.stderr, flush=True)) -> tuple[list[dict], str]:
+    """One row per (plan, implementation), measured in this process; returns the rows and the precision used."""
+    from txl.devices import pick_precision
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = run.train.tf32
+        torch.backends.cudnn.allow_tf32 = run.train.tf32
+    precision = pick_precision(run.train.precision, device)
+    for impl in impls:
+        if impl not in IMPLS:
+            raise TxlError(f"unknown --impl {impl!r} (use {', '.join(IMPLS)})")
+    cases = [TrainCase(f"{impl}" + (f" {plan}" if plan else ""), impl, plan) for plan in plans for impl in impls]
+    rows = []
+    for case in cases:
+        say(f"measuring {case.label} ...")
+        rows.append(run_train_case(run, case, device, precision, steps, warmup, eval_steps))
+    return rows, precision

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from txl.adaptive import cluster_dims
 from txl.attention import unbounded_layers, variant
 from txl.config import ModelConfig
-from txl.memory import describe, keys_per_query, max_distance, receptive_field
+from txl.memory import keys_per_query, max_distance, receptive_field
+from txl.plans import describe
 from txl.table import format_table
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -209,3 +210,13 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
         )
     headers = ["memory", "range", "cached", "long-range", "long-range smaller", "cached smaller", "MiB", "attn MFLOP/token", "receptive field"]
     return format_table(headers, rows, markdown)
+
+
+def budgets_text(budgets: list[Budget], markdown: bool = False) -> str:
+    """Each plan's per-layer table and summary, then (for several) the side-by-side comparison."""
+    parts: list[str] = []
+    for b in budgets:
+        parts += [layer_table(b, markdown), "", summary_lines(b), ""]
+    if len(budgets) > 1:
+        parts.append(compare_table(budgets, markdown))
+    return "\n".join(parts)

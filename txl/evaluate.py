@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from txl.budget import budget
 from txl.config import ModelConfig, RunConfig
 from txl.data import Corpus
 from txl.memory import MEMORY, RANGE, parse_plan
 from txl.model import TransformerXL
+from txl.table import format_table
 
 LN2 = math.log(2)
 
@@ -166,3 +168,29 @@ def position_buckets(loss_by_position: list[float], buckets: int = 8) -> list[tu
     arr = np.asarray(loss_by_position)
     edges = np.linspace(0, len(arr), min(buckets, len(arr)) + 1).astype(int)
     return [(f"{a}-{b - 1}", float(arr[a:b].mean())) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def evaluate_plans(
+    model: TransformerXL, corpus: Corpus, plans: list[Plan], split: str, tgt_len: int, batch_size: int,
+    max_segments: int | None, precision: str, progress: bool = False,
+) -> list[dict]:
+    """Evaluate one model under each plan; each result carries its plan's budget beside its quality."""
+    results = []
+    for plan in plans:
+        out = evaluate(model, corpus, split, tgt_len, batch_size, max_segments, precision, progress, plan)
+        b = budget(plan.config(model.cfg), tgt_len)
+        out.update(plan=plan.name, cached_positions=b.cached_positions, memory_mib=b.bytes / 2**20,
+                   receptive_field=b.receptive_field[0])
+        results.append(out)
+    return results
+
+
+def plans_tables(results: list[dict], metric: str) -> str:
+    """Quality and budget per plan, then loss by position within the segment per plan."""
+    rows = [[r["plan"], r["cached_positions"], r["memory_mib"], r["receptive_field"], r.get(metric, r["loss"]), r["loss"], r["tokens"]]
+            for r in results]
+    first = format_table(["memory plan", "cached", "MiB/seq", "receptive field", metric, "loss (nats)", "tokens"], rows)
+    buckets = [position_buckets(r["loss_by_position"]) for r in results]
+    rows = [[r["plan"]] + [v for _, v in b] for r, b in zip(results, buckets)]
+    second = format_table(["memory plan"] + [name for name, _ in buckets[0]], rows)
+    return f"{first}\n\nloss by position within the segment (more context to the right):\n{second}"

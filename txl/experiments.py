@@ -6,7 +6,9 @@ variants. A variant either trains (its own memory plan, ranges, attention, overr
 or only evaluates another variant's trained model with another plan: an
 evaluation-time intervention, the cheapest ablation there is.
 
-Definitions live in the package `experiments/`, imported explicitly below.
+The registry knows nothing of its entries: definitions live in the package
+`experiments/` and register themselves with `@experiment` when that package is
+imported, which the command line (and a test) does.
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ from pathlib import Path
 from typing import Callable
 
 from txl.budget import budget
+from txl.checkpoint import find_checkpoint
 from txl.config import RunConfig, apply_overrides, to_dict
+from txl.data import load_corpus
+from txl.devices import pick_precision
 from txl.errors import TxlError
-from txl.evaluate import Plan
+from txl.evaluate import Plan, evaluate
 from txl.io import append_line, read_jsonl
-from txl.memory import apply_plans, describe
+from txl.plans import apply_plans, check_run, describe
+from txl.runs import load_trained, prepare_resume
+from txl.train import Trainer
 
 SCALES = ("tiny", "small", "paper")
 
@@ -91,22 +98,11 @@ def experiment(name: str, description: str):
     return deco
 
 
-def _load_definitions() -> None:
-    # explicit imports, no directory scanning
-    import experiments.fastrpb  # noqa: F401
-    import experiments.las  # noqa: F401
-    import experiments.quickstart  # noqa: F401
-    import experiments.rae2020  # noqa: F401
-    import experiments.sparse_memory  # noqa: F401
-
-
 def list_experiments(pattern: str = "*") -> list[tuple[str, str]]:
-    _load_definitions()
     return [(name, desc) for name, (desc, _) in EXPERIMENTS.items() if fnmatch.fnmatch(name, pattern)]
 
 
 def get_experiment(name: str, scale: str = "small") -> Experiment:
-    _load_definitions()
     if name not in EXPERIMENTS:
         close = [n for n in EXPERIMENTS if name.split("/")[-1] in n]
         hint = f" (did you mean {', '.join(close)}?)" if close else " (see 'txl list')"
@@ -189,11 +185,9 @@ def run_experiment(
     say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> list[dict]:
     """Run every job of this shard that has no result yet; return all rows of the results table."""
-    from txl.train import Trainer
-
     if overrides:
         apply_overrides(exp.base, overrides)
-    exp.base.validate()
+    check_run(exp.base)
     # Under torchrun every process runs the sweep: training jobs are shared (DDP), while evaluation-only
     # jobs, the results table and the messages belong to rank 0.
     main = int(os.environ.get("RANK", "0")) == 0
@@ -212,13 +206,9 @@ def run_experiment(
         if job.variant.trains:
             folder = run_dir(root, exp, job.variant.name, job.seed)
             run = exp.config(job.variant, job.seed)
-            from txl.checkpoint import find_checkpoint
-
             resume = find_checkpoint(folder) is not None
             say(f"[{i}/{len(todo)}] {exp.name} {job.key}: {'resuming' if resume else 'training'} in {folder}")
             if resume:
-                from txl.train import prepare_resume
-
                 run = prepare_resume(folder, [])
             result = Trainer(run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}").fit()
             metrics, tgt_len = result["final"], run.eval.tgt_len or run.train.tgt_len
@@ -260,10 +250,6 @@ def run_experiment(
 
 
 def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, i: int, n: int):
-    from txl.data import load_corpus
-    from txl.evaluate import evaluate
-    from txl.train import load_trained, pick_precision
-
     folder = run_dir(root, exp, job.variant.of, job.seed)
     v = job.variant
     say(f"[{i}/{n}] {exp.name} {job.key}: evaluating {v.of}'s model with memory {v.memory or 'as trained'}")

@@ -22,10 +22,14 @@ from pathlib import Path
 
 import torch
 
-from txl.config import ModelConfig
+from safetensors.torch import load_file, save_file
+
+from txl.checkpoint import find_checkpoint, save_checkpoint
+from txl.config import ModelConfig, RunConfig, to_dict
 from txl.errors import TxlError
-from txl.memory import apply_plans
+from txl.io import atomic_path, atomic_write_json
 from txl.model import TransformerXL
+from txl.plans import apply_plans
 
 LAYOUTS = ("original", "transformers")
 
@@ -40,8 +44,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise TxlError(f"{path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as e:
@@ -299,9 +301,43 @@ def _tied_twin(name: str, cfg: ModelConfig) -> str | None:
 
 def write_txl_checkpoint(model: TransformerXL, out_dir: str | Path, run_config: dict, meta: dict) -> Path:
     """A checkpoint folder txl eval and txl generate can read."""
-    from txl.checkpoint import save_checkpoint
-
     out_dir = Path(out_dir)
     folder = save_checkpoint(out_dir / "checkpoints", 0, model, {"step": 0, "imported": True}, run_config, meta)
     (out_dir / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     return folder
+
+
+def import_checkpoint(
+    src: str | Path, layout: str, out: str | Path, hints: dict, corpus: str | None = None, tokenizer: str | None = None
+) -> tuple[TransformerXL, Path, int]:
+    """Read a source state dict into a new txl checkpoint under `out`: (model, checkpoint folder, tensors read)."""
+    tensors = read_state_dict(src)
+    model = import_state(tensors, layout, hints)
+    out = Path(out)
+    if find_checkpoint(out) is not None:
+        raise TxlError(f"{out} already holds a checkpoint; choose another --out")
+    run = RunConfig(model=model.cfg)
+    run.train.tgt_len = int(hints.get("tgt_len") or 128)
+    run.eval.tgt_len = run.train.tgt_len
+    if corpus:
+        run.data.corpus = corpus
+    if tokenizer:
+        run.data.tokenizer = str(Path(tokenizer).resolve()) if Path(tokenizer).suffix else tokenizer
+    folder = write_txl_checkpoint(model, out, to_dict(run), {"imported_from": str(src), "layout": layout})
+    return model, folder, len(tensors)
+
+
+def export_checkpoint(model: TransformerXL, layout: str, out: str | Path, fmt: str = "safetensors") -> tuple[Path, int]:
+    """Write the model's weights in `layout` (safetensors or a torch.save'd state dict) and its config.json.
+
+    Returns the weights file and how many tensors it holds."""
+    tensors, config = export_state(model, layout)
+    out = Path(out)
+    target = out / ("model.safetensors" if fmt == "safetensors" else "pytorch_model.bin")
+    with atomic_path(target) as tmp:
+        if fmt == "safetensors":
+            save_file(tensors, str(tmp))
+        else:
+            torch.save(tensors, tmp)
+    atomic_write_json(out / "config.json", config)
+    return target, len(tensors)

@@ -11,6 +11,7 @@ variant it uses. The language, for a model of L layers:
     lrm=4@interleave:2304,srm=128   the same, in Rae & Razavi's words
     range=128@first:12       attention range 128 in the first 12 layers, unlimited above
     attn=las@first:6,xl      LaS in the first 6 layers, Transformer-XL attention above
+                             (the attention kind lives in txl.plans, beside the variant names)
 
 Placements: `first` (layers 0..k-1), `last` (L-k..L-1) and `interleave`
 (layers floor((i+1)L/k)-1 for i < k: evenly spread, always including the top layer).
@@ -18,7 +19,6 @@ Placements: `first` (layers 0..k-1), `last` (L-k..L-1) and `interleave`
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from txl.config import ConfigError, LayerConfig, ModelConfig
+from txl.config import ConfigError
 
 PLACEMENTS = ("first", "interleave", "last")
 INF = math.inf
@@ -65,17 +65,6 @@ def _parse_range(text: str) -> int | None:
     return _whole(text, "an attention range (or inf)")
 
 
-def _parse_attn(text: str) -> str:
-    from txl.attention import VARIANTS
-
-    name, plus, addon = text.partition("+")
-    if name not in VARIANTS:
-        raise ValueError(f"unknown attention variant {name!r} (known: {', '.join(VARIANTS)})")
-    if plus and addon != "fastrpb":
-        raise ValueError(f"unknown add-on {addon!r} after {name!r} (the one add-on is +fastrpb)")
-    return text
-
-
 @dataclass(frozen=True)
 class PlanKind:
     """How one per-layer quantity is written in a plan."""
@@ -89,7 +78,6 @@ class PlanKind:
 
 MEMORY = PlanKind("memory", ("mem", "srm"), lambda t: _whole(t, "a memory length"), str, _REQUIRED)
 RANGE = PlanKind("range", ("range",), _parse_range, lambda v: "inf" if v is None else str(v), None)
-ATTENTION = PlanKind("attention", ("attn",), _parse_attn, str, "xl")
 
 
 def parse_plan(text: str, n_layer: int, kind: PlanKind = MEMORY) -> list:
@@ -175,36 +163,6 @@ def format_plan(values: Sequence, kind: PlanKind = MEMORY) -> str:
         else:
             runs.append([1, v])
     return ",".join(f"{n}x{kind.format_value(v)}" for n, v in runs)
-
-
-def apply_plans(
-    cfg: ModelConfig, memory: str | None = None, attn_range: str | None = None, attn: str | None = None
-) -> ModelConfig:
-    """A copy of `cfg` with per-layer memory lengths, ranges and variants set from plans (None keeps them)."""
-    cfg = copy.deepcopy(cfg)
-    n = cfg.n_layer
-    if len(cfg.layers) != n:
-        cfg.layers = [copy.deepcopy(cfg.layers[0]) if cfg.layers else LayerConfig() for _ in range(n)]
-    if memory is not None:
-        for layer, m in zip(cfg.layers, parse_plan(memory, n, MEMORY)):
-            layer.mem_len = m
-    if attn_range is not None:
-        for layer, r in zip(cfg.layers, parse_plan(attn_range, n, RANGE)):
-            layer.attn_range = r
-    if attn is not None:
-        for layer, a in zip(cfg.layers, parse_plan(attn, n, ATTENTION)):
-            layer.attn, _, addon = a.partition("+")
-            layer.fastrpb = addon == "fastrpb"
-    return cfg
-
-
-def describe(cfg: ModelConfig) -> dict[str, str]:
-    """The model's plans in canonical form, for run names, logs and tables."""
-    return {
-        "memory": format_plan(cfg.mem_lens, MEMORY),
-        "range": format_plan(cfg.attn_ranges, RANGE),
-        "attn": format_plan([layer.label for layer in cfg.layers], ATTENTION),
-    }
 
 
 # --------------------------------------------------------------------------- caches

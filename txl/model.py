@@ -25,6 +25,7 @@ from txl.attention.fast import resolve_impl
 from txl.attention.masks import MaskCache
 from txl.config import ConfigError, ModelConfig
 from txl.memory import update_cache
+from txl.plans import check_model
 
 Memory = list[dict[str, torch.Tensor]]
 
@@ -80,7 +81,7 @@ class TransformerXL(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        cfg = copy.deepcopy(cfg).validate()
+        cfg = check_model(copy.deepcopy(cfg))
         self.cfg = cfg
         self.embed = AdaptiveEmbedding(cfg)
         self.drop = nn.Dropout(cfg.dropout)

@@ -10,7 +10,7 @@ from typing import Callable
 
 from txl.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from txl.errors import TxlError
-from txl.memory import apply_plans
+from txl.plans import apply_plans
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {}
 

@@ -37,6 +37,7 @@ from txl.data.tokenizers import (
 )
 from txl.errors import TxlError
 from txl.io import atomic_write_json
+from txl.table import format_table
 
 CACHE_VERSION = 1  # bump when the cache layout or a tokenizer's output changes
 
@@ -70,6 +71,19 @@ class Corpus:
 
     def bytes_per_token(self, split: str) -> float:
         return self.raw_bytes[split] / max(1, len(self.splits[split]))
+
+    def stats_table(self) -> str:
+        """Per split: files, bytes, tokens, bytes per token (and scored answers of a synthetic task)."""
+        rows = []
+        for split, ids in self.splits.items():
+            row = [split, self.files.get(split), self.raw_bytes[split], len(ids), self.bytes_per_token(split)]
+            if self.masks is not None:
+                row.append(int(self.masks[split].sum()))
+            rows.append(row)
+        headers = ["split", "files", "bytes", f"tokens ({self.unit}s)", "bytes/token"]
+        if self.masks is not None:
+            headers.append("scored answers")
+        return format_table(headers, rows)
 
 
 def _sha256(data: bytes) -> str:

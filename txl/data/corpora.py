@@ -17,6 +17,7 @@ from typing import Callable
 from txl.config import DataConfig
 from txl.data.download import download, extract_member
 from txl.errors import TxlError
+from txl.table import format_table
 
 SPLITS = ("train", "valid", "test")
 
@@ -291,3 +292,9 @@ for _task, _what in (
 def corpus_spec(name: str) -> CorpusSpec | None:
     """The registered corpus `name`, or None for a path."""
     return CORPORA.get(name)
+
+
+def corpora_table() -> str:
+    """The known corpora: name, what, size, split, tokenizer, licence."""
+    rows = [[c.name, c.description, c.size, c.split, c.tokenizer, c.license] for c in CORPORA.values()]
+    return format_table(["name", "what", "size", "split", "tokenizer", "licence"], rows)

@@ -1,0 +1,55 @@
+"""The `txl` command: one small module per command or family, each a thin layer over the library.
+
+Errors a user can fix print one line (`txl: error: ...`) and exit with status 2;
+Ctrl-C exits with status 130 and leaves every file whole. A new command is a module
+here whose body calls the library, registered with `txl.cli.args.command`,
+imported below, and placed in FIRST where `txl --help` should list it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from txl.cli import bench, budget, data, evaluate, experiments, generate, interop, train  # noqa: F401  (registers the commands)
+from txl.cli.args import COMMANDS, Parser
+from txl.errors import TxlError
+
+FIRST = ["run", "list", "report", "train", "eval", "generate", "budget", "data", "import", "export", "bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from txl import __version__
+
+    parser = Parser(
+        prog="txl",
+        description="Transformer-XL language models with per-layer memory plans: train, evaluate, and measure "
+        "how much memory a model needs.",
+        epilog="Run 'txl COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"txl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name in sorted(COMMANDS, key=lambda n: FIRST.index(n) if n in FIRST else len(FIRST)):
+        help, add_args, _ = COMMANDS[name]
+        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        add_args(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command][2](args) or 0
+    except TxlError as e:
+        print(f"txl {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"\ntxl {args.command}: interrupted; files written so far are whole", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

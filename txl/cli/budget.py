@@ -1,0 +1,40 @@
+"""txl budget: what a memory plan costs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from txl.cli.args import add_model_args, command, model_config_from_args
+from txl.errors import TxlError
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory",
+        action="append",
+        metavar="PLAN",
+        help="memory plan, e.g. '24x512' or 'lrm=4@interleave:2304,srm=128'; give several to compare them",
+    )
+    add_model_args(p)
+    g = p.add_argument_group("what to count")
+    g.add_argument("--tgt-len", type=int, default=512, metavar="T", help="segment length (default 512)")
+    g.add_argument("--batch", type=int, default=1, metavar="B", help="sequences (default 1)")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="cache dtype")
+    g.add_argument("--markdown", action="store_true", help="Markdown tables")
+    g.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+@command("budget", "what a memory plan costs: cached positions, bytes, FLOPs per token, parameters, receptive field", _budget_args)
+def cmd_budget(args: argparse.Namespace) -> int:
+    from txl.budget import budget, budgets_text
+
+    if args.tgt_len < 1 or args.batch < 1:
+        raise TxlError("--tgt-len and --batch must be >= 1")
+    plans = args.memory or [None]
+    budgets = [budget(model_config_from_args(args, plan), args.tgt_len, args.batch, args.dtype, plan) for plan in plans]
+    if args.json:
+        print(json.dumps([b.to_dict() for b in budgets] if len(budgets) > 1 else budgets[0].to_dict(), indent=2))
+    else:
+        print(budgets_text(budgets, args.markdown))
+    return 0

@@ -1,0 +1,57 @@
+"""txl eval: a checkpoint under one or more memory plans, with loss by position within the segment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from txl.cli.args import command
+from txl.errors import TxlError
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a run folder (its last checkpoint) or a checkpoint folder")
+    p.add_argument("--best", action="store_true", help="the run's best checkpoint instead of its last")
+    p.add_argument("--split", choices=["valid", "test"], help="default: the run's eval.split")
+    p.add_argument("--memory", action="append", metavar="PLAN", help="memory plan to evaluate with; repeat to compare plans (default: as trained)")
+    p.add_argument("--range", dest="attn_range", metavar="PLAN", help="attention range plan")
+    p.add_argument("--tgt-len", type=int, help="segment length (default: the run's eval.tgt_len)")
+    p.add_argument("--clamp-len", type=int, help="clamp relative distances at this value")
+    p.add_argument("--same-length", action=argparse.BooleanOptionalAction, default=None, help="every query sees mem_len keys")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-segments", type=int, help="stop after this many segments (default: the whole split)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--corpus", help="evaluate on another corpus with the same tokenizer settings")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("eval", "evaluate a checkpoint under one or more memory plans; loss by position within the segment", _eval_args)
+def cmd_eval(args: argparse.Namespace) -> int:
+    from txl.data import load_corpus
+    from txl.devices import pick_precision
+    from txl.evaluate import Plan, evaluate_plans, metric_name, plans_tables
+    from txl.runs import load_trained
+
+    model, run, folder = load_trained(args.path, args.device, "best" if args.best else "last")
+    if args.corpus:
+        run.data.corpus = args.corpus
+    corpus = load_corpus(run.data, progress=not args.no_progress)
+    if corpus.vocab_size != run.model.vocab_size:
+        raise TxlError(f"corpus {run.data.corpus!r} has {corpus.vocab_size} tokens, the model {run.model.vocab_size}")
+    e = run.eval
+    split = args.split or e.split
+    tgt_len = args.tgt_len or e.tgt_len or run.train.tgt_len
+    same_length = args.same_length if args.same_length is not None else e.same_length
+    clamp = args.clamp_len if args.clamp_len is not None else (e.clamp_len if e.clamp_len is not None else "keep")
+    plans = [Plan.parse(text or "as trained", run.model.n_layer, text, args.attn_range or e.attn_range, same_length, clamp)
+             for text in (args.memory or [e.memory])]
+    precision = pick_precision(run.train.precision, next(model.parameters()).device)
+    results = evaluate_plans(model, corpus, plans, split, tgt_len, args.batch_size or e.batch_size, args.max_segments,
+                             precision, not args.no_progress)
+    if args.json:
+        print(json.dumps({"checkpoint": str(folder), "results": results}, indent=2))
+        return 0
+    print(f"checkpoint {folder}; {split} split, segments of {tgt_len}, {corpus.name} ({corpus.unit}s)")
+    print(plans_tables(results, metric_name(corpus)))
+    return 0

@@ -1,0 +1,124 @@
+"""txl run, txl list, txl report: named experiments, run side by side and reported against memory budget."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from txl.cli.args import add_overrides, command
+from txl.errors import TxlError
+
+
+def load_definitions() -> None:
+    """Register every definition in `experiments/` (imported on use, so `txl --help` need not load torch)."""
+    import experiments  # noqa: F401
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N, e.g. 0/4, got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"--shard I/N needs 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="an experiment name (txl list), e.g. quickstart or rae2020/lrm-count")
+    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small", help="small runs on a CPU; paper is the published size")
+    p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="run only shard I of N (a job array, several machines)")
+    p.add_argument("--corpus", help="train on this corpus instead of the experiment's")
+    p.add_argument("--steps", type=int, help="training steps per run")
+    p.add_argument("--device", help="auto, cpu, cuda")
+    add_overrides(p, help="override the base config of every variant")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("run", "run every variant of a named experiment; finished ones are skipped, interrupted ones resumed", _run_args)
+def cmd_run(args: argparse.Namespace) -> int:
+    from txl.distributed import finish_distributed
+    from txl.experiments import get_experiment, results_path, run_experiment
+    from txl.report import build_report
+
+    load_definitions()
+    exp = get_experiment(args.name, args.scale)
+    overrides = list(args.overrides)
+    for flag, key in (("corpus", "data.corpus"), ("steps", "train.steps"), ("device", "train.device")):
+        if getattr(args, flag):
+            overrides.append(f"{key}={getattr(args, flag)}")
+    root = Path(args.results)
+    start = time.time()
+    ok = False
+    try:
+        rows = run_experiment(exp, root, args.shard, overrides, progress=not args.no_progress)
+        ok = True
+    finally:
+        finish_distributed(ok)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    mine = [r for r in rows if r["scale"] == exp.scale]
+    report = build_report(mine, f"{exp.name} ({exp.scale}): {exp.description}", results_path(root, exp).parent, exp.x_axis)
+    print()
+    print(report["table"])
+    print()
+    print(f"finished in {time.time() - start:.0f} s; results {results_path(root, exp)}")
+    print(f"plot         {report['files'].get('png')}")
+    print(f"tensorboard  tensorboard --logdir {results_path(root, exp).parent}")
+    return 0
+
+
+def _list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", default="*", help="a glob over experiment names, e.g. 'rae2020/*'")
+
+
+@command("list", "named experiments, presets and attention variants", _list_args)
+def cmd_list(args: argparse.Namespace) -> int:
+    from txl.attention import VARIANTS
+    from txl.experiments import list_experiments
+    from txl.presets import PRESETS
+    from txl.table import format_table
+
+    load_definitions()
+    found = list_experiments(args.pattern)
+    if not found:
+        raise TxlError(f"no experiment matches {args.pattern!r} (try 'txl list')")
+    print(format_table(["experiment", "what it compares"], found))
+    if args.pattern == "*":
+        print()
+        print(format_table(["preset", "what it is"], [[n, (fn.__doc__ or "").strip()] for n, fn in PRESETS.items()]))
+        print()
+        print(format_table(["attention", "what it does"], [[n, c.description] for n, c in VARIANTS.items()] + [["+fastrpb", "adds FastRPB's W V to any of them"]]))
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="an experiment name")
+    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--x-axis", choices=["cached_positions", "long_range_positions", "memory_bytes", "attn_flops_per_token", "receptive_field"],
+                   help="what quality is plotted against (default: the experiment's choice)")
+    p.add_argument("--markdown", action="store_true", help="print the Markdown table")
+    p.add_argument("--no-plot", action="store_true")
+
+
+@command("report", "quality against memory budget from a results table: table, plot, Pareto frontier", _report_args)
+def cmd_report(args: argparse.Namespace) -> int:
+    from txl.experiments import get_experiment, results_path
+    from txl.io import read_jsonl
+    from txl.report import build_report
+
+    load_definitions()
+    exp = get_experiment(args.name, args.scale)
+    path = results_path(Path(args.results), exp)
+    rows = [r for r in read_jsonl(path) if r.get("scale") == args.scale]
+    if not rows:
+        raise TxlError(f"no results at {path}; run 'txl run {args.name} --scale {args.scale}' first")
+    report = build_report(rows, f"{exp.name} ({exp.scale}): {exp.description}", path.parent, args.x_axis or exp.x_axis, plot=not args.no_plot)
+    print(report["markdown"] if args.markdown else report["table"])
+    for kind, file in report["files"].items():
+        print(f"{kind:<12} {file}")
+    return 0

@@ -1,0 +1,41 @@
+"""txl generate: sample text from a checkpoint, memory carried across chunks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from txl.cli.args import command
+from txl.errors import TxlError
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a run folder or a checkpoint folder")
+    p.add_argument("--prompt", default="", help="text to start from")
+    p.add_argument("--tokens", type=int, default=300, help="how many tokens to sample (default 300)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
+@command("generate", "sample text from a checkpoint, memory carried across chunks", _generate_args)
+def cmd_generate(args: argparse.Namespace) -> int:
+    from txl.generate import generate_text, run_tokenizer
+    from txl.runs import load_trained
+
+    if args.tokens < 1:
+        raise TxlError("--tokens must be >= 1")
+    if not 0 < args.top_p <= 1:
+        raise TxlError("--top-p must be in (0, 1]")
+    model, run, folder = load_trained(args.path, args.device)
+    tokenizer = run_tokenizer(Path(args.path) if (Path(args.path) / "tokenizer").exists() else folder)
+    sys.stdout.write(args.prompt)
+    generate_text(
+        model, tokenizer, args.prompt, args.tokens, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, chunk=run.train.tgt_len, on_piece=lambda piece: (sys.stdout.write(piece), sys.stdout.flush()),
+    )
+    sys.stdout.write("\n")
+    return 0

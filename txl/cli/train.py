@@ -1,0 +1,65 @@
+"""txl train: train a language model into a run folder, or resume one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from txl.cli.args import add_model_args, command, run_config_from_args
+from txl.errors import TxlError
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="start from a named configuration (txl list shows them; default small)")
+    p.add_argument("--run-dir", help="where the run's config, logs, TensorBoard files and checkpoints go (default runs/PRESET-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
+    p.add_argument("--memory", metavar="PLAN", help="training memory plan, e.g. 'lrm=2@interleave:256,srm=16'")
+    add_model_args(p)
+    g = p.add_argument_group("data and training")
+    g.add_argument("--corpus", help="a corpus name (txl data list) or a path")
+    g.add_argument("--tokenizer", help="auto, bytes, chars, words, sentencepiece, or a .model file")
+    g.add_argument("--vocab-size", type=int, help="sentencepiece pieces, or the most frequent words to keep")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--batch-size", type=int, help="sequences per process")
+    g.add_argument("--tgt-len", type=int, help="segment length")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--stop-at-step", type=int, metavar="N", help="stop (with a checkpoint) after step N; --resume continues")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("train", "train a language model: memory carried across segments, checkpoints, TensorBoard, resume", _train_args)
+def cmd_train(args: argparse.Namespace) -> int:
+    from txl.distributed import finish_distributed
+    from txl.runs import prepare_resume
+    from txl.train import Trainer
+
+    if args.resume:
+        if not args.run_dir:
+            raise TxlError("--resume needs --run-dir (the run folder to continue)")
+        run = prepare_resume(Path(args.run_dir), args.overrides + ([f"train.steps={args.steps}"] if args.steps else []))
+    else:
+        run = run_config_from_args(args)
+    run_dir = Path(args.run_dir or Path("runs") / f"{args.preset or 'small'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    trainer = Trainer(run, run_dir, resume=args.resume, progress=not args.no_progress)
+    if trainer.dist.main:
+        print(f"run folder   {run_dir}  (tensorboard --logdir {run_dir})", file=sys.stderr)
+    ok = False
+    try:
+        result = trainer.fit(stop_at=args.stop_at_step)
+        ok = True
+    finally:
+        finish_distributed(ok)
+    if not trainer.dist.main:
+        return 0
+    if result.get("final") is None:
+        print(f"stopped after step {result['step']}; continue with: txl train --run-dir {run_dir} --resume")
+        return 0
+    final, metric = result["final"], result["metric"]
+    print(f"step {result['step']}: {run.eval.split} {metric} {final.get(metric, final['loss']):.4f} "
+          f"(loss {final['loss']:.4f} nats/token over {final['tokens']:,} tokens)")
+    print(f"run folder   {run_dir}")
+    print(f"tensorboard  tensorboard --logdir {run_dir}")
+    return 0

@@ -1,0 +1,111 @@
+"""A run folder: its config and command, the tokenizer, the metrics log, TensorBoard and checkpoints.
+
+    RUN/config.json        the resolved run config      RUN/metrics.jsonl  one row per log, validation, evaluation
+    RUN/command.txt        the command that started it  RUN/tb/            TensorBoard event files
+    RUN/tokenizer/         what turns text into ids     RUN/checkpoints/   step-N folders, `last` and `best`
+    RUN/result.json, RUN/eval.json                      the final metrics
+
+Only rank 0 writes; on other ranks a RunFolder is inert.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from txl import checkpoint as ckpt
+from txl.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, save_config, to_dict
+from txl.data import Corpus
+from txl.devices import pick_device
+from txl.errors import TxlError
+from txl.io import append_line, atomic_write_json
+from txl.model import TransformerXL
+
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.save_every", "train.eval_segments")
+
+
+class RunFolder:
+    """Where one run keeps its files; `writes` is False on every rank but 0."""
+
+    def __init__(self, path: str | Path, writes: bool = True):
+        self.path, self.writes = Path(path), writes
+        self.writer = None
+
+    def start(self, run: RunConfig, corpus: Corpus, command: str | None) -> None:
+        """A fresh run: its config, command line and tokenizer files."""
+        if not self.writes:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "metrics.jsonl").unlink(missing_ok=True)  # left by an attempt that died before its first checkpoint
+        save_config(run, self.path / "config.json")
+        (self.path / "command.txt").write_text((command or " ".join(shlex.quote(a) for a in sys.argv)) + "\n")
+        tok_dir = self.path / "tokenizer"
+        tok_dir.mkdir(exist_ok=True)
+        if corpus.cache_dir is not None:
+            for name in ("vocab.json", "sp.model"):
+                if (corpus.cache_dir / name).exists():
+                    (tok_dir / name).write_bytes((corpus.cache_dir / name).read_bytes())
+        else:
+            corpus.tokenizer.save(tok_dir / "vocab.json")
+
+    def open_tensorboard(self) -> None:
+        if self.writes:
+            from torch.utils.tensorboard import SummaryWriter  # slow to import; only the writing rank needs it
+
+            self.writer = SummaryWriter(str(self.path / "tb"))
+
+    def log(self, row: dict, prefix: str) -> None:
+        """Append a row to metrics.jsonl (tagged with its kind) and its numbers to TensorBoard."""
+        if not self.writes:
+            return
+        append_line(self.path / "metrics.jsonl", json.dumps({"kind": prefix, **row}))
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
+                    self.writer.add_scalar(f"{prefix}/{key}", value, row["step"])
+
+    def save(self, step: int, model: torch.nn.Module, state: dict, run: RunConfig, meta: dict, names: tuple[str, ...]) -> None:
+        if self.writes:
+            ckpt.save_checkpoint(self.path / "checkpoints", step, model, state, to_dict(run), meta, names)
+
+    def write_json(self, name: str, data: dict) -> None:
+        if self.writes:
+            atomic_write_json(self.path / name, data)
+
+    def hparams(self, hp: dict, metrics: dict) -> None:
+        if self.writer is not None:
+            self.writer.add_hparams(hp, metrics, run_name=".")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def prepare_resume(run_dir: Path, overrides: list[str]) -> RunConfig:
+    """The saved config of a run folder, with only the overrides that do not change what is trained."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise TxlError(f"nothing to resume in {run_dir}: it has no config.json")
+    run = load_config(path)
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        if key not in RESUMABLE_KEYS:
+            raise ConfigError(f"--resume keeps the run's own settings; only {', '.join(RESUMABLE_KEYS)} may change, not {key}")
+    return apply_overrides(run, overrides)
+
+
+def load_trained(path: str | Path, device: str = "auto", which: str = "last") -> tuple[TransformerXL, RunConfig, Path]:
+    """A trained model from a run folder or checkpoint folder, in eval mode."""
+    folder = ckpt.find_checkpoint(path, which)
+    if folder is None:
+        raise TxlError(f"no checkpoint found at {path} (give a run folder or a checkpoint folder)")
+    run = from_dict(RunConfig, ckpt.read_config(folder))
+    model = TransformerXL(run.model)
+    ckpt.load_weights(model, folder)
+    model.to(pick_device(device))
+    return model.eval(), run, folder
