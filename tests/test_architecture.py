@@ -1,0 +1,130 @@
+"""The shape of the code (ARCHITECTURE.md): imports point one way, rooms stay small.
+
+The import graph is read from the source with `ast`, function-level imports included,
+so an import hidden inside a function to dodge a circle is still a circle here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("txl", "experiments")
+
+
+def module_names() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def imports_of(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
+    """The project modules `path` imports anywhere in its body (module, class or function level)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            # `from pkg import sub` imports the module pkg.sub when there is one, else a name of pkg
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in modules and t != name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_names()
+    return {name: imports_of(path, name, modules) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph as a path a -> ... -> a, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_graph_sees_function_level_imports(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("import os\n\ndef f():\n    from txl.memory import parse_plan\n    import txl.config\n")
+    assert imports_of(src, "txl.m", module_names()) == {"txl.memory", "txl.config"}
+
+
+def test_no_module_imports_itself_back():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "low, high",
+    [
+        ("txl.config", "txl.memory"),  # field checks sit below the plan language ...
+        ("txl.config", "txl.attention"),  # ... and below the variants
+        ("txl.memory", "txl.attention"),  # the plan language knows no variant
+        ("txl.attention", "txl.plans"),  # plans and their checks join the two, from above
+        ("txl.model", "txl.train"),
+        ("txl.train", "txl.experiments"),
+    ],
+)
+def test_layers_point_down(low, high):
+    assert high not in reaches(import_graph(), low) | {low}
+
+
+def test_the_library_knows_neither_its_commands_nor_its_experiments():
+    graph = import_graph()
+    for name, targets in graph.items():
+        if name.startswith("txl.") and not name.startswith(("txl.cli", "txl.__main__")):
+            wrong = {t for t in targets if t.startswith(("txl.cli", "experiments"))}
+            assert not wrong, f"{name} imports {sorted(wrong)}: only txl.cli (and tests) may"
+
+
+def test_rooms_stay_small():
+    sizes = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in module_names().items()}
+    big = {n: s for n, s in sizes.items() if n.startswith("txl") and s > 400}
+    assert not big, f"modules over 400 lines: {big}"
+    commands = {n: s for n, s in sizes.items() if n.startswith("txl.cli.") and s > 150}
+    assert not commands, f"command modules over 150 lines: {commands}"
