@@ -16,6 +16,7 @@ PLANS = [
     dict(memory="6,0,9", attn_range="inf,inf,3"),
     dict(memory="lrm=1@interleave:12,srm=3"),
     dict(memory="5", same_length=True),
+    dict(memory="5", same_length=True, same_length_rule="pt"),
 ]
 
 
@@ -49,7 +50,7 @@ def test_every_variant_says_which_fast_paths_it_has():
 
 
 @pytest.mark.parametrize("attn", FAST)
-@pytest.mark.parametrize("plan", PLANS, ids=["mixed-range", "lrm", "same-length"])
+@pytest.mark.parametrize("plan", PLANS, ids=["mixed-range", "lrm", "same-length", "same-length-pt"])
 def test_sdpa_matches_plain_outputs_and_gradients(attn, plan, float64):
     plain, fast = pair(attn, "sdpa", **plan)
     tokens = torch.randint(0, 23, (2, 21))
@@ -61,7 +62,7 @@ def test_sdpa_matches_plain_outputs_and_gradients(attn, plan, float64):
 
 
 @pytest.mark.parametrize("attn", FAST)
-@pytest.mark.parametrize("plan", PLANS, ids=["mixed-range", "lrm", "same-length"])
+@pytest.mark.parametrize("plan", PLANS, ids=["mixed-range", "lrm", "same-length", "same-length-pt"])
 def test_flex_matches_plain_forward_on_cpu(attn, plan, float64):
     plain, fast = pair(attn, "flex", **plan)
     plain.eval(), fast.eval()

@@ -10,7 +10,7 @@ from txl.attention.base import rel_shift
 from txl.attention.masks import MaskCache
 from txl.budget import budget, param_count
 from txl.config import ModelConfig
-from txl.memory import earliest_dependency, reach_by_position
+from txl.memory import SAME_LENGTH_SHORTFALL, earliest_dependency, reach_by_position
 from txl.plans import apply_plans
 from txl.model import TransformerXL, sinusoid
 
@@ -22,6 +22,8 @@ PLANS = [
     dict(memory="lrm=1@interleave:9,srm=2"),
     dict(memory="6", same_length=True),
     dict(memory="7,1,3", attn_range="inf,0,2", same_length=True),
+    dict(memory="6", same_length=True, same_length_rule="pt"),
+    dict(memory="7,1,3", attn_range="inf,0,2", same_length=True, same_length_rule="pt"),
 ]
 
 
@@ -71,7 +73,7 @@ def test_receptive_field_is_exact(plan, float64):
     tokens = torch.randint(0, 23, (1, 36))
     base = run_segments(model, tokens, 4)
     for t in (23, 30, 35):
-        first = earliest_dependency(cfg.mem_lens, cfg.attn_ranges, 4, t, cfg.same_length)
+        first = earliest_dependency(cfg.mem_lens, cfg.attn_ranges, 4, t, cfg.same_length_mode)
         for p, should_change in ((first - 1, False), (first, True)):
             if p < 0:
                 continue
@@ -85,11 +87,12 @@ def test_receptive_field_is_exact(plan, float64):
 def test_steady_state_reach_agrees_with_exact_dependency(plan):
     cfg = tiny_config(n_layer=3, **plan)
     tgt = 4
-    reach = reach_by_position(cfg.mem_lens, cfg.attn_ranges, tgt, cfg.same_length)
+    reach = reach_by_position(cfg.mem_lens, cfg.attn_ranges, tgt, cfg.same_length_mode)
     for t in range(200, 208):  # far from the stream start, memories are full
-        exact = t - earliest_dependency(cfg.mem_lens, cfg.attn_ranges, tgt, t, cfg.same_length)
+        exact = t - earliest_dependency(cfg.mem_lens, cfg.attn_ranges, tgt, t, cfg.same_length_mode)
         assert exact == reach[t % tgt]
-    lower = sum(min(m, math.inf if r is None else r) for m, r in zip(cfg.mem_lens, cfg.attn_ranges))
+    short = SAME_LENGTH_SHORTFALL[cfg.same_length_rule] if cfg.same_length else 0  # pt windows stop one short
+    lower = sum(min(max(m - short, 0), math.inf if r is None else r) for m, r in zip(cfg.mem_lens, cfg.attn_ranges))
     assert reach.min() >= lower
     if cfg.same_length:
         assert reach.min() == reach.max() == lower

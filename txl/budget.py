@@ -124,8 +124,8 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
         cls = variant(layer.attn)
         cached = cls.cache_len(layer)
         state = cls.state_numel(cfg, layer)
-        seen = min(layer.mem_len, max_distance(layer.mem_len, layer.attn_range, cfg.same_length))
-        keys = keys_per_query(layer.mem_len, layer.attn_range, tgt_len, cfg.same_length)
+        seen = min(layer.mem_len, max_distance(layer.mem_len, layer.attn_range, cfg.same_length_mode))
+        keys = keys_per_query(layer.mem_len, layer.attn_range, tgt_len, cfg.same_length_mode)
         flops = cls.core_flops(cfg, layer, keys, int(seen) + tgt_len, tgt_len)
         out.layers.append(
             LayerBudget(
@@ -141,7 +141,7 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
             )
         )
     out.params = param_count(cfg)
-    out.receptive_field = receptive_field(cfg.mem_lens, cfg.attn_ranges, tgt_len, cfg.same_length, unbounded_layers(cfg))
+    out.receptive_field = receptive_field(cfg.mem_lens, cfg.attn_ranges, tgt_len, cfg.same_length_mode, unbounded_layers(cfg))
     out.dense_flops_per_token = dense_flops_per_token(cfg)
     return out
 

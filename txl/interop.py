@@ -234,14 +234,21 @@ def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
     if "tie_projs" in hints and hints["tie_projs"] is not None:
         tie_projs = [bool(t) for t in hints["tie_projs"]][: n_clusters + 1]
     clamp = hints.get("clamp_len")
+    if int(hints.get("ext_len") or 0) > 0:
+        raise InteropError(
+            f"the source config has ext_len={hints['ext_len']}: txl does not evaluate with an extended context "
+            "(the published protocols use ext_len 0); set ext_len to 0 in the config to import the weights"
+        )
     cfg = ModelConfig(
         vocab_size=vocab, n_layer=n_layer, d_model=d_model, n_head=n_head, d_head=d_head, d_inner=d_inner,
         d_embed=d_embed, div_val=div_val, cutoffs=cutoffs, tie_weight=tie_weight, tie_projs=tie_projs,
         untie_r=untie_r, pre_lnorm=bool(hints.get("pre_lnorm", False)), same_length=bool(hints.get("same_length", False)),
+        same_length_rule="pt",  # both source layouts come from PyTorch code, whose window is 0..mem_len-1
         clamp_len=clamp if clamp is not None and clamp > 0 else None,
         dropout=float(hints.get("dropout", 0.1)), dropatt=float(hints.get("dropatt", 0.0)),
     )
-    return apply_plans(cfg, memory=str(int(hints.get("mem_len") or 512)))
+    mem_len = hints.get("mem_len")
+    return apply_plans(cfg, memory=str(512 if mem_len is None else int(mem_len)))
 
 
 def import_state(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict | None = None) -> TransformerXL:
@@ -250,7 +257,9 @@ def import_state(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
         raise TxlError(f"unknown layout {layout_name!r} (use {', '.join(LAYOUTS)})")
     layout = LAYOUT[layout_name]
     cfg = infer_config(tensors, layout_name, hints)
-    model = TransformerXL(cfg)
+    # the source's own precision (a float64 source stays float64; bf16/fp16 sources are widened to float32)
+    dtype = _need(tensors, f"{layout.prefix}layers.0.dec_attn.qkv_net.weight").dtype
+    model = TransformerXL(cfg).to(torch.float64 if dtype == torch.float64 else torch.float32)
     wanted = model.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     unknown = []

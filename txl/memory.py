@@ -179,10 +179,20 @@ def update_cache(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> tor
 # --------------------------------------------------------------------------- receptive field
 
 
-def max_distance(mem_len: int, attn_range: int | None, same_length: bool) -> float:
-    """The largest query-key distance a layer allows, before counting how much memory is filled."""
+SAME_LENGTH_SHORTFALL = {"tf": 0, "pt": 1}  # how far short of mem_len a same_length window stops
+
+
+def max_distance(mem_len: int, attn_range: int | None, same_length: bool | str) -> float:
+    """The largest query-key distance a layer allows, before counting how much memory is filled.
+
+    same_length: False (off), "tf" (distances 0..mem_len, the original TensorFlow code) or
+    "pt" (0..mem_len-1, the original PyTorch code and transformers); True means "tf".
+    """
     limit = INF if attn_range is None else attn_range
-    return min(limit, mem_len) if same_length else limit
+    if not same_length:
+        return limit
+    shortfall = SAME_LENGTH_SHORTFALL["tf" if same_length is True else same_length]
+    return min(limit, max(mem_len - shortfall, 0))
 
 
 def _windows(limit: float, idx: np.ndarray, avail: np.ndarray) -> np.ndarray:
@@ -195,7 +205,7 @@ def earliest_dependency(
     attn_ranges: Sequence[int | None],
     tgt_len: int,
     position: int,
-    same_length: bool = False,
+    same_length: bool | str = False,
     unbounded: Sequence[bool] | None = None,
 ) -> int:
     """The first token whose value can change the top layer's output at `position`.
@@ -223,7 +233,7 @@ def reach_by_position(
     mem_lens: Sequence[int],
     attn_ranges: Sequence[int | None],
     tgt_len: int,
-    same_length: bool = False,
+    same_length: bool | str = False,
     unbounded: Sequence[bool] | None = None,
 ) -> np.ndarray:
     """How far back the top layer sees from each in-segment position, once memories are full.
@@ -250,7 +260,7 @@ def receptive_field(
     mem_lens: Sequence[int],
     attn_ranges: Sequence[int | None],
     tgt_len: int,
-    same_length: bool = False,
+    same_length: bool | str = False,
     unbounded: Sequence[bool] | None = None,
 ) -> tuple[float, float]:
     """(guaranteed, largest) reach of the top layer over a segment's positions, in tokens.
@@ -263,7 +273,7 @@ def receptive_field(
     return float(r.min()), float(r.max())
 
 
-def keys_per_query(mem_len: int, attn_range: int | None, tgt_len: int, same_length: bool = False) -> float:
+def keys_per_query(mem_len: int, attn_range: int | None, tgt_len: int, same_length: bool | str = False) -> float:
     """Average number of keys a query attends to over a segment, once the memory is full."""
     i = np.arange(tgt_len)
     d = _windows(max_distance(mem_len, attn_range, same_length), i, np.full(tgt_len, mem_len))

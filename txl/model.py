@@ -30,11 +30,17 @@ from txl.plans import check_model
 Memory = list[dict[str, torch.Tensor]]
 
 
-def sinusoid(pos: torch.Tensor, d_model: int) -> torch.Tensor:
-    """(len,) positions -> (len, d_model) embeddings: sines then cosines of pos / 10000^(2k/d)."""
-    inv_freq = 1.0 / (10000 ** (torch.arange(0.0, d_model, 2.0, device=pos.device) / d_model))
-    angles = pos[:, None].float() * inv_freq[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+def sinusoid(pos: torch.Tensor, d_model: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(len,) positions -> (len, d_model) embeddings: sines then cosines of pos / 10000^(2k/d).
+
+    Computed in float64 for a float64 model and in float32 otherwise, then returned in `dtype`
+    (default: torch's default dtype).
+    """
+    dtype = dtype or torch.get_default_dtype()
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=pos.device, dtype=work) / d_model))
+    angles = pos[:, None].to(work) * inv_freq[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
 
 
 class FeedForward(nn.Module):
@@ -121,6 +127,11 @@ class TransformerXL(nn.Module):
             if hasattr(module, "init_txl"):
                 module.init_txl(self.cfg)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights (after `.to(dtype)`, `.double()`, `.bfloat16()`)."""
+        return self.layers[0].attn.qkv.weight.dtype
+
     def num_params(self) -> int:
         """Distinct trainable values (tied weights counted once)."""
         return sum(p.numel() for p in self.parameters())
@@ -185,11 +196,11 @@ class TransformerXL(nn.Module):
                 pos = torch.arange(kmax - 1, -1, -1, device=device)
                 if self.cfg.clamp_len is not None:
                     pos = pos.clamp(max=self.cfg.clamp_len)
-                cache["table"] = self.drop(sinusoid(pos, self.cfg.d_model))
+                cache["table"] = self.drop(sinusoid(pos, self.cfg.d_model, self.dtype))
             return cache["table"][kmax - klen :]
 
         return AttnContext(
-            same_length=self.cfg.same_length,
+            same_length=self.cfg.same_length_mode,
             masks=MaskCache(device),
             pos_emb=pos_emb,
             r_w_bias=self.r_w_bias,

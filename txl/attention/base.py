@@ -19,7 +19,7 @@ from txl.memory import max_distance
 class AttnContext:
     """What the layers of one forward pass share: masks, position embeddings, global biases."""
 
-    same_length: bool
+    same_length: bool | str  # False, or the rule in force: "tf" or "pt" (see txl.memory.max_distance)
     masks: MaskCache
     pos_emb: Callable[[int], torch.Tensor] | None = None  # klen -> (klen, d_model), distances klen-1 .. 0
     r_w_bias: torch.Tensor | None = None  # u: the global content bias
@@ -103,7 +103,7 @@ class Attention(nn.Module):
 
     # ------------------------------------------------------------------ computation
 
-    def max_distance(self, same_length: bool) -> float:
+    def max_distance(self, same_length: bool | str) -> float:
         return max_distance(self.layer.mem_len, self.layer.attn_range, same_length)
 
     def forward(

@@ -46,7 +46,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(f"model      {cfg.n_layer} layers, d_model {cfg.d_model}, {cfg.n_head} heads of {cfg.d_head}, d_inner {cfg.d_inner}, "
           f"vocabulary {cfg.vocab_size:,}, cutoffs {cfg.cutoffs or 'none'}, div_val {cfg.div_val}, untie_r {cfg.untie_r}")
     print(f"parameters {model.num_params():,}; memory plan {describe(cfg)['memory']}")
-    print(f"next       txl eval {args.out} --memory {max(cfg.mem_lens)} --memory lrm=2@interleave:{max(cfg.mem_lens)},srm=64")
+    long = max(cfg.mem_lens)
+    print(f"next       txl eval {args.out} --memory {long} --memory lrm=2@interleave:{long},srm={max(1, long // 8)}")
     return 0
 
 

@@ -78,7 +78,10 @@ class ModelConfig:
     dropout: float = 0.1
     dropatt: float = 0.0
     pre_lnorm: bool = False
-    same_length: bool = False  # every query sees at most mem_len past keys (distance 0..mem_len)
+    same_length: bool = False  # every query sees the same number of past keys, by same_length_rule
+    # tf: distances 0..mem_len (the original TensorFlow code; txl's default for models trained here);
+    # pt: 0..mem_len-1 (the original PyTorch code and transformers' port; set by txl import)
+    same_length_rule: Literal["tf", "pt"] = "tf"
     clamp_len: int | None = None  # relative distances above this use this distance's embedding
     tie_weight: bool = True
     cutoffs: list[int] = field(default_factory=list)  # adaptive softmax/input cluster boundaries
@@ -97,6 +100,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.layers and self.n_layer > 0:
             self.layers = [LayerConfig() for _ in range(self.n_layer)]
+
+    @property
+    def same_length_mode(self) -> bool | str:
+        """False when same_length is off, else the rule in force ("tf" or "pt"), as txl.memory.max_distance reads it."""
+        return self.same_length and self.same_length_rule
 
     @property
     def embed_dim(self) -> int:
