@@ -23,7 +23,7 @@ def lrm_count(scale: str) -> Experiment:
     variants = [Variant(f"lrm={c}", memory=lrm_plan(c, long, short)) for c in lrm_counts(n)]
     # the cheap version: one all-LRM model, its memories truncated layer by layer at evaluation time
     variants += [Variant(f"eval lrm={c}", of=f"lrm={n}", memory=lrm_plan(c, long, short)) for c in lrm_counts(n) if c < n]
-    return Experiment("rae2020/lrm-count", "number of long-range memory layers", scale, base, variants)
+    return Experiment("rae2020/lrm-count", "number of long-range memory layers", scale, base, variants, baseline=f"lrm={n}")
 
 
 @experiment("rae2020/lrm-placement", "the same number of long-range memory layers placed first, interleaved, or last")
@@ -32,7 +32,8 @@ def lrm_placement(scale: str) -> Experiment:
     count = max(2, base.model.n_layer // 6) if base.model.n_layer > 2 else 1
     long, short = memory_lengths(scale)
     variants = [Variant(f"{p} x{count}", memory=lrm_plan(count, long, short, p)) for p in ("first", "interleave", "last")]
-    return Experiment("rae2020/lrm-placement", "placement of long-range memory layers", scale, base, variants)
+    return Experiment("rae2020/lrm-placement", "placement of long-range memory layers", scale, base, variants,
+                      baseline=f"interleave x{count}")
 
 
 @experiment("rae2020/srm-length", "the short-range memory length swept, long-range layers fixed")

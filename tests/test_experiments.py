@@ -132,6 +132,19 @@ def test_reports_render_from_the_results_file_alone(tmp_path, capsys):
     assert "*" in out  # a Pareto point
 
 
+def test_seeds_train_every_variant_and_the_report_pairs_them(tmp_path, capsys):
+    results = tmp_path / "r"
+    assert main(["run", "quickstart", "--scale", "tiny", "--seeds", "2", "--results", str(results), "--no-progress",
+                 "--set", f"data.root={tmp_path / 'data'}"]) == 0
+    out = capsys.readouterr().out
+    rows = read_jsonl(results / "quickstart" / "tiny" / "results.jsonl")
+    assert sorted((r["variant"], r["seed"]) for r in rows if r["kind"] == "train") == [("mem 16 (trained)", 0), ("mem 16 (trained)", 1)]
+    assert {r["seed"] for r in rows if r["variant"] == "mem 0"} == {0, 1}  # evaluation-time plans on every seed's model
+    assert all(len(r["blocks"]["loss"]) == len(r["blocks"]["tokens"]) > 1 for r in rows)
+    assert "paired seeds, n=2" in out and "95% interval" in out
+    assert main(["run", "quickstart", "--scale", "tiny", "--seeds", "0"]) == 2
+
+
 def test_report_marks_the_pareto_frontier_and_aggregates_seeds():
     from txl.report import aggregate, mark_pareto
 

@@ -165,6 +165,22 @@ def test_learning_rate_schedule():
     assert lr_at(55, run.train) == pytest.approx(0.55)
 
 
+def test_flex_training_on_a_cpu_is_refused_up_front(tmp_path):
+    run = tiny_run(tmp_path, **{"model.attn_impl": "flex"})
+    with pytest.raises(TxlError, match="attn_impl=flex cannot train on a CPU"):
+        Trainer(run, tmp_path / "run", progress=False)
+
+
+def test_the_original_learning_rate_schedule():
+    """Dai et al.'s code sets the rate after each step: step 0 at the full rate, decay counted from step 0."""
+    run = get_preset("tiny")
+    run.train.steps, run.train.warmup, run.train.lr, run.train.min_lr = 100, 10, 1.0, 0.1
+    run.train.schedule_rule = "original"
+    assert lr_at(0, run.train) == 1.0 and lr_at(1, run.train) == pytest.approx(0.1) and lr_at(9, run.train) == pytest.approx(0.9)
+    assert lr_at(10, run.train) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    assert lr_at(50, run.train) == pytest.approx(0.55) and lr_at(100, run.train) == pytest.approx(0.1)
+
+
 def test_eval_compares_memory_plans_in_one_command(tmp_path, capsys):
     Trainer(tiny_run(tmp_path, **{"train.steps": 30}), tmp_path / "run", progress=False).fit()
     assert main(["eval", str(tmp_path / "run"), "--memory", "0", "--memory", "32", "--json", "--no-progress"]) == 0
@@ -173,9 +189,26 @@ def test_eval_compares_memory_plans_in_one_command(tmp_path, capsys):
     assert short["plan"] == "0" and long["plan"] == "32"
     assert short["cached_positions"] == 0 and long["cached_positions"] == 64
     assert short["loss"] != long["loss"] and len(short["loss_by_position"]) == 16
+    for r in (short, long):  # the blocks partition the scored tokens
+        assert sum(r["blocks"]["tokens"]) == r["tokens"]
+        assert sum(r["blocks"]["loss"]) / r["tokens"] == pytest.approx(r["loss"], rel=1e-12)
     assert main(["eval", str(tmp_path / "run"), "--memory", "0", "--memory", "32", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "loss by position within the segment" in out and out.count("bpb") >= 1
+
+
+def test_eval_protocol_sets_the_published_settings_and_flags_win(tmp_path, capsys):
+    run = tiny_run(tmp_path, **{"train.steps": 4})
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    folder = str(tmp_path / "run")
+    assert main(["eval", folder, "--protocol", "wt103-base", "--tgt-len", "16", "--max-segments", "2", "--json", "--no-progress"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert r["tgt_len"] == 16 and r["split"] == "test"  # the flag beside the protocol wins
+    assert r["cached_positions"] == 640 * run.model.n_layer  # the protocol's memory
+    assert main(["eval", folder, "--protocol", "wt103-base", "--max-segments", "1", "--no-progress"]) == 0
+    assert "protocol wt103-base: segments of 64, memory 640, clamp_len 400, same_length on" in capsys.readouterr().out
+    assert main(["eval", folder, "--protocol", "nope"]) == 2
+    assert "unknown protocol 'nope' (known: enwik8-base" in capsys.readouterr().err
 
 
 def test_generate_samples_text_with_memory(tmp_path, capsys):

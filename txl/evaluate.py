@@ -19,6 +19,8 @@ from txl.model import TransformerXL
 from txl.table import format_table
 
 LN2 = math.log(2)
+MAX_BLOCKS = 100  # evaluation blocks kept per result, for the paired bootstrap (txl.stats)
+SERIES = ("loss_by_position", "blocks")  # per-position and per-block lists in a result, beside its scalars
 
 
 def metric_name(corpus: Corpus) -> str:
@@ -116,6 +118,8 @@ def evaluate(
     loss_sum = torch.zeros(tgt_len, dtype=torch.float64, device=device)
     count = torch.zeros(tgt_len, dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
+    seg_loss = torch.zeros(n_segments, batch_size, dtype=torch.float64, device=device)  # per segment and stream
+    seg_count = torch.zeros(n_segments, batch_size, dtype=torch.float64, device=device)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -138,8 +142,11 @@ def evaluate(
                         hits = None
                 weight = seg.mask.double() if seg.mask is not None else torch.ones_like(nll, dtype=torch.float64)
                 n = nll.size(1)
-                loss_sum[:n] += (nll.double() * weight).sum(0)
+                scored = nll.double() * weight
+                loss_sum[:n] += scored.sum(0)
                 count[:n] += weight.sum(0)
+                seg_loss[seg.index] = scored.sum(1)
+                seg_count[seg.index] = weight.sum(1)
                 if hits is not None:
                     correct += (hits * weight).sum()
                 if bar is not None:
@@ -157,10 +164,34 @@ def evaluate(
         segments=n_segments,
         tgt_len=tgt_len,
         loss_by_position=(loss_sum / count.clamp(min=1)).tolist(),
+        blocks=blocks(seg_loss, seg_count),
     )
     if corpus.task is not None:
         out["accuracy"] = float(correct) / max(total, 1.0)
     return out
+
+
+def blocks(seg_loss: torch.Tensor, seg_count: torch.Tensor, most: int = MAX_BLOCKS) -> dict:
+    """Loss sums and token counts over contiguous blocks of text: runs of segments within one stream.
+
+    Tokens within a block are correlated, blocks much less so: they are the unit a
+    bootstrap resamples. The layout depends only on the split, segment length, batch and
+    segment count, so two plans evaluated alike have blocks that pair up.
+    """
+    n_segments, streams = seg_loss.shape
+    per_stream = max(1, min(n_segments, most // streams))
+    edges = np.linspace(0, n_segments, per_stream + 1).astype(int)
+    loss, tokens = [], []
+    for b in range(streams):
+        for a, z in zip(edges, edges[1:]):
+            loss.append(float(seg_loss[a:z, b].sum()))
+            tokens.append(float(seg_count[a:z, b].sum()))
+    return {"loss": loss, "tokens": tokens}
+
+
+def scalars(result: dict) -> dict:
+    """A result without its per-position and per-block lists: what a log row or a table holds."""
+    return {k: v for k, v in result.items() if k not in SERIES}
 
 
 def position_buckets(loss_by_position: list[float], buckets: int = 8) -> list[tuple[str, float]]:

@@ -30,7 +30,7 @@ from txl.config import RunConfig, apply_overrides, to_dict
 from txl.data import load_corpus
 from txl.devices import pick_precision
 from txl.errors import TxlError
-from txl.evaluate import Plan, evaluate
+from txl.evaluate import Plan, evaluate, scalars
 from txl.io import append_line, read_jsonl
 from txl.plans import apply_plans, check_run, describe
 from txl.runs import load_trained, prepare_resume
@@ -65,8 +65,9 @@ class Experiment:
     scale: str
     base: RunConfig
     variants: list[Variant]
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0])  # `txl run --seeds N` makes it 0..N-1
     x_axis: str = "cached_positions"  # what the report plots quality against
+    baseline: str | None = None  # the variant others are compared with, paired by seed; None: the first
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -116,6 +117,8 @@ def get_experiment(name: str, scale: str = "small") -> Experiment:
     for v in exp.variants:
         if v.of is not None and v.of not in names:
             raise ValueError(f"experiment {name}: variant {v.name} evaluates unknown variant {v.of}")
+    if exp.baseline is not None and exp.baseline not in names:
+        raise ValueError(f"experiment {name}: baseline {exp.baseline} is not one of its variants")
     return exp
 
 
@@ -238,8 +241,9 @@ def run_experiment(
                 "receptive_field": b.receptive_field[0],
                 "params": b.params,
             },
-            "metrics": {k: v for k, v in metrics.items() if k != "loss_by_position"},
+            "metrics": scalars(metrics),
             "loss_by_position": metrics.get("loss_by_position"),
+            "blocks": metrics.get("blocks"),
             "run_dir": str(folder),
             "seconds": round(time.time() - start, 1),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -19,11 +19,26 @@ from txl.evaluate import autocast
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warm-up, then the schedule down to min_lr."""
+    if cfg.schedule_rule == "original":
+        return _original_lr(step, cfg)
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     if cfg.schedule == "constant":
         return cfg.lr
+    if cfg.schedule == "linear":
+        return cfg.lr + (cfg.min_lr - cfg.lr) * progress
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _original_lr(step: int, cfg: TrainConfig) -> float:
+    """The original code's rate: it updates the rate after each step, so step 0 runs at the full rate,
+    step s at s/warmup of it during warm-up, and the decay is counted from step 0 over all steps."""
+    if step == 0 or cfg.schedule == "constant" and step >= cfg.warmup:
+        return cfg.lr
+    if step < cfg.warmup:
+        return cfg.lr * step / cfg.warmup
+    progress = min(1.0, step / max(1, cfg.steps))
     if cfg.schedule == "linear":
         return cfg.lr + (cfg.min_lr - cfg.lr) * progress
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from txl.io import atomic_path, atomic_write_text
+from txl.stats import Interval, bootstrap_difference, mean_interval, paired_difference
 from txl.table import format_table
 
 METRICS = ("accuracy", "ppl", "bpc", "bpb", "loss")  # the first one a row has is its headline
@@ -39,6 +41,11 @@ class Group:
     values: list[float]
     group: str = ""  # variants on the same task; each group has its own frontier
     pareto: bool = False
+    by_seed: dict[int, float] = field(default_factory=dict)  # the metric per seed
+    rows: dict[int, dict] = field(default_factory=dict)  # the result row per seed (blocks, loss)
+    interval: Interval | None = None  # of the mean over seeds
+    vs_baseline: Interval | None = None  # the paired difference from the baseline variant
+    near_frontier: bool = False  # off the frontier, but its interval reaches a frontier point's
 
     @property
     def mean(self) -> float:
@@ -55,16 +62,59 @@ def aggregate(rows: list[dict], metric: str) -> list[Group]:
     for r in rows:
         latest[(r["variant"], r["seed"])] = r
     groups: dict[str, Group] = {}
-    for (variant, _), r in latest.items():
+    for (variant, seed), r in latest.items():
         g = groups.setdefault(variant, Group(variant, r["kind"], r["plan"], r["budget"], [], r.get("group", "")))
         g.values.append(float(r["metrics"][metric]))
+        g.by_seed[seed], g.rows[seed] = float(r["metrics"][metric]), r
+    for g in groups.values():
+        g.interval = mean_interval(g.values)
     return list(groups.values())
+
+
+def _to_metric(row: dict, metric: str) -> Callable[[float], float] | None:
+    """How a loss per token becomes this row's metric, for the block bootstrap (None: it cannot)."""
+    loss = row["metrics"].get("loss")
+    if metric == "ppl":
+        return lambda x: math.exp(min(x, 700))
+    if metric in ("bpb", "bpc", "loss") and loss:
+        factor = row["metrics"][metric] / loss
+        return lambda x: x * factor
+    return None
+
+
+def compare_with_baseline(groups: list[Group], metric: str, baseline: str | None) -> Group | None:
+    """Each variant's difference from the baseline of its task group, paired by seed.
+
+    With two or more shared seeds: t over the per-seed differences. With one: a paired
+    bootstrap over evaluation blocks, when both rows carry the same blocks.
+    """
+    names = {g.variant: g for g in groups}
+    base = names.get(baseline) if baseline else next((g for g in groups if g.kind == "train"), None)
+    if base is None:
+        return None
+    for g in groups:
+        if g is base or g.group != base.group:
+            continue
+        shared = sorted(set(g.by_seed) & set(base.by_seed))
+        if len(shared) >= 2:
+            g.vs_baseline = paired_difference(g.by_seed, base.by_seed)
+        elif shared:
+            row, ref = g.rows[shared[0]], base.rows[shared[0]]
+            to_metric = _to_metric(row, metric)
+            if to_metric is not None and row.get("blocks") and ref.get("blocks"):
+                try:
+                    g.vs_baseline = bootstrap_difference(row["blocks"], ref["blocks"], to_metric)
+                except ValueError:
+                    g.vs_baseline = None
+    return base
 
 
 def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
     """A variant is on the frontier if no other of its group is at least as cheap and at least as good, and better in one.
 
     Groups are tasks: a plan that is cheap on an easy task does not dominate one on a hard task.
+    The frontier is drawn through means; a variant off it whose interval reaches the interval of
+    a frontier point no more expensive than itself is marked `near_frontier` (within the noise).
     """
     sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
     for g in groups:
@@ -74,6 +124,14 @@ def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
             for h in groups
             if h is not g and h.group == g.group
         )
+    for g in groups:
+        if g.pareto or g.interval is None or g.interval.kind == "one seed":
+            continue
+        g.near_frontier = any(
+            h.pareto and h.group == g.group and h.budget[x_axis] <= g.budget[x_axis] and h.interval is not None
+            and g.interval.lo <= h.interval.hi and h.interval.lo <= g.interval.hi
+            for h in groups
+        )
 
 
 def _whole(x: float) -> float | int:
@@ -81,33 +139,57 @@ def _whole(x: float) -> float | int:
     return int(x) if math.isfinite(x) and x == int(x) else x
 
 
-def report_table(groups: list[Group], metric: str, x_axis: str, markdown: bool = False) -> str:
+def _interval_text(i: Interval | None, signed: bool = False) -> str:
+    if i is None:
+        return "-"
+    fmt = "{:+.4f}" if signed else "{:.4f}"
+    if i.kind == "one seed":
+        return fmt.format(i.mean)
+    return f"{fmt.format(i.mean)} [{fmt.format(i.lo)}, {fmt.format(i.hi)}]"
+
+
+def report_table(groups: list[Group], metric: str, x_axis: str, markdown: bool = False, baseline: str | None = None) -> str:
     grouped = len({g.group for g in groups}) > 1
+    compared = any(g.vs_baseline is not None for g in groups)
     rows = []
     for g in groups:
-        value = f"{g.mean:.4f}" + (f" ± {g.spread:.4f}" if len(g.values) > 1 else "")
-        rows.append(
-            ([g.group] if grouped else [])
-            + [
-                g.variant,
-                g.kind,
-                g.plan["memory"],
-                g.plan["range"],
-                g.plan["attn"],
-                g.budget["cached_positions"],
-                g.budget["memory_bytes"] / 2**20,
-                _whole(g.budget["receptive_field"]),
-                value,
-                len(g.values),
-                "*" if g.pareto else "",
-            ]
-        )
-    headers = ["variant", "kind", "memory", "range", "attn", "cached", "MiB/seq", "receptive field", metric, "seeds", "pareto"]
+        row = ([g.group] if grouped else []) + [
+            g.variant,
+            g.kind,
+            g.plan["memory"],
+            g.plan["range"],
+            g.plan["attn"],
+            g.budget["cached_positions"],
+            g.budget["memory_bytes"] / 2**20,
+            _whole(g.budget["receptive_field"]),
+            _interval_text(g.interval),
+            len(g.values),
+        ]
+        if compared:
+            d = g.vs_baseline
+            row += [_interval_text(d, signed=True), "-" if d is None else f"{d.kind}, n={d.n}",
+                    "-" if d is None else ("yes" if d.excludes_zero else "no")]
+        row.append("*" if g.pareto else ("~" if g.near_frontier else ""))
+        rows.append(row)
+    headers = ["variant", "kind", "memory", "range", "attn", "cached", "MiB/seq", "receptive field",
+               f"{metric} [95% interval]", "seeds"]
+    if compared:
+        headers += [f"- {baseline or 'baseline'} [95%]", "interval over", "beyond noise"]
+    headers.append("pareto")
     return format_table((["group"] if grouped else []) + headers, rows, markdown)
 
 
+def _yerr(g: Group):
+    i = g.interval
+    return None if i is None or i.kind == "one seed" else [[g.mean - i.lo], [i.hi - g.mean]]
+
+
 def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths: list[Path]) -> None:
-    """Quality against budget, one point per variant with its seed spread; the Pareto frontier drawn through."""
+    """Quality against budget with 95% intervals over seeds; the Pareto frontier drawn through the means.
+
+    When every variant has the same budget, quality is drawn by variant instead (the budget axis
+    would stack them on one x).
+    """
     import textwrap
 
     import matplotlib
@@ -118,33 +200,41 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     xs = [g.budget[x_axis] for g in groups]
+    one_budget = len(groups) > 1 and len(set(xs)) == 1
     names = list(dict.fromkeys(g.group for g in groups))
     # one group: off-frontier blue, frontier red; several: a colour per group, frontier points filled
     colours = {name: f"C{i % 10}" for i, name in enumerate(names)} if len(names) > 1 else None
     for n, (g, x) in enumerate(zip(groups, xs)):
         colour = colours[g.group] if colours else ("tab:red" if g.pareto else "tab:blue")
+        at = n if one_budget else x
         ax.errorbar(
-            x, g.mean, yerr=g.spread if len(g.values) > 1 else None, fmt="o" if g.kind == "train" else "s",
+            at, g.mean, yerr=_yerr(g), fmt="o" if g.kind == "train" else "s",
             color=colour, markerfacecolor=colour if (g.pareto or not colours) else "white", capsize=3, markersize=6,
         )
-        ax.annotate(g.variant, (x, g.mean), textcoords="offset points", xytext=(5, 6 if n % 2 else -11), fontsize=7)
-    for name in names:
-        front = sorted((x, g.mean) for g, x in zip(groups, xs) if g.pareto and g.group == name)
-        if len(front) > 1:
-            ax.plot(*zip(*front), color=colours[name] if colours else "tab:red", linewidth=1, alpha=0.6)
-    positive = [x for x in xs if x > 0 and math.isfinite(x)]
-    if positive and max(positive) / min(positive) > 20:
-        ax.set_xscale("symlog", linthresh=min(positive))  # zero stays at zero, the rest spreads logarithmically
+        if not one_budget:
+            ax.annotate(g.variant, (x, g.mean), textcoords="offset points", xytext=(5, 6 if n % 2 else -11), fontsize=7)
+    if one_budget:
+        ax.set_xticks(range(len(groups)), [g.variant for g in groups], rotation=20, fontsize=8)
+        ax.set_xlabel(f"variant (all at {_whole(xs[0])} {X_AXES.get(x_axis, x_axis)})")
+    else:
+        for name in names:
+            front = sorted((x, g.mean) for g, x in zip(groups, xs) if g.pareto and g.group == name)
+            if len(front) > 1:
+                ax.plot(*zip(*front), color=colours[name] if colours else "tab:red", linewidth=1, alpha=0.6)
+        positive = [x for x in xs if x > 0 and math.isfinite(x)]
+        if positive and max(positive) / min(positive) > 20:
+            ax.set_xscale("symlog", linthresh=min(positive))  # zero stays at zero, the rest spreads logarithmically
+        ax.set_xlabel(X_AXES.get(x_axis, x_axis))
     handles = [
         Line2D([], [], marker="o", linestyle="", color="gray", label="trained with this plan"),
         Line2D([], [], marker="s", linestyle="", color="gray", label="plan applied at evaluation"),
     ]
-    if colours:
-        handles += [Line2D([], [], color=c, marker="o", label=f"{name}: Pareto frontier") for name, c in colours.items()]
-    else:
-        handles.append(Line2D([], [], color="tab:red", label="Pareto frontier"))
-    ax.legend(handles=handles, fontsize=7)
-    ax.set_xlabel(X_AXES.get(x_axis, x_axis))
+    if not one_budget:
+        if colours:
+            handles += [Line2D([], [], color=c, marker="o", label=f"{name}: Pareto frontier") for name, c in colours.items()]
+        else:
+            handles.append(Line2D([], [], color="tab:red", label="Pareto frontier"))
+    ax.legend(handles=handles, fontsize=7, title="bars: 95% interval over seeds", title_fontsize=7)
     ax.set_ylabel(metric + (" (higher is better)" if metric in HIGHER_IS_BETTER else " (lower is better)"))
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
     ax.grid(alpha=0.3)
@@ -172,20 +262,40 @@ def write_hparams(rows: list[dict], metric: str, folder: Path) -> None:
         writer.close()
 
 
-def build_report(rows: list[dict], title: str, out_dir: Path, x_axis: str = "cached_positions", plot: bool = True) -> dict:
+def build_report(
+    rows: list[dict], title: str, out_dir: Path, x_axis: str = "cached_positions", plot: bool = True, baseline: str | None = None
+) -> dict:
     """Table (terminal and Markdown), plot (PNG and SVG) and hparams, from result rows alone."""
     metric = headline_metric(rows)
     order = {name: i for i, name in enumerate(dict.fromkeys(r.get("group", "") for r in rows))}  # groups as first seen
     groups = sorted(aggregate(rows, metric), key=lambda g: (order[g.group], g.budget[x_axis], g.variant))
+    base = compare_with_baseline(groups, metric, baseline)
     mark_pareto(groups, metric, x_axis)
-    text = report_table(groups, metric, x_axis)
-    markdown = report_table(groups, metric, x_axis, markdown=True)
+    name = base.variant if base else None
+    text = report_table(groups, metric, x_axis, baseline=name)
+    markdown = report_table(groups, metric, x_axis, markdown=True, baseline=name)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"markdown": out_dir / "report.md"}
-    atomic_write_text(files["markdown"], f"# {title}\n\n{markdown}\n\n`*` marks the Pareto frontier of {metric} against {X_AXES.get(x_axis, x_axis)}.\n")
+    atomic_write_text(files["markdown"], f"# {title}\n\n{markdown}\n\n{legend(metric, x_axis, name)}\n")
     if plot:
         files["png"], files["svg"] = out_dir / "report.png", out_dir / "report.svg"
         report_plot(groups, metric, x_axis, title, [files["png"], files["svg"]])
         files["tensorboard"] = out_dir / "tb-hparams"
         write_hparams(rows, metric, files["tensorboard"])
-    return {"metric": metric, "groups": groups, "table": text, "markdown": markdown, "files": files}
+    return {"metric": metric, "groups": groups, "table": text, "markdown": markdown, "files": files, "legend": legend(metric, x_axis, name)}
+
+
+def legend(metric: str, x_axis: str, baseline: str | None) -> str:
+    """What the table's marks and intervals mean."""
+    lines = [
+        f"`*` marks the Pareto frontier of mean {metric} against {X_AXES.get(x_axis, x_axis)}; `~` a variant off it "
+        "whose interval overlaps that of a frontier point no more expensive.",
+        f"{metric} [95% interval]: Student's t over seeds (one seed: no interval).",
+    ]
+    if baseline:
+        lines.append(
+            f"- {baseline}: the paired difference from {baseline} (same seed, same data): t over per-seed differences "
+            "('paired seeds'), or with one seed a paired bootstrap over contiguous evaluation blocks ('blocks', data "
+            "noise only); 'beyond noise' when the interval excludes zero."
+        )
+    return "\n".join(lines)

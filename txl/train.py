@@ -23,7 +23,7 @@ from txl.data import Corpus, load_corpus
 from txl.devices import capture_rng, pick_device, pick_precision, restore_rng
 from txl.distributed import setup_distributed
 from txl.errors import TxlError
-from txl.evaluate import LN2, Plan, evaluate, metric_name
+from txl.evaluate import LN2, Plan, evaluate, metric_name, scalars
 from txl.model import TransformerXL
 from txl.optim import TrainStep, lr_at
 from txl.plans import check_run, describe
@@ -47,6 +47,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tc.tf32
             torch.backends.cudnn.allow_tf32 = tc.tf32
+        if run.model.attn_impl == "flex" and self.device.type != "cuda":
+            raise TxlError("model.attn_impl=flex cannot train on a CPU (FlexAttention has no backward pass there); "
+                           "use plain or sdpa, or train on a GPU")
         self.folder = RunFolder(run_dir, writes=self.dist.main)
         existing = ckpt.find_checkpoint(self.folder.path)
         if existing is not None and not resume:
@@ -151,7 +154,7 @@ class Trainer:
         names = []
         if self.dist.main:
             row = self.validate()
-            self.folder.log({"step": self.step, **_scalars(row)}, "valid")
+            self.folder.log({"step": self.step, **scalars(row)}, "valid")
             if row["loss"] < self.best_valid:
                 self.best_valid = row["loss"]
                 names.append("best")
@@ -167,7 +170,7 @@ class Trainer:
                 self.precision, self.progress, Plan.of_run(self.run),
             )
             self.folder.write_json("eval.json", final)
-            self.folder.log({"step": self.step, **_scalars(final)}, e.split)
+            self.folder.log({"step": self.step, **scalars(final)}, e.split)
         result = {"step": self.step, "metric": metric_name(self.corpus), "train": last_row,
                   "valid_best_loss": self.best_valid, "final": final}
         if self.dist.main:
@@ -274,7 +277,3 @@ class Interval:
 
     def seconds(self) -> float:
         return time.time() - self.start
-
-
-def _scalars(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k != "loss_by_position"}

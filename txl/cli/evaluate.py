@@ -12,6 +12,7 @@ from txl.errors import TxlError
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="a run folder (its last checkpoint) or a checkpoint folder")
     p.add_argument("--best", action="store_true", help="the run's best checkpoint instead of its last")
+    p.add_argument("--protocol", metavar="NAME", help="a published evaluation protocol (txl list shows them); flags given beside it win")
     p.add_argument("--split", choices=["valid", "test"], help="default: the run's eval.split")
     p.add_argument("--memory", action="append", metavar="PLAN", help="memory plan to evaluate with; repeat to compare plans (default: as trained)")
     p.add_argument("--range", dest="attn_range", metavar="PLAN", help="attention range plan")
@@ -31,6 +32,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from txl.data import load_corpus
     from txl.devices import pick_precision
     from txl.evaluate import Plan, evaluate_plans, metric_name, plans_tables
+    from txl.protocols import get_protocol
     from txl.runs import load_trained
 
     model, run, folder = load_trained(args.path, args.device, "best" if args.best else "last")
@@ -40,12 +42,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if corpus.vocab_size != run.model.vocab_size:
         raise TxlError(f"corpus {run.data.corpus!r} has {corpus.vocab_size} tokens, the model {run.model.vocab_size}")
     e = run.eval
+    proto = get_protocol(args.protocol) if args.protocol else None
+    if proto is not None:
+        e.split, e.tgt_len, e.memory, e.clamp_len = proto.split, proto.tgt_len, str(proto.mem_len), proto.clamp_len
+        e.same_length, e.batch_size = proto.same_length, proto.batch_size
     split = args.split or e.split
     tgt_len = args.tgt_len or e.tgt_len or run.train.tgt_len
     same_length = args.same_length if args.same_length is not None else e.same_length
     clamp = args.clamp_len if args.clamp_len is not None else (e.clamp_len if e.clamp_len is not None else "keep")
     plans = [Plan.parse(text or "as trained", run.model.n_layer, text, args.attn_range or e.attn_range, same_length, clamp)
              for text in (args.memory or [e.memory])]
+    if proto is not None and not args.json:
+        print(f"protocol {proto.name}: {proto.settings()}; same_length rule {run.model.same_length_rule} (flags beside it win)")
     precision = pick_precision(run.train.precision, next(model.parameters()).device)
     results = evaluate_plans(model, corpus, plans, split, tgt_len, args.batch_size or e.batch_size, args.max_segments,
                              precision, not args.no_progress)

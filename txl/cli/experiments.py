@@ -33,6 +33,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="run only shard I of N (a job array, several machines)")
     p.add_argument("--corpus", help="train on this corpus instead of the experiment's")
     p.add_argument("--steps", type=int, help="training steps per run")
+    p.add_argument("--seeds", type=int, metavar="N", help="train (and evaluate) every variant with seeds 0..N-1 (default: the experiment's)")
     p.add_argument("--device", help="auto, cpu, cuda")
     add_overrides(p, help="override the base config of every variant")
     p.add_argument("--no-progress", action="store_true")
@@ -46,6 +47,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     load_definitions()
     exp = get_experiment(args.name, args.scale)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise TxlError(f"--seeds must be >= 1, got {args.seeds}")
+        exp.seeds = list(range(args.seeds))
     overrides = list(args.overrides)
     for flag, key in (("corpus", "data.corpus"), ("steps", "train.steps"), ("device", "train.device")):
         if getattr(args, flag):
@@ -61,9 +66,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     mine = [r for r in rows if r["scale"] == exp.scale]
-    report = build_report(mine, f"{exp.name} ({exp.scale}): {exp.description}", results_path(root, exp).parent, exp.x_axis)
+    report = build_report(mine, f"{exp.name} ({exp.scale}): {exp.description}", results_path(root, exp).parent, exp.x_axis,
+                          baseline=exp.baseline)
     print()
     print(report["table"])
+    print(report["legend"])
     print()
     print(f"finished in {time.time() - start:.0f} s; results {results_path(root, exp)}")
     print(f"plot         {report['files'].get('png')}")
@@ -80,6 +87,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from txl.attention import VARIANTS
     from txl.experiments import list_experiments
     from txl.presets import PRESETS
+    from txl.protocols import PROTOCOLS
     from txl.table import format_table
 
     load_definitions()
@@ -92,6 +100,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(format_table(["preset", "what it is"], [[n, (fn.__doc__ or "").strip()] for n, fn in PRESETS.items()]))
         print()
         print(format_table(["attention", "what it does"], [[n, c.description] for n, c in VARIANTS.items()] + [["+fastrpb", "adds FastRPB's W V to any of them"]]))
+        print()
+        print(format_table(["protocol (txl eval --protocol)", "model", "settings"], [[p.name, p.description, p.settings()] for p in PROTOCOLS.values()]))
     return 0
 
 
@@ -117,8 +127,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = [r for r in read_jsonl(path) if r.get("scale") == args.scale]
     if not rows:
         raise TxlError(f"no results at {path}; run 'txl run {args.name} --scale {args.scale}' first")
-    report = build_report(rows, f"{exp.name} ({exp.scale}): {exp.description}", path.parent, args.x_axis or exp.x_axis, plot=not args.no_plot)
+    report = build_report(rows, f"{exp.name} ({exp.scale}): {exp.description}", path.parent, args.x_axis or exp.x_axis,
+                          plot=not args.no_plot, baseline=exp.baseline)
     print(report["markdown"] if args.markdown else report["table"])
+    print(report["legend"])
     for kind, file in report["files"].items():
         print(f"{kind:<12} {file}")
     return 0

@@ -266,6 +266,9 @@ class TrainConfig:
     warmup: int = 0  # linear warm-up steps
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
     min_lr: float = 0.0  # where cosine and linear decay end
+    # txl: warm-up reaches lr at its last step, then the decay runs over the remaining steps;
+    # original: as Dai et al.'s code (step 1 at the full rate, the decay counted from step 0)
+    schedule_rule: Literal["txl", "original"] = "txl"
     clip: float = 0.25  # gradient-norm clipping; 0 turns it off
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
     tf32: bool = True
