@@ -124,7 +124,7 @@ def test_a_state_dict_with_the_sources_names_loads_and_runs(layout, untie_r):
         for i in range(2):
             tensors[f"{prefix}layers.{i}.dec_attn.r_w_bias"] = tensors[f"{prefix}r_w_bias"]
             tensors[f"{prefix}layers.{i}.dec_attn.r_r_bias"] = tensors[f"{prefix}r_r_bias"]
-    model = import_state(tensors, layout)
+    model = import_state(tensors, layout, {"tie_projs": [False]})  # the original's one-flag default: the tensors decide
     cfg = model.cfg
     assert (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_head, cfg.d_inner, cfg.vocab_size) == (2, 16, 2, 8, 32, 50)
     assert cfg.cutoffs == [10, 30] and cfg.div_val == 2 and cfg.untie_r == untie_r

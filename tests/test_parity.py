@@ -150,3 +150,16 @@ def test_without_same_length_the_rules_agree():
     causal = lambda q, m, mem_len: window_mask(q, m, 10**9)  # noqa: E731
     torch.testing.assert_close(txl_losses(model, segments, targets), reference_losses(t, segments, targets, 6, None, causal),
                                rtol=0, atol=1e-6)
+
+
+def test_div_val_without_cutoffs_imports_with_its_projection():
+    """div_val > 1 and no cutoffs: one table, but a projection even when it is square."""
+    t = original_tensors()
+    t["word_emb.emb_projs.0"] = torch.randn(D, D, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 0.2
+    t["crit.out_projs.0"] = t["word_emb.emb_projs.0"]
+    model = import_state(t, "original", {"div_val": 4, "dropout": 0.0}).eval()
+    assert model.cfg.div_val == 4 and model.cfg.cutoffs == [] and len(model.embed.emb_projs) == 1
+    tokens = torch.randint(0, V, (2, 6))
+    with torch.no_grad():
+        emb = t["word_emb.emb_layers.0.weight"][tokens] @ t["word_emb.emb_projs.0"].T * math.sqrt(D)
+        torch.testing.assert_close(model.embed(tokens), emb)

@@ -208,6 +208,11 @@ def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
     if len(tables) > 1:
         div_val = tables[0][1] // tables[1][1]
         cutoffs = [sum(t[0] for t in tables[: i + 1]) for i in range(len(tables) - 1)]
+    elif f"{p}word_emb.emb_projs.0" in tensors and d_embed == d_model:
+        # one table with a square projection: the source had div_val > 1 and no cutoffs (with a single
+        # cluster the value only decides that the projection exists)
+        div_val = max(2, int(hints.get("div_val") or 2))
+        cutoffs = list(hints.get("cutoffs") or [])
     else:
         div_val = 1
         cutoffs = list(hints.get("cutoffs") or [])
@@ -231,8 +236,8 @@ def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
             tie_projs.append(False)
         else:
             tie_projs.append(out not in tensors or torch.equal(tensors[out], tensors[src]))
-    if "tie_projs" in hints and hints["tie_projs"] is not None:
-        tie_projs = [bool(t) for t in hints["tie_projs"]][: n_clusters + 1]
+    if hints.get("tie_projs") is not None and len(hints["tie_projs"]) == n_clusters + 1:
+        tie_projs = [bool(t) for t in hints["tie_projs"]]  # otherwise (the original's one-flag default) the tensors say
     clamp = hints.get("clamp_len")
     if int(hints.get("ext_len") or 0) > 0:
         raise InteropError(
