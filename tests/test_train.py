@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,52 @@ def test_ctrl_c_mid_step_saves_the_last_whole_step_and_resumes_exactly(tmp_path,
     assert ckpt.read_meta(ckpt.find_checkpoint(tmp_path / "cut"))["step"] == 8
     Trainer(tiny_run(tmp_path, **sets), tmp_path / "cut", resume=True, progress=False).fit()
     assert train_losses(tmp_path / "cut") == train_losses(tmp_path / "straight")
+
+
+def signal_inside_the_update(trainer, monkeypatch, at_step: int, times: int) -> None:
+    """Send SIGINT `times` times from inside the parameter update of step `at_step` (1-based), once the
+    weights have changed and before the update returns: a Ctrl-C that used to save a half-applied step."""
+    opt = trainer.step_fn.optimizer
+    real = opt.step
+    calls = {"n": 0}
+
+    def step(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        if calls["n"] == at_step:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(opt, "step", step)
+
+
+def test_ctrl_c_inside_the_update_finishes_the_step_then_saves_and_resumes_exactly(tmp_path, monkeypatch):
+    sets = {"train.steps": 16, "train.log_every": 5, "model.dropout": 0.1, "data.max_tokens": 20_000}
+    Trainer(tiny_run(tmp_path, **sets), tmp_path / "straight", progress=False).fit()
+    trainer = Trainer(tiny_run(tmp_path, **sets), tmp_path / "cut", progress=False)
+    signal_inside_the_update(trainer, monkeypatch, at_step=7, times=1)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert ckpt.read_meta(ckpt.find_checkpoint(tmp_path / "cut"))["step"] == 7  # the whole step, not a half-applied one
+    Trainer(tiny_run(tmp_path, **sets), tmp_path / "cut", resume=True, progress=False).fit()
+    # the loss log (rows at 5, 10, 15, 16: the row at 10 spans the resume) and the weights equal the uninterrupted run's
+    assert train_losses(tmp_path / "cut") == train_losses(tmp_path / "straight")
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_ctrl_c_inside_the_update_stops_at_once_without_saving_a_half_step(tmp_path, monkeypatch):
+    sets = {"train.steps": 16, "train.save_every": 4, "data.max_tokens": 20_000}
+    Trainer(tiny_run(tmp_path, **sets), tmp_path / "straight", progress=False).fit()
+    trainer = Trainer(tiny_run(tmp_path, **sets), tmp_path / "cut", progress=False)
+    signal_inside_the_update(trainer, monkeypatch, at_step=7, times=2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert ckpt.read_meta(ckpt.find_checkpoint(tmp_path / "cut"))["step"] == 4  # the last whole checkpoint stands
+    Trainer(tiny_run(tmp_path, **sets), tmp_path / "cut", resume=True, progress=False).fit()
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):

@@ -51,6 +51,14 @@ class Distributed:
         dist.all_reduce(t)
         return float(t) / self.world
 
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is set on any rank (a stop requested on one stops all, after the same step)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([int(flag)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=control_group())
+        return bool(t.item())
+
     def gather(self, obj) -> list:
         """Every rank's `obj`, in rank order (a list of one without torchrun)."""
         if self.world == 1:

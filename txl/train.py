@@ -28,6 +28,7 @@ from txl.model import TransformerXL
 from txl.optim import TrainStep, lr_at
 from txl.plans import check_run, describe
 from txl.runs import RunFolder
+from txl.signals import StopRequests
 
 
 def due(step: int, every: int) -> bool:
@@ -83,6 +84,7 @@ class Trainer:
         self.step, self.epoch, self.index = 0, 0, 0
         self.mems: list = [None] * tc.grad_accum
         self.best_valid = math.inf
+        self.interval = Interval(self.device)  # the training loss since the last log row
         torch.manual_seed(tc.seed + 1 + self.dist.rank)  # dropout differs per rank, as each sees other data
         self.rng = capture_rng(self.device)
         if resume:
@@ -102,28 +104,34 @@ class Trainer:
             self._log_budget()
         bar = self._progress_bar()
         segments = self.stream.forever(self.epoch, self.index)
-        interval = Interval(self.device)
         last_row: dict = {}
         try:
-            while self.step < end:
-                segment = next(segments)
-                mems = [None] * tc.grad_accum if segment.index == 0 else self.mems  # a new epoch restarts the streams
-                loss, norm, mems = self.step_fn(segment, mems, self.step)
-                self._commit(segment, mems)
-                interval.add(loss)
-                if bar is not None:
-                    bar.update(1)
-                if due(self.step, tc.log_every) or self.step == end:
-                    last_row = self._log_train(interval, norm, bar)
-                names = []
-                if due(self.step, tc.eval_every) and self.step < tc.steps:
-                    names += self._evaluate_and_track()
-                if due(self.step, tc.save_every):
-                    names.append("last")
-                if names:
-                    self._save(tuple(names))
+            with StopRequests() as stop:
+                while self.step < end:
+                    segment = next(segments)
+                    mems = [None] * tc.grad_accum if segment.index == 0 else self.mems  # a new epoch restarts the streams
+                    loss, norm, mems = self.step_fn(segment, mems, self.step)
+                    self._commit(segment, mems, loss)
+                    if bar is not None:
+                        bar.update(1)
+                    if due(self.step, tc.log_every) or self.step == tc.steps:
+                        last_row = self._log_train(norm, bar)
+                    names = []
+                    if due(self.step, tc.eval_every) and self.step < tc.steps:
+                        names += self._evaluate_and_track()
+                    if due(self.step, tc.save_every):
+                        names.append("last")
+                    stopping = self.dist.any(stop.requested)  # every rank stops after the same step
+                    if stopping:
+                        names.append("last")
+                    if names:
+                        self._save(tuple(names))
+                    if stopping:
+                        self._say(f"stopped after step {self.step}, saved; continue with: txl train --run-dir {self.folder.path} --resume")
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
-            self._save(("last",))
+            if not self.step_fn.updating:  # the step in flight is discarded; the committed state is whole
+                self._save(("last",))
             raise
         finally:
             if bar is not None:
@@ -134,8 +142,9 @@ class Trainer:
         self._save(tuple(self._evaluate_and_track() + ["last"]))
         return self._finish(last_row)
 
-    def _commit(self, segment, mems: list) -> None:
+    def _commit(self, segment, mems: list, loss: torch.Tensor) -> None:
         """The step is done: everything needed to continue from here becomes the state a checkpoint holds."""
+        self.interval.add(loss)
         self.step += 1
         self.epoch, self.index = segment.epoch, segment.index + 1
         if self.index >= len(self.stream):
@@ -190,6 +199,7 @@ class Trainer:
             "index": self.index,
             "world": self.dist.world,
             "best_valid": self.best_valid,
+            "interval": self.interval.state_dict(),
             **self.step_fn.state_dict(),
             "mems": [g["mems"] for g in gathered],
             "rng": [g["rng"] for g in gathered],
@@ -205,6 +215,8 @@ class Trainer:
         self.step_fn.load_state_dict(state)
         self.step, self.epoch, self.index = state["step"], state["epoch"], state["index"]
         self.best_valid = state["best_valid"]
+        if "interval" in state:
+            self.interval.load_state_dict(state["interval"])
         self.mems = ckpt.unflatten_memory(state["mems"][self.dist.rank], self.run.train.grad_accum, self.run.model.n_layer, self.device)
         self.rng = state["rng"][self.dist.rank]
 
@@ -223,9 +235,13 @@ class Trainer:
         self.folder.log({"step": 0, "cached_positions": b.cached_positions, "memory_mib": b.bytes / 2**20,
                          "params": b.params, "receptive_field": b.receptive_field[0]}, "budget")
 
-    def _log_train(self, interval: "Interval", norm: torch.Tensor, bar) -> dict:
+    def _say(self, text: str) -> None:
+        if self.dist.main:
+            print(text, file=sys.stderr, flush=True)
+
+    def _log_train(self, norm: torch.Tensor, bar) -> dict:
         """The mean loss since the last row (over all ranks), throughput and the rest; starts the next interval."""
-        tc = self.run.train
+        tc, interval = self.run.train, self.interval
         mean_loss = self.dist.mean(interval.mean_loss(), self.device)
         tokens = tc.batch_size * tc.tgt_len * self.dist.world * interval.steps
         row = {
@@ -267,6 +283,14 @@ class Interval:
 
     def reset(self) -> None:
         self.loss, self.steps, self.start = torch.zeros((), device=self.device), 0, time.time()
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps, so that the first row after a resume averages the same steps."""
+        return {"loss": self.loss.detach().cpu(), "steps": self.steps, "seconds": self.seconds()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss, self.steps = state["loss"].to(self.device), state["steps"]
+        self.start = time.time() - state["seconds"]
 
     def add(self, loss: torch.Tensor) -> None:
         self.loss += loss

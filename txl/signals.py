@@ -1,0 +1,46 @@
+"""Ctrl-C and SIGTERM as requests: long work stops at the next safe point, not wherever the signal lands.
+
+While a `StopRequests` block is active, the first SIGINT or SIGTERM only sets a flag
+that the loop reads between steps, so a checkpoint always holds the state after a whole
+step. A second signal raises KeyboardInterrupt at once; what is on disk then is the last
+whole checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+
+class StopRequests:
+    """A context in which SIGINT and SIGTERM request a stop instead of interrupting."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, message: str = "stopping after this step (signal again to stop at once)"):
+        self.message = message
+        self.signal: int | None = None
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name}: {self.message}", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+        return False
