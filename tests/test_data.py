@@ -4,6 +4,9 @@ import functools
 import hashlib
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 import zipfile
 
@@ -340,3 +343,79 @@ def test_data_stats_command(tmp_path, capsys):
     assert "scored answers" in capsys.readouterr().out
     assert main(["data", "stats", str(tmp_path / "nope")]) == 2
     assert "neither a known corpus" in capsys.readouterr().err
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize(
+    "damage, full",
+    [
+        ("ids changed in place", True),  # same size: only the checksum sees it
+        ("id beyond the vocabulary", True),
+        ("truncated array", False),
+        ("missing array", False),
+        ("missing meta.json", False),
+        ("garbage meta.json", False),
+    ],
+)
+def test_a_damaged_token_cache_is_detected_and_rebuilt(tmp_path, damage, full, capsys):
+    folder = _folder_corpus(tmp_path)
+    cfg = DataConfig(corpus=str(folder), root=str(tmp_path / "cache"), tokenizer="words")  # ids have room beyond it
+    good = load_corpus(cfg, progress=False)
+    cache, original = good.cache_dir, np.array(good.splits["train"])
+    train = cache / "train.npy"
+    if damage == "ids changed in place":
+        ids = np.load(train, mmap_mode="r+")
+        ids[:50] = ids[50:100]
+        ids.flush()
+        del ids
+    elif damage == "id beyond the vocabulary":
+        ids = np.load(train, mmap_mode="r+")
+        ids[3] = good.vocab_size  # the first id the vocabulary does not have
+        ids.flush()
+        del ids
+    elif damage == "truncated array":
+        train.write_bytes(train.read_bytes()[:-40])
+    elif damage == "missing array":
+        train.unlink()
+    elif damage == "missing meta.json":
+        (cache / "meta.json").unlink()
+    else:
+        (cache / "meta.json").write_text("{not json")
+    del good
+    again = load_corpus(cfg, progress=False, verify=full)
+    assert "is damaged" in capsys.readouterr().err
+    assert again.cache_dir == cache and np.array_equal(np.array(again.splits["train"]), original)
+    assert load_corpus(cfg, progress=False, verify=True).cache_dir == cache  # whole again, and quietly
+    assert "damaged" not in capsys.readouterr().err
+
+
+def test_leftovers_of_dead_builds_and_saves_are_removed(tmp_path):
+    from txl import checkpoint as ckpt
+
+    folder = _folder_corpus(tmp_path)
+    cfg = DataConfig(corpus=str(folder), root=str(tmp_path / "cache"))
+    cache = load_corpus(cfg, progress=False).cache_dir
+    dead = _dead_pid()
+    stale = cache.with_name(f"{cache.name}.tmp-{dead}")
+    stale.mkdir()
+    (stale / "train.npy").write_bytes(b"partial")
+    live = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")  # a build in progress is left alone
+    live.mkdir()
+    load_corpus(cfg, progress=False)
+    assert not stale.exists() and live.exists()
+    root = tmp_path / "checkpoints"
+    (root / f".tmp-step-00000004-{dead}").mkdir(parents=True)
+    (root / f".last.link-{dead}").symlink_to("nowhere")
+    assert len(ckpt.clean_stale(root)) == 2 and list(root.iterdir()) == []
+
+
+def test_data_verify_command(tmp_path, capsys):
+    folder = _folder_corpus(tmp_path)
+    assert main(["data", "verify", str(folder), "--data-root", str(tmp_path / "cache")]) == 0
+    assert "verified" in capsys.readouterr().out

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from txl.errors import TxlError
-from txl.io import atomic_write_json
+from txl.io import atomic_write_json, remove_stale
 
 
 def _fsync_dir(path: Path) -> None:
@@ -40,6 +40,7 @@ def save_checkpoint(
     """Write step `step` (if not already written) and point each of `names` at it."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    clean_stale(root)
     folder = root / f"step-{step:08d}"
     if not (folder / "meta.json").exists():
         tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
@@ -66,6 +67,11 @@ def save_checkpoint(
     _fsync_dir(root)
     _prune(root)
     return folder
+
+
+def clean_stale(root: Path) -> list[Path]:
+    """Remove the temporary folders and links of saves that a dead process left unfinished."""
+    return remove_stale(root, ".tmp-step-*") + remove_stale(root, ".*.link-*")
 
 
 def _prune(root: Path) -> None:

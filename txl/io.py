@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,6 +68,39 @@ def _drop_torn_tail(path: Path) -> None:
         f.seek(0)
         content = f.read()
         f.truncate(content.rfind(b"\n") + 1)
+
+
+def remove_stale(folder: str | os.PathLike, pattern: str) -> list[Path]:
+    """Remove what processes that no longer run left behind: entries matching `pattern` whose name ends in -PID.
+
+    Temporary files and folders are named after the process writing them; one whose process
+    is gone was cut short (a kill, a crash) and is safe to remove.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.glob(pattern):
+        pid = entry.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -61,7 +61,7 @@ class Trainer:
         # data: rank 0 builds the token cache, the others then read it
         if not self.dist.main:
             self.dist.barrier()
-        self.corpus: Corpus = load_corpus(run.data, progress=progress and self.dist.main)
+        self.corpus: Corpus = load_corpus(run.data, progress=progress and self.dist.main, verify=self.dist.main)
         if self.dist.main:
             self.dist.barrier()
         run.model.vocab_size = self.corpus.vocab_size

@@ -14,6 +14,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     for name, help in (
         ("stats", "split sizes, vocabulary and token counts (downloads and tokenizes if needed)"),
         ("prepare", "download and tokenize a corpus into the cache"),
+        ("verify", "check a corpus's token cache in full (checksums, ids within the vocabulary); rebuild it if damaged"),
     ):
         q = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
         add_data_args(q)
@@ -34,8 +35,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     run.data = data_config_from_args(args)
     apply_overrides(run, args.overrides)
     start = time.time()
-    corpus = load_corpus(run.data.validate())
+    corpus = load_corpus(run.data.validate(), verify=args.data_command == "verify")
     seconds = time.time() - start
+    if args.data_command == "verify":
+        print(f"{corpus.name}: {corpus.cache_dir or 'generated in memory'} verified in {seconds:.1f} s")
+        return 0
     if args.data_command == "prepare":
         print(f"{corpus.name}: ready in {seconds:.1f} s ({corpus.cache_dir or 'generated in memory'})")
         return 0

@@ -36,10 +36,10 @@ from txl.data.tokenizers import (
     smallest_dtype,
 )
 from txl.errors import TxlError
-from txl.io import atomic_write_json
+from txl.io import atomic_write_json, remove_stale
 from txl.table import format_table
 
-CACHE_VERSION = 1  # bump when the cache layout or a tokenizer's output changes
+CACHE_VERSION = 2  # bump when the cache layout or a tokenizer's output changes (2: arrays carry checksums)
 
 
 @dataclass
@@ -111,8 +111,13 @@ def resolve_tokenizer(cfg: DataConfig) -> str:
     return kind
 
 
-def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
-    """Fetch (if needed), tokenize (if not cached) and memory-map a corpus's splits."""
+def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) -> Corpus:
+    """Fetch (if needed), tokenize (if not cached) and memory-map a corpus's splits.
+
+    An existing cache is checked before use: cheaply (its files and their lengths) always,
+    and in full (each array's checksum and its largest id) with `verify`; a damaged cache
+    is rebuilt.
+    """
     cfg.validate()
     spec = corpus_spec(cfg.corpus)
     kind = resolve_tokenizer(cfg)
@@ -141,9 +146,40 @@ def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
     }
     key = _sha256(json.dumps(settings, sort_keys=True).encode())[:16]
     cache = folder / f"tokens-{Path(kind).stem if Path(kind).suffix else kind}-{key}"
-    if not (cache / "meta.json").exists():
+    remove_stale(folder, "tokens-*.tmp-*")  # builds that a dead process left unfinished
+    if cache.exists():
+        problem = cache_problem(cache, full=verify)
+        if problem is not None:
+            _say(True, f"token cache {cache} is damaged ({problem}); rebuilding it")
+            shutil.rmtree(cache)
+    if not cache.exists():
         _build_cache(raw, kind, cfg, folder, cache, settings, progress)
     return _limit(_open_cache(cache), cfg)
+
+
+def cache_problem(cache: Path, full: bool = False) -> str | None:
+    """What is wrong with a token cache folder, or None. Cheap checks always; checksums and ids with `full`."""
+    try:
+        meta = json.loads((cache / "meta.json").read_text())
+        counts, sums, vocab = meta["tokens"], meta["sha256"], meta["vocab_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "meta.json is missing or unreadable"
+    if not (cache / "vocab.json").is_file():
+        return "vocab.json is missing"
+    for s in SPLITS:
+        path = cache / f"{s}.npy"
+        try:
+            ids = np.load(path, mmap_mode="r")
+        except (OSError, ValueError):
+            return f"{path.name} is missing or unreadable"
+        if len(ids) != counts.get(s):
+            return f"{path.name} holds {len(ids)} tokens, meta.json says {counts.get(s)}"
+        if full:
+            if _sha256(path.read_bytes()) != sums.get(s):
+                return f"{path.name} has changed since it was written (checksum)"
+            if len(ids) and int(ids.max()) >= vocab:
+                return f"{path.name} holds ids beyond the vocabulary of {vocab}"
+    return None
 
 
 def _make_tokenizer(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, progress: bool) -> Tokenizer:
@@ -174,12 +210,13 @@ def _build_cache(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, cache
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        counts = {}
+        counts, sums = {}, {}
         for s in SPLITS:
             _say(progress, f"tokenizing {raw.name} {s} ({len(raw.splits[s]) / 1e6:.1f} MB, {tokenizer.kind})")
             ids = tokenizer.encode(raw.splits[s]).astype(smallest_dtype(tokenizer.vocab_size), copy=False)
             np.save(tmp / f"{s}.npy", ids)
             counts[s] = int(len(ids))
+            sums[s] = _sha256((tmp / f"{s}.npy").read_bytes())
         if isinstance(tokenizer, SentencePieceTokenizer):
             shutil.copyfile(tokenizer.model_path, tmp / "sp.model")
             atomic_write_json(tmp / "vocab.json", {**tokenizer.to_json(), "model_file": "sp.model"})
@@ -192,6 +229,7 @@ def _build_cache(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, cache
                 "corpus": raw.name,
                 "source": raw.source,
                 "tokens": counts,
+                "sha256": sums,  # of each .npy file, checked by `txl data verify` and before training
                 "raw_bytes": {s: len(raw.splits[s]) for s in SPLITS},
                 "files": raw.files,
                 "vocab_size": tokenizer.vocab_size,
