@@ -65,8 +65,8 @@ class Plan:
     ) -> "Plan":
         return cls(
             name,
-            parse_plan(memory, n_layer, MEMORY) if memory else None,
-            parse_plan(attn_range, n_layer, RANGE) if attn_range else None,
+            parse_plan(memory, n_layer, MEMORY) if memory is not None else None,  # '' is an empty plan, an error
+            parse_plan(attn_range, n_layer, RANGE) if attn_range is not None else None,
             same_length,
             clamp_len,
         )

@@ -53,3 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"txl {args.command}: error: out of memory ({first[:200]}); use a smaller batch, segment, memory or model, "
+              "or see what it needs with 'txl budget'", file=sys.stderr)
+        return 2
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether an exception is the allocator giving up (CPU or GPU)."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text \
+        or "out of memory" in text

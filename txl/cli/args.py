@@ -76,7 +76,10 @@ def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_w
         if getattr(args, flag, None) is not None:
             setattr(cfg, name, getattr(args, flag))
     if args.d_model is not None or args.n_head is not None or args.d_head is not None:
-        cfg.d_head = args.d_head if args.d_head is not None else max(1, cfg.d_model // cfg.n_head)
+        if args.d_head is not None:
+            cfg.d_head = args.d_head
+        elif cfg.n_head >= 1:  # n_head < 1 is left for the config checks to name
+            cfg.d_head = max(1, cfg.d_model // cfg.n_head)
     if args.d_inner is not None:
         cfg.d_inner = args.d_inner
     elif args.d_model is not None and fresh_widths:

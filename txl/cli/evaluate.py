@@ -35,6 +35,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from txl.protocols import get_protocol
     from txl.runs import load_trained
 
+    for flag in ("tgt_len", "batch_size", "max_segments"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise TxlError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.clamp_len is not None and args.clamp_len < 0:
+        raise TxlError(f"--clamp-len must be >= 0, got {args.clamp_len}")
     model, run, folder = load_trained(args.path, args.device, "best" if args.best else "last")
     if args.corpus:
         run.data.corpus = args.corpus

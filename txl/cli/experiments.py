@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         exp.seeds = list(range(args.seeds))
     overrides = list(args.overrides)
     for flag, key in (("corpus", "data.corpus"), ("steps", "train.steps"), ("device", "train.device")):
-        if getattr(args, flag):
+        if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     root = Path(args.results)
     start = time.time()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise TxlError("--tokens must be >= 1")
     if not 0 < args.top_p <= 1:
         raise TxlError("--top-p must be in (0, 1]")
+    if args.top_k < 0:
+        raise TxlError(f"--top-k must be >= 0 (0 keeps every token), got {args.top_k}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise TxlError(f"--temperature must be a finite number > 0, got {args.temperature}")
     model, run, folder = load_trained(args.path, args.device)
     tokenizer = run_tokenizer(Path(args.path) if (Path(args.path) / "tokenizer").exists() else folder)
     sys.stdout.write(args.prompt)

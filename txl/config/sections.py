@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from txl.errors import TxlError
-
-
-class ConfigError(TxlError):
-    """An invalid configuration value or combination; the message names the field."""
+from txl.config.domains import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, ConfigError, Domain, check_domains
 
 
 # --------------------------------------------------------------------------- model
@@ -191,6 +188,7 @@ class ModelConfig:
                 raise ConfigError(f"{where}.mem_len must be >= 0, got {layer.mem_len}")
             if layer.attn_range is not None and layer.attn_range < 0:
                 raise ConfigError(f"{where}.attn_range must be >= 0 or none, got {layer.attn_range}")
+        check_domains(DOMAINS, self, "model")
         return self
 
 
@@ -245,6 +243,7 @@ class DataConfig:
         if not 2 <= syn.symbols <= 250:
             raise ConfigError(f"data.synthetic.symbols must be in 2..250, got {syn.symbols}")
         _positive(syn, "data.synthetic", ["query_every", "train_tokens", "eval_tokens"])
+        check_domains(DOMAINS, self, "data")
         return self
 
 
@@ -297,6 +296,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.eval_segments is not None and self.eval_segments < 1:
             raise ConfigError(f"train.eval_segments must be >= 1 or none, got {self.eval_segments}")
+        if not DEVICE.fullmatch(self.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_domains(DOMAINS, self, "train")
         return self
 
 
@@ -319,7 +321,32 @@ class EvalConfig:
             raise ConfigError(f"eval.tgt_len must be >= 1 or none, got {self.tgt_len}")
         if self.max_segments is not None and self.max_segments < 1:
             raise ConfigError(f"eval.max_segments must be >= 1 or none, got {self.max_segments}")
+        check_domains(DOMAINS, self, "eval")
         return self
+
+
+DOMAINS: dict[type, dict[str, Domain]] = {
+    LayerConfig: {"mem_len": AT_LEAST_0, "attn_range": AT_LEAST_0},
+    LaSConfig: {"global_heads": AT_LEAST_0, "alpha_min": POSITIVE, "alpha_max": POSITIVE, "alphas": AT_LEAST_0, "kernel": AT_LEAST_1},
+    T5Config: {"num_buckets": Domain(2), "max_distance": AT_LEAST_1},
+    FastRPBConfig: {"max_len": AT_LEAST_1, "init_scale": AT_LEAST_0},
+    SIKFConfig: {"chunk": AT_LEAST_1},
+    ModelConfig: {
+        "vocab_size": AT_LEAST_1, "n_layer": AT_LEAST_1, "d_model": Domain(2), "n_head": AT_LEAST_1, "d_head": AT_LEAST_1,
+        "d_inner": AT_LEAST_1, "d_embed": AT_LEAST_1, "dropout": FRACTION, "dropatt": FRACTION, "clamp_len": AT_LEAST_0,
+        "div_val": AT_LEAST_1, "init_std": AT_LEAST_0, "proj_init_std": AT_LEAST_0,
+    },
+    SyntheticConfig: {"lags": Domain(2), "symbols": Domain(2, 250), "query_every": AT_LEAST_1, "train_tokens": AT_LEAST_1,
+                      "eval_tokens": AT_LEAST_1, "decay_scale": POSITIVE, "seed": AT_LEAST_0},
+    DataConfig: {"vocab_size": Domain(2), "min_freq": AT_LEAST_1, "max_tokens": Domain(10)},
+    TrainConfig: {
+        "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "tgt_len": AT_LEAST_1, "grad_accum": AT_LEAST_1, "lr": POSITIVE,
+        "betas": FRACTION, "weight_decay": AT_LEAST_0, "warmup": AT_LEAST_0, "min_lr": AT_LEAST_0, "clip": AT_LEAST_0,
+        "seed": AT_LEAST_0, "log_every": AT_LEAST_1, "eval_every": AT_LEAST_0, "eval_segments": AT_LEAST_1, "save_every": AT_LEAST_0,
+    },
+    EvalConfig: {"tgt_len": AT_LEAST_1, "batch_size": AT_LEAST_1, "clamp_len": AT_LEAST_0, "max_segments": AT_LEAST_1},
+}
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 # --------------------------------------------------------------------------- run

@@ -17,6 +17,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from txl.errors import TxlError
+
 
 @dataclass
 class Segment:
@@ -52,7 +54,7 @@ class SegmentStream:
         self.device = torch.device(device)
         self.stream_len = len(tokens) // (batch * world)
         if self.stream_len < 2:
-            raise ValueError(
+            raise TxlError(
                 f"{len(tokens)} tokens cannot make {batch * world} streams of at least 2 tokens; use a smaller batch"
             )
 
