@@ -1,14 +1,21 @@
-"""Bad input gets one line and exit code 2: every numeric field of every config section, and the flags beside them."""
+"""Bad input gets one line and exit code 2 (every numeric field of every config section, the flags beside them);
+a second writer is refused, naming the holder."""
 
 import dataclasses
+import json
+import subprocess
+import sys
 import typing
 
 import pytest
 
+import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
 from txl.config import RunConfig
 from txl.config.domains import HUGE
 from txl.config.sections import DOMAINS
+from txl.experiments import get_experiment, run_dir, run_experiment
+from txl.locks import FolderLock
 
 # where each section sits in a run config
 SECTIONS = {
@@ -110,3 +117,128 @@ def test_a_huge_batch_is_a_one_line_error(tmp_path, capsys, monkeypatch):
 
 def test_the_run_config_default_passes():
     assert RunConfig().validate()
+
+
+HOLDER = "import sys, time; from txl.locks import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)"
+
+
+@pytest.fixture
+def hold():
+    """hold(folder): lock `folder` from another process until the test ends (or it is killed)."""
+    procs = []
+
+    def start(folder):
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path, capsys, hold):
+    proc = hold(tmp_path / "run")
+    code = main(["train", "--preset", "tiny", "--run-dir", str(tmp_path / "run"), "--set", f"data.root={tmp_path / 'data'}"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and f"is in use by pid {proc.pid}" in err and "wait for it to finish" in err
+    proc.kill()
+    proc.wait()  # the lock goes with its process, however it ends
+    with FolderLock(tmp_path / "run"):
+        pass
+
+
+def test_a_sweep_skips_runs_another_process_trains_and_never_duplicates_rows(tmp_path, hold):
+    exp = get_experiment("quickstart", "tiny")
+    exp.base.data.root = str(tmp_path / "data")
+    trained = exp.variants[[v.trains for v in exp.variants].index(True)].name
+    proc = hold(run_dir(tmp_path / "r", exp, trained, 0))
+    said = []
+    rows = run_experiment(exp, tmp_path / "r", progress=False, say=said.append)
+    assert rows == [] and any(f"in use by pid {proc.pid}" in s for s in said)
+    assert any("being trained by another process" in s for s in said) and "run the same command again" in said[-1]
+    proc.kill()
+    proc.wait()
+    rows = run_experiment(exp, tmp_path / "r", progress=False, say=said.append)
+    assert len(rows) == len(exp.variants)
+    again = run_experiment(exp, tmp_path / "r", progress=False, say=said.append)  # all done: nothing appended
+    assert len(again) == len(rows)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run folder, trained once for the damaged-file cases (each test copies it)."""
+    from txl.plans import check_run
+    from txl.presets import get_preset
+    from txl.train import Trainer
+
+    root = tmp_path_factory.mktemp("trained")
+    run = get_preset("tiny")
+    run.train.steps, run.data.root = 2, str(root / "data")
+    Trainer(check_run(run), root / "run", progress=False).fit()
+    return root / "run"
+
+
+def damaged_copy(trained, tmp_path, damage: str):
+    import shutil
+
+    from txl import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, symlinks=True)
+    folder = ckpt.find_checkpoint(run)
+    weights = folder / "model.safetensors"
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "random weights":
+        weights.write_bytes(bytes(range(256)) * 64)
+    elif damage == "config disagrees with the weights":
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["model"]["d_inner"] *= 2
+        (folder / "config.json").write_text(json.dumps(cfg))
+    elif damage == "garbage config.json":
+        (folder / "config.json").write_text("{garbage")
+    return run
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "random weights", "config disagrees with the weights", "garbage config.json"])
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(trained, tmp_path, capsys, damage):
+    run = damaged_copy(trained, tmp_path, damage)
+    assert main(["eval", str(run), "--max-segments", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and ("model.safetensors" in err or "config.json" in err), err
+
+
+def test_a_damaged_results_file_reports_its_good_rows_and_names_the_bad_lines(tmp_path, capsys):
+    exp = get_experiment("quickstart", "tiny")
+    exp.base.data.root = str(tmp_path / "data")
+    run_experiment(exp, tmp_path / "r", progress=False, say=lambda s: None)
+    path = tmp_path / "r" / "quickstart" / "tiny" / "results.jsonl"
+    lines = path.read_text().splitlines()
+    broken = json.loads(lines[1])
+    del broken["metrics"]
+    lines[1] = json.dumps(broken)  # a row missing a field
+    lines.insert(2, "garbage, not json")
+    lines.insert(3, "[1, 2, 3]")  # not an object
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["report", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-plot"]) == 0
+    out, err = capsys.readouterr()
+    assert "3 damaged lines left out (line 2 lacks metrics; line 3 is not JSON; line 4 is not a JSON object)" in err
+    assert sum(line.startswith("mem ") for line in out.splitlines()) == len(exp.variants) - 1  # every good row is shown
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    from txl.io import FILE_MODE, atomic_write_text
+
+    atomic_write_text(tmp_path / "x.json", "{}")
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == FILE_MODE
+    assert FILE_MODE & 0o044  # group and others can read, as with open() under the usual umask
+
+
+def test_unwritable_places_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "file").write_text("a regular file")
+    code = main(["train", "--preset", "tiny", "--run-dir", str(tmp_path / "file" / "run"), "--set", f"data.root={tmp_path}"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("txl train: error:") and "file" in err

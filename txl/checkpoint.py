@@ -91,16 +91,33 @@ def find_checkpoint(path: str | Path, name: str = "last") -> Path | None:
     return None
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        raise TxlError(f"{path} is damaged (not JSON); the checkpoint cannot be read") from None
+    if not isinstance(data, dict):
+        raise TxlError(f"{path} is damaged (not a JSON object); the checkpoint cannot be read")
+    return data
+
+
 def read_config(folder: Path) -> dict:
-    return json.loads((folder / "config.json").read_text())
+    return _read_json(folder / "config.json")
 
 
 def read_meta(folder: Path) -> dict:
-    return json.loads((folder / "meta.json").read_text())
+    return _read_json(folder / "meta.json")
 
 
 def load_weights(model: torch.nn.Module, folder: Path, strict: bool = True) -> None:
-    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    path = folder / "model.safetensors"
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a truncated or foreign file, or tensors whose shapes the config does not give
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise TxlError(f"cannot load {path} into the model its config.json describes ({first})") from None
     if strict and (missing or unexpected):
         raise TxlError(
             f"checkpoint {folder} does not fit this model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"

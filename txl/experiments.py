@@ -32,6 +32,7 @@ from txl.devices import pick_precision
 from txl.errors import TxlError
 from txl.evaluate import Plan, evaluate, scalars
 from txl.io import append_line, read_jsonl
+from txl.locks import FolderLock, LockedError
 from txl.plans import apply_plans, check_run, describe
 from txl.runs import load_trained, prepare_resume
 from txl.train import Trainer
@@ -165,6 +166,27 @@ def results_path(root: Path, exp: Experiment) -> Path:
     return root / exp.name / exp.scale / "results.jsonl"
 
 
+ROW_FIELDS = ("variant", "seed", "kind", "scale", "config_hash", "plan", "budget", "metrics")
+
+
+def read_results(path: Path, say: Callable[[str], None] | None = None) -> list[dict]:
+    """The whole rows of a results file; each damaged line (not JSON, not an object, a field missing) is
+    named through `say` and left out, so one bad line never hides the rest."""
+    problems: list[tuple[int, str]] = []
+    numbered = read_jsonl(path, on_bad=lambda n, why: problems.append((n, why)), numbered=True)
+    rows = []
+    for n, row in numbered:
+        missing = [f for f in ROW_FIELDS if f not in row]
+        if missing:
+            problems.append((n, f"lacks {', '.join(missing)}"))
+        else:
+            rows.append(row)
+    if problems and say is not None:
+        named = "; ".join(f"line {n} {why}" for n, why in sorted(problems)[:5])
+        say(f"{path}: {len(problems)} damaged lines left out ({named})")
+    return rows
+
+
 def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
     return root / exp.name / exp.scale / "runs" / variant / f"seed{seed}"
 
@@ -197,8 +219,10 @@ def run_experiment(
     if not main:
         say = lambda s: None  # noqa: E731
     path = results_path(root, exp)
-    done = {(r["variant"], r["seed"], r["config_hash"]) for r in read_jsonl(path)}
+    done = {(r["variant"], r["seed"], r["config_hash"]) for r in read_results(path, say)}
     todo = shard(jobs(exp), *shard_spec)
+    held: set[tuple[str, int]] = set()  # (variant, seed) trained by another process right now
+    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
     for i, job in enumerate(todo, 1):
         ident = job_identity(exp, job)
         digest = config_hash(ident)
@@ -206,6 +230,9 @@ def run_experiment(
             say(f"[{i}/{len(todo)}] {exp.name} {job.key}: done already, skipped")
             continue
         start = time.time()
+        if (job.variant.of, job.seed) in held:
+            say(f"[{i}/{len(todo)}] {exp.name} {job.key}: its model is being trained by another process, skipped")
+            continue
         if job.variant.trains:
             folder = run_dir(root, exp, job.variant.name, job.seed)
             run = exp.config(job.variant, job.seed)
@@ -213,7 +240,15 @@ def run_experiment(
             say(f"[{i}/{len(todo)}] {exp.name} {job.key}: {'resuming' if resume else 'training'} in {folder}")
             if resume:
                 run = prepare_resume(folder, [])
-            result = Trainer(run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}").fit()
+            try:
+                trainer = Trainer(run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}")
+            except LockedError as e:
+                if not alone:  # under torchrun every rank must take the same path: stop the sweep
+                    raise
+                say(f"[{i}/{len(todo)}] {exp.name} {job.key}: {e}; skipped")
+                held.add((job.variant.name, job.seed))
+                continue
+            result = trainer.fit()
             metrics, tgt_len = result["final"], run.eval.tgt_len or run.train.tgt_len
             model_cfg = Plan.of_run(run).config(run.model)
             if not main:
@@ -248,9 +283,14 @@ def run_experiment(
             "seconds": round(time.time() - start, 1),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        append_line(path, json.dumps(row))
-        done.add((job.variant.name, job.seed, digest))
-    return read_jsonl(path)
+        key = (job.variant.name, job.seed, digest)
+        with FolderLock(path.parent, wait=120):  # another sweep (an overlapping --shard) may have written it meanwhile
+            if key not in {(r["variant"], r["seed"], r["config_hash"]) for r in read_results(path)}:
+                append_line(path, json.dumps(row))
+        done.add(key)
+    if held:
+        say(f"{len(held)} training runs were held by another process; run the same command again when it ends to fill them in")
+    return read_results(path)
 
 
 def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, i: int, n: int):

@@ -8,7 +8,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from txl.errors import TxlError
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give: temporary files start at 0600, which colleagues cannot read
 
 
 @contextlib.contextmanager
@@ -23,6 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         # On any failure (Ctrl-C included) the old file stays and the partial one goes.
@@ -103,20 +115,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON-lines file, skipping a torn last line left by a crash."""
+def read_jsonl(path: str | os.PathLike, on_bad: Callable[[int, str], None] | None = None, numbered: bool = False) -> list:
+    """Read a JSON-lines file of objects, skipping a torn last line left by a crash.
+
+    A damaged line elsewhere (not JSON, or not an object) is passed to `on_bad(line number,
+    why)` and skipped; without `on_bad` it is an error naming the file and the line. With
+    `numbered`, each row comes as (line number, row).
+    """
     path = Path(path)
     if not path.exists():
         return []
-    rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    rows, lines_of = [], []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 break  # a write cut short by a crash; the rows before it are whole
-            raise
-    return rows
+            row, why = None, "is not JSON"
+        else:
+            why = None if isinstance(row, dict) else "is not a JSON object"
+        if why is None:
+            rows.append(row)
+            lines_of.append(i + 1)
+        elif on_bad is not None:
+            on_bad(i + 1, why)
+        else:
+            raise TxlError(f"{path} line {i + 1} {why}; remove or mend that line")
+    return list(zip(lines_of, rows)) if numbered else rows

@@ -24,6 +24,7 @@ from txl.data import Corpus
 from txl.devices import pick_device
 from txl.errors import TxlError
 from txl.io import append_line, atomic_write_json
+from txl.locks import FolderLock
 from txl.model import TransformerXL
 
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.save_every", "train.eval_segments")
@@ -35,6 +36,19 @@ class RunFolder:
     def __init__(self, path: str | Path, writes: bool = True):
         self.path, self.writes = Path(path), writes
         self.writer = None
+        self._lock = FolderLock(self.path)
+
+    def lock(self) -> None:
+        """Hold the folder for this process; a second writer is refused with a message naming this one."""
+        if self.writes:
+            self._lock.acquire()
+
+    def unlock(self, remove_if_unused: bool = False) -> None:
+        """Let the folder go; with `remove_if_unused`, remove it if nothing but the lock was written."""
+        self._lock.release()
+        if remove_if_unused and self.writes and self.path.is_dir() and [p.name for p in self.path.iterdir()] == [".lock"]:
+            (self.path / ".lock").unlink(missing_ok=True)
+            self.path.rmdir()
 
     def start(self, run: RunConfig, corpus: Corpus, command: str | None) -> None:
         """A fresh run: its config, command line and tokenizer files."""
@@ -100,12 +114,22 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> RunConfig:
 
 
 def load_trained(path: str | Path, device: str = "auto", which: str = "last") -> tuple[TransformerXL, RunConfig, Path]:
-    """A trained model from a run folder or checkpoint folder, in eval mode."""
-    folder = ckpt.find_checkpoint(path, which)
-    if folder is None:
-        raise TxlError(f"no checkpoint found at {path} (give a run folder or a checkpoint folder)")
-    run = from_dict(RunConfig, ckpt.read_config(folder))
-    model = TransformerXL(run.model)
-    ckpt.load_weights(model, folder)
+    """A trained model from a run folder or checkpoint folder, in eval mode.
+
+    A run that is training may replace (and prune) the checkpoint between finding it and
+    reading it; then the newer one is found and read.
+    """
+    for attempt in range(5):
+        folder = ckpt.find_checkpoint(path, which)
+        if folder is None:
+            raise TxlError(f"no checkpoint found at {path} (give a run folder or a checkpoint folder)")
+        try:
+            run = from_dict(RunConfig, ckpt.read_config(folder))
+            model = TransformerXL(run.model)
+            ckpt.load_weights(model, folder)
+            break
+        except FileNotFoundError:
+            if attempt == 4:
+                raise TxlError(f"the checkpoint at {path} kept changing while it was read; try again") from None
     model.to(pick_device(device))
     return model.eval(), run, folder

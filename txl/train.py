@@ -52,6 +52,16 @@ class Trainer:
             raise TxlError("model.attn_impl=flex cannot train on a CPU (FlexAttention has no backward pass there); "
                            "use plain or sdpa, or train on a GPU")
         self.folder = RunFolder(run_dir, writes=self.dist.main)
+        self.folder.lock()  # before anything is read or written: a second writer is refused, naming this one
+        try:
+            self._set_up(resume, command)
+        except BaseException:
+            self.folder.unlock(remove_if_unused=True)
+            raise
+
+    def _set_up(self, resume: bool, command: str | None) -> None:
+        """Data, model, optimizer and the committed state: fresh, or read back from the last checkpoint."""
+        run, progress, tc = self.run, self.progress, self.run.train
         existing = ckpt.find_checkpoint(self.folder.path)
         if existing is not None and not resume:
             raise TxlError(f"{self.folder.path} already holds a run; continue it with --resume, or choose another --run-dir")
@@ -97,6 +107,12 @@ class Trainer:
 
     def fit(self, stop_at: int | None = None) -> dict:
         """Train to train.steps (or stop after step `stop_at`, e.g. to test resuming); evaluate; save."""
+        try:
+            return self._fit(stop_at)
+        finally:
+            self.folder.unlock()
+
+    def _fit(self, stop_at: int | None) -> dict:
         tc = self.run.train
         end = tc.steps if stop_at is None else min(stop_at, tc.steps)
         restore_rng(self.rng, self.device)

@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a read-only folder, a path under a regular file, a full disk ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"txl {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except (MemoryError, RuntimeError) as e:
         if not out_of_memory(e):
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -117,14 +118,13 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 @command("report", "quality against memory budget from a results table: table, plot, Pareto frontier", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
-    from txl.experiments import get_experiment, results_path
-    from txl.io import read_jsonl
+    from txl.experiments import get_experiment, read_results, results_path
     from txl.report import build_report
 
     load_definitions()
     exp = get_experiment(args.name, args.scale)
     path = results_path(Path(args.results), exp)
-    rows = [r for r in read_jsonl(path) if r.get("scale") == args.scale]
+    rows = [r for r in read_results(path, say=lambda s: print(f"warning: {s}", file=sys.stderr)) if r["scale"] == args.scale]
     if not rows:
         raise TxlError(f"no results at {path}; run 'txl run {args.name} --scale {args.scale}' first")
     report = build_report(rows, f"{exp.name} ({exp.scale}): {exp.description}", path.parent, args.x_axis or exp.x_axis,
