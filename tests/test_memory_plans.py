@@ -2,11 +2,12 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.memory import MEMORY, RANGE, PlanError, format_plan, parse_plan, placement_layers
+from txl.memory import MEMORY, RANGE, PlanError, format_plan, max_distance, parse_plan, placement_layers, reach_by_position
 from txl.plans import ATTENTION, apply_plans, describe
 
 
@@ -122,3 +123,39 @@ def test_cli_bad_plan_has_no_traceback():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "30 layers" in proc.stderr
+
+
+def reach_by_brute_force(mem_lens, attn_ranges, tgt_len, same_length):
+    """The steady-state reach by walking every key position of every window (memory-length work)."""
+    r = np.zeros(tgt_len)
+    for m, rng in zip(mem_lens, attn_ranges):
+        limit = max_distance(m, rng, same_length)
+        new = np.empty(tgt_len)
+        for i in range(tgt_len):
+            d = int(min(limit, m + i))
+            new[i] = i + max(r[s % tgt_len] - s for s in range(i - d, i + 1))
+        r = new
+    return r
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_closed_form_reach_equals_brute_force(seed):
+    rng = random.Random(seed)
+    n, tgt = rng.randint(1, 4), rng.randint(1, 9)
+    mems = [rng.choice([0, 1, 3, tgt, 2 * tgt + 1, 5 * tgt]) for _ in range(n)]
+    ranges = [rng.choice([None, 0, 1, 2, tgt, 3 * tgt]) for _ in range(n)]
+    same = rng.choice([False, "tf", "pt"])
+    fast = reach_by_position(mems, ranges, tgt, same)
+    assert fast.tolist() == reach_by_brute_force(mems, ranges, tgt, same).tolist()
+
+
+def test_a_budget_of_a_billion_positions_costs_memory_of_the_segment_not_the_memory(capsys):
+    import tracemalloc
+
+    tracemalloc.start()
+    assert main(["budget", "--layers", "24", "--memory", "1000000000", "--memory", "lrm=4@interleave:1000000000,srm=128"]) == 0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    out = capsys.readouterr().out
+    assert "24,000,000,000" in out  # cached positions, counted exactly

@@ -241,19 +241,45 @@ def reach_by_position(
     A layer adds min(attn_range, mem_len + i) to the reach of the layer below, taking
     the best path: a key in memory brings the reach it had in its own segment. Layers
     marked `unbounded` (carried linear-attention state) make the reach infinite.
+
+    Work and memory grow with the segment length and the number of layers, never with the
+    memory length: a window longer than a segment need only be searched over its first
+    segment's worth of keys (see `_best_key`).
     """
     unbounded = unbounded or [False] * len(mem_lens)
-    i = np.arange(tgt_len)
+    i = np.arange(tgt_len, dtype=np.int64)
     r = np.zeros(tgt_len, dtype=np.float64)
     for m, rng, free in zip(mem_lens, attn_ranges, unbounded):
         if free and m > 0:
             return np.full(tgt_len, INF)
-        d = _windows(max_distance(m, rng, same_length), i, np.full(tgt_len, m))
-        s = np.arange(-int(d.max()), tgt_len)  # key positions relative to the segment start
-        g = r[s % tgt_len] - s
-        off = int(d.max())
-        r = np.array([ii + g[ii - dd + off : ii + off + 1].max() for ii, dd in zip(i, d)])
+        d = _windows(max_distance(m, rng, same_length), i, np.full(tgt_len, m, dtype=np.int64))
+        r = i + _best_key(r, i - d, i)
     return r
+
+
+def _best_key(r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """max over key positions s in [lo, hi] of r[s mod T] - s, for each query (positions relative to a segment start).
+
+    f(s) = r[s mod T] - s falls by exactly T from s to s + T, so the best key lies among the
+    first T positions of a window. With c = lo mod T and h(k) = r[k mod T] - k over k < 2T,
+    the best of s in [lo, lo + L) is max(h[c : c + L]) + c - lo: a range maximum, answered
+    from a sparse table of h.
+    """
+    t = len(r)
+    h = np.concatenate([r, r]) - np.arange(2 * t, dtype=np.float64)
+    table = [h]
+    while 2 ** len(table) <= 2 * t:
+        prev, half = table[-1], 2 ** (len(table) - 1)
+        table.append(np.maximum(prev[:-half], prev[half:]))
+    c = np.mod(lo, t)
+    length = np.minimum(hi - lo + 1, t)
+    level = np.floor(np.log2(length)).astype(np.int64)
+    best = np.empty(len(lo), dtype=np.float64)
+    for k in np.unique(level):
+        sel = level == k
+        a, z = c[sel], c[sel] + length[sel] - 2**k
+        best[sel] = np.maximum(table[k][a], table[k][z])
+    return best + c - lo
 
 
 def receptive_field(
