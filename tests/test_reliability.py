@@ -3,6 +3,7 @@ a second writer is refused, naming the holder."""
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import typing
@@ -242,3 +243,16 @@ def test_unwritable_places_are_one_line_errors(tmp_path, capsys):
     code = main(["train", "--preset", "tiny", "--run-dir", str(tmp_path / "file" / "run"), "--set", f"data.root={tmp_path}"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err.startswith("txl train: error:") and "file" in err
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    from txl.io import atomic_write_text
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    stale = tmp_path / f".x.json.abc123.tmp-{proc.pid}"
+    stale.write_text("half a file")
+    live = tmp_path / f".x.json.def456.tmp-{os.getpid()}"  # this process: a write in progress
+    live.write_text("")
+    atomic_write_text(tmp_path / "x.json", "{}")
+    assert not stale.exists() and live.exists() and (tmp_path / "x.json").read_text() == "{}"

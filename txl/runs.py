@@ -23,7 +23,7 @@ from txl.config import ConfigError, RunConfig, apply_overrides, from_dict, load_
 from txl.data import Corpus
 from txl.devices import pick_device
 from txl.errors import TxlError
-from txl.io import append_line, atomic_write_json
+from txl.io import append_line, atomic_write_json, atomic_write_text, read_jsonl
 from txl.locks import FolderLock
 from txl.model import TransformerXL
 
@@ -66,6 +66,17 @@ class RunFolder:
                     (tok_dir / name).write_bytes((corpus.cache_dir / name).read_bytes())
         else:
             corpus.tokenizer.save(tok_dir / "vocab.json")
+
+    def rewind(self, step: int) -> None:
+        """On resume from `step`: drop the log rows a killed process wrote after that checkpoint, so the
+        rows it writes again are not doubled and the log reads as the uninterrupted run's."""
+        path = self.path / "metrics.jsonl"
+        if not self.writes or not path.exists():
+            return
+        rows = read_jsonl(path, on_bad=lambda n, why: None)
+        kept = [r for r in rows if r.get("step", 0) <= step]
+        if len(kept) != len(rows):
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def open_tensorboard(self) -> None:
         if self.writes:

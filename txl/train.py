@@ -99,6 +99,7 @@ class Trainer:
         self.rng = capture_rng(self.device)
         if resume:
             self._resume(existing)
+            self.folder.rewind(self.step)
         else:
             self.folder.start(run, self.corpus, command)
         self.folder.open_tensorboard()
