@@ -256,3 +256,17 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     live.write_text("")
     atomic_write_text(tmp_path / "x.json", "{}")
     assert not stale.exists() and live.exists() and (tmp_path / "x.json").read_text() == "{}"
+
+
+def test_a_run_that_cannot_fit_is_refused_with_its_estimate(tmp_path, capsys):
+    code = main(["train", "--preset", "tiny", "--d-model", "100000", "--d-inner", "64", "--run-dir", str(tmp_path / "run"),
+                 "--set", f"data.root={tmp_path / 'data'}"])  # about 4 TB of weights and Adam state
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "a training step needs about" in err and "optimizer" in err and "available" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_budget_prints_what_a_step_needs(capsys):
+    assert main(["budget", "--layers", "12", "--memory", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "training         about 1.4 GiB per step at batch 1" in out and "evaluation       about" in out

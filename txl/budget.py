@@ -13,6 +13,7 @@ from txl.attention import unbounded_layers, variant
 from txl.config import ModelConfig
 from txl.memory import keys_per_query, max_distance, receptive_field
 from txl.plans import describe
+from txl.errors import TxlError
 from txl.table import format_table
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -146,6 +147,62 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
     return out
 
 
+def step_bytes(cfg: ModelConfig, b: Budget, training: bool = True) -> dict[str, int]:
+    """A rough estimate of what one step holds at its peak, in bytes (float32 weights and activations).
+
+    Training: weights, gradients, Adam's two moments, every layer's activations (projections,
+    feed-forward, scores and probabilities over the keys a layer sees) and the output logits;
+    evaluation: weights and one layer's activations. Plus the memory cache, as budgeted.
+    """
+    tokens = b.batch * b.tgt_len
+    weights = 4 * b.params
+    per_layer = []
+    for layer in cfg.layers:
+        seen = min(layer.mem_len, max_distance(layer.mem_len, layer.attn_range, cfg.same_length_mode))
+        scores = b.batch * cfg.n_head * b.tgt_len * (b.tgt_len + int(seen))
+        per_layer.append(4 * (tokens * (12 * cfg.d_model + 2 * cfg.d_inner) + 3 * scores))
+    logits = 4 * 2 * tokens * cfg.vocab_size
+    parts = {"weights": weights}
+    if training:
+        parts.update(gradients=weights, optimizer=2 * weights, activations=sum(per_layer) + logits)
+    else:
+        parts["activations"] = max(per_layer, default=0) + logits
+    parts["memory cache"] = b.bytes
+    return parts
+
+
+def available_bytes(device) -> int | None:
+    """Memory free for a new run on `device` (a torch.device): the GPU's free memory, or the host's available memory."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def ensure_fits(cfg: ModelConfig, tgt_len: int, batch: int, device, training: bool = True) -> None:
+    """Refuse, with the estimate, a step that clearly cannot fit (over twice the memory available)."""
+    parts = step_bytes(cfg, budget(cfg, tgt_len, batch), training)
+    need, have = sum(parts.values()), available_bytes(device)
+    if have is not None and need > 2 * have:
+        detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)
+        raise TxlError(
+            f"a {'training' if training else 'evaluation'} step needs about {_gib(need)} ({detail}) but {device} has "
+            f"{_gib(have)} available; use a smaller batch, segment, memory or model"
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
 def _mib(n: int) -> float:
     return n / 2**20
 
@@ -190,6 +247,16 @@ def summary_lines(b: Budget) -> str:
     )
 
 
+def step_lines(cfg: ModelConfig, b: Budget) -> str:
+    """What a training and an evaluation step need, estimated, at this batch and segment length."""
+    lines = []
+    for training in (True, False):
+        parts = step_bytes(cfg, b, training)
+        detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)
+        lines.append(f"{'training' if training else 'evaluation':<16} about {_gib(sum(parts.values()))} per step at batch {b.batch} ({detail})")
+    return "\n".join(lines)
+
+
 def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
     """One row per plan, with cached and long-range memory relative to the first plan."""
     base = budgets[0]
@@ -212,11 +279,13 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
     return format_table(headers, rows, markdown)
 
 
-def budgets_text(budgets: list[Budget], markdown: bool = False) -> str:
-    """Each plan's per-layer table and summary, then (for several) the side-by-side comparison."""
+def budgets_text(budgets: list[Budget], markdown: bool = False, cfgs: list[ModelConfig] | None = None) -> str:
+    """Each plan's per-layer table and summary (with the step estimates, given the configs), then
+    (for several) the side-by-side comparison."""
     parts: list[str] = []
-    for b in budgets:
-        parts += [layer_table(b, markdown), "", summary_lines(b), ""]
+    for i, b in enumerate(budgets):
+        summary = summary_lines(b) + (("\n" + step_lines(cfgs[i], b)) if cfgs else "")
+        parts += [layer_table(b, markdown), "", summary, ""]
     if len(budgets) > 1:
         parts.append(compare_table(budgets, markdown))
     return "\n".join(parts)

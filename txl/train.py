@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from txl import checkpoint as ckpt
-from txl.budget import budget
+from txl.budget import budget, ensure_fits
 from txl.config import RunConfig
 from txl.data import Corpus, load_corpus
 from txl.devices import capture_rng, pick_device, pick_precision, restore_rng
@@ -76,6 +76,7 @@ class Trainer:
             self.dist.barrier()
         run.model.vocab_size = self.corpus.vocab_size
         check_run(run)
+        ensure_fits(run.model, tc.tgt_len, tc.batch_size // tc.grad_accum, self.device)  # refuse early, with the estimate
 
         torch.manual_seed(tc.seed)  # the same initial weights on every rank
         self.model = TransformerXL(run.model).to(self.device)

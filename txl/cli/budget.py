@@ -27,14 +27,17 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
 
 @command("budget", "what a memory plan costs: cached positions, bytes, FLOPs per token, parameters, receptive field", _budget_args)
 def cmd_budget(args: argparse.Namespace) -> int:
-    from txl.budget import budget, budgets_text
+    from txl.budget import budget, budgets_text, step_bytes
 
     if args.tgt_len < 1 or args.batch < 1:
         raise TxlError("--tgt-len and --batch must be >= 1")
     plans = args.memory or [None]
-    budgets = [budget(model_config_from_args(args, plan), args.tgt_len, args.batch, args.dtype, plan) for plan in plans]
+    cfgs = [model_config_from_args(args, plan) for plan in plans]
+    budgets = [budget(cfg, args.tgt_len, args.batch, args.dtype, plan) for cfg, plan in zip(cfgs, plans)]
     if args.json:
-        print(json.dumps([b.to_dict() for b in budgets] if len(budgets) > 1 else budgets[0].to_dict(), indent=2))
+        out = [{**b.to_dict(), "step_bytes": {"training": step_bytes(c, b), "evaluation": step_bytes(c, b, training=False)}}
+               for c, b in zip(cfgs, budgets)]
+        print(json.dumps(out if len(out) > 1 else out[0], indent=2))
     else:
-        print(budgets_text(budgets, args.markdown))
+        print(budgets_text(budgets, args.markdown, cfgs))
     return 0
