@@ -113,7 +113,8 @@ def test_a_huge_batch_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert main(["train", "--preset", "tiny", "--batch-size", "1000000", "--run-dir", "run", "--set", f"data.root={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip()  # the token cache's progress lines, then the error
     last = err.splitlines()[-1]
-    assert last.startswith("txl train: error:") and "cannot make 1000000 streams" in last and "Traceback" not in err
+    assert last.startswith("txl train: error:") and "Traceback" not in err
+    assert "cannot make 1000000 streams" in last or "a training step needs about" in last  # whichever check sees it first
 
 
 def test_the_run_config_default_passes():

@@ -298,3 +298,35 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert np.allclose(a, b, rtol=1e-4, atol=1e-5), (a, b)
     wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-5) for k in wa)
+
+
+def test_eval_on_another_corpus_reads_it_with_the_runs_own_tokenizer(tmp_path, capsys):
+    from txl.config import DataConfig
+    from txl.data.corpora import fetch_local
+    from txl.data.tokenizers import WordTokenizer, load_tokenizer
+
+    def corpus(name, words, seed):
+        rng = np.random.default_rng(seed)
+        folder = tmp_path / name
+        folder.mkdir()
+        for split, n in (("train", 4000), ("valid", 400), ("test", 400)):
+            lines = [" ".join(rng.choice(words, 8)) for _ in range(n // 8)]
+            (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        return folder
+
+    ours = corpus("ours", [f"w{i}" for i in range(30)], 0)
+    other = corpus("other", [f"w{i}" for i in range(15)] + [f"x{i}" for i in range(15)], 1)  # as many words, half unknown
+    assert WordTokenizer.build((other / "train.txt").read_bytes()).vocab_size == WordTokenizer.build((ours / "train.txt").read_bytes()).vocab_size
+    run = tiny_run(tmp_path, **{"train.steps": 2, "data.corpus": str(ours), "data.tokenizer": "words"})
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    assert main(["eval", str(tmp_path / "run"), "--corpus", str(other), "--max-segments", "1", "--json", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    tokenizer = load_tokenizer(tmp_path / "run" / "tokenizer" / "vocab.json")
+    split = out["results"][0]["split"]
+    raw = fetch_local(other, DataConfig(corpus=str(other))).splits[split]  # the evaluated text as the loader reads it
+    expected = tokenizer.encode(raw)
+    assert out["unknown_tokens"] == int((expected == tokenizer.unk_id).sum()) > 0
+    used = load_corpus(DataConfig(corpus=str(other), tokenizer=str(tmp_path / "run" / "tokenizer" / "vocab.json"), root=run.data.root), progress=False)
+    assert np.array_equal(np.array(used.splits[split]), expected)  # the run's ids, not a vocabulary rebuilt from the other text
+    assert main(["eval", str(tmp_path / "run"), "--corpus", str(other), "--max-segments", "1", "--no-progress"]) == 0
+    assert "read as the unknown symbol" in capsys.readouterr().out

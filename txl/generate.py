@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
-from txl.data.tokenizers import Tokenizer, load_tokenizer
+from txl.data.tokenizers import Tokenizer
 from txl.errors import TxlError
 from txl.model import TransformerXL
-
-
-def run_tokenizer(run_dir: Path) -> Tokenizer:
-    """The tokenizer a run was trained with, saved in its folder."""
-    for folder in (run_dir / "tokenizer", run_dir.parent.parent / "tokenizer"):
-        if (folder / "vocab.json").exists():
-            return load_tokenizer(folder / "vocab.json")
-    raise TxlError(f"no tokenizer saved with the run in {run_dir}; was it trained by txl train?")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

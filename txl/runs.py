@@ -111,6 +111,20 @@ class RunFolder:
             self.writer.close()
 
 
+def tokenizer_file(path: str | Path, run: RunConfig) -> str:
+    """The tokenizer a trained model reads text with: the one saved in its run folder, else a tokenizer
+    that needs no training data (bytes, or a file given at import)."""
+    path = Path(path)
+    for folder in (path, path.parent.parent, path.parent.parent.parent):  # run folder, checkpoints/step-N, checkpoints/last
+        if (folder / "tokenizer" / "vocab.json").is_file():
+            return str((folder / "tokenizer" / "vocab.json").resolve())
+    kind = run.data.tokenizer
+    if kind == "bytes" or Path(kind).suffix in (".json", ".model", ".txt"):
+        return kind
+    raise TxlError(f"{path} has no saved tokenizer, and a '{kind}' tokenizer built from other text would give other ids; "
+                   "give the model's vocabulary file with --tokenizer")
+
+
 def prepare_resume(run_dir: Path, overrides: list[str]) -> RunConfig:
     """The saved config of a run folder, with only the overrides that do not change what is trained."""
     path = run_dir / "config.json"

@@ -22,7 +22,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-segments", type=int, help="stop after this many segments (default: the whole split)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--corpus", help="evaluate on another corpus with the same tokenizer settings")
+    p.add_argument("--corpus", help="evaluate on another corpus (a name or a path), read with the run's own tokenizer")
+    p.add_argument("--tokenizer", help="with --corpus, for a model saved without its tokenizer: its vocabulary file")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
@@ -33,7 +34,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from txl.devices import pick_precision
     from txl.evaluate import Plan, evaluate_plans, metric_name, plans_tables
     from txl.protocols import get_protocol
-    from txl.runs import load_trained
+    from txl.runs import load_trained, tokenizer_file
 
     for flag in ("tgt_len", "batch_size", "max_segments"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
@@ -41,8 +42,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.clamp_len is not None and args.clamp_len < 0:
         raise TxlError(f"--clamp-len must be >= 0, got {args.clamp_len}")
     model, run, folder = load_trained(args.path, args.device, "best" if args.best else "last")
-    if args.corpus:
+    if args.corpus:  # the model's own tokenizer: unknown words map to its unknown symbol, and are counted
         run.data.corpus = args.corpus
+        run.data.tokenizer = args.tokenizer or tokenizer_file(args.path, run)
     corpus = load_corpus(run.data, progress=not args.no_progress)
     if corpus.vocab_size != run.model.vocab_size:
         raise TxlError(f"corpus {run.data.corpus!r} has {corpus.vocab_size} tokens, the model {run.model.vocab_size}")
@@ -62,9 +64,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     precision = pick_precision(run.train.precision, next(model.parameters()).device)
     results = evaluate_plans(model, corpus, plans, split, tgt_len, args.batch_size or e.batch_size, args.max_segments,
                              precision, not args.no_progress)
+    unknown = corpus.unknown.get(split)
     if args.json:
-        print(json.dumps({"checkpoint": str(folder), "results": results}, indent=2))
+        print(json.dumps({"checkpoint": str(folder), "corpus": corpus.name, "unknown_tokens": unknown, "results": results}, indent=2))
         return 0
     print(f"checkpoint {folder}; {split} split, segments of {tgt_len}, {corpus.name} ({corpus.unit}s)")
+    if unknown:
+        total = len(corpus.splits[split])
+        print(f"unknown    {unknown:,} of {total:,} {corpus.unit}s in {split} ({100 * unknown / max(total, 1):.2f}%) read as the unknown symbol")
     print(plans_tables(results, metric_name(corpus)))
     return 0

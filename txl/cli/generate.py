@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
 from txl.cli.args import command
 from txl.errors import TxlError
@@ -24,8 +23,9 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 @command("generate", "sample text from a checkpoint, memory carried across chunks", _generate_args)
 def cmd_generate(args: argparse.Namespace) -> int:
-    from txl.generate import generate_text, run_tokenizer
-    from txl.runs import load_trained
+    from txl.data.tokenizers import load_tokenizer
+    from txl.generate import generate_text
+    from txl.runs import load_trained, tokenizer_file
 
     if args.tokens < 1:
         raise TxlError("--tokens must be >= 1")
@@ -36,7 +36,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise TxlError(f"--temperature must be a finite number > 0, got {args.temperature}")
     model, run, folder = load_trained(args.path, args.device)
-    tokenizer = run_tokenizer(Path(args.path) if (Path(args.path) / "tokenizer").exists() else folder)
+    tokenizer = load_tokenizer(tokenizer_file(args.path, run))
     sys.stdout.write(args.prompt)
     generate_text(
         model, tokenizer, args.prompt, args.tokens, seed=args.seed, temperature=args.temperature, top_k=args.top_k,

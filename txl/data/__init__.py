@@ -56,6 +56,7 @@ class Corpus:
     cache_dir: Path | None = None
     task: str | None = None  # the synthetic task, if any
     synthetic: SyntheticConfig | None = None
+    unknown: dict[str, int] = field(default_factory=dict)  # tokens per split the tokenizer mapped to its unknown symbol
 
     @property
     def vocab_size(self) -> int:
@@ -210,12 +211,14 @@ def _build_cache(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, cache
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        counts, sums = {}, {}
+        counts, sums, unknown = {}, {}, {}
         for s in SPLITS:
             _say(progress, f"tokenizing {raw.name} {s} ({len(raw.splits[s]) / 1e6:.1f} MB, {tokenizer.kind})")
             ids = tokenizer.encode(raw.splits[s]).astype(smallest_dtype(tokenizer.vocab_size), copy=False)
             np.save(tmp / f"{s}.npy", ids)
             counts[s] = int(len(ids))
+            if tokenizer.unk_id is not None:
+                unknown[s] = int((ids == tokenizer.unk_id).sum())
             sums[s] = _sha256((tmp / f"{s}.npy").read_bytes())
         if isinstance(tokenizer, SentencePieceTokenizer):
             shutil.copyfile(tokenizer.model_path, tmp / "sp.model")
@@ -229,7 +232,8 @@ def _build_cache(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, cache
                 "corpus": raw.name,
                 "source": raw.source,
                 "tokens": counts,
-                "sha256": sums,  # of each .npy file, checked by `txl data verify` and before training
+                "sha256": sums,
+                "unknown": unknown,  # of each .npy file, checked by `txl data verify` and before training
                 "raw_bytes": {s: len(raw.splits[s]) for s in SPLITS},
                 "files": raw.files,
                 "vocab_size": tokenizer.vocab_size,
@@ -258,6 +262,7 @@ def _open_cache(cache: Path) -> Corpus:
         files=meta.get("files", {}),
         source=meta.get("source", ""),
         cache_dir=cache,
+        unknown=meta.get("unknown", {}),
     )
 
 

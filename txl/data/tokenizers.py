@@ -50,6 +50,11 @@ class Tokenizer:
         raise NotImplementedError
 
     @property
+    def unk_id(self) -> int | None:
+        """The id that stands for anything outside the vocabulary, if the tokenizer has one."""
+        return None
+
+    @property
     def fingerprint(self) -> str:
         """Changes whenever the vocabulary does; part of every token cache key."""
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
@@ -154,6 +159,10 @@ class WordTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return len(self.symbols)
 
+    @property
+    def unk_id(self) -> int | None:
+        return self.unk
+
     def words(self, data: bytes) -> list[str]:
         out: list[str] = []
         for line in as_text(data).splitlines():
@@ -244,6 +253,10 @@ class SentencePieceTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
+
+    @property
+    def unk_id(self) -> int | None:
+        return self.sp.unk_id()
 
     def encode(self, data: bytes) -> np.ndarray:
         lines = as_text(data).splitlines(keepends=True)
