@@ -218,3 +218,21 @@ def test_torchrun_sweep_records_each_result_once(tmp_path):
     rows = read_jsonl(tmp_path / "r" / "quickstart" / "tiny" / "results.jsonl")
     assert sorted(r["variant"] for r in rows) == sorted(v.name for v in get_experiment("quickstart", "tiny").variants)
     assert proc.stdout.count("finished in") == 1
+
+
+def test_the_same_experiment_on_two_corpora_gives_two_result_sets(tmp_path, capsys):
+    other = tmp_path / "other.txt"
+    other.write_text("".join(f"line {i} of another text, not the standard library\n" for i in range(3000)))
+    common = ["--scale", "tiny", "--results", str(tmp_path / "r"), "--no-progress", "--set", f"data.root={tmp_path / 'data'}"]
+    assert main(["run", "quickstart", *common]) == 0
+    assert main(["run", "quickstart", *common, "--corpus", str(other)]) == 0
+    capsys.readouterr()
+    mine = read_jsonl(tmp_path / "r" / "quickstart" / "tiny" / "results.jsonl")
+    folders = [p for p in (tmp_path / "r" / "quickstart").iterdir() if p.name.startswith("tiny-on-other.txt-")]
+    assert len(folders) == 1
+    theirs = read_jsonl(folders[0] / "results.jsonl")
+    assert {r["data"]["corpus"] for r in mine} == {"pystdlib"} and {r["data"]["corpus"] for r in theirs} == {"other.txt"}
+    assert len(mine) == len(theirs) == 6 and all(r["data"]["key"] for r in mine + theirs)
+    assert main(["report", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--corpus", str(other), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "on other.txt (bytes" in (folders[0] / "report.md").read_text() and out.count("mem 16 (trained)") >= 1

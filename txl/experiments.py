@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,12 @@ class Experiment:
     seeds: list[int] = field(default_factory=lambda: [0])  # `txl run --seeds N` makes it 0..N-1
     x_axis: str = "cached_positions"  # what the report plots quality against
     baseline: str | None = None  # the variant others are compared with, paired by seed; None: the first
+    data_tag: str = ""  # set when run on other data than its definition's: its results then go to a folder of their own
+
+    @property
+    def folder(self) -> str:
+        """NAME/SCALE, or NAME/SCALE-on-TAG on other data, under the results root."""
+        return f"{self.name}/{self.scale}" + (f"-on-{self.data_tag}" if self.data_tag else "")
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -163,7 +170,29 @@ def config_hash(data: dict) -> str:
 
 
 def results_path(root: Path, exp: Experiment) -> Path:
-    return root / exp.name / exp.scale / "results.jsonl"
+    return root / exp.folder / "results.jsonl"
+
+
+def retarget(exp: Experiment, corpus: str | None = None, tokenizer: str | None = None) -> Experiment:
+    """The experiment on other data: its base reads `corpus` with `tokenizer`, and its results and runs go to
+    NAME/SCALE-on-TAG, so results on two corpora (or tokenizers) never share a results file."""
+    data = exp.base.data
+    if corpus is not None and corpus != data.corpus:
+        data.corpus = corpus
+    else:
+        corpus = None
+    if tokenizer is not None and tokenizer != data.tokenizer:
+        data.tokenizer = tokenizer
+    else:
+        tokenizer = None
+    parts = []
+    if corpus is not None:
+        path = Path(corpus).expanduser()
+        parts.append(path.name + (f"-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:6]}" if path.exists() else ""))
+    if tokenizer is not None:
+        parts.append(Path(tokenizer).stem)
+    exp.data_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")
+    return exp
 
 
 ROW_FIELDS = ("variant", "seed", "kind", "scale", "config_hash", "plan", "budget", "metrics")
@@ -188,7 +217,7 @@ def read_results(path: Path, say: Callable[[str], None] | None = None) -> list[d
 
 
 def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
-    return root / exp.name / exp.scale / "runs" / variant / f"seed{seed}"
+    return root / exp.folder / "runs" / variant / f"seed{seed}"
 
 
 def job_identity(exp: Experiment, job: Job) -> dict:
@@ -249,14 +278,14 @@ def run_experiment(
                 held.add((job.variant.name, job.seed))
                 continue
             result = trainer.fit()
-            metrics, tgt_len = result["final"], run.eval.tgt_len or run.train.tgt_len
+            metrics, tgt_len, data = result["final"], run.eval.tgt_len or run.train.tgt_len, result["data"]
             model_cfg = Plan.of_run(run).config(run.model)
             if not main:
                 continue
         elif not main:
             continue
         else:
-            metrics, model_cfg, tgt_len, folder = _evaluate_variant(exp, job, root, progress, say, i, len(todo))
+            metrics, model_cfg, tgt_len, folder, data = _evaluate_variant(exp, job, root, progress, say, i, len(todo))
         b = budget(model_cfg, tgt_len)
         row = {
             "experiment": exp.name,
@@ -267,6 +296,7 @@ def run_experiment(
             "group": job.variant.group or (exp.variant(job.variant.of).group if job.variant.of else ""),
             "seed": job.seed,
             "config_hash": digest,
+            "data": data,
             "plan": describe(model_cfg),
             "budget": {
                 "cached_positions": b.cached_positions,
@@ -306,4 +336,4 @@ def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say
         model, corpus, run.eval.split, tgt_len, run.eval.batch_size, run.eval.max_segments,
         pick_precision(run.train.precision, device), progress, plan,
     )
-    return metrics, plan.config(run.model), tgt_len, folder
+    return metrics, plan.config(run.model), tgt_len, folder, corpus.identity()

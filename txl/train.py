@@ -199,7 +199,7 @@ class Trainer:
             self.folder.write_json("eval.json", final)
             self.folder.log({"step": self.step, **scalars(final)}, e.split)
         result = {"step": self.step, "metric": metric_name(self.corpus), "train": last_row,
-                  "valid_best_loss": self.best_valid, "final": final}
+                  "valid_best_loss": self.best_valid, "final": final, "data": self.corpus.identity()}
         if self.dist.main:
             self.folder.write_json("result.json", result)
             self._hparams(final)

@@ -32,7 +32,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small", help="small runs on a CPU; paper is the published size")
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="run only shard I of N (a job array, several machines)")
-    p.add_argument("--corpus", help="train on this corpus instead of the experiment's")
+    p.add_argument("--corpus", help="train on this corpus instead of the experiment's (its results go to a folder of their own)")
+    p.add_argument("--tokenizer", help="read the corpus with this tokenizer (auto, bytes, chars, words, sentencepiece, or a file)")
     p.add_argument("--steps", type=int, help="training steps per run")
     p.add_argument("--seeds", type=int, metavar="N", help="train (and evaluate) every variant with seeds 0..N-1 (default: the experiment's)")
     p.add_argument("--device", help="auto, cpu, cuda")
@@ -43,17 +44,17 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 @command("run", "run every variant of a named experiment; finished ones are skipped, interrupted ones resumed", _run_args)
 def cmd_run(args: argparse.Namespace) -> int:
     from txl.distributed import finish_distributed
-    from txl.experiments import get_experiment, results_path, run_experiment
+    from txl.experiments import get_experiment, results_path, retarget, run_experiment
     from txl.report import build_report
 
     load_definitions()
-    exp = get_experiment(args.name, args.scale)
+    exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
     if args.seeds is not None:
         if args.seeds < 1:
             raise TxlError(f"--seeds must be >= 1, got {args.seeds}")
         exp.seeds = list(range(args.seeds))
     overrides = list(args.overrides)
-    for flag, key in (("corpus", "data.corpus"), ("steps", "train.steps"), ("device", "train.device")):
+    for flag, key in (("steps", "train.steps"), ("device", "train.device")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     root = Path(args.results)
@@ -67,8 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     mine = [r for r in rows if r["scale"] == exp.scale]
-    report = build_report(mine, f"{exp.name} ({exp.scale}): {exp.description}", results_path(root, exp).parent, exp.x_axis,
-                          baseline=exp.baseline)
+    report = build_report(mine, report_title(exp, mine), results_path(root, exp).parent, exp.x_axis, baseline=exp.baseline)
     print()
     print(report["table"])
     print(report["legend"])
@@ -77,6 +77,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"plot         {report['files'].get('png')}")
     print(f"tensorboard  tensorboard --logdir {results_path(root, exp).parent}")
     return 0
+
+
+def report_title(exp, rows: list[dict]) -> str:
+    """Experiment, scale, and the data its rows were measured on (corpus, tokenizer, split, tokens)."""
+    data = next((r["data"] for r in rows if r.get("data")), None)
+    split = next((r["metrics"].get("split") for r in rows if r["metrics"].get("split")), None)
+    on = ""
+    if data:
+        tokens = data.get("tokens", {}).get(split) if split else None
+        on = f" on {data['corpus']} ({data['tokenizer']}" + (f", {split} split of {tokens:,} tokens" if tokens else "") + ")"
+    return f"{exp.name} ({exp.scale}){on}: {exp.description}"
 
 
 def _list_args(p: argparse.ArgumentParser) -> None:
@@ -110,6 +121,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="an experiment name")
     p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
     p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--corpus", help="the results of a run with --corpus (as given to txl run)")
+    p.add_argument("--tokenizer", help="the results of a run with --tokenizer (as given to txl run)")
     p.add_argument("--x-axis", choices=["cached_positions", "long_range_positions", "memory_bytes", "attn_flops_per_token", "receptive_field"],
                    help="what quality is plotted against (default: the experiment's choice)")
     p.add_argument("--markdown", action="store_true", help="print the Markdown table")
@@ -118,16 +131,16 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 @command("report", "quality against memory budget from a results table: table, plot, Pareto frontier", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
-    from txl.experiments import get_experiment, read_results, results_path
+    from txl.experiments import get_experiment, read_results, results_path, retarget
     from txl.report import build_report
 
     load_definitions()
-    exp = get_experiment(args.name, args.scale)
+    exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
     path = results_path(Path(args.results), exp)
     rows = [r for r in read_results(path, say=lambda s: print(f"warning: {s}", file=sys.stderr)) if r["scale"] == args.scale]
     if not rows:
         raise TxlError(f"no results at {path}; run 'txl run {args.name} --scale {args.scale}' first")
-    report = build_report(rows, f"{exp.name} ({exp.scale}): {exp.description}", path.parent, args.x_axis or exp.x_axis,
+    report = build_report(rows, report_title(exp, rows), path.parent, args.x_axis or exp.x_axis,
                           plot=not args.no_plot, baseline=exp.baseline)
     print(report["markdown"] if args.markdown else report["table"])
     print(report["legend"])

@@ -73,6 +73,15 @@ class Corpus:
     def bytes_per_token(self, split: str) -> float:
         return self.raw_bytes[split] / max(1, len(self.splits[split]))
 
+    def identity(self) -> dict:
+        """What a result was measured on: corpus, source, tokenizer, tokens per split, and the cache key
+        (a hash of the raw splits and the tokenizer settings) where there is one."""
+        return {
+            "corpus": self.name, "source": self.source, "tokenizer": self.tokenizer.kind,
+            "vocab_size": self.vocab_size, "tokens": {s: int(len(ids)) for s, ids in self.splits.items()},
+            "key": self.cache_dir.name if self.cache_dir is not None else None,
+        }
+
     def stats_table(self) -> str:
         """Per split: files, bytes, tokens, bytes per token (and scored answers of a synthetic task)."""
         rows = []
