@@ -330,3 +330,25 @@ def test_eval_on_another_corpus_reads_it_with_the_runs_own_tokenizer(tmp_path, c
     assert np.array_equal(np.array(used.splits[split]), expected)  # the run's ids, not a vocabulary rebuilt from the other text
     assert main(["eval", str(tmp_path / "run"), "--corpus", str(other), "--max-segments", "1", "--no-progress"]) == 0
     assert "read as the unknown symbol" in capsys.readouterr().out
+
+
+def test_eval_keeps_its_results_exports_them_and_compare_puts_runs_side_by_side(tmp_path, capsys):
+    for name in ("a", "b"):
+        Trainer(tiny_run(tmp_path, **{"train.steps": 3, "train.seed": ord(name)}), tmp_path / name, progress=False).fit()
+        assert main(["eval", str(tmp_path / name), "--memory", "0", "--memory", "16", "--max-segments", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "saved" in out and "receptive field (guaranteed)" in out
+    rows = read_jsonl(tmp_path / "a" / "evals.jsonl")
+    assert [r["plan"] for r in rows] == ["0", "16"] and all(r["corpus"] == "pystdlib" and "bpb" in r for r in rows)
+    saved = sorted((tmp_path / "a" / "evals").iterdir())
+    assert [p.suffix for p in saved] == [".json", ".md"] and "| memory plan |" in saved[1].read_text()
+    assert main(["eval", str(tmp_path / "a"), "--memory", "0", "--max-segments", "1", "--format", "csv", "--no-progress"]) == 0
+    csv_out = capsys.readouterr().out.splitlines()
+    assert csv_out[0].startswith("memory plan,cached,MiB/seq") and csv_out[1].startswith("0,0,")
+    assert main(["eval", str(tmp_path / "a"), "--memory", "0", "--max-segments", "1", "--format", "latex", "--no-progress"]) == 0
+    assert "\\begin{tabular}" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(str(tmp_path / "a")) >= 2 and out.count(str(tmp_path / "b")) >= 2  # each run, each plan
+    assert (tmp_path / "compare.png").stat().st_size > 0 and (tmp_path / "compare.csv").read_text().startswith("run,")
+    assert main(["compare", str(tmp_path / "nothing")]) == 2

@@ -16,7 +16,7 @@ from txl.config import ModelConfig, RunConfig
 from txl.data import Corpus
 from txl.memory import MEMORY, RANGE, parse_plan
 from txl.model import TransformerXL
-from txl.table import format_table
+from txl.table import render_table
 
 LN2 = math.log(2)
 MAX_BLOCKS = 100  # evaluation blocks kept per result, for the paired bootstrap (txl.stats)
@@ -216,12 +216,21 @@ def evaluate_plans(
     return results
 
 
-def plans_tables(results: list[dict], metric: str) -> str:
-    """Quality and budget per plan, then loss by position within the segment per plan."""
-    rows = [[r["plan"], r["cached_positions"], r["memory_mib"], r["receptive_field"], r.get(metric, r["loss"]), r["loss"], r["tokens"]]
+def plans_tables(results: list[dict], metric: str, fmt: str = "text") -> str:
+    """Quality and budget per plan, then (as text or Markdown) loss by position within the segment per plan.
+
+    The receptive field is the guaranteed one: what every position of a segment sees at least.
+    """
+    rows = [[r["plan"], r["cached_positions"], r["memory_mib"], _whole(r["receptive_field"]), r.get(metric, r["loss"]), r["loss"], r["tokens"]]
             for r in results]
-    first = format_table(["memory plan", "cached", "MiB/seq", "receptive field", metric, "loss (nats)", "tokens"], rows)
+    first = render_table(["memory plan", "cached", "MiB/seq", "receptive field (guaranteed)", metric, "loss (nats)", "tokens"], rows, fmt)
+    if fmt not in ("text", "markdown"):
+        return first
     buckets = [position_buckets(r["loss_by_position"]) for r in results]
     rows = [[r["plan"]] + [v for _, v in b] for r, b in zip(results, buckets)]
-    second = format_table(["memory plan"] + [name for name, _ in buckets[0]], rows)
+    second = render_table(["memory plan"] + [name for name, _ in buckets[0]], rows, fmt)
     return f"{first}\n\nloss by position within the segment (more context to the right):\n{second}"
+
+
+def _whole(x: float) -> float | int:
+    return int(x) if math.isfinite(x) and x == int(x) else x

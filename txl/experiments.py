@@ -72,6 +72,18 @@ class Experiment:
     baseline: str | None = None  # the variant others are compared with, paired by seed; None: the first
     data_tag: str = ""  # set when run on other data than its definition's: its results then go to a folder of their own
 
+    def title(self, rows: list[dict]) -> str:
+        """Name, scale and the data the rows were measured on (corpus, tokenizer, split and its size), for reports."""
+        data = next((r["data"] for r in rows if r.get("data")), None)
+        split = next((r["metrics"].get("split") for r in rows if r["metrics"].get("split")), None)
+        on = ""
+        if data:
+            tokens = data.get("tokens", {}).get(split) if split else None
+            on = f" on {data['corpus']} ({data['tokenizer']}" + (f", {split} split of {tokens:,} tokens" if tokens else "") + ")"
+        elif split:
+            on = f" ({split} split)"
+        return f"{self.name} ({self.scale}){on}: {self.description}"
+
     @property
     def folder(self) -> str:
         """NAME/SCALE, or NAME/SCALE-on-TAG on other data, under the results root."""

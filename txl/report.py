@@ -10,7 +10,7 @@ from typing import Callable
 
 from txl.io import atomic_path, atomic_write_text
 from txl.stats import Interval, bootstrap_difference, mean_interval, paired_difference
-from txl.table import format_table
+from txl.table import format_table, render_table
 
 METRICS = ("accuracy", "ppl", "bpc", "bpb", "loss")  # the first one a row has is its headline
 HIGHER_IS_BETTER = {"accuracy"}
@@ -184,6 +184,25 @@ def _yerr(g: Group):
     return None if i is None or i.kind == "one seed" else [[g.mean - i.lo], [i.hi - g.mean]]
 
 
+def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -> tuple[list[str], list[list]]:
+    """The report as raw numbers (intervals as separate columns), for CSV and LaTeX."""
+    headers = ["group", "variant", "kind", "memory", "range", "attn", "cached_positions", "memory_mib", "receptive_field",
+               metric, f"{metric}_lo", f"{metric}_hi", "seeds", "interval", f"minus_{baseline or 'baseline'}", "diff_lo", "diff_hi",
+               "diff_interval", "beyond_noise", "pareto"]
+    rows = []
+    for g in groups:
+        i, d = g.interval, g.vs_baseline
+        rows.append([
+            g.group, g.variant, g.kind, g.plan["memory"], g.plan["range"], g.plan["attn"], g.budget["cached_positions"],
+            g.budget["memory_bytes"] / 2**20, _whole(g.budget["receptive_field"]), i.mean,
+            None if i.kind == "one seed" else i.lo, None if i.kind == "one seed" else i.hi, len(g.values), i.kind,
+            None if d is None else d.mean, None if d is None or d.kind == "one seed" else d.lo,
+            None if d is None or d.kind == "one seed" else d.hi, None if d is None else d.kind,
+            None if d is None else d.excludes_zero, "frontier" if g.pareto else ("near" if g.near_frontier else ""),
+        ])
+    return headers, rows
+
+
 def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths: list[Path]) -> None:
     """Quality against budget with 95% intervals over seeds; the Pareto frontier drawn through the means.
 
@@ -277,12 +296,18 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"markdown": out_dir / "report.md"}
     atomic_write_text(files["markdown"], f"# {title}\n\n{markdown}\n\n{legend(metric, x_axis, name)}\n")
+    headers, raw = export_rows(groups, metric, name)
+    exports = {fmt: render_table(headers, raw, fmt) for fmt in ("csv", "latex")}
+    files["csv"], files["latex"] = out_dir / "report.csv", out_dir / "report.tex"
+    atomic_write_text(files["csv"], exports["csv"] + "\n")
+    atomic_write_text(files["latex"], f"% {title}\n" + exports["latex"] + "\n")
     if plot:
         files["png"], files["svg"] = out_dir / "report.png", out_dir / "report.svg"
         report_plot(groups, metric, x_axis, title, [files["png"], files["svg"]])
         files["tensorboard"] = out_dir / "tb-hparams"
         write_hparams(rows, metric, files["tensorboard"])
-    return {"metric": metric, "groups": groups, "table": text, "markdown": markdown, "files": files, "legend": legend(metric, x_axis, name)}
+    return {"metric": metric, "groups": groups, "table": text, "markdown": markdown, **exports, "files": files,
+            "legend": legend(metric, x_axis, name)}
 
 
 def legend(metric: str, x_axis: str, baseline: str | None) -> str:

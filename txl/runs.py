@@ -14,6 +14,7 @@ import json
 import math
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from txl import checkpoint as ckpt
 from txl.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, save_config, to_dict
 from txl.data import Corpus
 from txl.devices import pick_device
+from txl.evaluate import scalars
 from txl.errors import TxlError
 from txl.io import append_line, atomic_write_json, atomic_write_text, read_jsonl
 from txl.locks import FolderLock
@@ -123,6 +125,24 @@ def tokenizer_file(path: str | Path, run: RunConfig) -> str:
         return kind
     raise TxlError(f"{path} has no saved tokenizer, and a '{kind}' tokenizer built from other text would give other ids; "
                    "give the model's vocabulary file with --tokenizer")
+
+
+def run_root(checkpoint: Path) -> Path:
+    """The run folder a checkpoint folder belongs to (the folder itself when it is not under checkpoints/)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
+
+
+def record_evaluation(checkpoint: Path, record: dict, markdown: str) -> Path:
+    """Keep an evaluation with its run: evals/TIME.json (everything) and .md (the tables), and one line per
+    plan in evals.jsonl, the run's own results file (what `txl compare` reads)."""
+    root = run_root(checkpoint)
+    out = root / "evals" / time.strftime("%Y%m%d-%H%M%S")
+    atomic_write_json(out.with_suffix(".json"), record)
+    atomic_write_text(out.with_suffix(".md"), markdown + "\n")
+    for r in record["results"]:
+        row = {k: v for k, v in record.items() if k != "results"}
+        append_line(root / "evals.jsonl", json.dumps({**row, **scalars(r)}))
+    return out
 
 
 def prepare_resume(run_dir: Path, overrides: list[str]) -> RunConfig:

@@ -1,7 +1,9 @@
-"""Plain-text and Markdown tables for the terminal and for reports."""
+"""Tables for the terminal and for reports: plain text, Markdown, CSV and LaTeX."""
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any, Sequence
 
 
@@ -40,3 +42,35 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown
         out.append("  ".join("-" * w for w in widths))
     out += [line(r) for r in cells]
     return "\n".join(out)
+
+
+FORMATS = ("text", "markdown", "csv", "latex")
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "text") -> str:
+    """The table as text or Markdown (formatted numbers), CSV (raw values) or a LaTeX tabular."""
+    if fmt in ("text", "markdown"):
+        return format_table(headers, rows, markdown=fmt == "markdown")
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+        return buf.getvalue().rstrip("\n")
+    if fmt == "latex":
+        numeric = [bool(rows) and all(isinstance(r[c], (int, float)) or r[c] is None for r in rows) for c in range(len(headers))]
+        spec = "".join("r" if num else "l" for num in numeric)
+        lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(_tex(h) for h in headers) + r" \\", "\\midrule"]
+        lines += [" & ".join(_tex(_cell(v)) for v in row) + r" \\" for row in rows]
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines)
+    raise ValueError(f"unknown table format {fmt!r} (use {', '.join(FORMATS)})")
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    out = "".join(_TEX.get(ch, ch) for ch in str(text))
+    return out.replace(",", "{,}") if out[:1].isdigit() else out  # 1{,}024: a thousands comma, not a column break

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
+import time
 
 from txl.cli.args import command
 from txl.errors import TxlError
@@ -24,7 +27,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--corpus", help="evaluate on another corpus (a name or a path), read with the run's own tokenizer")
     p.add_argument("--tokenizer", help="with --corpus, for a model saved without its tokenizer: its vocabulary file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text", help="how to print the table")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -34,7 +38,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from txl.devices import pick_precision
     from txl.evaluate import Plan, evaluate_plans, metric_name, plans_tables
     from txl.protocols import get_protocol
-    from txl.runs import load_trained, tokenizer_file
+    from txl.runs import load_trained, record_evaluation, run_root, tokenizer_file
 
     for flag in ("tgt_len", "batch_size", "max_segments"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
@@ -64,13 +68,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     precision = pick_precision(run.train.precision, next(model.parameters()).device)
     results = evaluate_plans(model, corpus, plans, split, tgt_len, args.batch_size or e.batch_size, args.max_segments,
                              precision, not args.no_progress)
-    unknown = corpus.unknown.get(split)
+    unknown, metric = corpus.unknown.get(split), metric_name(corpus)
+    record = {"checkpoint": str(folder), "corpus": corpus.name, "data": corpus.identity(), "split": split, "metric": metric,
+              "protocol": proto.name if proto else None, "unknown_tokens": unknown, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "command": " ".join(shlex.quote(a) for a in sys.argv), "results": results}
+    header = f"checkpoint {folder}; {split} split ({len(corpus.splits[split]):,} {corpus.unit}s), segments of {tgt_len}, {corpus.name}"
+    saved = record_evaluation(folder, record, f"# {header}\n\n" + plans_tables(results, metric, "markdown"))
     if args.json:
-        print(json.dumps({"checkpoint": str(folder), "corpus": corpus.name, "unknown_tokens": unknown, "results": results}, indent=2))
+        print(json.dumps(record, indent=2))
         return 0
-    print(f"checkpoint {folder}; {split} split, segments of {tgt_len}, {corpus.name} ({corpus.unit}s)")
+    if args.format in ("csv", "latex"):
+        print(plans_tables(results, metric, args.format))
+        return 0
+    print(header)
     if unknown:
         total = len(corpus.splits[split])
         print(f"unknown    {unknown:,} of {total:,} {corpus.unit}s in {split} ({100 * unknown / max(total, 1):.2f}%) read as the unknown symbol")
-    print(plans_tables(results, metric_name(corpus)))
+    print(plans_tables(results, metric, args.format))
+    print(f"saved      {saved}.json, {saved}.md; one line per plan in {run_root(folder) / 'evals.jsonl'}")
     return 0

@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     mine = [r for r in rows if r["scale"] == exp.scale]
-    report = build_report(mine, report_title(exp, mine), results_path(root, exp).parent, exp.x_axis, baseline=exp.baseline)
+    report = build_report(mine, exp.title(mine), results_path(root, exp).parent, exp.x_axis, baseline=exp.baseline)
     print()
     print(report["table"])
     print(report["legend"])
@@ -77,17 +77,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"plot         {report['files'].get('png')}")
     print(f"tensorboard  tensorboard --logdir {results_path(root, exp).parent}")
     return 0
-
-
-def report_title(exp, rows: list[dict]) -> str:
-    """Experiment, scale, and the data its rows were measured on (corpus, tokenizer, split, tokens)."""
-    data = next((r["data"] for r in rows if r.get("data")), None)
-    split = next((r["metrics"].get("split") for r in rows if r["metrics"].get("split")), None)
-    on = ""
-    if data:
-        tokens = data.get("tokens", {}).get(split) if split else None
-        on = f" on {data['corpus']} ({data['tokenizer']}" + (f", {split} split of {tokens:,} tokens" if tokens else "") + ")"
-    return f"{exp.name} ({exp.scale}){on}: {exp.description}"
 
 
 def _list_args(p: argparse.ArgumentParser) -> None:
@@ -125,7 +114,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="the results of a run with --tokenizer (as given to txl run)")
     p.add_argument("--x-axis", choices=["cached_positions", "long_range_positions", "memory_bytes", "attn_flops_per_token", "receptive_field"],
                    help="what quality is plotted against (default: the experiment's choice)")
-    p.add_argument("--markdown", action="store_true", help="print the Markdown table")
+    p.add_argument("--markdown", action="store_true", help="print the Markdown table (as --format markdown)")
+    p.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text",
+                   help="what to print; report.md, report.csv and report.tex are written beside the results either way")
     p.add_argument("--no-plot", action="store_true")
 
 
@@ -140,10 +131,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = [r for r in read_results(path, say=lambda s: print(f"warning: {s}", file=sys.stderr)) if r["scale"] == args.scale]
     if not rows:
         raise TxlError(f"no results at {path}; run 'txl run {args.name} --scale {args.scale}' first")
-    report = build_report(rows, report_title(exp, rows), path.parent, args.x_axis or exp.x_axis,
+    report = build_report(rows, exp.title(rows), path.parent, args.x_axis or exp.x_axis,
                           plot=not args.no_plot, baseline=exp.baseline)
-    print(report["markdown"] if args.markdown else report["table"])
-    print(report["legend"])
+    fmt = "markdown" if args.markdown else args.format
+    print({"text": report["table"], "markdown": report["markdown"], "csv": report["csv"], "latex": report["latex"]}[fmt])
+    if fmt in ("text", "markdown"):
+        print(report["legend"])
     for kind, file in report["files"].items():
         print(f"{kind:<12} {file}")
     return 0
