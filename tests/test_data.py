@@ -419,3 +419,12 @@ def test_data_verify_command(tmp_path, capsys):
     folder = _folder_corpus(tmp_path)
     assert main(["data", "verify", str(folder), "--data-root", str(tmp_path / "cache")]) == 0
     assert "verified" in capsys.readouterr().out
+
+
+def test_a_folder_with_valid_and_test_but_no_train_says_so(tmp_path, capsys):
+    folder = tmp_path / "two"
+    folder.mkdir()
+    (folder / "valid.txt").write_text("some text\n" * 50)
+    (folder / "test.txt").write_text("more text\n" * 50)
+    with pytest.raises(TxlError, match=r"holds valid.txt and test.txt but no train file; add train.txt"):
+        load_corpus(DataConfig(corpus=str(folder), root=str(tmp_path / "cache")), progress=False)

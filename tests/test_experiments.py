@@ -130,6 +130,7 @@ def test_reports_render_from_the_results_file_alone(tmp_path, capsys):
     assert {r["variant"] for r in rows} == {"mem 0", "mem 2", "mem 4", "mem 8", "mem 16 (trained)", "mem 32"}
     assert {r["kind"] for r in rows} == {"train", "eval"}
     assert "*" in out  # a Pareto point
+    assert all(" " not in r["run_dir"] and "(" not in r["run_dir"] for r in rows)  # no quoting needed in a shell
 
 
 def test_seeds_train_every_variant_and_the_report_pairs_them(tmp_path, capsys):

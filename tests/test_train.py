@@ -352,3 +352,27 @@ def test_eval_keeps_its_results_exports_them_and_compare_puts_runs_side_by_side(
     assert out.count(str(tmp_path / "a")) >= 2 and out.count(str(tmp_path / "b")) >= 2  # each run, each plan
     assert (tmp_path / "compare.png").stat().st_size > 0 and (tmp_path / "compare.csv").read_text().startswith("run,")
     assert main(["compare", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_run_folder_records_versions_its_commands_and_a_banner(tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", "--steps", "2", "--run-dir", str(tmp_path / "run"), "--no-progress",
+                 "--set", f"data.root={tmp_path / 'data'}"]) == 0
+    err = capsys.readouterr().err
+    assert "training  " in err and "parameters" in err and "device     cpu x 1, fp32" in err and "capped at data.max_tokens" in err
+    versions = json.loads((tmp_path / "run" / "versions.json").read_text())
+    assert versions["torch"] == torch.__version__ and versions["txl"]
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--resume", "--steps", "3", "--no-progress"]) == 0
+    command = (tmp_path / "run" / "command.txt").read_text()
+    assert "--steps 2" in command and "# resumed at step 2:" in command and "--resume --steps 3" in command
+
+
+def test_word_generation_keeps_the_prompt_a_line_apart_from_nothing(tmp_path, capsys):
+    folder = tmp_path / "words"
+    folder.mkdir()
+    for split, n in (("train", 600), ("valid", 60), ("test", 60)):
+        (folder / f"{split}.txt").write_text("\n".join("the cat sat on the mat" for _ in range(n // 6)) + "\n")
+    run = tiny_run(tmp_path, **{"train.steps": 2, "data.corpus": str(folder), "data.tokenizer": "words"})
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    assert main(["generate", str(tmp_path / "run"), "--prompt", "the cat", "--tokens", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the cat ") and not out.startswith("the cat\n")  # a space, not glued, and no line ended

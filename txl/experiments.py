@@ -229,7 +229,9 @@ def read_results(path: Path, say: Callable[[str], None] | None = None) -> list[d
 
 
 def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
-    return root / exp.folder / "runs" / variant / f"seed{seed}"
+    """Where a variant's seed trains; the folder name keeps letters, digits and . _ = -, so no shell quoting is needed."""
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", variant).strip("-") or "variant"
+    return root / exp.folder / "runs" / slug / f"seed{seed}"
 
 
 def job_identity(exp: Experiment, job: Job) -> dict:

@@ -58,9 +58,14 @@ def generate_text(
     model: TransformerXL, tokenizer: Tokenizer, prompt: str, n_tokens: int, seed: int = 0, on_piece: Callable[[str], None] | None = None, **kw
 ) -> str:
     ids = [int(i) for i in tokenizer.encode(prompt.encode("utf-8"))] if prompt else []
+    words = tokenizer.unit == "word"
+    if words and ids and not prompt.endswith("\n") and tokenizer.decode(ids[-1:]).endswith("\n"):
+        ids = ids[:-1]  # the word tokenizer ends every line with <eos>; a prompt that does not end a line goes on
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     out: list[int] = []
     shown = ""
+    if words and prompt and not prompt[-1].isspace() and on_piece is not None:
+        on_piece(" ")  # words are joined by spaces: the first sampled word is not glued to the prompt's last
     for token in sample(model, ids, n_tokens, generator=gen, **kw):
         out.append(token)
         if on_piece is not None:

@@ -59,7 +59,8 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "metrics.jsonl").unlink(missing_ok=True)  # left by an attempt that died before its first checkpoint
         save_config(run, self.path / "config.json")
-        (self.path / "command.txt").write_text((command or " ".join(shlex.quote(a) for a in sys.argv)) + "\n")
+        atomic_write_text(self.path / "command.txt", _command(command) + "\n")
+        atomic_write_json(self.path / "versions.json", versions())
         tok_dir = self.path / "tokenizer"
         tok_dir.mkdir(exist_ok=True)
         if corpus.cache_dir is not None:
@@ -68,6 +69,19 @@ class RunFolder:
                     (tok_dir / name).write_bytes((corpus.cache_dir / name).read_bytes())
         else:
             corpus.tokenizer.save(tok_dir / "vocab.json")
+
+    def note_resume(self, step: int, command: str | None) -> None:
+        """Add the resuming command to command.txt, and this session's versions to versions.json."""
+        if not self.writes:
+            return
+        path = self.path / "command.txt"
+        before = path.read_text() if path.exists() else ""
+        atomic_write_text(path, before + f"# resumed at step {step}:\n{_command(command)}\n")
+        seen = json.loads((self.path / "versions.json").read_text()) if (self.path / "versions.json").exists() else {}
+        now = versions()
+        if {k: v for k, v in seen.items() if k != "resumed"} != now:
+            seen.setdefault("resumed", []).append({"step": step, **now})
+            atomic_write_json(self.path / "versions.json", seen)
 
     def rewind(self, step: int) -> None:
         """On resume from `step`: drop the log rows a killed process wrote after that checkpoint, so the
@@ -143,6 +157,29 @@ def record_evaluation(checkpoint: Path, record: dict, markdown: str) -> Path:
         row = {k: v for k, v in record.items() if k != "results"}
         append_line(root / "evals.jsonl", json.dumps({**row, **scalars(r)}))
     return out
+
+
+def _command(command: str | None) -> str:
+    return command or " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def versions() -> dict:
+    """What made a run: txl, torch, Python and numpy versions, and txl's git commit when it runs from a checkout."""
+    import platform
+    import subprocess
+
+    import numpy
+
+    from txl import __version__
+
+    commit = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"txl": __version__, "commit": commit, "torch": torch.__version__, "python": platform.python_version(),
+            "numpy": numpy.__version__}
 
 
 def prepare_resume(run_dir: Path, overrides: list[str]) -> RunConfig:

@@ -101,9 +101,11 @@ class Trainer:
         if resume:
             self._resume(existing)
             self.folder.rewind(self.step)
+            self.folder.note_resume(self.step, command)
         else:
             self.folder.start(run, self.corpus, command)
         self.folder.open_tensorboard()
+        self._say(self._banner(resume))
 
     # ------------------------------------------------------------------ the loop
 
@@ -252,6 +254,19 @@ class Trainer:
         b = budget(self.run.model, tc.tgt_len, tc.batch_size * self.dist.world, "bfloat16" if self.precision == "bf16" else "float32")
         self.folder.log({"step": 0, "cached_positions": b.cached_positions, "memory_mib": b.bytes / 2**20,
                          "params": b.params, "receptive_field": b.receptive_field[0]}, "budget")
+
+    def _banner(self, resume: bool) -> str:
+        """What is about to train, on what, where: printed once at the start."""
+        run, tc = self.run, self.run.train
+        limit = f", capped at data.max_tokens={run.data.max_tokens:,}" if run.data.max_tokens else ""
+        return "\n".join([
+            f"{'resuming' if resume else 'training'}  {self.model.num_params():,} parameters, {run.model.n_layer} layers, "
+            f"memory {describe(run.model)['memory']}" + (f" from step {self.step}" if resume else ""),
+            f"device     {self.device} x {self.dist.world}, {self.precision}, batch {tc.batch_size} x {tc.tgt_len} tokens, "
+            f"{tc.steps:,} steps",
+            f"data       {self.corpus.name} ({self.corpus.tokenizer.kind}): {len(self.corpus.splits['train']):,} training "
+            f"{self.corpus.unit}s{limit}",
+        ])
 
     def _say(self, text: str) -> None:
         if self.dist.main:

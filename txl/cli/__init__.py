@@ -9,6 +9,7 @@ imported below, and placed in FIRST where `txl --help` should list it.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Sequence
 
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = "txl " + " ".join(shlex.quote(a) for a in argv)  # what run folders record
     if not args.command:
         parser.print_help()
         return 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
 
 from txl.cli.args import command
@@ -71,7 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     unknown, metric = corpus.unknown.get(split), metric_name(corpus)
     record = {"checkpoint": str(folder), "corpus": corpus.name, "data": corpus.identity(), "split": split, "metric": metric,
               "protocol": proto.name if proto else None, "unknown_tokens": unknown, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "command": " ".join(shlex.quote(a) for a in sys.argv), "results": results}
+              "command": args.command_line, "results": results}
     header = f"checkpoint {folder}; {split} split ({len(corpus.splits[split]):,} {corpus.unit}s), segments of {tgt_len}, {corpus.name}"
     saved = record_evaluation(folder, record, f"# {header}\n\n" + plans_tables(results, metric, "markdown"))
     if args.json:

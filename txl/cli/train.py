@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         run = run_config_from_args(args)
     run_dir = Path(args.run_dir or Path("runs") / f"{args.preset or 'small'}-{time.strftime('%Y%m%d-%H%M%S')}")
-    trainer = Trainer(run, run_dir, resume=args.resume, progress=not args.no_progress)
+    trainer = Trainer(run, run_dir, resume=args.resume, progress=not args.no_progress, command=args.command_line)
     if trainer.dist.main:
         print(f"run folder   {run_dir}  (tensorboard --logdir {run_dir})", file=sys.stderr)
     ok = False

@@ -207,6 +207,10 @@ def fetch_local(path: Path, cfg: DataConfig) -> RawCorpus:
                 presplit[s] = candidate
     if cfg.split == "auto" and len(presplit) == 3:
         return RawCorpus(name, {s: (path / presplit[s]).read_bytes() for s in SPLITS}, {s: 1 for s in SPLITS}, str(path))
+    if cfg.split == "auto" and len(presplit) == 2 and len(names) == 2:
+        lacking = next(s for s in SPLITS if s not in presplit)
+        raise TxlError(f"folder {path} holds {' and '.join(presplit.values())} but no {lacking} file; add {lacking}.txt, "
+                       "or set data.split=files to split its files anew")
     if cfg.split == "contiguous":
         raw = split_contiguous(_join_files(path, names))
         return RawCorpus(name, raw, source=str(path))
