@@ -78,12 +78,14 @@ def test_shards_partition_jobs_and_keep_evaluations_with_their_model():
         assert all((j.variant.of, j.seed) in trained for j in part if not j.variant.trains)
 
 
+@pytest.mark.slow
 def test_unknown_experiment_and_scale(capsys):
     assert main(["run", "rae2020/nope"]) == 2
     assert "unknown experiment 'rae2020/nope'" in capsys.readouterr().err
     assert main(["list", "zzz*"]) == 2
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_completes_without_redoing_or_duplicating(tmp_path, monkeypatch):
     exp = get_experiment("rae2020/lrm-count", "tiny")
     exp.base.data.root = str(tmp_path / "data")
@@ -114,6 +116,7 @@ def test_interrupted_sweep_completes_without_redoing_or_duplicating(tmp_path, mo
     assert all("skipped" in s for s in again) and len(read_jsonl(results_path(tmp_path / "results", exp))) == len(keys)
 
 
+@pytest.mark.slow
 def test_reports_render_from_the_results_file_alone(tmp_path, capsys):
     assert main(["run", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-progress",
                  "--set", f"data.root={tmp_path / 'data'}"]) == 0
@@ -133,6 +136,7 @@ def test_reports_render_from_the_results_file_alone(tmp_path, capsys):
     assert all(" " not in r["run_dir"] and "(" not in r["run_dir"] for r in rows)  # no quoting needed in a shell
 
 
+@pytest.mark.slow
 def test_seeds_train_every_variant_and_the_report_pairs_them(tmp_path, capsys):
     results = tmp_path / "r"
     assert main(["run", "quickstart", "--scale", "tiny", "--seeds", "2", "--results", str(results), "--no-progress",
@@ -181,6 +185,7 @@ def test_pareto_frontiers_are_drawn_within_each_task(tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_sparse_memory_lags_plumbing_matches_ground_truth(tmp_path):
     """Small scale on a CPU: plans that cannot see the token an answer depends on stay at chance, the others learn.
 
@@ -221,6 +226,7 @@ def test_torchrun_sweep_records_each_result_once(tmp_path):
     assert proc.stdout.count("finished in") == 1
 
 
+@pytest.mark.slow
 def test_the_same_experiment_on_two_corpora_gives_two_result_sets(tmp_path, capsys):
     other = tmp_path / "other.txt"
     other.write_text("".join(f"line {i} of another text, not the standard library\n" for i in range(3000)))

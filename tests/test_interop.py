@@ -206,6 +206,7 @@ def test_import_then_eval_under_two_plans(tmp_path, capsys):
     assert all(r["bpb"] > 0 for r in results) and results[0]["loss"] != results[1]["loss"]
 
 
+@pytest.mark.slow
 def test_export_command_writes_both_layouts(tmp_path, capsys):
     from txl.presets import get_preset
     from txl.train import Trainer

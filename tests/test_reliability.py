@@ -152,6 +152,7 @@ def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path, 
         pass
 
 
+@pytest.mark.slow
 def test_a_sweep_skips_runs_another_process_trains_and_never_duplicates_rows(tmp_path, hold):
     exp = get_experiment("quickstart", "tiny")
     exp.base.data.root = str(tmp_path / "data")
@@ -205,6 +206,7 @@ def damaged_copy(trained, tmp_path, damage: str):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated weights", "random weights", "config disagrees with the weights", "garbage config.json"])
 def test_a_damaged_checkpoint_is_one_line_naming_the_file(trained, tmp_path, capsys, damage):
     run = damaged_copy(trained, tmp_path, damage)
@@ -213,6 +215,7 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(trained, tmp_path, cap
     assert "\n" not in err and "Traceback" not in err and ("model.safetensors" in err or "config.json" in err), err
 
 
+@pytest.mark.slow
 def test_a_damaged_results_file_reports_its_good_rows_and_names_the_bad_lines(tmp_path, capsys):
     exp = get_experiment("quickstart", "tiny")
     exp.base.data.root = str(tmp_path / "data")

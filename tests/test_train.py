@@ -45,6 +45,7 @@ def weights(run_dir: Path) -> dict:
     return load_file(str(ckpt.find_checkpoint(run_dir) / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_short_run_beats_the_unigram_baseline(tmp_path):
     """A tiny model learns more than byte frequencies within seconds of CPU training.
 
@@ -65,6 +66,7 @@ def test_short_run_beats_the_unigram_baseline(tmp_path):
     assert (tmp_path / "run" / "eval.json").exists() and (tmp_path / "run" / "result.json").exists()
 
 
+@pytest.mark.slow
 def test_run_folder_holds_config_command_metrics_and_tensorboard(tmp_path):
     run = tiny_run(tmp_path, **{"train.steps": 20, "train.eval_every": 10, "train.save_every": 10})
     Trainer(run, tmp_path / "run", progress=False, command="txl train --preset tiny").fit()
@@ -82,6 +84,7 @@ def test_run_folder_holds_config_command_metrics_and_tensorboard(tmp_path):
         Trainer(run, folder, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accum", [1, 2])
 def test_resume_gives_identical_losses_and_weights(tmp_path, accum):
     sets = {"train.steps": 24, "train.log_every": 1, "model.dropout": 0.1, "model.dropatt": 0.1, "train.grad_accum": accum,
@@ -95,6 +98,7 @@ def test_resume_gives_identical_losses_and_weights(tmp_path, accum):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_step_saves_the_last_whole_step_and_resumes_exactly(tmp_path, monkeypatch):
     sets = {"train.steps": 16, "train.log_every": 1, "model.dropout": 0.1, "data.max_tokens": 20_000}
     Trainer(tiny_run(tmp_path, **sets), tmp_path / "straight", progress=False).fit()
@@ -134,6 +138,7 @@ def signal_inside_the_update(trainer, monkeypatch, at_step: int, times: int) -> 
     monkeypatch.setattr(opt, "step", step)
 
 
+@pytest.mark.slow
 def test_ctrl_c_inside_the_update_finishes_the_step_then_saves_and_resumes_exactly(tmp_path, monkeypatch):
     sets = {"train.steps": 16, "train.log_every": 5, "model.dropout": 0.1, "data.max_tokens": 20_000}
     Trainer(tiny_run(tmp_path, **sets), tmp_path / "straight", progress=False).fit()
@@ -149,6 +154,7 @@ def test_ctrl_c_inside_the_update_finishes_the_step_then_saves_and_resumes_exact
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_inside_the_update_stops_at_once_without_saving_a_half_step(tmp_path, monkeypatch):
     sets = {"train.steps": 16, "train.save_every": 4, "data.max_tokens": 20_000}
     Trainer(tiny_run(tmp_path, **sets), tmp_path / "straight", progress=False).fit()
@@ -162,6 +168,7 @@ def test_a_second_ctrl_c_inside_the_update_stops_at_once_without_saving_a_half_s
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
     run = tiny_run(tmp_path, **{"train.steps": 12, "train.save_every": 4})
     trainer = Trainer(run, tmp_path / "run", progress=False)
@@ -191,6 +198,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, monk
     assert result["step"] == 12
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_no_pickled_objects(tmp_path):
     Trainer(tiny_run(tmp_path, **{"train.steps": 4}), tmp_path / "run", progress=False).fit()
     state = ckpt.load_state(ckpt.find_checkpoint(tmp_path / "run"))  # weights_only=True
@@ -212,6 +220,7 @@ def test_learning_rate_schedule():
     assert lr_at(55, run.train) == pytest.approx(0.55)
 
 
+@pytest.mark.slow
 def test_flex_training_on_a_cpu_is_refused_up_front(tmp_path):
     run = tiny_run(tmp_path, **{"model.attn_impl": "flex"})
     with pytest.raises(TxlError, match="attn_impl=flex cannot train on a CPU"):
@@ -228,6 +237,7 @@ def test_the_original_learning_rate_schedule():
     assert lr_at(50, run.train) == pytest.approx(0.55) and lr_at(100, run.train) == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_eval_compares_memory_plans_in_one_command(tmp_path, capsys):
     Trainer(tiny_run(tmp_path, **{"train.steps": 30}), tmp_path / "run", progress=False).fit()
     assert main(["eval", str(tmp_path / "run"), "--memory", "0", "--memory", "32", "--json", "--no-progress"]) == 0
@@ -244,6 +254,7 @@ def test_eval_compares_memory_plans_in_one_command(tmp_path, capsys):
     assert "loss by position within the segment" in out and out.count("bpb") >= 1
 
 
+@pytest.mark.slow
 def test_eval_protocol_sets_the_published_settings_and_flags_win(tmp_path, capsys):
     run = tiny_run(tmp_path, **{"train.steps": 4})
     Trainer(run, tmp_path / "run", progress=False).fit()
@@ -258,6 +269,7 @@ def test_eval_protocol_sets_the_published_settings_and_flags_win(tmp_path, capsy
     assert "unknown protocol 'nope' (known: enwik8-base" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_generate_samples_text_with_memory(tmp_path, capsys):
     Trainer(tiny_run(tmp_path, **{"train.steps": 10}), tmp_path / "run", progress=False).fit()
     assert main(["generate", str(tmp_path / "run"), "--prompt", "def ", "--tokens", "40", "--top-k", "5", "--seed", "3"]) == 0
@@ -267,6 +279,7 @@ def test_generate_samples_text_with_memory(tmp_path, capsys):
     assert capsys.readouterr().out == first  # seeded
 
 
+@pytest.mark.slow
 def test_train_command_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--preset", "nope"]) == 2
     assert "unknown preset 'nope' (known: enwik8-base" in capsys.readouterr().err
@@ -300,6 +313,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-5) for k in wa)
 
 
+@pytest.mark.slow
 def test_eval_on_another_corpus_reads_it_with_the_runs_own_tokenizer(tmp_path, capsys):
     from txl.config import DataConfig
     from txl.data.corpora import fetch_local
@@ -332,6 +346,7 @@ def test_eval_on_another_corpus_reads_it_with_the_runs_own_tokenizer(tmp_path, c
     assert "read as the unknown symbol" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_keeps_its_results_exports_them_and_compare_puts_runs_side_by_side(tmp_path, capsys):
     for name in ("a", "b"):
         Trainer(tiny_run(tmp_path, **{"train.steps": 3, "train.seed": ord(name)}), tmp_path / name, progress=False).fit()
@@ -354,6 +369,7 @@ def test_eval_keeps_its_results_exports_them_and_compare_puts_runs_side_by_side(
     assert main(["compare", str(tmp_path / "nothing")]) == 2
 
 
+@pytest.mark.slow
 def test_a_run_folder_records_versions_its_commands_and_a_banner(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--steps", "2", "--run-dir", str(tmp_path / "run"), "--no-progress",
                  "--set", f"data.root={tmp_path / 'data'}"]) == 0
@@ -366,6 +382,7 @@ def test_a_run_folder_records_versions_its_commands_and_a_banner(tmp_path, capsy
     assert "--steps 2" in command and "# resumed at step 2:" in command and "--resume --steps 3" in command
 
 
+@pytest.mark.slow
 def test_word_generation_keeps_the_prompt_a_line_apart_from_nothing(tmp_path, capsys):
     folder = tmp_path / "words"
     folder.mkdir()
