@@ -397,21 +397,24 @@ def test_a_damaged_token_cache_is_detected_and_rebuilt(tmp_path, damage, full, c
 
 def test_leftovers_of_dead_builds_and_saves_are_removed(tmp_path):
     from txl import checkpoint as ckpt
+    from txl.io import owner_tag
 
     folder = _folder_corpus(tmp_path)
     cfg = DataConfig(corpus=str(folder), root=str(tmp_path / "cache"))
     cache = load_corpus(cfg, progress=False).cache_dir
     dead = _dead_pid()
-    stale = cache.with_name(f"{cache.name}.tmp-{dead}")
+    stale = cache.with_name(f"{cache.name}.tmp-{owner_tag(dead)}")
     stale.mkdir()
     (stale / "train.npy").write_bytes(b"partial")
-    live = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")  # a build in progress is left alone
+    live = cache.with_name(f"{cache.name}.tmp-{owner_tag()}")  # a build in progress is left alone
+    elsewhere = cache.with_name(f"{cache.name}.tmp-otherhost.{dead}")  # another host's: whether it lives cannot be seen
+    elsewhere.mkdir()
     live.mkdir()
     load_corpus(cfg, progress=False)
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and elsewhere.exists()
     root = tmp_path / "checkpoints"
-    (root / f".tmp-step-00000004-{dead}").mkdir(parents=True)
-    (root / f".last.link-{dead}").symlink_to("nowhere")
+    (root / f".tmp-step-00000004-{owner_tag(dead)}").mkdir(parents=True)
+    (root / f".last.link-{owner_tag(dead)}").symlink_to("nowhere")
     assert len(ckpt.clean_stale(root)) == 2 and list(root.iterdir()) == []
 
 

@@ -250,13 +250,13 @@ def test_unwritable_places_are_one_line_errors(tmp_path, capsys):
 
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
-    from txl.io import atomic_write_text
+    from txl.io import atomic_write_text, owner_tag
 
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    stale = tmp_path / f".x.json.abc123.tmp-{proc.pid}"
+    stale = tmp_path / f".x.json.abc123.tmp-{owner_tag(proc.pid)}"
     stale.write_text("half a file")
-    live = tmp_path / f".x.json.def456.tmp-{os.getpid()}"  # this process: a write in progress
+    live = tmp_path / f".x.json.def456.tmp-{owner_tag()}"  # this process: a write in progress
     live.write_text("")
     atomic_write_text(tmp_path / "x.json", "{}")
     assert not stale.exists() and live.exists() and (tmp_path / "x.json").read_text() == "{}"

@@ -110,3 +110,16 @@ def test_report_plot_draws_one_budget_by_variant(tmp_path):
     rows = [row(name, s, 2.0 + 0.1 * s + 0.01 * i, 32) for i, name in enumerate(["first", "interleave", "last"]) for s in range(2)]
     report = build_report(rows, "placement", tmp_path, baseline="interleave")
     assert report["files"]["png"].stat().st_size > 0
+
+
+def test_each_task_group_is_compared_with_its_own_baseline(tmp_path):
+    rows = []
+    for group in ("lag 8", "lag 32"):
+        for s in range(3):
+            for i, (name, cached) in enumerate((("long", 64), ("short", 8))):
+                r = row(f"{group} {name}", s, 2.0 + 0.1 * i + 0.01 * s * (1 + i), cached)
+                r["group"] = group
+                rows.append(r)
+    report = build_report(rows, "t", tmp_path, plot=False)
+    shorts = [g for g in report["groups"] if g.variant.endswith("short")]
+    assert len(shorts) == 2 and all(g.vs_baseline is not None and g.vs_baseline.mean == pytest.approx(0.11) for g in shorts)

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from txl.errors import TxlError
-from txl.io import atomic_write_json, remove_stale
+from txl.io import atomic_path, atomic_write_json, owner_tag, remove_stale
 
 
 def _fsync_dir(path: Path) -> None:
@@ -43,7 +43,7 @@ def save_checkpoint(
     clean_stale(root)
     folder = root / f"step-{step:08d}"
     if not (folder / "meta.json").exists():
-        tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
+        tmp = root / f".tmp-step-{step:08d}-{owner_tag()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
@@ -59,8 +59,12 @@ def save_checkpoint(
             _fsync_dir(root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    else:  # the same step again (the final evaluation after a scheduled save): the weights are the same, the state may not be
+        with atomic_path(folder / "state.pt") as tmp_state:
+            torch.save(state, tmp_state)
+        atomic_write_json(folder / "meta.json", {**meta, "step": step})
     for name in names:
-        link = root / f".{name}.link-{os.getpid()}"
+        link = root / f".{name}.link-{owner_tag()}"
         link.unlink(missing_ok=True)
         os.symlink(folder.name, link)
         os.replace(link, root / name)

@@ -153,6 +153,9 @@ def source_config(cfg: ModelConfig, layout_name: str) -> dict:
         "tie_projs": cfg.resolved_tie_projs(), "pre_lnorm": cfg.pre_lnorm, "same_length": cfg.same_length,
         "clamp_len": cfg.clamp_len if cfg.clamp_len is not None else -1, "mem_len": max(cfg.mem_lens),
         "dropout": cfg.dropout, "dropatt": cfg.dropatt, "untie_r": cfg.untie_r,
+        # the source's own code windows same_length at 0..mem_len-1; a txl model trained with the tf rule says so
+        # here, and txl import reads it back (the source's code ignores it)
+        "txl_same_length_rule": cfg.same_length_rule,
     }
     if layout_name == "original":
         return {"n_token": cfg.vocab_size, "tie_weight": cfg.tie_weight, "attn_type": 0, **common}
@@ -248,10 +251,13 @@ def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
         vocab_size=vocab, n_layer=n_layer, d_model=d_model, n_head=n_head, d_head=d_head, d_inner=d_inner,
         d_embed=d_embed, div_val=div_val, cutoffs=cutoffs, tie_weight=tie_weight, tie_projs=tie_projs,
         untie_r=untie_r, pre_lnorm=bool(hints.get("pre_lnorm", False)), same_length=bool(hints.get("same_length", False)),
-        same_length_rule="pt",  # both source layouts come from PyTorch code, whose window is 0..mem_len-1
+        # both source layouts come from PyTorch code, whose window is 0..mem_len-1, unless txl exported it
+        same_length_rule=hints.get("txl_same_length_rule", "pt"),
         clamp_len=clamp if clamp is not None and clamp > 0 else None,
         dropout=float(hints.get("dropout", 0.1)), dropatt=float(hints.get("dropatt", 0.0)),
     )
+    if cfg.same_length_rule not in ("tf", "pt"):
+        raise InteropError(f"txl_same_length_rule must be tf or pt, got {cfg.same_length_rule!r}")
     mem_len = hints.get("mem_len")
     return apply_plans(cfg, memory=str(512 if mem_len is None else int(mem_len)))
 

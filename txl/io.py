@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,7 +30,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(path.parent, f".{path.name}.*.tmp-*")  # left by a writer that was killed
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp-{os.getpid()}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp-{owner_tag()}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -83,19 +85,27 @@ def _drop_torn_tail(path: Path) -> None:
         f.truncate(content.rfind(b"\n") + 1)
 
 
-def remove_stale(folder: str | os.PathLike, pattern: str) -> list[Path]:
-    """Remove what processes that no longer run left behind: entries matching `pattern` whose name ends in -PID.
+def owner_tag(pid: int | None = None) -> str:
+    """HOST.PID: what a temporary file's name ends in, so that its writer can be told alive or gone."""
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+    return f"{host}.{os.getpid() if pid is None else pid}"
 
-    Temporary files and folders are named after the process writing them; one whose process
-    is gone was cut short (a kill, a crash) and is safe to remove.
+
+def remove_stale(folder: str | os.PathLike, pattern: str) -> list[Path]:
+    """Remove what processes that no longer run left behind: entries matching `pattern` whose name ends in -HOST.PID.
+
+    Temporary files and folders are named after the process writing them; one of this host
+    whose process is gone was cut short (a kill, a crash) and is safe to remove. Another
+    host's (a shared file system) are left alone: whether that process lives cannot be seen.
     """
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
+    here = owner_tag().rpartition(".")[0]
     for entry in folder.glob(pattern):
-        pid = entry.name.rpartition("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        host, _, pid = entry.name.rpartition("-")[2].rpartition(".")
+        if host == here and pid.isdigit() and not _alive(int(pid)):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

@@ -41,7 +41,11 @@ class FolderLock:
         while True:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if self._current(f):
+                    break
+                f.close()  # the holder removed this lock file as we took it: take the one there now
+                f = open(self.path, "a+")
+                continue
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     f.close()
@@ -54,6 +58,18 @@ class FolderLock:
         f.flush()
         self._file = f
         return self
+
+    def _current(self, f) -> bool:
+        """Whether the locked file is still the one at self.path (not unlinked by its last holder)."""
+        try:
+            return os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return False
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
 
     def release(self) -> None:
         if self._file is not None:

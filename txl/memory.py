@@ -292,8 +292,8 @@ def receptive_field(
     """(guaranteed, largest) reach of the top layer over a segment's positions, in tokens.
 
     The guaranteed reach is never less than sum_l min(attn_range[l], mem_len[l]), and
-    equals it with same_length; without it, later positions and paths through the
-    end of the previous segment reach further.
+    equals it with same_length under the tf rule (mem_len[l] - 1 under pt); without it,
+    later positions and paths through the end of the previous segment reach further.
     """
     r = reach_by_position(mem_lens, attn_ranges, tgt_len, same_length, unbounded)
     return float(r.min()), float(r.max())

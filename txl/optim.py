@@ -72,7 +72,7 @@ class TrainStep:
         self.chunks = cfg.grad_accum
         self.optimizer = make_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-        self.updating = False  # inside the parameter update: the weights may be half-changed
+        self.updating = False  # from the parameter update until the trainer has committed the step (it clears it)
 
     def __call__(self, segment, mems: list, step: int) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Optimizer step number `step` (0-based) on one batch of segments.
@@ -105,7 +105,6 @@ class TrainStep:
         self.updating = True
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.updating = False
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, norm, new_mems
 

@@ -88,12 +88,18 @@ def compare_with_baseline(groups: list[Group], metric: str, baseline: str | None
     With two or more shared seeds: t over the per-seed differences. With one: a paired
     bootstrap over evaluation blocks, when both rows carry the same blocks.
     """
-    names = {g.variant: g for g in groups}
-    base = names.get(baseline) if baseline else next((g for g in groups if g.kind == "train"), None)
-    if base is None:
+    bases: dict[str, Group] = {}
+    for g in groups:  # each task group is compared with its own first trained variant ...
+        if g.kind == "train":
+            bases.setdefault(g.group, g)
+    named = next((g for g in groups if g.variant == baseline), None)
+    if named is not None:  # ... unless the experiment names one
+        bases[named.group] = named
+    if not bases:
         return None
     for g in groups:
-        if g is base or g.group != base.group:
+        base = bases.get(g.group)
+        if base is None or g is base:
             continue
         shared = sorted(set(g.by_seed) & set(base.by_seed))
         if len(shared) >= 2:
@@ -106,7 +112,7 @@ def compare_with_baseline(groups: list[Group], metric: str, baseline: str | None
                     g.vs_baseline = bootstrap_difference(row["blocks"], ref["blocks"], to_metric)
                 except ValueError:
                     g.vs_baseline = None
-    return base
+    return named if named is not None or len(bases) > 1 else next(iter(bases.values()))
 
 
 def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
@@ -287,10 +293,11 @@ def build_report(
     """Table (terminal and Markdown), plot (PNG and SVG) and hparams, from result rows alone."""
     metric = headline_metric(rows)
     order = {name: i for i, name in enumerate(dict.fromkeys(r.get("group", "") for r in rows))}  # groups as first seen
-    groups = sorted(aggregate(rows, metric), key=lambda g: (order[g.group], g.budget[x_axis], g.variant))
+    groups = aggregate(rows, metric)  # in the order the experiment lists its variants: a group's first is its baseline
     base = compare_with_baseline(groups, metric, baseline)
+    groups.sort(key=lambda g: (order[g.group], g.budget[x_axis], g.variant))
     mark_pareto(groups, metric, x_axis)
-    name = base.variant if base else None
+    name = base.variant if base else ("its group's first" if any(g.vs_baseline for g in groups) else None)
     text = report_table(groups, metric, x_axis, baseline=name)
     markdown = report_table(groups, metric, x_axis, markdown=True, baseline=name)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -46,11 +46,12 @@ class RunFolder:
             self._lock.acquire()
 
     def unlock(self, remove_if_unused: bool = False) -> None:
-        """Let the folder go; with `remove_if_unused`, remove it if nothing but the lock was written."""
-        self._lock.release()
-        if remove_if_unused and self.writes and self.path.is_dir() and [p.name for p in self.path.iterdir()] == [".lock"]:
+        """Let the folder go; with `remove_if_unused`, remove it if nothing but the lock was written (while still
+        holding the lock, so no other process can have taken it meanwhile)."""
+        if remove_if_unused and self._lock.held and self.path.is_dir() and [p.name for p in self.path.iterdir()] == [".lock"]:
             (self.path / ".lock").unlink(missing_ok=True)
             self.path.rmdir()
+        self._lock.release()
 
     def start(self, run: RunConfig, corpus: Corpus, command: str | None) -> None:
         """A fresh run: its config, command line and tokenizer files."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 
 
 class StopRequests:
@@ -18,9 +19,12 @@ class StopRequests:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+    GRACE = 1.0  # seconds: a repeat within this is the same request (torchrun forwards a Ctrl-C to workers that saw it)
+
     def __init__(self, message: str = "stopping after this step (signal again to stop at once)"):
         self.message = message
         self.signal: int | None = None
+        self._first = 0.0
         self._previous: dict = {}
 
     @property
@@ -29,8 +33,10 @@ class StopRequests:
 
     def _handle(self, signum, frame) -> None:
         if self.signal is not None:
+            if time.monotonic() - self._first < self.GRACE:
+                return
             raise KeyboardInterrupt
-        self.signal = signum
+        self.signal, self._first = signum, time.monotonic()
         print(f"\n{signal.Signals(signum).name}: {self.message}", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "StopRequests":

@@ -135,5 +135,5 @@ def bootstrap_difference(
 
     rng = random.Random(seed)
     draws = sorted(diff([rng.randrange(n) for _ in range(n)]) for _ in range(resamples))
-    k = int(math.floor((1.0 - level) / 2.0 * resamples))
+    k = int(round((1.0 - level) / 2.0 * resamples))  # round, not floor: (1 - 0.9) / 2 * 2000 is 99.999...
     return Interval(diff(range(n)), draws[k], draws[resamples - 1 - k], n, "blocks")

@@ -146,11 +146,15 @@ class Trainer:
                         names.append("last")
                     if names:
                         self._save(tuple(names))
+                    self.step_fn.updating = False  # the step, its log row and its saves are whole
                     if stopping:
                         self._say(f"stopped after step {self.step}, saved; continue with: txl train --run-dir {self.folder.path} --resume")
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
-            if not self.step_fn.updating:  # the step in flight is discarded; the committed state is whole
+            # Stopped at once (a second signal): the step in flight is discarded and the committed state saved,
+            # unless the update or its bookkeeping had begun (then the last whole checkpoint stands), or other
+            # ranks may be anywhere (a save is a collective, so it is left to the last whole checkpoint too).
+            if not self.step_fn.updating and self.dist.world == 1:
                 self._save(("last",))
             raise
         finally:
@@ -212,14 +216,14 @@ class Trainer:
 
     def _save(self, names: tuple[str, ...]) -> None:
         """Write the committed state (end of the last finished step); every rank's memory goes to rank 0."""
-        gathered = self.dist.gather({"mems": ckpt.flatten_memory(self.mems), "rng": self.rng})
+        gathered = self.dist.gather({"mems": ckpt.flatten_memory(self.mems), "rng": self.rng, "interval": self.interval.state_dict()})
         state = {
             "step": self.step,
             "epoch": self.epoch,
             "index": self.index,
             "world": self.dist.world,
             "best_valid": self.best_valid,
-            "interval": self.interval.state_dict(),
+            "interval": [g["interval"] for g in gathered],  # each rank's own loss since its last row
             **self.step_fn.state_dict(),
             "mems": [g["mems"] for g in gathered],
             "rng": [g["rng"] for g in gathered],
@@ -236,7 +240,7 @@ class Trainer:
         self.step, self.epoch, self.index = state["step"], state["epoch"], state["index"]
         self.best_valid = state["best_valid"]
         if "interval" in state:
-            self.interval.load_state_dict(state["interval"])
+            self.interval.load_state_dict(state["interval"][self.dist.rank])
         self.mems = ckpt.unflatten_memory(state["mems"][self.dist.rank], self.run.train.grad_accum, self.run.model.n_layer, self.device)
         self.rng = state["rng"][self.dist.rank]
 

@@ -36,7 +36,7 @@ from txl.data.tokenizers import (
     smallest_dtype,
 )
 from txl.errors import TxlError
-from txl.io import atomic_write_json, remove_stale
+from txl.io import atomic_write_json, owner_tag, remove_stale
 from txl.table import format_table
 
 CACHE_VERSION = 2  # bump when the cache layout or a tokenizer's output changes (2: arrays carry checksums)
@@ -161,7 +161,12 @@ def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) ->
         problem = cache_problem(cache, full=verify)
         if problem is not None:
             _say(True, f"token cache {cache} is damaged ({problem}); rebuilding it")
-            shutil.rmtree(cache)
+            aside = cache.with_name(f"{cache.name}.damaged-{owner_tag()}")
+            try:
+                os.rename(cache, aside)  # one process wins; the others find it gone and rebuild or reuse the rebuilt one
+            except OSError:
+                pass
+            shutil.rmtree(aside, ignore_errors=True)
     if not cache.exists():
         _build_cache(raw, kind, cfg, folder, cache, settings, progress)
     return _limit(_open_cache(cache), cfg)
@@ -216,7 +221,7 @@ def _build_cache(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, cache
     start = time.time()
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _make_tokenizer(raw, kind, cfg, folder, progress)
-    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+    tmp = cache.with_name(f"{cache.name}.tmp-{owner_tag()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
