@@ -396,3 +396,28 @@ def test_word_generation_keeps_the_prompt_a_line_apart_from_nothing(tmp_path, ca
     assert main(["generate", str(tmp_path / "run"), "--prompt", "the cat", "--tokens", "5"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("the cat ") and not out.startswith("the cat\n")  # a space, not glued, and no line ended
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_final_evaluation_leaves_a_run_that_resumes_to_the_end(tmp_path, monkeypatch):
+    import txl.train
+
+    sets = {"train.steps": 6, "train.save_every": 3}
+    Trainer(tiny_run(tmp_path, **sets), tmp_path / "straight", progress=False).fit()
+    real = txl.train.evaluate
+
+    def interrupted(*a, **k):
+        if k.get("plan") is not None or len(a) > 8:  # the final evaluation (the one with the run's evaluation plan)
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(txl.train, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_run(tmp_path, **sets), tmp_path / "cut", progress=False).fit()
+    assert not (tmp_path / "cut" / "result.json").exists() and ckpt.read_meta(ckpt.find_checkpoint(tmp_path / "cut"))["step"] == 6
+    monkeypatch.setattr(txl.train, "evaluate", real)
+    result = Trainer(tiny_run(tmp_path, **sets), tmp_path / "cut", resume=True, progress=False).fit()
+    assert result["final"] is not None and (tmp_path / "cut" / "result.json").exists()
+    assert train_losses(tmp_path / "cut") == train_losses(tmp_path / "straight")
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)

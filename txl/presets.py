@@ -102,7 +102,7 @@ def small() -> RunConfig:
             steps=2000, batch_size=16, tgt_len=64, lr=1e-3, warmup=100, clip=0.25, eval_every=500, save_every=500,
             eval_segments=50, log_every=25,
         ),
-        eval=EvalConfig(split="test", tgt_len=32, batch_size=16, max_segments=200),
+        eval=EvalConfig(split="valid", tgt_len=32, batch_size=16, max_segments=200),
     )
 
 

@@ -179,8 +179,9 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def validate(self) -> dict:
-        tc = self.run.train
-        return evaluate(self.model, self.corpus, "valid", tc.tgt_len, self.run.eval.batch_size, tc.eval_segments, self.precision)
+        """Validation during training, with the segment length of the final evaluation so the numbers compare."""
+        tc, e = self.run.train, self.run.eval
+        return evaluate(self.model, self.corpus, "valid", e.tgt_len or tc.tgt_len, e.batch_size, tc.eval_segments, self.precision)
 
     def _evaluate_and_track(self) -> list[str]:
         """Validate (rank 0), log, and say whether this is the best checkpoint so far."""

@@ -70,7 +70,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     record = {"checkpoint": str(folder), "corpus": corpus.name, "data": corpus.identity(), "split": split, "metric": metric,
               "protocol": proto.name if proto else None, "unknown_tokens": unknown, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "command": args.command_line, "results": results}
-    header = f"checkpoint {folder}; {split} split ({len(corpus.splits[split]):,} {corpus.unit}s), segments of {tgt_len}, {corpus.name}"
+    purpose = "for choosing; report the test split once with --split test" if split == "valid" else "for reporting"
+    header = (f"checkpoint {folder}; {split} split ({len(corpus.splits[split]):,} {corpus.unit}s, {purpose}), "
+              f"segments of {tgt_len}, {corpus.name}")
     saved = record_evaluation(folder, record, f"# {header}\n\n" + plans_tables(results, metric, "markdown"))
     if args.json:
         print(json.dumps(record, indent=2))

@@ -306,7 +306,7 @@ class TrainConfig:
 class EvalConfig:
     """How a trained model is evaluated; the original evaluates with a longer memory than it trains with."""
 
-    split: Literal["valid", "test"] = "test"
+    split: Literal["valid", "test"] = "valid"  # choose on valid; report test once (txl eval --split test)
     tgt_len: int | None = None  # segment length; none = train.tgt_len
     batch_size: int = 10
     memory: str | None = None  # memory plan; none = the training plan
