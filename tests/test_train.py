@@ -421,3 +421,25 @@ def test_ctrl_c_during_the_final_evaluation_leaves_a_run_that_resumes_to_the_end
     assert train_losses(tmp_path / "cut") == train_losses(tmp_path / "straight")
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_layer_sensitivity_equals_evaluating_each_cut_plan(tmp_path, capsys):
+    from txl.analysis import layer_sensitivity
+    from txl.runs import load_trained
+
+    run = tiny_run(tmp_path, **{"train.steps": 20})
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    model, trained, _ = load_trained(tmp_path / "run", "cpu")
+    corpus = load_corpus(trained.data, progress=False)
+    base, rows = layer_sensitivity(model, corpus, "valid", 16, 4, 6, short=4)
+    assert [(r["layer"], r["mem_len"]) for r in rows] == [(0, 0), (0, 4), (1, 0), (1, 4)]  # memory 16 in both layers
+    assert main(["eval", str(tmp_path / "run"), "--memory", "4,16", "--split", "valid", "--tgt-len", "16", "--batch-size", "4",
+                 "--max-segments", "6", "--json", "--no-progress"]) == 0
+    same = json.loads(capsys.readouterr().out)["results"][0]
+    assert rows[1]["loss"] == pytest.approx(same["loss"], rel=1e-12)  # layer 0 cut to 4 is the plan 4,16
+    assert all(r["rise_lo"] <= r["rise"] <= r["rise_hi"] and r["rise"] == pytest.approx(r["loss"] - base["loss"]) for r in rows)
+    assert main(["analyze", "sensitivity", str(tmp_path / "run"), "--short", "4", "--max-segments", "6", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "memory sensitivity of" in out and "beyond noise" in out
+    assert (tmp_path / "run" / "analysis" / "sensitivity.png").stat().st_size > 0
