@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,3 +212,23 @@ def test_bad_memory_shape_is_rejected():
     model = build(n_layer=2)
     with pytest.raises(ValueError, match="memory has 1 layers, the model 2"):
         model(torch.zeros(1, 4, dtype=torch.long), [{}])
+
+
+def test_context_ablation_sees_nothing_beyond_the_receptive_field():
+    from types import SimpleNamespace
+
+    from txl.analysis import context_curve, effective_context
+
+    torch.manual_seed(0)
+    model = TransformerXL(tiny_config(n_layer=2, memory="0", attn_range="2")).eval()  # reach: 2 tokens per layer, 4 in all
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(6)  # an untrained model barely uses context; larger weights make it matter
+    corpus = SimpleNamespace(splits={"valid": np.random.default_rng(0).integers(0, 23, 5000)})
+    rows = context_curve(model, corpus, "valid", [0, 1, 8, 32], score=4, windows=16, segment=64)  # one segment per window
+    assert [r["context"] for r in rows] == [0, 1, 8, 32]
+    for r in rows[2:]:  # 8 and 32 tokens of context: beyond the reach, so cutting, shuffling or replacing it changes nothing
+        assert r["cut"] == pytest.approx(r["shuffled"], abs=1e-5) and r["cut"] == pytest.approx(r["random"], abs=1e-5)
+        assert r["cut"] == pytest.approx(rows[-1]["cut"], abs=1e-5)
+    assert abs(rows[0]["cut"] - rows[-1]["cut"]) > 1e-2  # within the reach, it does
+    assert effective_context(rows, tolerance=1e-5) == 8

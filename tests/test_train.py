@@ -443,3 +443,7 @@ def test_layer_sensitivity_equals_evaluating_each_cut_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "memory sensitivity of" in out and "beyond noise" in out
     assert (tmp_path / "run" / "analysis" / "sensitivity.png").stat().st_size > 0
+    assert main(["analyze", "context", str(tmp_path / "run"), "--lengths", "4,16", "--windows", "4", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "effective context of" in out and (tmp_path / "context.png").stat().st_size > 0
+    assert [r["context"] for r in json.loads((tmp_path / "context.json").read_text())["curves"][str(tmp_path / "run")]] == [0, 4, 16]

@@ -1,4 +1,4 @@
-"""Analyses of a trained model's memory. Built so far: per-layer memory sensitivity.
+"""Analyses of a trained model's memory: per-layer memory sensitivity, and context ablation.
 
 Sensitivity: cut one layer's memory at a time (to nothing, and to a short length), keep
 the others as trained, and measure how much the loss rises over the model as trained, on
@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from txl.data import Corpus
-from txl.evaluate import Plan, evaluate, metric_name
+from txl.errors import TxlError
+from txl.evaluate import Plan, autocast, evaluate, metric_name
 from txl.io import atomic_path, atomic_write_json, atomic_write_text
 from txl.model import TransformerXL
 from txl.stats import bootstrap_difference
@@ -79,3 +83,106 @@ def write_sensitivity(base: dict, rows: list[dict], corpus: Corpus, out_dir: Pat
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return files
+
+
+# --------------------------------------------------------------------------- context ablation
+
+CONDITIONS = ("cut", "shuffled", "random")
+
+
+@torch.no_grad()
+def context_curve(
+    model: TransformerXL, corpus: Corpus, split: str, lengths: list[int], score: int = 16, windows: int = 64,
+    segment: int = 32, seed: int = 0, precision: str = "fp32",
+) -> list[dict]:
+    """Loss on the last `score` tokens of a window as the usable context before them is limited to d tokens.
+
+    After Khandelwal et al. (2018): `cut` gives the model only the d nearest tokens; `shuffled`
+    keeps the farther ones (up to the largest d) in a random order; `random` replaces them by
+    text from elsewhere in the split. The text is read in segments of `segment` tokens with
+    the model's own memory plan, as in training; the same windows serve every d and condition.
+    """
+    ids = torch.as_tensor(np.asarray(corpus.splits[split], dtype=np.int64))
+    far = max(lengths)
+    span = far + score + 1
+    if len(ids) < 2 * span:
+        raise TxlError(f"the {split} split has {len(ids):,} tokens, too few for windows of {span:,}; use smaller --lengths")
+    g = torch.Generator().manual_seed(seed)
+    ends = torch.randint(span, len(ids), (windows,), generator=g)
+    donors = torch.randint(0, len(ids) - far, (windows,), generator=g)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        for d in sorted(lengths):
+            row = {"context": d}
+            for condition in CONDITIONS:
+                if condition != "cut" and d == far:
+                    row[condition] = row["cut"]  # nothing farther to disturb
+                    continue
+                width = d + score + 1 if condition == "cut" else span
+                batch = torch.stack([ids[e - width : e] for e in ends.tolist()])
+                if condition != "cut" and far > d:
+                    n_far = far - d
+                    for b in range(windows):
+                        if condition == "shuffled":
+                            batch[b, :n_far] = batch[b, :n_far][torch.randperm(n_far, generator=g)]
+                        else:
+                            batch[b, :n_far] = ids[donors[b] : donors[b] + n_far]
+                row[condition] = _last_loss(model, batch.to(device), score, segment, precision)
+            rows.append(row)
+    finally:
+        model.train(was_training)
+    return rows
+
+
+def _last_loss(model: TransformerXL, batch: torch.Tensor, score: int, segment: int, precision: str) -> float:
+    """Mean loss (nats/token) on the last `score` targets of each row, reading the rows in segments with memory."""
+    x, y = batch[:, :-1], batch[:, 1:]
+    mems, losses = None, []
+    with autocast(batch.device, precision):
+        for start in range(0, x.size(1), segment):
+            nll, mems = model(x[:, start : start + segment], mems, y[:, start : start + segment])
+            losses.append(nll.float())
+    return float(torch.cat(losses, 1)[:, -score:].mean())
+
+
+def effective_context(rows: list[dict], tolerance: float = 0.01) -> int:
+    """The shortest context from which on every `cut` loss is within `tolerance` nats of the longest context's."""
+    full = rows[-1]["cut"]
+    d = rows[-1]["context"]
+    for r in reversed(rows):
+        if abs(r["cut"] - full) > tolerance:
+            break
+        d = r["context"]
+    return d
+
+
+def context_table(curves: dict[str, list[dict]], fmt: str = "text") -> str:
+    headers = ["run", "context (tokens)", "loss: cut", "loss: far shuffled", "loss: far random"]
+    return render_table(headers, [[name, r["context"], r["cut"], r["shuffled"], r["random"]] for name, rows in curves.items() for r in rows], fmt)
+
+
+def plot_context(curves: dict[str, list[dict]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for n, (name, rows) in enumerate(curves.items()):
+        xs = [max(r["context"], 0.5) for r in rows]  # 0 drawn at 0.5 on the log axis
+        for condition, style in zip(CONDITIONS, ("-", "--", ":")):
+            ax.plot(xs, [r[condition] for r in rows], style, marker="o", color=f"C{n}", markersize=3,
+                    label=f"{name}: {condition}" if len(curves) > 1 or condition != "cut" else name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("usable context before the scored tokens (tokens; 0 drawn at 1/2)")
+    ax.set_ylabel("loss on the scored tokens (nats/token)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""txl analyze: what a trained model does with its memory (so far: per-layer memory sensitivity)."""
+"""txl analyze: what a trained model does with its memory (per-layer sensitivity, context ablation)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from txl.cli.args import Parser, command
+from txl.cli.args import Parser, command, int_list
 from txl.errors import TxlError
 
 
@@ -25,9 +25,55 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
     s.add_argument("--no-progress", action="store_true")
 
+    c = sub.add_parser("context", help="loss as the usable context is cut to d tokens (or the far part shuffled or replaced)",
+                       description="Context ablation after Khandelwal et al. (2018): loss on the last tokens of a window as the "
+                       "usable context before them is cut to d tokens, or the farther context is shuffled or replaced by other "
+                       "text; one curve per run, all runs on one plot, and each run's effective context.")
+    c.add_argument("paths", nargs="+", help="run folders or checkpoint folders")
+    c.add_argument("--lengths", type=lambda t: sorted({0, *int_list(t)}), default=[0, 4, 16, 64, 256, 1024],
+                   help="context lengths d (0 is always added; default 0,4,16,64,256,1024)")
+    c.add_argument("--score", type=int, default=16, help="scored tokens at the end of each window (default 16)")
+    c.add_argument("--windows", type=int, default=64, help="windows drawn from the split (default 64)")
+    c.add_argument("--tolerance", type=float, default=0.01, help="effective context: within this many nats of the longest")
+    c.add_argument("--split", choices=["valid", "test"], default="valid")
+    c.add_argument("--out", default=".", help="folder for context.json and context.png (default: here)")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
 
-@command("analyze", "what a trained model does with its memory: per-layer memory sensitivity", _analyze_args)
+
+def cmd_context(args: argparse.Namespace) -> int:
+    from txl.analysis import context_curve, context_table, effective_context, plot_context
+    from txl.data import load_corpus
+    from txl.devices import pick_precision
+    from txl.io import atomic_write_json
+    from txl.runs import load_trained
+
+    if args.score < 1 or args.windows < 1:
+        raise TxlError("--score and --windows must be >= 1")
+    curves, effective = {}, {}
+    for path in args.paths:
+        model, run, _ = load_trained(path, args.device)
+        corpus = load_corpus(run.data, progress=False)
+        precision = pick_precision(run.train.precision, next(model.parameters()).device)
+        print(f"{path}: {len(args.lengths)} context lengths x 3 conditions, {args.windows} windows ...", file=sys.stderr)
+        curves[path] = context_curve(model, corpus, args.split, args.lengths, args.score, args.windows,
+                                     run.eval.tgt_len or run.train.tgt_len, precision=precision)
+        effective[path] = effective_context(curves[path], args.tolerance)
+    out = Path(args.out)
+    atomic_write_json(out / "context.json", {"split": args.split, "score": args.score, "windows": args.windows,
+                                             "tolerance": args.tolerance, "curves": curves, "effective_context": effective})
+    plot_context(curves, out / "context.png", f"context ablation, {args.split} split, last {args.score} tokens of {args.windows} windows")
+    print(context_table(curves, args.format))
+    for path, d in effective.items():
+        print(f"effective context of {path}: {d} tokens (within {args.tolerance} nats of the longest context)")
+    print(f"json      {out / 'context.json'}\npng       {out / 'context.png'}")
+    return 0
+
+
+@command("analyze", "what a trained model does with its memory: per-layer sensitivity, context ablation", _analyze_args)
 def cmd_analyze(args: argparse.Namespace) -> int:
+    if args.analysis == "context":
+        return cmd_context(args)
     from txl.analysis import layer_sensitivity, sensitivity_table, write_sensitivity
     from txl.data import load_corpus
     from txl.devices import pick_precision
