@@ -447,3 +447,5 @@ def test_layer_sensitivity_equals_evaluating_each_cut_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "effective context of" in out and (tmp_path / "context.png").stat().st_size > 0
     assert [r["context"] for r in json.loads((tmp_path / "context.json").read_text())["curves"][str(tmp_path / "run")]] == [0, 4, 16]
+    assert main(["analyze", "attention", str(tmp_path / "run"), "--max-segments", "4"]) == 0
+    assert "mean distance" in capsys.readouterr().out and (tmp_path / "run" / "analysis" / "attention.png").stat().st_size > 0

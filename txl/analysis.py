@@ -1,4 +1,4 @@
-"""Analyses of a trained model's memory: per-layer memory sensitivity, and context ablation.
+"""Analyses of a trained model's memory: per-layer sensitivity, context ablation, and where each layer looks.
 
 Sensitivity: cut one layer's memory at a time (to nothing, and to a short length), keep
 the others as trained, and measure how much the loss rises over the model as trained, on
@@ -8,6 +8,8 @@ same model and text on both sides, so only the data's noise enters; see txl.stat
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +184,117 @@ def plot_context(curves: dict[str, list[dict]], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- where each layer looks
+
+
+def distance_edges(longest: int) -> list[float]:
+    """Log-spaced distance buckets [0, 1), [1, 2), [2, 4), ... up to `longest`, the last one open."""
+    edges = [0, 1]
+    while edges[-1] <= longest:
+        edges.append(edges[-1] * 2)
+    return [*edges[:-1], math.inf]
+
+
+class AttentionMass:
+    """Attention probability mass per layer, head and distance bucket, summed while the model evaluates.
+
+    A probe on the plain path's softmax: nothing is stored but the sums, whatever the length.
+    Layers whose variant has no attention probabilities (linear attention) never report; with
+    FastRPB the W V term is not part of the probabilities and is not counted.
+    """
+
+    def __init__(self, model: TransformerXL, edges: list[float], beyond: tuple[int, ...] = (16, 64, 256)):
+        self.layer = {id(block.attn): i for i, block in enumerate(model.layers)}
+        n, h = len(model.layers), model.cfg.n_head
+        self.edges, self.beyond = edges, beyond
+        self.bounds = torch.tensor(edges[1:-1], dtype=torch.float64)
+        self.mass = torch.zeros(n, h, len(edges) - 1, dtype=torch.float64)
+        self.distance = torch.zeros(n, h, dtype=torch.float64)
+        self.memory = torch.zeros(n, h, dtype=torch.float64)
+        self.far = torch.zeros(len(beyond), n, h, dtype=torch.float64)
+        self.queries = torch.zeros(n, dtype=torch.float64)
+
+    def __call__(self, attn, probs: torch.Tensor) -> None:
+        i = self.layer[id(attn)]
+        b, h, q, k = probs.shape
+        p = probs.detach().double().sum(0).cpu()  # (H, Q, K)
+        d = (k - q + torch.arange(q)[:, None] - torch.arange(k)[None, :]).clamp(min=0).double()  # future keys have p = 0
+        bucket = torch.bucketize(d, self.bounds, right=True).flatten()
+        self.mass[i].index_add_(1, bucket, p.reshape(h, -1))
+        self.distance[i] += (p * d).sum((1, 2))
+        self.memory[i] += p[:, :, : k - q].sum((1, 2))
+        for n, limit in enumerate(self.beyond):
+            self.far[n, i] += (p * (d > limit)).sum((1, 2))
+        self.queries[i] += b * q
+
+    def result(self) -> dict:
+        """Per layer and head: mass per bucket, mean attended distance, fraction in memory and beyond each k."""
+        per = self.queries.clamp(min=1)[:, None]
+        seen = (self.queries > 0).tolist()
+        return {
+            "edges": [e if math.isfinite(e) else None for e in self.edges],
+            "layers_with_probabilities": [i for i, s in enumerate(seen) if s],
+            "mass": (self.mass / per[..., None]).tolist(),
+            "mean_distance": (self.distance / per).tolist(),
+            "in_memory": (self.memory / per).tolist(),
+            "beyond": {str(k): (self.far[n] / per).tolist() for n, k in enumerate(self.beyond)},
+        }
+
+
+def attention_mass(model: TransformerXL, corpus: Corpus, split: str, tgt_len: int, batch_size: int,
+                   max_segments: int | None, precision: str = "fp32", progress: bool = False) -> dict:
+    """Where each layer looks, over an evaluation: on the plain path (the fast ones give the same outputs, tested,
+    but never form the probabilities)."""
+    edges = distance_edges(max(model.cfg.mem_lens) + tgt_len)
+    probe = AttentionMass(model, edges)
+    impl, model.cfg.attn_impl, model.probe = model.cfg.attn_impl, "plain", probe
+    try:
+        out = evaluate(model, corpus, split, tgt_len, batch_size, max_segments, precision, progress)
+    finally:
+        model.cfg.attn_impl, model.probe = impl, None
+    return {**probe.result(), "loss": out["loss"], "tokens": out["tokens"]}
+
+
+def attention_table(result: dict, model_cfg, fmt: str = "text") -> str:
+    """One row per layer (heads averaged): its variant, mean distance, mass in memory and beyond k tokens."""
+    headers = ["layer", "attention", "memory", "mean distance", "in memory", *[f"beyond {k}" for k in result["beyond"]]]
+    rows = []
+    for i, layer in enumerate(model_cfg.layers):
+        if i not in result["layers_with_probabilities"]:
+            rows.append([i, layer.label, layer.mem_len, "skipped: no attention probabilities (linear attention)", None,
+                         *[None for _ in result["beyond"]]])
+            continue
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        rows.append([i, layer.label, layer.mem_len, mean(result["mean_distance"][i]), mean(result["in_memory"][i]),
+                     *[mean(v[i]) for v in result["beyond"].values()]])
+    return render_table(headers, rows, fmt)
+
+
+def plot_attention(result: dict, path: Path, title: str) -> None:
+    """A heat map: layers (rows, bottom layer at the bottom) by distance bucket, mass averaged over heads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mass = np.array(result["mass"]).mean(1)  # (layers, buckets)
+    edges = result["edges"]
+    labels = [f"{int(a)}" if b is None or b - a == 1 else f"{int(a)}-{int(b) - 1}" for a, b in zip(edges, edges[1:])]
+    labels[-1] = f"{int(edges[-2])}+"
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(mass) + 1.8))
+    im = ax.imshow(mass, aspect="auto", origin="lower", cmap="viridis")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
+    ax.set_yticks(range(len(mass)))
+    ax.set_xlabel("query-key distance (tokens)")
+    ax.set_ylabel("layer")
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=8)
+    fig.colorbar(im, ax=ax, label="attention mass (heads averaged)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

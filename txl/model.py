@@ -98,6 +98,7 @@ class TransformerXL(nn.Module):
             self.r_w_bias = self.r_r_bias = None
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.head = AdaptiveSoftmax(cfg, self.embed)
+        self.probe = None  # set by an analysis to see attention probabilities (txl.analysis); never saved
         self.init_weights()
 
     # ------------------------------------------------------------------ parameters
@@ -206,6 +207,7 @@ class TransformerXL(nn.Module):
             r_w_bias=self.r_w_bias,
             r_r_bias=self.r_r_bias,
             impl=resolve_impl(self.cfg.attn_impl, device),
+            probe=self.probe,
         )
 
     def hidden(self, tokens: torch.Tensor, mems: Memory | None = None) -> tuple[torch.Tensor, Memory]:

@@ -25,6 +25,7 @@ class AttnContext:
     r_w_bias: torch.Tensor | None = None  # u: the global content bias
     r_r_bias: torch.Tensor | None = None  # v: the global position bias
     impl: str = "plain"  # plain (the reference), sdpa or flex: see txl.attention.fast
+    probe: Callable | None = None  # probe(attention module, probabilities (B, H, Q, K)) on the plain path: analyses
 
 
 class Attention(nn.Module):
@@ -171,7 +172,10 @@ class Attention(nn.Module):
         qlen, klen = scores.shape[-2:]
         mask = ctx.masks.visible(qlen, klen, limit)
         wide = scores.to(torch.promote_types(scores.dtype, torch.float32))  # bf16/fp16 scores softmax in float32
-        return wide.masked_fill(~mask, -math.inf).softmax(dim=-1)
+        probs = wide.masked_fill(~mask, -math.inf).softmax(dim=-1)
+        if ctx.probe is not None:
+            ctx.probe(self, probs)
+        return probs
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape

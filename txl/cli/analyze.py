@@ -1,4 +1,4 @@
-"""txl analyze: what a trained model does with its memory (per-layer sensitivity, context ablation)."""
+"""txl analyze: what a trained model does with its memory (where each layer looks, per-layer sensitivity, context ablation)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,38 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     c.add_argument("--device", default="auto")
     c.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
 
+    a = sub.add_parser("attention", help="where each layer looks: attention mass by distance, in memory, beyond k tokens",
+                       description="Attention probability mass per layer and head by log-spaced distance, the mean "
+                       "attended distance and the mass in memory and beyond k tokens, summed over an evaluation.")
+    a.add_argument("path", help="a run folder or a checkpoint folder")
+    a.add_argument("--split", choices=["valid", "test"], default="valid")
+    a.add_argument("--max-segments", type=int, help="segments to evaluate (default: the run's eval.max_segments)")
+    a.add_argument("--out", help="folder for attention.json and attention.png (default: RUN/analysis)")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from txl.analysis import attention_mass, attention_table, plot_attention
+    from txl.data import load_corpus
+    from txl.devices import pick_precision
+    from txl.io import atomic_write_json
+    from txl.runs import load_trained, run_root
+
+    model, run, folder = load_trained(args.path, args.device)
+    corpus = load_corpus(run.data, progress=False)
+    e = run.eval
+    result = attention_mass(model, corpus, args.split, e.tgt_len or run.train.tgt_len, e.batch_size,
+                            args.max_segments or e.max_segments, pick_precision(run.train.precision, next(model.parameters()).device))
+    out = Path(args.out) if args.out else run_root(folder) / "analysis"
+    title = f"where each layer looks: {folder} on {corpus.name}, {args.split} split ({result['tokens']:,} tokens)"
+    atomic_write_json(out / "attention.json", {"title": title, **result})
+    plot_attention(result, out / "attention.png", title)
+    print(title)
+    print(attention_table(result, model.cfg, args.format))
+    print(f"json      {out / 'attention.json'}\npng       {out / 'attention.png'}")
+    return 0
+
 
 def cmd_context(args: argparse.Namespace) -> int:
     from txl.analysis import context_curve, context_table, effective_context, plot_context
@@ -70,10 +102,12 @@ def cmd_context(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("analyze", "what a trained model does with its memory: per-layer sensitivity, context ablation", _analyze_args)
+@command("analyze", "what a trained model does with its memory: where each layer looks, sensitivity, context", _analyze_args)
 def cmd_analyze(args: argparse.Namespace) -> int:
     if args.analysis == "context":
         return cmd_context(args)
+    if args.analysis == "attention":
+        return cmd_attention(args)
     from txl.analysis import layer_sensitivity, sensitivity_table, write_sensitivity
     from txl.data import load_corpus
     from txl.devices import pick_precision
