@@ -18,7 +18,7 @@ import torch
 from txl.data import Corpus
 from txl.errors import TxlError
 from txl.evaluate import Plan, autocast, evaluate, metric_name
-from txl.io import atomic_path, atomic_write_json, atomic_write_text
+from txl.io import atomic_write_json, atomic_write_text, save_figure
 from txl.model import TransformerXL
 from txl.stats import bootstrap_difference
 from txl.table import render_table
@@ -81,9 +81,7 @@ def write_sensitivity(base: dict, rows: list[dict], corpus: Corpus, out_dir: Pat
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    with atomic_path(files["png"]) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, files["png"])
     return files
 
 
@@ -185,9 +183,7 @@ def plot_context(curves: dict[str, list[dict]], path: Path, title: str) -> None:
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- where each layer looks
@@ -296,6 +292,4 @@ def plot_attention(result: dict, path: Path, title: str) -> None:
     ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=8)
     fig.colorbar(im, ax=ax, label="attention mass (heads averaged)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

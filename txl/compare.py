@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from txl.errors import TxlError
-from txl.io import atomic_path, atomic_write_text, read_jsonl
+from txl.io import atomic_write_text, read_jsonl, save_figure
 from txl.table import render_table
 
 
@@ -60,6 +60,4 @@ def _plot(rows: list[list], metric: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from txl.io import atomic_path, atomic_write_text
+from txl.io import atomic_write_text, save_figure
 from txl.stats import Interval, bootstrap_difference, mean_interval, paired_difference
 from txl.table import format_table, render_table
 
@@ -264,10 +264,7 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    for path in paths:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=120)
-    plt.close(fig)
+    save_figure(fig, *paths)
 
 
 def write_hparams(rows: list[dict], metric: str, folder: Path) -> None:
