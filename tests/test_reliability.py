@@ -78,7 +78,7 @@ def test_out_of_domain_values_are_one_line_errors(key, value, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2, f"{key}={value} was accepted"
     assert "\n" not in err and err.startswith("txl train: error:") and "Traceback" not in err
-    assert key.rsplit(".", 1)[-1].split(".")[0] in err or key.split(".")[0] in err, err
+    assert key.rsplit(".", 1)[-1] in err, err  # the message names the field
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 

@@ -181,11 +181,9 @@ def blocks(seg_loss: torch.Tensor, seg_count: torch.Tensor, most: int = MAX_BLOC
     n_segments, streams = seg_loss.shape
     per_stream = max(1, min(n_segments, most // streams))
     edges = np.linspace(0, n_segments, per_stream + 1).astype(int)
-    loss, tokens = [], []
-    for b in range(streams):
-        for a, z in zip(edges, edges[1:]):
-            loss.append(float(seg_loss[a:z, b].sum()))
-            tokens.append(float(seg_count[a:z, b].sum()))
+    sums, counts = seg_loss.cpu().numpy(), seg_count.cpu().numpy()  # one copy from the device, not one per block
+    loss = [float(sums[a:z, b].sum()) for b in range(streams) for a, z in zip(edges, edges[1:])]
+    tokens = [float(counts[a:z, b].sum()) for b in range(streams) for a, z in zip(edges, edges[1:])]
     return {"loss": loss, "tokens": tokens}
 
 
