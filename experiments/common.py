@@ -23,11 +23,11 @@ def lm_base(scale: str) -> RunConfig:
         run.train.steps, run.train.eval_every, run.train.save_every = 800, 0, 400
         run.train.tgt_len, run.train.batch_size = 32, 16
         run.data.max_tokens = 1_000_000
-        run.eval = EvalConfig(split="test", tgt_len=32, batch_size=16, max_segments=120)
+        run.eval = EvalConfig(split="valid", tgt_len=32, batch_size=16, max_segments=120)
         return run
     run = get_preset("enwik8-large")  # 24 layers, d 1024: the model Rae & Razavi intervene on
     run.train.tgt_len = 512
-    run.eval = EvalConfig(split="test", tgt_len=512, batch_size=10)
+    run.eval = EvalConfig(split="valid", tgt_len=512, batch_size=10)
     return run
 
 

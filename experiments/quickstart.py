@@ -16,7 +16,7 @@ def quickstart(scale: str) -> Experiment:
     elif scale == "small":
         run.train.steps, run.train.eval_every, run.train.save_every = 1000, 0, 500
         run.data.max_tokens = 1_500_000
-        run.eval = EvalConfig(split="test", tgt_len=32, batch_size=16, max_segments=200)
+        run.eval = EvalConfig(split="valid", tgt_len=32, batch_size=16, max_segments=200)
     else:
         run = get_preset("enwik8-base")
         trained_mem = 512

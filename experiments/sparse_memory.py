@@ -30,7 +30,7 @@ def copy_base(scale: str) -> RunConfig:
             steps=steps, batch_size=16, tgt_len=16, lr=3e-3, warmup=20, clip=1.0, eval_every=0, save_every=0,
             log_every=50, schedule="constant",
         ),
-        eval=EvalConfig(split="test", tgt_len=16, batch_size=16, max_segments=30),
+        eval=EvalConfig(split="valid", tgt_len=16, batch_size=16, max_segments=30),
     )
 
 

@@ -243,3 +243,31 @@ def test_the_same_experiment_on_two_corpora_gives_two_result_sets(tmp_path, caps
     assert main(["report", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--corpus", str(other), "--no-plot"]) == 0
     out = capsys.readouterr().out
     assert "on other.txt (bytes" in (folders[0] / "report.md").read_text() and out.count("mem 16 (trained)") >= 1
+
+
+@pytest.mark.slow
+def test_variants_are_chosen_on_valid_and_test_is_scored_once_apart(tmp_path, capsys):
+    """`txl run` scores valid; `--test` scores every trained model on test without training again, once,
+    in rows of their own; each report shows one split and says which."""
+    r, data = str(tmp_path / "r"), f"data.root={tmp_path / 'data'}"
+    common = ["--scale", "tiny", "--results", r, "--no-progress"]
+    assert main(["run", "quickstart", *common, "--set", data]) == 0
+    assert main(["report", "quickstart", "--scale", "tiny", "--results", r, "--split", "test"]) == 2
+    assert "no test results" in capsys.readouterr().err
+    ckpts = sorted((tmp_path / "r" / "quickstart" / "tiny" / "runs").rglob("*.pt"))
+    stamps = [p.stat().st_mtime_ns for p in ckpts]
+    assert main(["run", "quickstart", *common, "--set", data, "--test"]) == 0
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps  # nothing trained again
+    rows = read_jsonl(tmp_path / "r" / "quickstart" / "tiny" / "results.jsonl")
+    by_split = {s: {x["variant"] for x in rows if x["metrics"]["split"] == s} for s in ("valid", "test")}
+    assert by_split["valid"] == by_split["test"] and len(rows) == 2 * len(by_split["valid"])
+    for v in by_split["valid"]:
+        pair = [x for x in rows if x["variant"] == v]
+        assert pair[0]["config_hash"] != pair[1]["config_hash"] and pair[0]["plan"] == pair[1]["plan"]
+    folder = tmp_path / "r" / "quickstart" / "tiny"
+    assert "valid split" in (folder / "report.md").read_text() and "test split" in (folder / "report-test.md").read_text()
+    assert "test split" not in (folder / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["run", "quickstart", *common, "--set", data, "--test"]) == 0
+    assert len(read_jsonl(folder / "results.jsonl")) == len(rows)  # scored once
+    assert "choose plans and variants on valid" in capsys.readouterr().out

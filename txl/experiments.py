@@ -234,13 +234,16 @@ def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
     return root / exp.folder / "runs" / slug / f"seed{seed}"
 
 
-def job_identity(exp: Experiment, job: Job) -> dict:
-    """Everything that makes a result what it is; its hash decides whether a job is already done."""
+def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
+    """Everything that makes a result what it is; its hash decides whether a job is already done. A `split`
+    other than the experiment's own (the test split, scored once for reporting) is part of it."""
     trained = exp.variant(job.variant.of) if job.variant.of else job.variant
     ident = {"train": to_dict(exp.config(trained, job.seed))}
     if job.variant.of:
         v = job.variant
         ident["eval"] = {"memory": v.memory, "attn_range": v.attn_range, "tgt_len": v.eval_tgt_len, "same_length": v.same_length}
+    if split is not None and split != exp.base.eval.split:
+        ident["split"] = split
     return ident
 
 
@@ -251,8 +254,12 @@ def run_experiment(
     overrides: list[str] | None = None,
     progress: bool = True,
     say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    split: str | None = None,
 ) -> list[dict]:
-    """Run every job of this shard that has no result yet; return all rows of the results table."""
+    """Run every job of this shard that has no result yet; return all rows of the results table.
+
+    With a `split` other than the experiment's (`txl run --test`), nothing trains: every variant's trained
+    model is scored on that split once, under the variant's own plan, and recorded beside the selection rows."""
     if overrides:
         apply_overrides(exp.base, overrides)
     check_run(exp.base)
@@ -264,10 +271,11 @@ def run_experiment(
     path = results_path(root, exp)
     done = {(r["variant"], r["seed"], r["config_hash"]) for r in read_results(path, say)}
     todo = shard(jobs(exp), *shard_spec)
+    final = split is not None and split != exp.base.eval.split
     held: set[tuple[str, int]] = set()  # (variant, seed) trained by another process right now
     alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
     for i, job in enumerate(todo, 1):
-        ident = job_identity(exp, job)
+        ident = job_identity(exp, job, split)
         digest = config_hash(ident)
         if (job.variant.name, job.seed, digest) in done:
             say(f"[{i}/{len(todo)}] {exp.name} {job.key}: done already, skipped")
@@ -276,7 +284,7 @@ def run_experiment(
         if (job.variant.of, job.seed) in held:
             say(f"[{i}/{len(todo)}] {exp.name} {job.key}: its model is being trained by another process, skipped")
             continue
-        if job.variant.trains:
+        if job.variant.trains and not final:
             folder = run_dir(root, exp, job.variant.name, job.seed)
             run = exp.config(job.variant, job.seed)
             resume = find_checkpoint(folder) is not None
@@ -299,7 +307,11 @@ def run_experiment(
         elif not main:
             continue
         else:
-            metrics, model_cfg, tgt_len, folder, data = _evaluate_variant(exp, job, root, progress, say, i, len(todo))
+            try:
+                metrics, model_cfg, tgt_len, folder, data = _evaluate_variant(exp, job, root, progress, say, i, len(todo), split)
+            except NotTrained as e:
+                say(f"[{i}/{len(todo)}] {exp.name} {job.key}: {e}; skipped")
+                continue
         b = budget(model_cfg, tgt_len)
         row = {
             "experiment": exp.name,
@@ -337,17 +349,30 @@ def run_experiment(
     return read_results(path)
 
 
-def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, i: int, n: int):
-    folder = run_dir(root, exp, job.variant.of, job.seed)
+class NotTrained(TxlError):
+    """An evaluation whose trained model is not there (yet)."""
+
+
+def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, i: int, n: int, split: str | None = None):
+    """Score a trained model: another variant's under this variant's plan, or (for the test split) a training
+    variant's own under its run's evaluation settings."""
     v = job.variant
-    say(f"[{i}/{n}] {exp.name} {job.key}: evaluating {v.of}'s model with memory {v.memory or 'as trained'}")
+    folder = run_dir(root, exp, v.of or v.name, job.seed)
+    if find_checkpoint(folder) is None:
+        raise NotTrained(f"no trained model in {folder}; run 'txl run {exp.name} --scale {exp.scale}' first")
+    split = split or exp.base.eval.split
+    what = f"{v.of}'s model with memory {v.memory or 'as trained'}" if v.of else "its trained model"
+    say(f"[{i}/{n}] {exp.name} {job.key}: evaluating {what} on the {split} split")
     model, run, _ = load_trained(folder, exp.base.train.device)
-    plan = Plan.parse(v.name, run.model.n_layer, v.memory, v.attn_range, same_length=v.same_length)
+    if v.of:
+        plan = Plan.parse(v.name, run.model.n_layer, v.memory, v.attn_range, same_length=v.same_length)
+    else:
+        plan = Plan.of_run(run)
     corpus = load_corpus(run.data, progress=progress)
     tgt_len = v.eval_tgt_len or run.eval.tgt_len or run.train.tgt_len
     device = next(model.parameters()).device
     metrics = evaluate(
-        model, corpus, run.eval.split, tgt_len, run.eval.batch_size, run.eval.max_segments,
+        model, corpus, split, tgt_len, run.eval.batch_size, run.eval.max_segments,
         pick_precision(run.train.precision, device), progress, plan,
     )
     return metrics, plan.config(run.model), tgt_len, folder, corpus.identity()

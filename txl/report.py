@@ -56,6 +56,15 @@ class Group:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
 
+def rows_of_split(rows: list[dict], split: str | None = None) -> tuple[str | None, list[dict]]:
+    """The rows scored on one split, so a report never mixes choosing (valid) with reporting (test): `split`,
+    or by default valid where there is any, else the one split the rows have."""
+    present = list(dict.fromkeys(r["metrics"].get("split") for r in rows))
+    if split is None:
+        split = "valid" if "valid" in present else (present[0] if present else None)
+    return split, [r for r in rows if r["metrics"].get("split") == split]
+
+
 def aggregate(rows: list[dict], metric: str) -> list[Group]:
     """One group per variant in the order first seen; the latest row wins when a (variant, seed) repeats."""
     latest: dict[tuple[str, int], dict] = {}
@@ -285,9 +294,11 @@ def write_hparams(rows: list[dict], metric: str, folder: Path) -> None:
 
 
 def build_report(
-    rows: list[dict], title: str, out_dir: Path, x_axis: str = "cached_positions", plot: bool = True, baseline: str | None = None
+    rows: list[dict], title: str, out_dir: Path, x_axis: str = "cached_positions", plot: bool = True, baseline: str | None = None,
+    stem: str = "report",
 ) -> dict:
-    """Table (terminal and Markdown), plot (PNG and SVG) and hparams, from result rows alone."""
+    """Table (terminal and Markdown), plot (PNG and SVG) and hparams, from result rows alone, written to
+    out_dir/STEM.{md,csv,tex,png,svg} (and TensorBoard hparams in tb-hparams, or STEM-tb-hparams)."""
     metric = headline_metric(rows)
     order = {name: i for i, name in enumerate(dict.fromkeys(r.get("group", "") for r in rows))}  # groups as first seen
     groups = aggregate(rows, metric)  # in the order the experiment lists its variants: a group's first is its baseline
@@ -298,17 +309,17 @@ def build_report(
     text = report_table(groups, metric, x_axis, baseline=name)
     markdown = report_table(groups, metric, x_axis, markdown=True, baseline=name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"markdown": out_dir / "report.md"}
+    files = {"markdown": out_dir / f"{stem}.md"}
     atomic_write_text(files["markdown"], f"# {title}\n\n{markdown}\n\n{legend(metric, x_axis, name)}\n")
     headers, raw = export_rows(groups, metric, name)
     exports = {fmt: render_table(headers, raw, fmt) for fmt in ("csv", "latex")}
-    files["csv"], files["latex"] = out_dir / "report.csv", out_dir / "report.tex"
+    files["csv"], files["latex"] = out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"
     atomic_write_text(files["csv"], exports["csv"] + "\n")
     atomic_write_text(files["latex"], f"% {title}\n" + exports["latex"] + "\n")
     if plot:
-        files["png"], files["svg"] = out_dir / "report.png", out_dir / "report.svg"
+        files["png"], files["svg"] = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
         report_plot(groups, metric, x_axis, title, [files["png"], files["svg"]])
-        files["tensorboard"] = out_dir / "tb-hparams"
+        files["tensorboard"] = out_dir / ("tb-hparams" if stem == "report" else f"{stem}-tb-hparams")
         write_hparams(rows, metric, files["tensorboard"])
     return {"metric": metric, "groups": groups, "table": text, "markdown": markdown, **exports, "files": files,
             "legend": legend(metric, x_axis, name)}

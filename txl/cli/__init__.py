@@ -13,7 +13,7 @@ import shlex
 import sys
 from typing import Sequence
 
-from txl.cli import analyze, bench, budget, compare, data, evaluate, experiments, generate, interop, train  # noqa: F401  (registers the commands)
+from txl.cli import analyze, bench, budget, compare, data, evaluate, experiments, generate, interop, listing, train  # noqa: F401  (registers the commands)
 from txl.cli.args import COMMANDS, Parser
 from txl.errors import TxlError
 

@@ -1,4 +1,4 @@
-"""txl run, txl list, txl report: named experiments, run side by side and reported against memory budget."""
+"""txl run, txl report: named experiments, run side by side and reported against memory budget."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="training steps per run")
     p.add_argument("--seeds", type=int, metavar="N", help="train (and evaluate) every variant with seeds 0..N-1 (default: the experiment's)")
     p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--test", action="store_true",
+                   help="then score every variant's trained model on the test split, once, for reporting (variants are chosen on valid)")
     add_overrides(p, help="override the base config of every variant")
     p.add_argument("--no-progress", action="store_true")
 
@@ -45,7 +47,6 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from txl.distributed import finish_distributed
     from txl.experiments import get_experiment, results_path, retarget, run_experiment
-    from txl.report import build_report
 
     load_definitions()
     exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
@@ -62,47 +63,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     ok = False
     try:
         rows = run_experiment(exp, root, args.shard, overrides, progress=not args.no_progress)
+        if args.test:
+            rows = run_experiment(exp, root, args.shard, progress=not args.no_progress, split="test")
         ok = True
     finally:
         finish_distributed(ok)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     mine = [r for r in rows if r["scale"] == exp.scale]
-    report = build_report(mine, exp.title(mine), results_path(root, exp).parent, exp.x_axis, baseline=exp.baseline)
-    print()
-    print(report["table"])
-    print(report["legend"])
+    plots = [_report(exp, mine, root, split)["files"].get("png") for split in (["valid", "test"] if args.test else [None])]
     print()
     print(f"finished in {time.time() - start:.0f} s; results {results_path(root, exp)}")
-    print(f"plot         {report['files'].get('png')}")
+    print(f"plot         {', '.join(str(p) for p in plots)}")
     print(f"tensorboard  tensorboard --logdir {results_path(root, exp).parent}")
-    return 0
-
-
-def _list_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pattern", nargs="?", default="*", help="a glob over experiment names, e.g. 'rae2020/*'")
-
-
-@command("list", "named experiments, presets and attention variants", _list_args)
-def cmd_list(args: argparse.Namespace) -> int:
-    from txl.attention import VARIANTS
-    from txl.experiments import list_experiments
-    from txl.presets import PRESETS
-    from txl.protocols import PROTOCOLS
-    from txl.table import format_table
-
-    load_definitions()
-    found = list_experiments(args.pattern)
-    if not found:
-        raise TxlError(f"no experiment matches {args.pattern!r} (try 'txl list')")
-    print(format_table(["experiment", "what it compares"], found))
-    if args.pattern == "*":
-        print()
-        print(format_table(["preset", "what it is"], [[n, (fn.__doc__ or "").strip()] for n, fn in PRESETS.items()]))
-        print()
-        print(format_table(["attention", "what it does"], [[n, c.description] for n, c in VARIANTS.items()] + [["+fastrpb", "adds FastRPB's W V to any of them"]]))
-        print()
-        print(format_table(["protocol (txl eval --protocol)", "model", "settings"], [[p.name, p.description, p.settings()] for p in PROTOCOLS.values()]))
+    print(f"tensorboard  tensorboard --logdir {results_path(root, exp).parent}")
     return 0
 
 
@@ -117,13 +91,32 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", action="store_true", help="print the Markdown table (as --format markdown)")
     p.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text",
                    help="what to print; report.md, report.csv and report.tex are written beside the results either way")
+    p.add_argument("--split", choices=["valid", "test"],
+                   help="which split's scores to show (default valid, where variants are chosen; test after 'txl run --test')")
     p.add_argument("--no-plot", action="store_true")
+
+
+def _report(exp, rows: list[dict], root: Path, split: str | None, x_axis: str | None = None, plot: bool = True,
+            fmt: str = "text") -> dict:
+    """Build, print and return the report of one split's rows (report.* for valid, report-test.* for test)."""
+    from txl.experiments import results_path
+    from txl.report import build_report, rows_of_split
+
+    split, chosen = rows_of_split(rows, split)
+    if not chosen:
+        raise TxlError(f"no {split} results at {results_path(root, exp)}; run 'txl run {exp.name} --scale {exp.scale}"
+                       + (" --test'" if split == "test" else "'"))
+    report = build_report(chosen, exp.title(chosen), results_path(root, exp).parent, x_axis or exp.x_axis, plot=plot,
+                          baseline=exp.baseline, stem="report" if split == "valid" else f"report-{split}")
+    print("\n" + report[{"text": "table"}.get(fmt, fmt)])
+    if fmt in ("text", "markdown"):
+        print(report["legend"] + ("\ntest split: report these numbers; choose plans and variants on valid" if split == "test" else ""))
+    return report
 
 
 @command("report", "quality against memory budget from a results table: table, plot, Pareto frontier", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
     from txl.experiments import get_experiment, read_results, results_path, retarget
-    from txl.report import build_report
 
     load_definitions()
     exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
@@ -131,12 +124,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = [r for r in read_results(path, say=lambda s: print(f"warning: {s}", file=sys.stderr)) if r["scale"] == args.scale]
     if not rows:
         raise TxlError(f"no results at {path}; run 'txl run {args.name} --scale {args.scale}' first")
-    report = build_report(rows, exp.title(rows), path.parent, args.x_axis or exp.x_axis,
-                          plot=not args.no_plot, baseline=exp.baseline)
-    fmt = "markdown" if args.markdown else args.format
-    print({"text": report["table"], "markdown": report["markdown"], "csv": report["csv"], "latex": report["latex"]}[fmt])
-    if fmt in ("text", "markdown"):
-        print(report["legend"])
+    report = _report(exp, rows, Path(args.results), args.split, args.x_axis, not args.no_plot,
+                     "markdown" if args.markdown else args.format)
     for kind, file in report["files"].items():
         print(f"{kind:<12} {file}")
     return 0
