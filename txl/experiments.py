@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import fnmatch
 import hashlib
-import json
 import os
 import re
 import sys
@@ -25,17 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from txl.budget import budget
 from txl.checkpoint import find_checkpoint
 from txl.config import RunConfig, apply_overrides, to_dict
 from txl.data import load_corpus
 from txl.devices import pick_precision
 from txl.errors import TxlError
-from txl.evaluate import Plan, evaluate, scalars
-from txl.io import append_line, read_jsonl
-from txl.locks import FolderLock, LockedError
-from txl.plans import apply_plans, check_run, describe
+from txl.evaluate import Plan, evaluate
+from txl.locks import LockedError
+from txl.plans import apply_plans, check_run
 from txl.runs import load_trained, prepare_resume
+from txl.results import append_result, config_hash, read_results, result_row
 from txl.train import Trainer
 
 SCALES = ("tiny", "small", "paper")
@@ -71,6 +69,7 @@ class Experiment:
     x_axis: str = "cached_positions"  # what the report plots quality against
     baseline: str | None = None  # the variant others are compared with, paired by seed; None: the first
     data_tag: str = ""  # set when run on other data than its definition's: its results then go to a folder of their own
+    after: Callable | None = None  # after(exp, root, split, say): run once every job is done (analyses that add rows)
 
     def title(self, rows: list[dict]) -> str:
         """Name, scale and the data the rows were measured on (corpus, tokenizer, split and its size), for reports."""
@@ -137,7 +136,7 @@ def get_experiment(name: str, scale: str = "small") -> Experiment:
     for v in exp.variants:
         if v.of is not None and v.of not in names:
             raise ValueError(f"experiment {name}: variant {v.name} evaluates unknown variant {v.of}")
-    if exp.baseline is not None and exp.baseline not in names:
+    if exp.baseline is not None and exp.baseline not in names and exp.after is None:  # `after` may add the baseline's rows
         raise ValueError(f"experiment {name}: baseline {exp.baseline} is not one of its variants")
     return exp
 
@@ -177,10 +176,6 @@ def shard(all_jobs: list[Job], index: int, count: int) -> list[Job]:
     return [job for i, group in enumerate(groups) if i % count == index for job in group]
 
 
-def config_hash(data: dict) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def results_path(root: Path, exp: Experiment) -> Path:
     return root / exp.folder / "results.jsonl"
 
@@ -205,27 +200,6 @@ def retarget(exp: Experiment, corpus: str | None = None, tokenizer: str | None =
         parts.append(Path(tokenizer).stem)
     exp.data_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")
     return exp
-
-
-ROW_FIELDS = ("variant", "seed", "kind", "scale", "config_hash", "plan", "budget", "metrics")
-
-
-def read_results(path: Path, say: Callable[[str], None] | None = None) -> list[dict]:
-    """The whole rows of a results file; each damaged line (not JSON, not an object, a field missing) is
-    named through `say` and left out, so one bad line never hides the rest."""
-    problems: list[tuple[int, str]] = []
-    numbered = read_jsonl(path, on_bad=lambda n, why: problems.append((n, why)), numbered=True)
-    rows = []
-    for n, row in numbered:
-        missing = [f for f in ROW_FIELDS if f not in row]
-        if missing:
-            problems.append((n, f"lacks {', '.join(missing)}"))
-        else:
-            rows.append(row)
-    if problems and say is not None:
-        named = "; ".join(f"line {n} {why}" for n, why in sorted(problems)[:5])
-        say(f"{path}: {len(problems)} damaged lines left out ({named})")
-    return rows
 
 
 def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
@@ -312,40 +286,15 @@ def run_experiment(
             except NotTrained as e:
                 say(f"[{i}/{len(todo)}] {exp.name} {job.key}: {e}; skipped")
                 continue
-        b = budget(model_cfg, tgt_len)
-        row = {
-            "experiment": exp.name,
-            "scale": exp.scale,
-            "variant": job.variant.name,
-            "kind": "train" if job.variant.trains else "eval",
-            "of": job.variant.of,
-            "group": job.variant.group or (exp.variant(job.variant.of).group if job.variant.of else ""),
-            "seed": job.seed,
-            "config_hash": digest,
-            "data": data,
-            "plan": describe(model_cfg),
-            "budget": {
-                "cached_positions": b.cached_positions,
-                "long_range_positions": b.long_range_positions,
-                "memory_bytes": b.bytes,
-                "attn_flops_per_token": b.attn_flops_per_token,
-                "receptive_field": b.receptive_field[0],
-                "params": b.params,
-            },
-            "metrics": scalars(metrics),
-            "loss_by_position": metrics.get("loss_by_position"),
-            "blocks": metrics.get("blocks"),
-            "run_dir": str(folder),
-            "seconds": round(time.time() - start, 1),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        key = (job.variant.name, job.seed, digest)
-        with FolderLock(path.parent, wait=120):  # another sweep (an overlapping --shard) may have written it meanwhile
-            if key not in {(r["variant"], r["seed"], r["config_hash"]) for r in read_results(path)}:
-                append_line(path, json.dumps(row))
-        done.add(key)
+        row = result_row(exp, job.variant.name, "train" if job.variant.trains else "eval", job.seed, digest, metrics, model_cfg,
+                         tgt_len, folder, data, time.time() - start, of=job.variant.of,
+                         group=job.variant.group or (exp.variant(job.variant.of).group if job.variant.of else ""))
+        append_result(path, row)
+        done.add((job.variant.name, job.seed, digest))
     if held:
         say(f"{len(held)} training runs were held by another process; run the same command again when it ends to fill them in")
+    elif exp.after is not None and main and shard_spec[1] == 1:
+        exp.after(exp, root, split or exp.base.eval.split, say)  # analyses of the trained models, adding their own rows
     return read_results(path)
 
 

@@ -13,11 +13,11 @@ import shlex
 import sys
 from typing import Sequence
 
-from txl.cli import analyze, bench, budget, compare, data, evaluate, experiments, generate, interop, listing, train  # noqa: F401  (registers the commands)
+from txl.cli import analyze, bench, budget, compare, data, evaluate, experiments, generate, interop, listing, plan, train  # noqa: F401  (registers the commands)
 from txl.cli.args import COMMANDS, Parser
 from txl.errors import TxlError
 
-FIRST = ["run", "list", "report", "train", "eval", "compare", "analyze", "generate", "budget", "data", "import", "export", "bench"]
+FIRST = ["run", "list", "report", "train", "eval", "compare", "analyze", "plan", "generate", "budget", "data", "import", "export", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,7 +76,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"finished in {time.time() - start:.0f} s; results {results_path(root, exp)}")
     print(f"plot         {', '.join(str(p) for p in plots)}")
     print(f"tensorboard  tensorboard --logdir {results_path(root, exp).parent}")
-    print(f"tensorboard  tensorboard --logdir {results_path(root, exp).parent}")
     return 0
 
 
@@ -116,7 +115,8 @@ def _report(exp, rows: list[dict], root: Path, split: str | None, x_axis: str | 
 
 @command("report", "quality against memory budget from a results table: table, plot, Pareto frontier", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
-    from txl.experiments import get_experiment, read_results, results_path, retarget
+    from txl.experiments import get_experiment, results_path, retarget
+    from txl.results import read_results
 
     load_definitions()
     exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)

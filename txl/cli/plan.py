@@ -1,0 +1,85 @@
+"""txl plan: the per-layer memory plan that loses least under a budget, searched on a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from txl.cli.args import command, int_list
+from txl.errors import TxlError
+
+
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a run folder or a checkpoint folder")
+    b = p.add_mutually_exclusive_group(required=True)
+    b.add_argument("--budget", type=int, metavar="POSITIONS", help="cached positions per sequence, summed over layers")
+    b.add_argument("--budget-mib", type=float, metavar="MIB", help="MiB of cache per sequence (float32)")
+    b.add_argument("--budget-of", metavar="PLAN", help="the cached positions of this memory plan, e.g. lrm=1@interleave:64,srm=8")
+    p.add_argument("--lengths", type=int_list, help="the grid of per-layer memory lengths (default 0 and the longest trained /8, /4, /2, /1)")
+    p.add_argument("--confirm", type=int, default=6, help="plans the sensitivities predict best that are evaluated (default 6)")
+    p.add_argument("--refine", type=int, default=12, help="at most this many evaluations of the local search after (default 12)")
+    p.add_argument("--split", choices=["valid", "test"], default="valid", help="default valid: plans are chosen, not reported")
+    p.add_argument("--max-segments", type=int, help="segments per evaluation (default: the run's eval.max_segments)")
+    p.add_argument("--out", help="folder for plan-BUDGET.json/.md/.png (default: RUN/analysis)")
+    p.add_argument("--append", metavar="EXPERIMENT", help="append the best and the reference plans to this experiment's results")
+    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small", help="with --append: the experiment's scale")
+    p.add_argument("--results", default="results", help="with --append: the results folder (default results/)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("plan", "search the per-layer memory plan of least loss within a budget, beside Rae & Razavi's plans of that budget", _plan_args)
+def cmd_plan(args: argparse.Namespace) -> int:
+    from txl.data import load_corpus
+    from txl.devices import pick_precision
+    from txl.evaluate import Plan, metric_name
+    from txl.memory import MEMORY, parse_plan
+    from txl.planning import UNITS, layer_costs, search_plan, search_table, write_search
+    from txl.runs import load_trained, run_root
+
+    for flag in ("confirm", "refine", "max_segments"):
+        if getattr(args, flag) is not None and getattr(args, flag) < (0 if flag == "refine" else 1):
+            raise TxlError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'refine' else 1}, got {getattr(args, flag)}")
+    if (args.budget is not None and args.budget < 0) or (args.budget_mib is not None and not args.budget_mib >= 0):
+        raise TxlError("the budget must be a number >= 0")
+    model, run, folder = load_trained(args.path, args.device)
+    e = run.eval
+    tgt_len = e.tgt_len or run.train.tgt_len
+    base = Plan.of_run(run)
+    unit, limit = ("mib", args.budget_mib) if args.budget_mib is not None else ("positions", args.budget)
+    if args.budget_of:
+        try:
+            lens = parse_plan(args.budget_of, run.model.n_layer, MEMORY)
+        except ValueError as err:
+            raise TxlError(f"--budget-of: {err}") from None
+        limit = sum(c[v] for c, v in zip(layer_costs(run.model, sorted(set(lens)), tgt_len, unit, base), lens))
+    corpus = load_corpus(run.data, progress=not args.no_progress)
+    metric = metric_name(corpus)
+    say = (lambda s: None) if args.no_progress else (lambda s: print(s, file=sys.stderr))
+    start = time.time()
+    search = search_plan(model, corpus, args.split, tgt_len, e.batch_size, args.max_segments or e.max_segments, limit, unit,
+                         args.lengths, pick_precision(run.train.precision, next(model.parameters()).device),
+                         args.confirm, args.refine, say, base)
+    title = (f"memory plan search on {folder}: budget {limit:g} {UNITS[unit]}, {corpus.name} {args.split} split "
+             f"({search.trained.result['tokens']:,} tokens per plan)")
+    stem = write_search(search, Path(args.out) if args.out else run_root(folder) / "analysis", title, metric)
+    print(title)
+    print(search_table(search, metric, args.format, most=5))
+    print(f"best plan  {search.best.memory} (loss {search.best.loss:.4f}, cost {search.best.cost:g}); "
+          f"{len(search.evaluated)} plans evaluated in {time.time() - start:.0f} s")
+    print(f"check it   txl eval {args.path} --memory {search.best.memory} --split {args.split}"
+          + (f" --max-segments {args.max_segments}" if args.max_segments else ""))
+    if args.append:
+        from txl.cli.experiments import load_definitions
+        from txl.experiments import get_experiment, retarget
+        from txl.planning import append_plan_search
+
+        load_definitions()
+        exp = retarget(get_experiment(args.append, args.scale), run.data.corpus, run.data.tokenizer)
+        added = append_plan_search(exp, Path(args.results), search, run, folder, corpus, tgt_len)
+        print(f"appended   {added} rows to the results of {args.append} ({args.scale}); 'txl report {args.append}' draws them")
+    print(f"saved      {stem}.json, {stem}.md, {stem}.png")
+    return 0
