@@ -16,7 +16,8 @@ from pathlib import Path
 
 from experiments.common import lm_base, memory_lengths
 from txl.analysis import (
-    attention_mass, context_curve, effective_context, layer_sensitivity, plot_attention, plot_context, write_sensitivity,
+    attention_mass, context_curve, effective_context, image_to_tensorboard, layer_sensitivity, plot_attention, plot_context,
+    write_sensitivity,
 )
 from txl.data import load_corpus
 from txl.devices import pick_precision
@@ -50,13 +51,14 @@ def analyse(exp: Experiment, root: Path, split: str, say) -> None:
                              segments, precision, base)
             append_plan_search(exp, root, search, run, folder, corpus, tgt_len)
             continue
-        where = f"{exp.name} seed {seed}"
+        where, made = f"{exp.name} seed {seed}", []
         if not (out / "attention.json").exists():
             say(f"{where}: where each layer looks")
             mass = attention_mass(model, corpus, split, tgt_len, e.batch_size, segments, precision)
             title = f"where each layer looks: {TRAINED} ({exp.scale}, seed {seed}), {split} split"
             plot_attention(mass, out / "attention.png", title)
             atomic_write_json(out / "attention.json", {"title": title, **mass})
+            made.append("attention")
         if not (out / "context.json").exists():
             say(f"{where}: context ablation")
             lengths = sorted({0, 4, 16, 64, 4 * long} | {long})
@@ -64,10 +66,12 @@ def analyse(exp: Experiment, root: Path, split: str, say) -> None:
             plot_context({TRAINED: curve}, out / "context.png", f"context ablation: {TRAINED} ({exp.scale}, seed {seed}), {split} split")
             atomic_write_json(out / "context.json", {"split": split, "curves": {TRAINED: curve},
                                                      "effective_context": {TRAINED: effective_context(curve)}})
+            made.append("context")
         if not (out / "sensitivity.json").exists():
             say(f"{where}: per-layer memory sensitivity")
             trained, rows = layer_sensitivity(model, corpus, split, tgt_len, e.batch_size, segments, precision, short)
             write_sensitivity(trained, rows, corpus, out, f"memory sensitivity: {TRAINED} ({exp.scale}, seed {seed}), {split} split")
+            made.append("sensitivity")
         if not Path(f"{stem}.json").exists():
             say(f"{where}: the best plan within {limit:g} cached positions (the budget of lrm=1@interleave)")
             search = search_plan(model, corpus, split, tgt_len, e.batch_size, segments, limit, "positions",
@@ -75,6 +79,9 @@ def analyse(exp: Experiment, root: Path, split: str, say) -> None:
             write_search(search, out, f"plan search: {TRAINED} ({exp.scale}, seed {seed}), budget {limit:g}, {split} split",
                          metric_name(corpus))
             append_plan_search(exp, root, search, run, folder, corpus, tgt_len)
+            made.append(stem.name)
+        for name in made:  # beside the training curves, in TensorBoard's Images
+            image_to_tensorboard(out / f"{name}.png", folder / "tb", f"analysis/{name}")
 
 
 @experiment("analysis/plan-search", "the all-long-memory model analysed, and its best plan at the budget of one long-range layer")

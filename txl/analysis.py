@@ -293,3 +293,17 @@ def plot_attention(result: dict, path: Path, title: str) -> None:
     fig.colorbar(im, ax=ax, label="attention mass (heads averaged)")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def image_to_tensorboard(png: Path, logdir: Path, tag: str) -> Path:
+    """Put a saved figure into TensorBoard's Images tab (logdir: a run's tb/ folder, beside its training curves)."""
+    import matplotlib.image as mpimg
+    from torch.utils.tensorboard import SummaryWriter
+
+    image = mpimg.imread(str(png))[..., :3]
+    writer = SummaryWriter(str(logdir))
+    try:
+        writer.add_image(tag, image, dataformats="HWC")
+    finally:
+        writer.close()
+    return logdir

@@ -104,7 +104,8 @@ def reference_plans(n_layer: int, long: int, short: int, fits: Callable[[list[in
     """Rae & Razavi's plans of the budget: the most long-range layers (memory `long`, the rest `short`) that fit,
     placed first, interleaved and last; none when even all-short does not fit."""
     for count in range(n_layer, -1, -1):
-        plans = [(f"lrm={count}@{p}", parse_plan(f"lrm={count}@{p}:{long},srm={short}", n_layer, MEMORY)) for p in PLACEMENTS]
+        plans = [(f"lrm={count}" + (f"@{p}" if 0 < count < n_layer else ""), parse_plan(f"lrm={count}@{p}:{long},srm={short}", n_layer, MEMORY))
+                 for p in PLACEMENTS]
         if all(fits(lens) for _, lens in plans):
             return plans if 0 < count < n_layer else plans[:1]
     return []

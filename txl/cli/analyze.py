@@ -52,7 +52,7 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from txl.analysis import attention_mass, attention_table, plot_attention
+    from txl.analysis import attention_mass, attention_table, image_to_tensorboard, plot_attention
     from txl.data import load_corpus
     from txl.devices import pick_precision
     from txl.io import atomic_write_json
@@ -67,14 +67,15 @@ def cmd_attention(args: argparse.Namespace) -> int:
     title = f"where each layer looks: {folder} on {corpus.name}, {args.split} split ({result['tokens']:,} tokens)"
     atomic_write_json(out / "attention.json", {"title": title, **result})
     plot_attention(result, out / "attention.png", title)
+    tb = image_to_tensorboard(out / "attention.png", run_root(folder) / "tb", "analysis/attention")
     print(title)
     print(attention_table(result, model.cfg, args.format))
-    print(f"json      {out / 'attention.json'}\npng       {out / 'attention.png'}")
+    print(f"json      {out / 'attention.json'}\npng       {out / 'attention.png'}\ntensorboard {tb} (images)")
     return 0
 
 
 def cmd_context(args: argparse.Namespace) -> int:
-    from txl.analysis import context_curve, context_table, effective_context, plot_context
+    from txl.analysis import context_curve, context_table, effective_context, image_to_tensorboard, plot_context
     from txl.data import load_corpus
     from txl.devices import pick_precision
     from txl.io import atomic_write_json
@@ -95,10 +96,11 @@ def cmd_context(args: argparse.Namespace) -> int:
     atomic_write_json(out / "context.json", {"split": args.split, "score": args.score, "windows": args.windows,
                                              "tolerance": args.tolerance, "curves": curves, "effective_context": effective})
     plot_context(curves, out / "context.png", f"context ablation, {args.split} split, last {args.score} tokens of {args.windows} windows")
+    image_to_tensorboard(out / "context.png", out / "tb", "analysis/context")
     print(context_table(curves, args.format))
     for path, d in effective.items():
         print(f"effective context of {path}: {d} tokens (within {args.tolerance} nats of the longest context)")
-    print(f"json      {out / 'context.json'}\npng       {out / 'context.png'}")
+    print(f"json      {out / 'context.json'}\npng       {out / 'context.png'}\ntensorboard {out / 'tb'} (images)")
     return 0
 
 
@@ -108,7 +110,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return cmd_context(args)
     if args.analysis == "attention":
         return cmd_attention(args)
-    from txl.analysis import layer_sensitivity, sensitivity_table, write_sensitivity
+    from txl.analysis import image_to_tensorboard, layer_sensitivity, sensitivity_table, write_sensitivity
     from txl.data import load_corpus
     from txl.devices import pick_precision
     from txl.runs import load_trained, run_root
@@ -126,6 +128,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
     title = f"memory sensitivity of {folder} on {corpus.name}, {args.split} split"
     files = write_sensitivity(base, rows, corpus, Path(args.out) if args.out else run_root(folder) / "analysis", title)
+    files["tensorboard"] = image_to_tensorboard(files["png"], run_root(folder) / "tb", "analysis/sensitivity")
     print(f"{title}: as trained, loss {base['loss']:.4f} nats/token over {base['tokens']:,} tokens ({time.time() - start:.0f} s)")
     print(sensitivity_table(rows, args.format))
     for kind, path in files.items():

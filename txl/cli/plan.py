@@ -7,8 +7,19 @@ import sys
 import time
 from pathlib import Path
 
-from txl.cli.args import command, int_list
+from txl.cli.args import command
 from txl.errors import TxlError
+
+
+def _lengths(text: str) -> list[int]:
+    """An argparse type: comma-separated memory lengths >= 0 (0 is a layer without memory)."""
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        values = []
+    if not values or values[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated lengths >= 0, e.g. 0,8,16,64, got {text!r}")
+    return values
 
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
@@ -17,7 +28,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--budget", type=int, metavar="POSITIONS", help="cached positions per sequence, summed over layers")
     b.add_argument("--budget-mib", type=float, metavar="MIB", help="MiB of cache per sequence (float32)")
     b.add_argument("--budget-of", metavar="PLAN", help="the cached positions of this memory plan, e.g. lrm=1@interleave:64,srm=8")
-    p.add_argument("--lengths", type=int_list, help="the grid of per-layer memory lengths (default 0 and the longest trained /8, /4, /2, /1)")
+    p.add_argument("--lengths", type=_lengths, help="the grid of per-layer memory lengths (default 0 and the longest trained /8, /4, /2, /1)")
     p.add_argument("--confirm", type=int, default=6, help="plans the sensitivities predict best that are evaluated (default 6)")
     p.add_argument("--refine", type=int, default=12, help="at most this many evaluations of the local search after (default 12)")
     p.add_argument("--split", choices=["valid", "test"], default="valid", help="default valid: plans are chosen, not reported")
@@ -33,6 +44,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 @command("plan", "search the per-layer memory plan of least loss within a budget, beside Rae & Razavi's plans of that budget", _plan_args)
 def cmd_plan(args: argparse.Namespace) -> int:
+    from txl.analysis import image_to_tensorboard
     from txl.data import load_corpus
     from txl.devices import pick_precision
     from txl.evaluate import Plan, metric_name
@@ -81,5 +93,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
         exp = retarget(get_experiment(args.append, args.scale), run.data.corpus, run.data.tokenizer)
         added = append_plan_search(exp, Path(args.results), search, run, folder, corpus, tgt_len)
         print(f"appended   {added} rows to the results of {args.append} ({args.scale}); 'txl report {args.append}' draws them")
-    print(f"saved      {stem}.json, {stem}.md, {stem}.png")
+    tb = image_to_tensorboard(Path(f"{stem}.png"), run_root(folder) / "tb", f"analysis/plan-{limit:g}")
+    print(f"saved      {stem}.json, {stem}.md, {stem}.png; tensorboard {tb} (images)")
     return 0

@@ -1,0 +1,121 @@
+"""txl plan: the search's pieces against brute force, and the whole on a copy task whose answer lies at a known lag."""
+
+import itertools
+import json
+import random
+
+import pytest
+
+import experiments  # noqa: F401  (registers every definition)
+
+from txl.budget import budget
+from txl.cli import main
+from txl.config import ModelConfig
+from txl.evaluate import Plan
+from txl.plans import apply_plans
+from txl.planning import k_best, layer_costs, reference_plans
+
+
+def test_k_best_is_the_k_best_of_every_plan_within_the_budget():
+    rng = random.Random(0)
+    for trial in range(20):
+        n, grid = rng.randint(1, 4), sorted(rng.sample(range(0, 40), rng.randint(1, 4)))
+        rise = [{v: rng.uniform(-0.1, 1.0) for v in grid} for _ in range(n)]
+        costs = [{v: float(v * rng.choice([1, 2])) for v in grid} for _ in range(n)]
+        limit = rng.uniform(0, 40 * n)
+        every = sorted(
+            (sum(rise[i][v] for i, v in enumerate(p)), list(p)) for p in itertools.product(grid, repeat=n)
+            if sum(costs[i][v] for i, v in enumerate(p)) <= limit
+        )
+        got = k_best(rise, costs, limit, 5)
+        assert [round(r, 12) for r, _ in got] == [round(r, 12) for r, _ in every[:5]], trial
+        assert all(sum(costs[i][v] for i, v in enumerate(p)) <= limit for _, p in got)
+
+
+def test_costs_add_up_to_the_budget_of_the_plan_in_either_unit():
+    cfg = apply_plans(ModelConfig(vocab_size=32, n_layer=3, d_model=24, n_head=2, d_head=12, d_inner=48), memory="8")
+    for unit in ("positions", "mib"):
+        costs = layer_costs(cfg, [0, 4, 16], 8, unit)
+        plan = [16, 0, 4]
+        b = budget(Plan("p", mem_lens=plan).config(cfg), 8)
+        want = b.cached_positions if unit == "positions" else b.bytes / 2**20
+        assert sum(costs[i][v] for i, v in enumerate(plan)) == pytest.approx(want)
+
+
+def test_reference_plans_are_the_most_long_layers_that_fit():
+    fits = lambda lens: sum(lens) <= 64 + 5 * 8  # noqa: E731  (the cost of one long layer of six)
+    plans = dict(reference_plans(6, 64, 8, fits))
+    assert set(plans) == {"lrm=1@first", "lrm=1@interleave", "lrm=1@last"}
+    assert plans["lrm=1@first"] == [64] + [8] * 5 and plans["lrm=1@last"] == [8] * 5 + [64]
+    assert reference_plans(6, 64, 8, lambda lens: sum(lens) <= 47) == []  # not even all-short fits
+    assert [name for name, _ in reference_plans(6, 64, 8, lambda lens: sum(lens) <= 48)] == ["lrm=0"]
+
+
+@pytest.mark.slow
+def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsys):
+    """A copy task answers from the token 12 back. A 2-layer model whose top layer alone has memory learns it;
+    its top layer's attention mass sits in the distance bucket holding 12, and the plan search at a budget of
+    12 positions (just enough to reach 12) finds a plan that reaches it. Every plan searched is within the
+    budget and valid, and the best plan's loss is what `txl eval` gives for it."""
+    from experiments.sparse_memory import copy_base
+    from txl.plans import check_run
+    from txl.train import Trainer
+
+    run = copy_base("tiny")
+    run.data.root = str(tmp_path / "data")
+    run.data.synthetic.lags = [12]
+    run.model = apply_plans(run.model, memory="0,16")
+    check_run(run)
+    result = Trainer(run, tmp_path / "run", progress=False).fit()
+    assert result["final"]["accuracy"] > 0.9  # it learned the task
+    folder = str(tmp_path / "run")
+    assert main(["analyze", "attention", folder, "--max-segments", "10"]) == 0
+    mass = json.loads((tmp_path / "run" / "analysis" / "attention.json").read_text())
+    edges = [e if e is not None else float("inf") for e in mass["edges"]]
+    top = [sum(head[b] for head in mass["mass"][1]) / len(mass["mass"][1]) for b in range(len(edges) - 1)]
+    peak = max(range(len(top)), key=top.__getitem__)
+    assert edges[peak] <= 12 < edges[peak + 1] and top[peak] > 0.5, (edges, top)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    assert "analysis/attention" in events.Tags()["images"]  # the heat map beside the training curves
+
+    capsys.readouterr()
+    assert main(["plan", folder, "--budget", "12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress",
+                 "--append", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 0
+    record = json.loads((tmp_path / "run" / "analysis" / "plan-12.json").read_text())
+    best = record["plans"][0]
+    assert best["within_budget"] and best["receptive_field"] >= 12 and best["mem_lens"] == [0, 12]
+    for p in record["plans"]:
+        b = budget(Plan("p", mem_lens=p["mem_lens"]).config(run.model), run.eval.tgt_len)
+        assert p["cost"] == b.cached_positions and p["receptive_field"] == b.receptive_field[0]
+        assert p["within_budget"] == (p["cost"] <= 12)
+        assert p["how"] in ("as trained", "sensitivity") or p["within_budget"]  # only the start and its cuts may exceed it
+    capsys.readouterr()
+    assert main(["eval", folder, "--memory", best["memory"], "--max-segments", "10", "--json", "--no-progress"]) == 0
+    same = json.loads(capsys.readouterr().out)["results"][0]
+    assert same["loss"] == pytest.approx(best["loss"], rel=1e-12)
+    assert main(["report", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-plot"]) == 0
+    assert "searched (budget 12)" in capsys.readouterr().out
+    assert main(["plan", folder, "--budget", "12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress",
+                 "--append", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 0
+    assert "appended   0 rows" in capsys.readouterr().out  # the same search on the same model adds nothing twice
+
+
+@pytest.mark.slow
+def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_path, capsys):
+    common = ["--scale", "tiny", "--results", str(tmp_path / "r"), "--no-progress", "--set", f"data.root={tmp_path / 'data'}"]
+    assert main(["run", "analysis/plan-search", *common]) == 0
+    folder = tmp_path / "r" / "analysis" / "plan-search" / "tiny"
+    analysis = folder / "runs" / "all-long" / "seed0" / "analysis"
+    for f in ("attention.png", "context.png", "sensitivity.png", "plan-20.png", "plan-20.json"):
+        assert (analysis / f).stat().st_size > 0, f
+    assert main(["run", "analysis/plan-search", *common, "--test"]) == 0
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    searched = [r for r in rows if r["variant"] == "searched (budget 20)"]
+    assert sorted(r["metrics"]["split"] for r in searched) == ["test", "valid"]
+    assert searched[0]["plan"] == searched[1]["plan"] and searched[0]["budget"]["cached_positions"] <= 20
+    best = json.loads((analysis / "plan-20.json").read_text())["plans"][0]
+    assert searched[0]["metrics"]["loss"] == pytest.approx(best["loss"], rel=1e-12)
+    out = capsys.readouterr().out
+    assert "- searched (budget 20)" in out and "test split: report these numbers" in out
