@@ -282,7 +282,7 @@ def bench_device(name: str) -> str:
     return name
 
 
-IMPLS = ("auto", "plain", "sdpa", "flex")
+IMPLS = ("auto", "plain", "sdpa", "flex", "fused")
 
 
 def train_benchmark(run, impls: list[str], plans: list[str | None], device: torch.device, steps: int, warmup: int,

@@ -51,6 +51,12 @@ class Trainer:
         if run.model.attn_impl == "flex" and self.device.type != "cuda":
             raise TxlError("model.attn_impl=flex cannot train on a CPU (FlexAttention has no backward pass there); "
                            "use plain or sdpa, or train on a GPU")
+        if run.model.attn_impl == "fused":
+            from txl.attention.fused import available
+
+            if not available(self.device):
+                raise TxlError("model.attn_impl=fused needs triton and a GPU (pip install 'txl[gpu]'; on a CPU only under "
+                               "TRITON_INTERPRET=1, for tests); use plain or sdpa")
         self.folder = RunFolder(run_dir, writes=self.dist.main)
         self.folder.lock()  # before anything is read or written: a second writer is refused, naming this one
         try:

@@ -138,16 +138,16 @@ class Attention(nn.Module):
         """
         impl = self.pick_impl(ctx)
         if impl != "plain":
-            from txl.attention.fast import attend_flex, attend_sdpa
+            from txl.attention import fast
 
-            return (attend_sdpa if impl == "sdpa" else attend_flex)(self, q, k, v, limit, ctx)
+            return {"sdpa": fast.attend_sdpa, "flex": fast.attend_flex, "fused": fast.attend_fused}[impl](self, q, k, v, limit, ctx)
         scores = (self.content_query(q, ctx) @ k.transpose(-1, -2)) * self.scale + self.score_bias(q, k.size(2), ctx)
         return self.softmax_attend(scores, v, limit, ctx)
 
     def pick_impl(self, ctx: AttnContext) -> str:
-        """ctx.impl where this variant has it; flex has no attention dropout, so sdpa stands in while it is on."""
+        """ctx.impl where this variant has it; flex and fused have no attention dropout, so sdpa stands in while it is on."""
         impl = ctx.impl if ctx.impl in self.fast_impls else "plain"
-        if impl == "flex" and self.training and self.dropatt.p > 0:
+        if impl in ("flex", "fused") and self.training and self.dropatt.p > 0:
             impl = "sdpa" if "sdpa" in self.fast_impls else "plain"
         return impl
 

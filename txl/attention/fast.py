@@ -9,7 +9,11 @@
   GPU; FlexAttention has no backward pass on a CPU, and no attention dropout (sdpa
   stands in while dropout is on).
 
-`auto` picks sdpa on a GPU and plain on a CPU.
+- `fused`: txl's own Triton kernel for Transformer-XL attention (txl.attention.fused), which forms
+  the position term block by block inside the kernel; needs triton, and a GPU or Triton's
+  interpreter. No attention dropout: sdpa stands in while dropout is on.
+
+`auto` picks sdpa on a GPU and plain on a CPU (fused only once a GPU figure shows it ahead).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-IMPLS = ("auto", "plain", "sdpa", "flex")
+IMPLS = ("auto", "plain", "sdpa", "flex", "fused")
 
 
 def resolve_impl(name: str, device: torch.device) -> str:
@@ -64,6 +68,14 @@ def block_mask(qlen: int, klen: int, limit: float, device: str, block: int = 128
             return (d >= 0) & (d <= lim)
 
     return create_block_mask(visible, None, None, qlen, klen, device=device, BLOCK_SIZE=block)
+
+
+def attend_fused(attn, q, k, v, limit, ctx) -> torch.Tensor:
+    from txl.attention.fused import fused_attention
+
+    u, vb = attn.biases(ctx)
+    rd = attn.position_keys(k.size(2), ctx).flip(1)  # (H, K, dh) by distance 0 .. K-1
+    return fused_attention(q + u[:, None], q + vb[:, None], k, v, rd, limit, attn.scale)
 
 
 def attend_flex(attn, q, k, v, limit, ctx) -> torch.Tensor:

@@ -18,7 +18,7 @@ class XLAttention(Attention):
     name = "xl"
     description = "Transformer-XL relative attention: content and position terms with global biases u, v"
     uses_rel_bias = True
-    fast_impls = frozenset({"sdpa", "flex"})
+    fast_impls = frozenset({"sdpa", "flex", "fused"})
 
     def __init__(self, cfg: ModelConfig, layer: LayerConfig):
         super().__init__(cfg, layer)

@@ -87,7 +87,7 @@ class ModelConfig:
     untie_r: bool = False  # per-layer content/position biases u, v instead of shared ones
     init_std: float = 0.02
     proj_init_std: float = 0.01
-    attn_impl: Literal["auto", "plain", "sdpa", "flex"] = "auto"  # auto: sdpa on a GPU, plain on a CPU
+    attn_impl: Literal["auto", "plain", "sdpa", "flex", "fused"] = "auto"  # auto: sdpa on a GPU, plain on a CPU; fused: txl.attention.fused
     layers: list[LayerConfig] = field(default_factory=list)
     las: LaSConfig = field(default_factory=LaSConfig)
     t5: T5Config = field(default_factory=T5Config)
