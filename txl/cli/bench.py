@@ -40,7 +40,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--preset", default="enwik8-base", help="a preset (default enwik8-base)")
     t.add_argument("--config", help="a JSON run config instead of a preset")
     t.add_argument("--memory", action="append", metavar="PLAN", help="memory plan(s) to measure (default: the config's)")
-    t.add_argument("--impl", default="auto", help="comma-separated attention implementations: auto, plain, sdpa, flex")
+    t.add_argument("--impl", default="auto", help="comma-separated attention implementations: auto, plain, sdpa, flex, fused")
     t.add_argument("--compare", action="store_true", help="measure plain and the fast path (auto) and print their ratio")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--tgt-len", type=int)
