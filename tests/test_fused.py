@@ -139,3 +139,15 @@ def test_bf16_fused_matches_float32_plain_on_gpu():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss_b, _ = _run(fused, tokens, tgt_len=16)
     torch.testing.assert_close(loss_b.float(), loss_p, rtol=2e-2, atol=0)
+
+
+def test_fused_is_refused_in_one_line_where_it_cannot_run(monkeypatch):
+    from txl.attention import fused
+    from txl.attention.fast import resolve_impl
+    from txl.errors import TxlError
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(TxlError, match="needs triton and a GPU"):
+        resolve_impl("fused", torch.device("cpu"))
+    monkeypatch.setattr(fused, "triton", None)
+    assert not fused.available(torch.device("cuda"))

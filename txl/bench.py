@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from txl.attention.fast import IMPLS
 from txl.errors import TxlError
 from txl.table import format_table
 
@@ -282,7 +283,6 @@ def bench_device(name: str) -> str:
     return name
 
 
-IMPLS = ("auto", "plain", "sdpa", "flex", "fused")
 
 
 def train_benchmark(run, impls: list[str], plans: list[str | None], device: torch.device, steps: int, warmup: int,

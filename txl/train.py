@@ -23,6 +23,7 @@ from txl.data import Corpus, load_corpus
 from txl.devices import capture_rng, pick_device, pick_precision, restore_rng
 from txl.distributed import setup_distributed
 from txl.errors import TxlError
+from txl.attention.fast import resolve_impl
 from txl.evaluate import LN2, Plan, evaluate, metric_name, scalars
 from txl.model import TransformerXL
 from txl.optim import TrainStep, lr_at
@@ -52,11 +53,7 @@ class Trainer:
             raise TxlError("model.attn_impl=flex cannot train on a CPU (FlexAttention has no backward pass there); "
                            "use plain or sdpa, or train on a GPU")
         if run.model.attn_impl == "fused":
-            from txl.attention.fused import available
-
-            if not available(self.device):
-                raise TxlError("model.attn_impl=fused needs triton and a GPU (pip install 'txl[gpu]'; on a CPU only under "
-                               "TRITON_INTERPRET=1, for tests); use plain or sdpa")
+            resolve_impl("fused", self.device)  # refused here, before a run folder is made, where it cannot run
         self.folder = RunFolder(run_dir, writes=self.dist.main)
         self.folder.lock()  # before anything is read or written: a second writer is refused, naming this one
         try:

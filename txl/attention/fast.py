@@ -24,12 +24,20 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from txl.errors import TxlError
+
 IMPLS = ("auto", "plain", "sdpa", "flex", "fused")
 
 
 def resolve_impl(name: str, device: torch.device) -> str:
     if name == "auto":
         return "sdpa" if device.type == "cuda" else "plain"
+    if name == "fused":
+        from txl.attention.fused import available
+
+        if not available(device):
+            raise TxlError("model.attn_impl=fused needs triton and a GPU (pip install -e '.[gpu]'; on a CPU only under "
+                           "TRITON_INTERPRET=1, for tests); use plain or sdpa")
     return name
 
 
