@@ -59,6 +59,24 @@ def test_kernel_matches_the_formula_in_float32(B, H, Q, M, D, limit):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_half_precision_keys_with_float32_queries_as_autocast_gives_them():
+    """Under autocast q + u is float32 while k and v are half: the kernel multiplies in the keys' dtype and
+    accumulates in float32. (fp16 here: Triton's interpreter multiplies bf16 wrongly; bf16 is checked on a GPU.)"""
+    torch.manual_seed(0)
+    B, H, Q, M, D = 2, 2, 20, 13, 8
+    K = Q + M
+    make = lambda *s, dt=torch.float32: torch.randn(*s, device=DEVICE).to(dt).requires_grad_()  # noqa: E731
+    qu, qv, rd = make(B, H, Q, D), make(B, H, Q, D), make(H, K, D)
+    k, v = make(B, H, K, D, dt=torch.float16), make(B, H, K, D, dt=torch.float16)
+    out = fused_attention(qu, qv, k, v, rd, math.inf, D**-0.5)
+    assert out.dtype == torch.float16
+    want = reference(qu.half().float(), qv.half().float(), k.float(), v.float(), rd.half().float(), math.inf, D**-0.5)
+    torch.testing.assert_close(out.float(), want, rtol=0, atol=2e-3)
+    out.float().sum().backward()
+    assert (qu.grad.dtype, k.grad.dtype, rd.grad.dtype) == (torch.float32, torch.float16, torch.float32)
+    assert all(torch.isfinite(t.grad.float()).all() for t in (qu, qv, k, v, rd))
+
+
 def test_a_shorter_range_visits_fewer_key_blocks():
     """Key blocks wholly beyond the range, or in the future, are never visited: counted by the kernel itself."""
     Q, M, D = 128, 384, 8

@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - exercised where triton is missing
 
 def available(device: torch.device | None = None) -> bool:
     """Triton is importable and can run here: on a CUDA device, or anywhere under its interpreter."""
-    if triton is None:
+    if triton is None or not hasattr(tl, "gather"):  # tl.gather arrived in triton 3.3
         return False
     if os.environ.get("TRITON_INTERPRET") == "1":
         return True
@@ -56,7 +56,7 @@ if triton is not None:
 
     @triton.jit
     def _band_scores(qu, qv, k_ptrs, rd_base, stride_rd, offs_d, d0, j0, K, D, MLEN, offs_m_local,
-                     BM: tl.constexpr, BN: tl.constexpr, BW: tl.constexpr, IEEE: tl.constexpr):
+                     BM: tl.constexpr, BN: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
         """Unscaled scores of one (query block, key block): content (qu . k) plus the shifted position band."""
         offs_n = j0 + tl.arange(0, BN)
         k = tl.load(k_ptrs, mask=(offs_n[:, None] < K) & (offs_d[None, :] < D), other=0.0)
@@ -65,12 +65,8 @@ if triton is not None:
         dist = d0 + t
         r = tl.load(rd_base + dist[:, None] * stride_rd + offs_d[None, :],
                     mask=(dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D), other=0.0)
-        if IEEE:
-            content = tl.dot(qu, tl.trans(k), input_precision="ieee")
-            band = tl.dot(qv, tl.trans(r), input_precision="ieee")
-        else:
-            content = tl.dot(qu, tl.trans(k))
-            band = tl.dot(qv, tl.trans(r))
+        content = tl.dot(qu, tl.trans(k), input_precision=PREC)
+        band = tl.dot(qv, tl.trans(r), input_precision=PREC)
         # (ii, jj) has distance dmin + ii - jj + BN - 1: the diagonal shift of the band
         shift = offs_m_local[:, None] - tl.arange(0, BN)[None, :] + (BN - 1)
         return content + tl.gather(band, shift, axis=1), k, r
@@ -79,7 +75,7 @@ if triton is not None:
     def _fwd(QU, QV, Kp, V, RD, O, LSE, VISITS,
              sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, so_b, so_h, so_m, srd_h, srd_d,
              H, Q, K, D, MLEN, LIMIT, scale,
-             BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, IEEE: tl.constexpr):
+             BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
         pid_m, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         i0 = pid_m * BM
@@ -102,7 +98,7 @@ if triton is not None:
             offs_n = j0 + tl.arange(0, BN)
             k_ptrs = Kp + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
             s, _, _ = _band_scores(qu, qv, k_ptrs, RD + h * srd_h, srd_d, offs_d, MLEN + i0 - j0 - (BN - 1), j0, K, D, MLEN,
-                                   offs_m_local, BM, BN, BW, IEEE)
+                                   offs_m_local, BM, BN, BW, PREC)
             dist = MLEN + offs_m[:, None] - offs_n[None, :]
             ok = (dist >= 0) & (dist <= LIMIT) & (offs_n[None, :] < K)
             s = tl.where(ok, s * scale, -float("inf"))
@@ -113,10 +109,7 @@ if triton is not None:
             l_i = l_i * alpha + tl.sum(p, axis=1)
             v = tl.load(V + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :],
                         mask=(offs_n[:, None] < K) & (offs_d[None, :] < D), other=0.0)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
             m_i = m_new
             visits += 1
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # rows past the segment end see nothing
@@ -128,7 +121,7 @@ if triton is not None:
     def _bwd_dq(QU, QV, Kp, V, RD, DO, LSE, DELTA, DQU, DQV, DRD,
                 sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, srd_h, srd_d,
                 H, Q, K, D, MLEN, LIMIT, scale,
-                BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, IEEE: tl.constexpr):
+                BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
         """Per query block: dqu, dqv, and the position gradient of every band it meets (atomically added)."""
         pid_m, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
@@ -158,29 +151,21 @@ if triton is not None:
             k_ptrs = Kp + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
             d0 = MLEN + i0 - j0 - (BN - 1)
             s, k, r = _band_scores(qu, qv, k_ptrs, RD + h * srd_h, srd_d, offs_d, d0, j0, K, D, MLEN,
-                                   offs_m_local, BM, BN, BW, IEEE)
+                                   offs_m_local, BM, BN, BW, PREC)
             dist = MLEN + offs_m[:, None] - offs_n[None, :]
             ok = (dist >= 0) & (dist <= LIMIT) & (offs_n[None, :] < K) & (offs_m[:, None] < Q)
             p = tl.where(ok, tl.exp(s * scale - lse[:, None]), 0.0)
             v = tl.load(V + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :],
                         mask=(offs_n[:, None] < K) & (offs_d[None, :] < D), other=0.0)
-            if IEEE:
-                dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-            else:
-                dp = tl.dot(do, tl.trans(v))
+            dp = tl.dot(do, tl.trans(v), input_precision=PREC)
             ds = p * (dp - delta[:, None]) * scale
             band = tl.where(in_pair, tl.gather(ds, jj, axis=1), 0.0)  # (BM, BW): ds by distance
-            if IEEE:
-                dqu += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
-                dqv += tl.dot(band.to(r.dtype), r, input_precision="ieee")
-                drd = tl.dot(tl.trans(band.to(qv.dtype)), qv, input_precision="ieee")
-            else:
-                dqu += tl.dot(ds.to(k.dtype), k)
-                dqv += tl.dot(band.to(r.dtype), r)
-                drd = tl.dot(tl.trans(band.to(qv.dtype)), qv)
+            dqu = tl.dot(ds.to(k.dtype), k, dqu, input_precision=PREC)
+            dqv = tl.dot(band.to(r.dtype), r, dqv, input_precision=PREC)
+            drd = tl.dot(tl.trans(band.to(qv.dtype)), qv, input_precision=PREC)
             dist_t = d0 + t
             tl.atomic_add(DRD + h * srd_h + dist_t[:, None] * srd_d + offs_d[None, :], drd,
-                          mask=(dist_t[:, None] >= 0) & (dist_t[:, None] < K) & (offs_d[None, :] < D))
+                          mask=(dist_t[:, None] >= 0) & (dist_t[:, None] < K) & (offs_d[None, :] < D), sem="relaxed")
         tl.store(DQU + q_off, dqu.to(DQU.dtype.element_ty), mask=q_mask)
         tl.store(DQV + q_off, dqv.to(DQV.dtype.element_ty), mask=q_mask)
 
@@ -188,7 +173,7 @@ if triton is not None:
     def _bwd_dkdv(QU, QV, Kp, V, RD, DO, LSE, DELTA, DK, DV,
                   sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, srd_h, srd_d,
                   H, Q, K, D, MLEN, LIMIT, scale,
-                  BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, IEEE: tl.constexpr):
+                  BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
         """Per key block: dk and dv, over the query blocks that see it."""
         pid_n, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
@@ -215,23 +200,27 @@ if triton is not None:
             lse = tl.load(LSE + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
             delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
             s, k, _ = _band_scores(qu, qv, Kp + kv_off, RD + h * srd_h, srd_d, offs_d, MLEN + i0 - j0 - (BN - 1), j0, K, D,
-                                   MLEN, offs_m_local, BM, BN, BW, IEEE)
+                                   MLEN, offs_m_local, BM, BN, BW, PREC)
             dist = MLEN + offs_m[:, None] - offs_n[None, :]
             ok = (dist >= 0) & (dist <= LIMIT) & (offs_n[None, :] < K) & (offs_m[:, None] < Q)
             p = tl.where(ok, tl.exp(s * scale - lse[:, None]), 0.0)
-            if IEEE:
-                dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision="ieee")
-                dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-            else:
-                dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-                dp = tl.dot(do, tl.trans(v))
+            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=PREC)
+            dp = tl.dot(do, tl.trans(v), input_precision=PREC)
             ds = p * (dp - delta[:, None]) * scale
-            if IEEE:
-                dk += tl.dot(tl.trans(ds.to(qu.dtype)), qu, input_precision="ieee")
-            else:
-                dk += tl.dot(tl.trans(ds.to(qu.dtype)), qu)
+            dk = tl.dot(tl.trans(ds.to(qu.dtype)), qu, dk, input_precision=PREC)
         tl.store(DK + kv_off, dk.to(DK.dtype.element_ty), mask=kv_mask)
         tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+def _precision(t: torch.Tensor) -> str:
+    """tl.dot's input precision: float32 inputs as torch would multiply them (tf32 only where torch allows it)."""
+    if t.dtype != torch.float32:
+        return "ieee"  # bf16/fp16 operands: the precision flag does not apply
+    return "tf32" if t.is_cuda and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+def _warps(block: int) -> int:
+    return 8 if block >= 64 else 4
 
 
 def _limit(limit: float, klen: int) -> int:
@@ -243,21 +232,21 @@ class _Fused(torch.autograd.Function):
     def forward(ctx, qu, qv, k, v, rd, limit: float, scale: float, visits_out):
         B, H, Q, D = qu.shape
         K = k.size(2)
-        rd = rd.to(qu.dtype)
-        qu, qv, k, v, rd = (t.contiguous() for t in (qu, qv, k, v, rd))
+        # one dtype for every product's operands (under autocast q + u is float32 while k and v are bf16)
+        qu, qv, k, v, rd = (t.to(k.dtype).contiguous() for t in (qu, qv, k, v, rd))
         bm, bn, bd = _blocks(Q, K, D)
         o = torch.empty_like(qu)
         lse = torch.empty(B * H, Q, device=qu.device, dtype=torch.float32)
         grid = (triton.cdiv(Q, bm), B * H)
         visits = torch.zeros(B * H, grid[0], device=qu.device, dtype=torch.int32)
-        ieee = qu.dtype == torch.float32
+        prec = _precision(qu)
         lim = _limit(limit, K)
         _fwd[grid](qu, qv, k, v, rd, o, lse, visits, *qu.stride()[:3], *k.stride()[:3], *o.stride()[:3], *rd.stride()[:2],
-                   H, Q, K, D, K - Q, lim, scale, BM=bm, BN=bn, BD=bd, BW=bm + bn, IEEE=ieee)
+                   H, Q, K, D, K - Q, lim, scale, BM=bm, BN=bn, BD=bd, BW=bm + bn, PREC=prec, num_warps=_warps(bm))
         if visits_out is not None:
             visits_out.append(visits)
         ctx.save_for_backward(qu, qv, k, v, rd, o, lse)
-        ctx.lim, ctx.scale, ctx.blocks, ctx.ieee = lim, scale, (bm, bn, bd), ieee
+        ctx.lim, ctx.scale, ctx.blocks, ctx.prec = lim, scale, (bm, bn, bd), prec
         return o
 
     @staticmethod
@@ -272,7 +261,7 @@ class _Fused(torch.autograd.Function):
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         drd = torch.zeros(rd.shape, device=rd.device, dtype=torch.float32)
         common = (*qu.stride()[:3], *k.stride()[:3], *rd.stride()[:2], H, Q, K, D, K - Q, ctx.lim, ctx.scale)
-        meta = dict(BM=bm, BN=bn, BD=bd, BW=bm + bn, IEEE=ctx.ieee)
+        meta = dict(BM=bm, BN=bn, BD=bd, BW=bm + bn, PREC=ctx.prec, num_warps=_warps(bm), num_stages=2)
         _bwd_dq[(triton.cdiv(Q, bm), B * H)](qu, qv, k, v, rd, do, lse, delta, dqu, dqv, drd, *common, **meta)
         _bwd_dkdv[(triton.cdiv(K, bn), B * H)](qu, qv, k, v, rd, do, lse, delta, dk, dv, *common, **meta)
         return dqu, dqv, dk, dv, drd.to(rd.dtype), None, None, None
