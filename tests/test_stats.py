@@ -123,3 +123,16 @@ def test_each_task_group_is_compared_with_its_own_baseline(tmp_path):
     report = build_report(rows, "t", tmp_path, plot=False)
     shorts = [g for g in report["groups"] if g.variant.endswith("short")]
     assert len(shorts) == 2 and all(g.vs_baseline is not None and g.vs_baseline.mean == pytest.approx(0.11) for g in shorts)
+
+
+def test_a_variant_whose_plan_differs_by_seed_says_so():
+    from txl.report import aggregate
+
+    def row(seed, memory, bpb):
+        return {"variant": "searched", "seed": seed, "kind": "eval", "plan": {"memory": memory}, "budget": {"cached_positions": 8},
+                "metrics": {"bpb": bpb}}
+
+    same = aggregate([row(0, "2x4", 1.0), row(1, "2x4", 1.1)], "bpb")
+    assert same[0].plan["memory"] == "2x4"
+    mixed = aggregate([row(0, "2x4", 1.0), row(1, "1x0,1x8", 1.1)], "bpb")
+    assert mixed[0].plan["memory"] == "one per seed (2 differ)"

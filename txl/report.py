@@ -77,6 +77,9 @@ def aggregate(rows: list[dict], metric: str) -> list[Group]:
         g.by_seed[seed], g.rows[seed] = float(r["metrics"][metric]), r
     for g in groups.values():
         g.interval = mean_interval(g.values)
+        plans = {r["plan"]["memory"] for r in g.rows.values()}
+        if len(plans) > 1:  # a plan searched per seed: the same budget, a plan of each seed's own
+            g.plan = {**g.plan, "memory": f"one per seed ({len(plans)} differ)"}
     return list(groups.values())
 
 
