@@ -35,3 +35,15 @@ def test_bench_rejects_unknown_names(capsys):
     assert "unknown attention variant 'zzz'" in capsys.readouterr().err
     assert main(["bench", "train", "--preset", "tiny", "--impl", "turbo"]) == 2
     assert "unknown --impl 'turbo'" in capsys.readouterr().err
+
+
+def test_bench_train_profiles_each_case_when_asked(tmp_path, capsys):
+    assert main(["bench", "train", "--preset", "tiny", "--impl", "plain,sdpa", "--steps", "1", "--warmup", "1", "--eval-steps", "1",
+                 "--device", "cpu", "--profile", str(tmp_path / "prof"), "--out", str(tmp_path / "b.json")]) == 0
+    assert capsys.readouterr().out.count("profile ") == 2
+    for case in ("plain", "sdpa"):
+        table = (tmp_path / "prof" / f"profile-{case}.txt").read_text()
+        assert "aten::" in table and "Self CPU" in table
+        assert (tmp_path / "prof" / f"profile-{case}.json").stat().st_size > 0
+    rows = __import__("json").loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["profile"] for r in rows] == [str(tmp_path / "prof" / f"profile-{c}.txt") for c in ("plain", "sdpa")]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -191,15 +193,12 @@ class TrainCase:
     memory: str | None = None  # memory plan; None keeps the config's
 
 
-def run_train_case(run, case: TrainCase, device: torch.device, precision: str, steps: int, warmup: int, eval_steps: int) -> dict:
-    """Median time of whole training steps (forward, backward, Adam) and of evaluation forwards, memory carried."""
+def _train_setup(run, case: TrainCase, device: torch.device):
+    """The case's model, its optimizer and four fixed batches, seeded."""
     import copy
 
-    from txl.attention.fast import resolve_impl
-    from txl.budget import budget
-    from txl.evaluate import autocast
-    from txl.plans import apply_plans
     from txl.model import TransformerXL
+    from txl.plans import apply_plans
 
     cfg = apply_plans(copy.deepcopy(run.model), memory=case.memory)
     cfg.attn_impl = case.impl
@@ -209,6 +208,29 @@ def run_train_case(run, case: TrainCase, device: torch.device, precision: str, s
     b, t = run.train.batch_size, run.train.tgt_len
     gen = torch.Generator(device="cpu").manual_seed(0)
     batches = [torch.randint(0, cfg.vocab_size, (b, t + 1), generator=gen).to(device) for _ in range(4)]
+    return cfg, model, opt, batches
+
+
+def _train_step(model, opt, tokens, mems, device, precision):
+    """One whole training step (forward, backward, Adam), memory carried; returns the new memory."""
+    from txl.evaluate import autocast
+
+    with autocast(device, precision):
+        nll, mems = model(tokens[:, :-1], mems, tokens[:, 1:])
+    nll.float().mean().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return mems
+
+
+def run_train_case(run, case: TrainCase, device: torch.device, precision: str, steps: int, warmup: int, eval_steps: int) -> dict:
+    """Median time of whole training steps (forward, backward, Adam) and of evaluation forwards, memory carried."""
+    from txl.attention.fast import resolve_impl
+    from txl.budget import budget
+    from txl.evaluate import autocast
+
+    cfg, model, opt, batches = _train_setup(run, case, device)
+    b, t = run.train.batch_size, run.train.tgt_len
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
@@ -217,14 +239,9 @@ def run_train_case(run, case: TrainCase, device: torch.device, precision: str, s
     times = []
     model.train()
     for i in range(warmup + steps):
-        tokens = batches[i % len(batches)]
         _sync(str(device))
         start = time.perf_counter()
-        with autocast(device, precision):
-            nll, mems = model(tokens[:, :-1], mems, tokens[:, 1:])
-        nll.float().mean().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        mems = _train_step(model, opt, batches[i % len(batches)], mems, device, precision)
         _sync(str(device))
         if i >= warmup:
             times.append(time.perf_counter() - start)
@@ -260,6 +277,34 @@ def run_train_case(run, case: TrainCase, device: torch.device, precision: str, s
     }
 
 
+def profile_train_case(run, case: TrainCase, device: torch.device, precision: str, out_dir: Path, steps: int = 3,
+                       warmup: int = 2) -> tuple[Path, str]:
+    """Where a training step's time goes: `steps` steps under torch.profiler after `warmup`; writes the operator
+    table (by self time on the device, or on the CPU without one) and a Chrome trace; returns (table file, table)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from txl.io import atomic_write_text
+
+    _, model, opt, batches = _train_setup(run, case, device)
+    model.train()
+    mems = None
+    for i in range(warmup):
+        mems = _train_step(model, opt, batches[i % len(batches)], mems, device, precision)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, profile_memory=True) as prof:
+        for i in range(steps):
+            mems = _train_step(model, opt, batches[i % len(batches)], mems, device, precision)
+        _sync(str(device))
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=30)
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", case.label).strip("-")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"profile-{slug}.txt"
+    atomic_write_text(path, f"{case.label}: {steps} training steps after {warmup}, {precision}, sorted by {key}\n\n{table}\n")
+    prof.export_chrome_trace(str(out_dir / f"profile-{slug}.json"))
+    return path, table
+
+
 def train_table(rows: list[dict], markdown: bool = False) -> str:
     base = rows[0]
     out = []
@@ -286,8 +331,10 @@ def bench_device(name: str) -> str:
 
 
 def train_benchmark(run, impls: list[str], plans: list[str | None], device: torch.device, steps: int, warmup: int,
-                    eval_steps: int, say=lambda s: print(s, file=sys.stderr, flush=True)) -> tuple[list[dict], str]:
-    """One row per (plan, implementation), measured in this process; returns the rows and the precision used."""
+                    eval_steps: int, say=lambda s: print(s, file=sys.stderr, flush=True),
+                    profile: Path | None = None) -> tuple[list[dict], str]:
+    """One row per (plan, implementation), measured in this process; returns the rows and the precision used.
+    With `profile` (a folder), each case is then profiled too (profile_train_case) and its row names the table."""
     from txl.devices import pick_precision
 
     if device.type == "cuda":
@@ -302,4 +349,6 @@ def train_benchmark(run, impls: list[str], plans: list[str | None], device: torc
     for case in cases:
         say(f"measuring {case.label} ...")
         rows.append(run_train_case(run, case, device, precision, steps, warmup, eval_steps))
+        if profile is not None:
+            rows[-1]["profile"] = str(profile_train_case(run, case, device, precision, Path(profile))[0])
     return rows, precision

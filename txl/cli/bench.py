@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from txl.cli.args import Parser, add_overrides, command, int_list
 
@@ -51,6 +52,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--device", default="auto")
     add_overrides(t, help=None)
     t.add_argument("--out", metavar="FILE.json")
+    t.add_argument("--profile", metavar="DIR", help="also profile each case (torch.profiler): an operator table and a Chrome trace in DIR")
     t.add_argument("--markdown", action="store_true")
 
 
@@ -99,11 +101,15 @@ def bench_train(args: argparse.Namespace) -> int:
     check_run(apply_overrides(run, args.overrides))
     device = torch.device(bench_device(args.device))
     impls = ["plain", "auto"] if args.compare else [i.strip() for i in args.impl.split(",") if i.strip()]
-    rows, precision = train_benchmark(run, impls, args.memory or [None], device, args.steps, args.warmup, args.eval_steps)
+    rows, precision = train_benchmark(run, impls, args.memory or [None], device, args.steps, args.warmup, args.eval_steps,
+                                      profile=Path(args.profile) if args.profile else None)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}; {args.config or args.preset}: batch {run.train.batch_size} x {run.train.tgt_len} tokens, "
           f"{precision}, torch {torch.__version__}; median of {args.steps} steps after {args.warmup}")
     print(train_table(rows, args.markdown))
+    for r in rows:
+        if r.get("profile"):
+            print(f"profile      {r['profile']} (and a Chrome trace beside it)")
     if args.out:
         atomic_write_json(args.out, {"device": name, "precision": precision, "preset": args.config or args.preset, "rows": rows})
     return 0
