@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Everything the speed work needs from one GPU session, in one go (about 10 minutes on an H100):
+# the GPU tests (fast paths and the fused kernel compiled, bf16), the throughput table of every
+# attention path at enwik8 base, the Rae & Razavi plans, a profile of the step, and the GPU-only
+# training features (bf16, fp16 with the loss scaler, compile, torchrun with NCCL, resume).
+#
+#   bash benchmarks/gpu_session.sh [OUT]      # OUT defaults to benchmarks/out; every result lands there
+#
+# Each part runs even when an earlier one fails; the summary at the end says which failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/out}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+failed=()
+
+part() {  # part NAME COMMAND...: run, keep its output in OUT/NAME.log, remember a failure
+    local name=$1
+    shift
+    echo "== $name: $*"
+    if ! "$@" >"$OUT/$name.log" 2>&1; then failed+=("$name"); fi
+    tail -n 25 "$OUT/$name.log"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >>"$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+
+part tests-gpu python3 -m pytest -q -x -m gpu tests/test_fast.py tests/test_fused.py
+part tests-fused python3 -m pytest -q tests/test_fused.py
+part bench-impls python3 -m txl bench train --preset enwik8-base --impl plain,sdpa,flex,fused --precision bf16 \
+    --out "$OUT/e8-impls.json" --markdown
+part bench-rae python3 -m txl bench train --preset enwik8-large --impl sdpa,fused --precision bf16 --markdown --batch-size 8 \
+    --memory 24x2304 --memory "lrm=4@interleave:2304,srm=128" --out "$OUT/e8-rae.json"
+part profile python3 -m txl bench train --preset enwik8-base --impl sdpa,fused --precision bf16 --steps 3 \
+    --profile "$OUT/profile" --out "$OUT/e8-profile.json"
+RUN="$OUT/runs"
+rm -rf "$RUN"
+part train-bf16 python3 -m txl train --preset tiny --run-dir "$RUN/bf16" --steps 60 --device cuda --no-progress \
+    --set train.precision=bf16 --set model.attn_impl=fused --set train.save_every=30 --set train.log_every=5
+part resume-gpu python3 -m txl train --run-dir "$RUN/bf16" --resume --steps 90 --device cuda --no-progress
+part train-fp16 python3 -m txl train --preset tiny --run-dir "$RUN/fp16" --steps 60 --device cuda --no-progress \
+    --set train.precision=fp16
+part train-compile python3 -m txl train --preset tiny --run-dir "$RUN/compile" --steps 30 --device cuda --no-progress \
+    --set train.compile=true
+part torchrun-nccl python3 -m torch.distributed.run --nproc_per_node 1 --standalone -m txl train --preset tiny \
+    --run-dir "$RUN/ddp" --steps 30 --device cuda --no-progress
+part loss-curves python3 - "$RUN" <<'EOF'
+import json, sys
+from pathlib import Path
+# the fused run's loss curve beside a plain one of the same seed: within bf16 noise
+import subprocess
+run = Path(sys.argv[1])
+subprocess.run([sys.executable, "-m", "txl", "train", "--preset", "tiny", "--run-dir", str(run / "plain-bf16"), "--steps", "60",
+                "--device", "cuda", "--no-progress", "--set", "train.precision=bf16", "--set", "model.attn_impl=plain",
+                "--set", "train.log_every=5", "--set", "train.save_every=30"], check=True)
+def losses(d):
+    rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+    return [round(r["loss"], 4) for r in rows if r.get("kind") == "train"][:60]
+a, b = losses(run / "bf16"), losses(run / "plain-bf16")
+print("fused", a)
+print("plain", b)
+print("largest gap", max(abs(x - y) for x, y in zip(a, b)))
+EOF
+
+echo
+if [ ${#failed[@]} -eq 0 ]; then echo "all parts passed; results in $OUT"; else echo "failed: ${failed[*]} (logs in $OUT)"; exit 1; fi
