@@ -100,6 +100,11 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
     assert main(["plan", folder, "--budget", "12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress",
                  "--append", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 0
     assert "appended   0 rows" in capsys.readouterr().out  # the same search on the same model adds nothing twice
+    assert main(["plan", folder, "--budget-of", "0,12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress"]) == 0
+    assert "best plan  1x0,1x12" in capsys.readouterr().out  # a plan's cost as the budget: the same search
+    assert main(["plan", folder, "--budget", "3", "--lengths", "4,8", "--max-segments", "10", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "below the cheapest plan on the grid (8" in err and "\n" not in err.strip()
 
 
 @pytest.mark.slow

@@ -99,6 +99,11 @@ def test_out_of_domain_values_are_one_line_errors(key, value, tmp_path, capsys):
         (["eval", "nowhere", "--tgt-len", "0"], "--tgt-len must be >= 1"),
         (["eval", "nowhere", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["eval", "nowhere", "--max-segments", "0"], "--max-segments must be >= 1"),
+        (["plan", "nowhere", "--budget", "-1"], "the budget must be a number >= 0"),
+        (["plan", "nowhere", "--budget-mib", "nan"], "the budget must be a number >= 0"),
+        (["plan", "nowhere", "--budget", "8", "--confirm", "0"], "--confirm must be >= 1"),
+        (["plan", "nowhere", "--budget", "8"], "no checkpoint found at nowhere"),
+        (["plan", "nowhere", "--budget-of", "2x8"], "no checkpoint found at nowhere"),
     ],
 )
 def test_bad_flags_are_one_line_errors(argv, message, tmp_path, capsys, monkeypatch):
