@@ -21,11 +21,13 @@ from txl.analysis import (
 )
 from txl.data import load_corpus
 from txl.devices import pick_precision
+from txl.errors import TxlError
 from txl.evaluate import Plan, metric_name
-from txl.experiments import Experiment, Variant, experiment, run_dir
+from txl.experiments import Experiment, Variant, experiment, results_path, run_dir
 from txl.io import atomic_write_json
 from txl.memory import MEMORY, parse_plan
 from txl.planning import append_plan_search, layer_costs, rescore, search_plan, write_search
+from txl.results import read_results
 from txl.runs import load_trained
 
 TRAINED = "all long"
@@ -47,6 +49,12 @@ def analyse(exp: Experiment, root: Path, split: str, say) -> None:
         limit = sum(c[v] for c, v in zip(layer_costs(run.model, sorted(set(lens)), tgt_len, "positions", base), lens))
         stem = out / f"plan-{limit:g}"
         if split != "valid":  # report: the plans valid chose, scored on this split once (the rows say which)
+            scored = {(r["seed"], r["metrics"].get("split")) for r in read_results(results_path(root, exp))
+                      if r["variant"] == f"searched (budget {limit:g})"}
+            if (seed, split) in scored:
+                continue  # scored once already
+            if not Path(f"{stem}.json").exists():
+                raise TxlError(f"no plan search at {stem}.json to score on {split}; run 'txl run {exp.name} --scale {exp.scale}' first")
             search = rescore(json.loads(Path(f"{stem}.json").read_text()), model, corpus, split, tgt_len, e.batch_size,
                              segments, precision, base)
             append_plan_search(exp, root, search, run, folder, corpus, tgt_len)
@@ -75,10 +83,10 @@ def analyse(exp: Experiment, root: Path, split: str, say) -> None:
         if not Path(f"{stem}.json").exists():
             say(f"{where}: the best plan within {limit:g} cached positions (the budget of lrm=1@interleave)")
             search = search_plan(model, corpus, split, tgt_len, e.batch_size, segments, limit, "positions",
-                                 precision=precision, say=lambda s: say(f"  {s}"), base_plan=base)
+                                 precision=precision, say=lambda s: say(f"  {s}"), base_plan=base, long=long, short=short)
+            append_plan_search(exp, root, search, run, folder, corpus, tgt_len)  # the rows first: the file marks it done
             write_search(search, out, f"plan search: {TRAINED} ({exp.scale}, seed {seed}), budget {limit:g}, {split} split",
                          metric_name(corpus))
-            append_plan_search(exp, root, search, run, folder, corpus, tgt_len)
             made.append(stem.name)
         for name in made:  # beside the training curves, in TensorBoard's Images
             image_to_tensorboard(out / f"{name}.png", folder / "tb", f"analysis/{name}")

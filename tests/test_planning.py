@@ -3,6 +3,7 @@
 import itertools
 import json
 import random
+import shlex
 
 import pytest
 
@@ -100,8 +101,13 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
     assert main(["plan", folder, "--budget", "12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress",
                  "--append", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 0
     assert "appended   0 rows" in capsys.readouterr().out  # the same search on the same model adds nothing twice
-    assert main(["plan", folder, "--budget-of", "0,12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress"]) == 0
-    assert "best plan  1x0,1x12" in capsys.readouterr().out  # a plan's cost as the budget: the same search
+    assert main(["plan", folder, "--budget-of", "0,12", "--lengths", "0,4,8,12,16", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "best plan  1x0,1x12" in out  # a plan's cost as the budget: the same search
+    check = next(line for line in out.splitlines() if line.startswith("check it"))  # what it tells the user to run
+    assert main(shlex.split(check.removeprefix("check it").strip())[1:] + ["--json", "--no-progress"]) == 0
+    searched = json.loads((tmp_path / "run" / "analysis" / "plan-12.json").read_text())["plans"][0]
+    assert json.loads(capsys.readouterr().out)["results"][0]["loss"] == pytest.approx(searched["loss"], rel=1e-12)
     assert main(["plan", folder, "--budget", "3", "--lengths", "4,8", "--max-segments", "10", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "below the cheapest plan on the grid (8" in err and "\n" not in err.strip()
@@ -120,6 +126,8 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
     searched = [r for r in rows if r["variant"] == "searched (budget 20)"]
     assert sorted(r["metrics"]["split"] for r in searched) == ["test", "valid"]
     assert searched[0]["plan"] == searched[1]["plan"] and searched[0]["budget"]["cached_positions"] <= 20
+    references = [r for r in rows if r["variant"].startswith("lrm=")]
+    assert references and all(r["budget"]["cached_positions"] == 20 for r in references)  # the budget's own long and short
     best = json.loads((analysis / "plan-20.json").read_text())["plans"][0]
     assert searched[0]["metrics"]["loss"] == pytest.approx(best["loss"], rel=1e-12)
     out = capsys.readouterr().out

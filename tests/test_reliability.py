@@ -104,6 +104,7 @@ def test_out_of_domain_values_are_one_line_errors(key, value, tmp_path, capsys):
         (["plan", "nowhere", "--budget", "8", "--confirm", "0"], "--confirm must be >= 1"),
         (["plan", "nowhere", "--budget", "8"], "no checkpoint found at nowhere"),
         (["plan", "nowhere", "--budget-of", "2x8"], "no checkpoint found at nowhere"),
+        (["plan", "nowhere", "--budget", "8", "--split", "test", "--append", "quickstart"], "--append records plans chosen on valid"),
     ],
 )
 def test_bad_flags_are_one_line_errors(argv, message, tmp_path, capsys, monkeypatch):

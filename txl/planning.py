@@ -61,6 +61,7 @@ class Search:
     best: Evaluated | None = None
     references: list[Evaluated] = field(default_factory=list)
     split: str = "valid"
+    settings: dict = field(default_factory=dict)  # how every plan was scored: part of a result row's identity
 
     def versus_best(self, other: Evaluated) -> Interval:
         """other's loss minus the best plan's, with a paired bootstrap over evaluation blocks."""
@@ -115,10 +116,12 @@ def search_plan(
     model: TransformerXL, corpus: Corpus, split: str, tgt_len: int, batch_size: int, max_segments: int | None,
     limit: float, unit: str = "positions", lengths: list[int] | None = None, precision: str = "fp32",
     confirm: int = 6, refine: int = 12, say: Callable[[str], None] = lambda s: None, base_plan: Plan | None = None,
+    long: int | None = None, short: int | None = None,
 ) -> Search:
     """Search the memory plan of least validation loss whose cost is at most `limit` (see the module's words).
     `base_plan` holds the evaluation settings kept for every plan (ranges, same_length, clamp_len), as `txl eval`
-    applies them; its memory is what the search replaces."""
+    applies them; its memory is what the search replaces. The reference plans keep `long` positions in their
+    long-range layers and `short` in the others (default: the longest trained memory and an eighth of it)."""
     base_plan = base_plan or Plan("search")
     if unit not in UNITS:
         raise TxlError(f"unknown budget unit {unit!r} (use {', '.join(UNITS)})")
@@ -126,8 +129,8 @@ def search_plan(
     lengths = sorted(set(lengths)) if lengths else default_lengths(trained_lens)
     if any(v < 0 for v in lengths):
         raise TxlError(f"plan lengths must be >= 0, got {lengths}")
-    long = max(trained_lens)
-    short = max(1, long // 8) if long else 0
+    long = max(trained_lens) if long is None else long
+    short = (max(1, long // 8) if long else 0) if short is None else short
     costs = layer_costs(cfg, sorted(set(lengths) | set(trained_lens) | {long, short}), tgt_len, unit, base_plan)
     cheapest = sum(min(c[v] for v in lengths) for c in costs)
     if cheapest > limit + 1e-9:
@@ -161,7 +164,9 @@ def search_plan(
                 rise[i][length] = run(lens, "sensitivity").loss - base.loss
     for i in range(cfg.n_layer):  # the search moves on the grid; a trained length off the grid is only the start
         rise[i] = {v: r for v, r in rise[i].items() if v in lengths}
-    search = Search(limit, unit, lengths, base, split=split)
+    settings = {"batch_size": batch_size, "max_segments": max_segments, "tgt_len": tgt_len, "lengths": lengths,
+                "eval": {k: v for k, v in base_plan.kwargs().items() if k != "mem_lens"}}
+    search = Search(limit, unit, lengths, base, split=split, settings=settings)
 
     def predict(lens: list[int]) -> float:
         return base.loss + sum(rise[i].get(v, math.inf) for i, v in enumerate(lens))
@@ -172,8 +177,8 @@ def search_plan(
         e = run(lens, name)
         if all(e is not r for r in search.references):  # one layer interleaved is one layer last
             search.references.append(e)
-    within = lambda: [e for e in seen.values() if e.cost <= limit + 1e-9 and set(e.mem_lens) <= set(lengths)]  # noqa: E731
-    best = min(within() + [r for r in search.references if r.cost <= limit + 1e-9], key=lambda e: e.loss)
+    within = lambda: [e for e in seen.values() if e.cost <= limit + 1e-9]  # noqa: E731
+    best = min(within(), key=lambda e: e.loss)
     spent = 0
     while spent < refine:
         moves = []
@@ -193,7 +198,7 @@ def search_plan(
         if found.loss >= best.loss:
             break
         best = found
-    search.best = min(within() + search.references, key=lambda e: e.loss)
+    search.best = min(within(), key=lambda e: e.loss)
     search.evaluated = list(seen.values())
     return search
 
@@ -226,15 +231,18 @@ def rescore(search_record: dict, model: TransformerXL, corpus: Corpus, split: st
 
     rows = search_record["plans"]
     best = score(rows[0]["mem_lens"], rows[0]["how"])
-    refs = [score(r["mem_lens"], r["how"]) for r in rows[1:] if any(h.startswith("lrm=") for h in r["how"].split(", "))]
-    return Search(search_record["budget"], search_record["unit"], search_record["lengths"], best, [best, *refs], best, refs, split)
+    is_ref = lambda r: any(h.startswith("lrm=") for h in r["how"].split(", "))  # noqa: E731
+    refs = ([best] if is_ref(rows[0]) else []) + [score(r["mem_lens"], r["how"]) for r in rows[1:] if is_ref(r)]
+    settings = {**search_record.get("settings", {}), "batch_size": batch_size, "max_segments": max_segments, "tgt_len": tgt_len}
+    return Search(search_record["budget"], search_record["unit"], search_record["lengths"], best, [best, *refs], best, refs, split,
+                  settings)
 
 
 def write_search(search: Search, out_dir, title: str, metric: str) -> Path:
     """STEM.json (every plan evaluated), STEM.md and STEM.png under out_dir, STEM = plan-BUDGET[MiB]; returns STEM."""
     stem = Path(out_dir) / f"plan-{search.limit:g}{'' if search.unit == 'positions' else 'MiB'}"
     record = {"title": title, "split": search.split, "unit": search.unit, "budget": search.limit, "lengths": search.lengths,
-              "metric": metric, "best": search.best.memory, "plans": search_rows(search)}
+              "settings": search.settings, "metric": metric, "best": search.best.memory, "plans": search_rows(search)}
     atomic_write_json(f"{stem}.json", record)
     atomic_write_text(f"{stem}.md", f"# {title}\n\n{search_table(search, metric, 'markdown')}\n")
     plot_search(search, f"{stem}.png", title)
@@ -254,7 +262,7 @@ def append_plan_search(exp, root, search: Search, run, folder, corpus: Corpus, t
     refs = [(", ".join(h for h in r.how.split(", ") if h.startswith("lrm=")), r) for r in search.references]
     for label, e in [("searched", search.best), *refs]:
         digest = config_hash({"plan_search": str(Path(folder).resolve()), "memory": e.mem_lens, "split": search.split,
-                              "budget": search.limit, "unit": search.unit, "tgt_len": tgt_len})
+                              "budget": search.limit, "unit": search.unit, "tgt_len": tgt_len, "settings": search.settings})
         row = result_row(exp, f"{label} (budget {search.limit:g})", "eval", run.train.seed, digest, e.result,
                          e.plan.config(run.model), tgt_len, Path(folder), corpus.identity(), 0.0, group="")
         added += append_result(results_path(Path(root), exp), row)
