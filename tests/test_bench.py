@@ -47,3 +47,10 @@ def test_bench_train_profiles_each_case_when_asked(tmp_path, capsys):
         assert (tmp_path / "prof" / f"profile-{case}.json").stat().st_size > 0
     rows = __import__("json").loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["profile"] for r in rows] == [str(tmp_path / "prof" / f"profile-{c}.txt") for c in ("plain", "sdpa")]
+
+
+def test_an_impl_that_cannot_run_here_is_refused_before_anything_is_measured(capsys, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert main(["bench", "train", "--preset", "tiny", "--impl", "plain,fused", "--device", "cpu", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "fused needs triton and a GPU" in err and "measuring" not in err

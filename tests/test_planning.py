@@ -3,6 +3,7 @@
 import itertools
 import json
 import random
+import re
 import shlex
 
 import pytest
@@ -82,8 +83,7 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
     assert "analysis/attention" in events.Tags()["images"]  # the heat map beside the training curves
 
     capsys.readouterr()
-    assert main(["plan", folder, "--budget", "12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress",
-                 "--append", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 0
+    assert main(["plan", folder, "--budget", "12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress"]) == 0
     record = json.loads((tmp_path / "run" / "analysis" / "plan-12.json").read_text())
     best = record["plans"][0]
     assert best["within_budget"] and best["receptive_field"] >= 12 and best["mem_lens"] == [0, 12]
@@ -96,11 +96,9 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
     assert main(["eval", folder, "--memory", best["memory"], "--max-segments", "10", "--json", "--no-progress"]) == 0
     same = json.loads(capsys.readouterr().out)["results"][0]
     assert same["loss"] == pytest.approx(best["loss"], rel=1e-12)
-    assert main(["report", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-plot"]) == 0
-    assert "searched (budget 12)" in capsys.readouterr().out
-    assert main(["plan", folder, "--budget", "12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress",
-                 "--append", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 0
-    assert "appended   0 rows" in capsys.readouterr().out  # the same search on the same model adds nothing twice
+    assert main(["plan", folder, "--budget", "12", "--no-progress",
+                 "--append", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 2
+    assert "is not a model of sparse-memory/lags (tiny)" in capsys.readouterr().err  # only an experiment's own models
     assert main(["plan", folder, "--budget-of", "0,12", "--lengths", "0,4,8,12,16", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "best plan  1x0,1x12" in out  # a plan's cost as the budget: the same search
@@ -132,3 +130,11 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
     assert searched[0]["metrics"]["loss"] == pytest.approx(best["loss"], rel=1e-12)
     out = capsys.readouterr().out
     assert "- searched (budget 20)" in out and "test split: report these numbers" in out
+    seed0 = str(folder / "runs" / "all-long" / "seed0")
+    append = ["--append", "analysis/plan-search", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-progress"]
+    assert main(["plan", seed0, "--budget", "16", *append]) == 0
+    assert re.search(r"appended   [1-9] rows", capsys.readouterr().out)
+    assert main(["plan", seed0, "--budget", "16", *append]) == 0
+    assert "appended   0 rows" in capsys.readouterr().out  # the same search on the same model adds nothing twice
+    assert main(["report", "analysis/plan-search", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-plot"]) == 0
+    assert "searched (budget 16)" in capsys.readouterr().out

@@ -300,7 +300,8 @@ def profile_train_case(run, case: TrainCase, device: torch.device, precision: st
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", case.label).strip("-")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"profile-{slug}.txt"
-    atomic_write_text(path, f"{case.label}: {steps} training steps after {warmup}, {precision}, sorted by {key}\n\n{table}\n")
+    atomic_write_text(path, f"{case.label}: {steps} profiled training steps after {warmup} warm-up steps (apart from the "
+                            f"timed ones), {precision}, sorted by {key}\n\n{table}\n")
     prof.export_chrome_trace(str(out_dir / f"profile-{slug}.json"))
     return path, table
 
@@ -310,10 +311,10 @@ def train_table(rows: list[dict], markdown: bool = False) -> str:
     out = []
     for r in rows:
         out.append([
-            r["label"], r["impl"], r["memory"], r["tokens_per_s"], r["tokens_per_s"] / base["tokens_per_s"],
+            r["label"], r["impl"], r["memory"], round(r["tokens_per_s"]), r["tokens_per_s"] / base["tokens_per_s"],
             r["ms_per_step"], "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
             "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}",
-            r["eval_tokens_per_s"],
+            None if r["eval_tokens_per_s"] is None else round(r["eval_tokens_per_s"]),
         ])
     headers = ["case", "impl", "memory", "tokens/s", f"x {base['label']}", "ms/step", "MFU", "peak GiB", "eval tokens/s"]
     return format_table(headers, out, markdown)
@@ -341,9 +342,12 @@ def train_benchmark(run, impls: list[str], plans: list[str | None], device: torc
         torch.backends.cuda.matmul.allow_tf32 = run.train.tf32
         torch.backends.cudnn.allow_tf32 = run.train.tf32
     precision = pick_precision(run.train.precision, device)
+    from txl.attention.fast import resolve_impl
+
     for impl in impls:
         if impl not in IMPLS:
             raise TxlError(f"unknown --impl {impl!r} (use {', '.join(IMPLS)})")
+        resolve_impl(impl, device)  # one that cannot run here is refused before anything is measured
     cases = [TrainCase(f"{impl}" + (f" {plan}" if plan else ""), impl, plan) for plan in plans for impl in impls]
     rows = []
     for case in cases:

@@ -240,7 +240,8 @@ def rescore(search_record: dict, model: TransformerXL, corpus: Corpus, split: st
 
 def write_search(search: Search, out_dir, title: str, metric: str) -> Path:
     """STEM.json (every plan evaluated), STEM.md and STEM.png under out_dir, STEM = plan-BUDGET[MiB]; returns STEM."""
-    stem = Path(out_dir) / f"plan-{search.limit:g}{'' if search.unit == 'positions' else 'MiB'}"
+    stem = Path(out_dir) / (f"plan-{search.limit:g}{'' if search.unit == 'positions' else 'MiB'}"
+                            + ("" if search.split == "valid" else f"-{search.split}"))
     record = {"title": title, "split": search.split, "unit": search.unit, "budget": search.limit, "lengths": search.lengths,
               "settings": search.settings, "metric": metric, "best": search.best.memory, "plans": search_rows(search)}
     atomic_write_json(f"{stem}.json", record)
@@ -274,7 +275,8 @@ def search_table(search: Search, metric: str, fmt: str = "text", most: int | Non
     from txl.table import render_table
 
     rows = search_rows(search)
-    head, rest = rows[: 1 + len(search.references)], sorted(rows[1 + len(search.references):], key=lambda r: r["loss"])
+    head = rows[: 1 + len(search.references)]
+    rest = sorted(rows[1 + len(search.references):], key=lambda r: (not r["within_budget"], r["loss"]))  # in budget first
     rows = head + (rest if most is None else rest[:most])
     unit = "cached" if search.unit == "positions" else "MiB/seq"
     headers = ["found as", "memory plan", unit, "receptive field", "loss (nats)", metric, "- best [95%, blocks]", "in budget"]

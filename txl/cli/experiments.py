@@ -102,12 +102,15 @@ def _report(exp, rows: list[dict], root: Path, split: str | None, x_axis: str | 
     from txl.report import build_report, rows_of_split
 
     split, chosen = rows_of_split(rows, split)
+    where = f" --results {root}" if str(root) != "results" else ""
     if not chosen:
-        raise TxlError(f"no {split} results at {results_path(root, exp)}; run 'txl run {exp.name} --scale {exp.scale}"
+        raise TxlError(f"no {split} results at {results_path(root, exp)}; run 'txl run {exp.name} --scale {exp.scale}{where}"
                        + (" --test'" if split == "test" else "'"))
     report = build_report(chosen, exp.title(chosen), results_path(root, exp).parent, x_axis or exp.x_axis, plot=plot,
                           baseline=exp.baseline, stem="report" if split == "valid" else f"report-{split}")
-    print("\n" + report[{"text": "table"}.get(fmt, fmt)])
+    if fmt in ("text", "markdown"):
+        print(f"\n{'# ' if fmt == 'markdown' else ''}{exp.title(chosen)}\n")
+    print(report[{"text": "table"}.get(fmt, fmt)])
     if fmt in ("text", "markdown"):
         print(report["legend"] + ("\ntest split: report these numbers; choose plans and variants on valid" if split == "test" else ""))
     return report

@@ -45,6 +45,20 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="do not print each plan as it is evaluated")
 
 
+def _experiment_of(args: argparse.Namespace, run, folder):
+    """The experiment --append names, refused unless the run is one of its own models (in its runs folder)."""
+    from txl.cli.experiments import load_definitions
+    from txl.experiments import get_experiment, results_path, retarget
+
+    load_definitions()
+    exp = retarget(get_experiment(args.append, args.scale), run.data.corpus, run.data.tokenizer)
+    runs = (results_path(Path(args.results), exp).parent / "runs").resolve()
+    if runs not in Path(folder).resolve().parents:
+        raise TxlError(f"{args.path} is not a model of {args.append} ({args.scale}), whose runs are under {runs}; "
+                       "--append adds plans searched on the experiment's own models")
+    return exp
+
+
 @command("plan", "search the per-layer memory plan of least loss within a budget, beside Rae & Razavi's plans of that budget", _plan_args)
 def cmd_plan(args: argparse.Namespace) -> int:
     from txl.analysis import image_to_tensorboard
@@ -63,6 +77,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.append and args.split == "test":
         raise TxlError("--append records plans chosen on valid; choose on valid, then score test with 'txl run EXPERIMENT --test'")
     model, run, folder = load_trained(args.path, args.device)
+    exp = _experiment_of(args, run, folder) if args.append else None
     e = run.eval
     tgt_len = e.tgt_len or run.train.tgt_len
     base = Plan.of_run(run)
@@ -88,20 +103,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     info = print if args.format in ("text", "markdown") else (lambda s: print(s, file=sys.stderr))
     info(title)
     print(search_table(search, metric, args.format, most=5))
+    shown = 1 + len(search.references) + 5
+    if len(search.evaluated) > shown:
+        info(f"           ({len(search.evaluated) - shown} more plans in {stem}.md, in budget first)")
+    if args.split != "valid":
+        info(f"note       chosen on {args.split}: its score there is not a fair {args.split} score")
     segments = args.max_segments or e.max_segments
     info(f"best plan  {search.best.memory} (loss {search.best.loss:.4f}, cost {search.best.cost:g}); "
           f"{len(search.evaluated)} plans evaluated in {time.time() - start:.0f} s")
     info(f"check it   txl eval {args.path} --memory {search.best.memory} --split {args.split}"
          + (f" --max-segments {segments}" if segments else ""))
     if args.append:
-        from txl.cli.experiments import load_definitions
-        from txl.experiments import get_experiment, retarget
         from txl.planning import append_plan_search
 
-        load_definitions()
-        exp = retarget(get_experiment(args.append, args.scale), run.data.corpus, run.data.tokenizer)
         added = append_plan_search(exp, Path(args.results), search, run, folder, corpus, tgt_len)
-        info(f"appended   {added} rows to the results of {args.append} ({args.scale}); 'txl report {args.append}' draws them")
+        where = f" --scale {args.scale}" + (f" --results {args.results}" if args.results != "results" else "")
+        info(f"appended   {added} rows to the results of {args.append} ({args.scale}); 'txl report {args.append}{where}' draws them")
     tb = image_to_tensorboard(Path(f"{stem}.png"), run_root(folder) / "tb", f"analysis/{stem.name}")
     info(f"saved      {stem}.json, {stem}.md, {stem}.png; tensorboard {tb} (images)")
     return 0
