@@ -136,3 +136,11 @@ def test_a_variant_whose_plan_differs_by_seed_says_so():
     assert same[0].plan["memory"] == "2x4"
     mixed = aggregate([row(0, "2x4", 1.0), row(1, "1x0,1x8", 1.1)], "bpb")
     assert mixed[0].plan["memory"] == "one per seed (2 differ)"
+
+
+def test_results_measured_under_two_configurations_are_named():
+    from txl.report import superseded
+
+    rows = [{"variant": "a", "seed": 0, "config_hash": "x"}, {"variant": "a", "seed": 0, "config_hash": "y"},
+            {"variant": "b", "seed": 0, "config_hash": "x"}, {"variant": "b", "seed": 0, "config_hash": "x"}]
+    assert superseded(rows) == ["a seed 0"]

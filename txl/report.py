@@ -65,6 +65,15 @@ def rows_of_split(rows: list[dict], split: str | None = None) -> tuple[str | Non
     return split, [r for r in rows if r["metrics"].get("split") == split]
 
 
+def superseded(rows: list[dict]) -> list[str]:
+    """(variant, seed) pairs with rows of more than one configuration (a definition or an override changed
+    between runs): the report shows the latest, and says so."""
+    hashes: dict[tuple[str, int], set[str]] = {}
+    for r in rows:
+        hashes.setdefault((r["variant"], r["seed"]), set()).add(r.get("config_hash", ""))
+    return [f"{v} seed {s}" for (v, s), h in hashes.items() if len(h) > 1]
+
+
 def aggregate(rows: list[dict], metric: str) -> list[Group]:
     """One group per variant in the order first seen; the latest row wins when a (variant, seed) repeats."""
     latest: dict[tuple[str, int], dict] = {}

@@ -99,7 +99,7 @@ def _report(exp, rows: list[dict], root: Path, split: str | None, x_axis: str | 
             fmt: str = "text") -> dict:
     """Build, print and return the report of one split's rows (report.* for valid, report-test.* for test)."""
     from txl.experiments import results_path
-    from txl.report import build_report, rows_of_split
+    from txl.report import build_report, rows_of_split, superseded
 
     split, chosen = rows_of_split(rows, split)
     where = f" --results {root}" if str(root) != "results" else ""
@@ -108,6 +108,10 @@ def _report(exp, rows: list[dict], root: Path, split: str | None, x_axis: str | 
                        + (" --test'" if split == "test" else "'"))
     report = build_report(chosen, exp.title(chosen), results_path(root, exp).parent, x_axis or exp.x_axis, plot=plot,
                           baseline=exp.baseline, stem="report" if split == "valid" else f"report-{split}")
+    older = superseded(chosen)
+    if older:
+        print(f"note: {len(older)} results were measured under more than one configuration; the latest is shown "
+              f"({', '.join(older[:3])}{' ...' if len(older) > 3 else ''})", file=sys.stderr)
     if fmt in ("text", "markdown"):
         print(f"\n{'# ' if fmt == 'markdown' else ''}{exp.title(chosen)}\n")
     print(report[{"text": "table"}.get(fmt, fmt)])
