@@ -129,13 +129,13 @@ def test_a_variant_whose_plan_differs_by_seed_says_so():
     from txl.report import aggregate
 
     def row(seed, memory, bpb):
-        return {"variant": "searched", "seed": seed, "kind": "eval", "plan": {"memory": memory}, "budget": {"cached_positions": 8},
-                "metrics": {"bpb": bpb}}
+        return {"variant": "searched", "seed": seed, "kind": "eval", "plan": {"memory": memory},
+                "budget": {"cached_positions": 8, "receptive_field": 16 + seed}, "metrics": {"bpb": bpb}}
 
     same = aggregate([row(0, "2x4", 1.0), row(1, "2x4", 1.1)], "bpb")
     assert same[0].plan["memory"] == "2x4"
     mixed = aggregate([row(0, "2x4", 1.0), row(1, "1x0,1x8", 1.1)], "bpb")
-    assert mixed[0].plan["memory"] == "one per seed (2 differ)"
+    assert mixed[0].plan["memory"] == "one per seed (2 differ)" and mixed[0].budget["receptive_field"] == 16
 
 
 def test_results_measured_under_two_configurations_are_named():

@@ -89,6 +89,8 @@ def aggregate(rows: list[dict], metric: str) -> list[Group]:
         plans = {r["plan"]["memory"] for r in g.rows.values()}
         if len(plans) > 1:  # a plan searched per seed: the same budget, a plan of each seed's own
             g.plan = {**g.plan, "memory": f"one per seed ({len(plans)} differ)"}
+            # the reach every seed's plan guarantees; costs are the same by construction (one budget)
+            g.budget = {**g.budget, "receptive_field": min(r["budget"]["receptive_field"] for r in g.rows.values())}
     return list(groups.values())
 
 
