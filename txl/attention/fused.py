@@ -72,36 +72,48 @@ if triton is not None:
         return content + tl.gather(band, shift, axis=1), k, r
 
     @triton.jit
-    def _fwd(QU, QV, Kp, V, RD, O, LSE, VISITS,
-             sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, so_b, so_h, so_m, srd_h, srd_d,
-             H, Q, K, D, MLEN, LIMIT, scale,
-             BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
-        pid_m, bh = tl.program_id(0), tl.program_id(1)
+    def _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM: tl.constexpr, BD: tl.constexpr):
+        """Where query block pid_m of (batch, head) bh lies: its rows, offsets into (B, H, Q, D) tensors and mask."""
         b, h = bh // H, bh % H
         i0 = pid_m * BM
         offs_m_local = tl.arange(0, BM)
         offs_m = i0 + offs_m_local
         offs_d = tl.arange(0, BD)
         q_off = b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :]
-        q_mask = (offs_m[:, None] < Q) & (offs_d[None, :] < D)
+        return b, h, i0, offs_m_local, offs_m, offs_d, q_off, (offs_m[:, None] < Q) & (offs_d[None, :] < D)
+
+    @triton.jit
+    def _key_blocks(MLEN, i0, LIMIT, K, BM: tl.constexpr, BN: tl.constexpr):
+        """The first key block a query of block i0 may see, and the end of its keys: mlen + i - LIMIT <= j <= mlen + i."""
+        lo = tl.maximum(MLEN + i0 - LIMIT, 0)
+        return (lo // BN) * BN, tl.minimum(MLEN + i0 + BM, K)
+
+    @triton.jit
+    def _visible(offs_m, offs_n, MLEN, LIMIT, Q, K):
+        """(BM, BN): key j is visible to query i (0 <= mlen + i - j <= LIMIT), both in range."""
+        dist = MLEN + offs_m[:, None] - offs_n[None, :]
+        return (dist >= 0) & (dist <= LIMIT) & (offs_n[None, :] < K) & (offs_m[:, None] < Q)
+
+    @triton.jit
+    def _fwd(QU, QV, Kp, V, RD, O, LSE, VISITS,
+             sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, so_b, so_h, so_m, srd_h, srd_d,
+             H, Q, K, D, MLEN, LIMIT, scale,
+             BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
+        pid_m, bh = tl.program_id(0), tl.program_id(1)
+        b, h, i0, offs_m_local, offs_m, offs_d, q_off, q_mask = _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM, BD)
         qu = tl.load(QU + q_off, mask=q_mask, other=0.0)
         qv = tl.load(QV + q_off, mask=q_mask, other=0.0)
         m_i = tl.full([BM], -float("inf"), tl.float32)
         l_i = tl.zeros([BM], tl.float32)
         acc = tl.zeros([BM, BD], tl.float32)
-        # keys a query of this block may see: mlen + i - LIMIT <= j <= mlen + i
-        lo = tl.maximum(MLEN + i0 - LIMIT, 0)
-        hi = tl.minimum(MLEN + i0 + BM, K)
-        start = (lo // BN) * BN
+        start, hi = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
         visits = 0
         for j0 in range(start, hi, BN):
             offs_n = j0 + tl.arange(0, BN)
             k_ptrs = Kp + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
             s, _, _ = _band_scores(qu, qv, k_ptrs, RD + h * srd_h, srd_d, offs_d, MLEN + i0 - j0 - (BN - 1), j0, K, D, MLEN,
                                    offs_m_local, BM, BN, BW, PREC)
-            dist = MLEN + offs_m[:, None] - offs_n[None, :]
-            ok = (dist >= 0) & (dist <= LIMIT) & (offs_n[None, :] < K)
-            s = tl.where(ok, s * scale, -float("inf"))
+            s = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), s * scale, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)  # a row that has seen no key yet
             p = tl.exp(s - m_safe[:, None])
@@ -124,13 +136,7 @@ if triton is not None:
                 BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
         """Per query block: dqu, dqv, and the position gradient of every band it meets (atomically added)."""
         pid_m, bh = tl.program_id(0), tl.program_id(1)
-        b, h = bh // H, bh % H
-        i0 = pid_m * BM
-        offs_m_local = tl.arange(0, BM)
-        offs_m = i0 + offs_m_local
-        offs_d = tl.arange(0, BD)
-        q_off = b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :]
-        q_mask = (offs_m[:, None] < Q) & (offs_d[None, :] < D)
+        b, h, i0, offs_m_local, offs_m, offs_d, q_off, q_mask = _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM, BD)
         qu = tl.load(QU + q_off, mask=q_mask, other=0.0)
         qv = tl.load(QV + q_off, mask=q_mask, other=0.0)
         do = tl.load(DO + q_off, mask=q_mask, other=0.0)
@@ -138,9 +144,7 @@ if triton is not None:
         delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
         dqu = tl.zeros([BM, BD], tl.float32)
         dqv = tl.zeros([BM, BD], tl.float32)
-        lo = tl.maximum(MLEN + i0 - LIMIT, 0)
-        hi = tl.minimum(MLEN + i0 + BM, K)
-        start = (lo // BN) * BN
+        start, hi = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
         t = tl.arange(0, BW)
         # band column t of row ii comes from key jj = ii + BN - 1 - t of the pair (when 0 <= jj < BN)
         jj = offs_m_local[:, None] + (BN - 1) - t[None, :]
@@ -152,9 +156,7 @@ if triton is not None:
             d0 = MLEN + i0 - j0 - (BN - 1)
             s, k, r = _band_scores(qu, qv, k_ptrs, RD + h * srd_h, srd_d, offs_d, d0, j0, K, D, MLEN,
                                    offs_m_local, BM, BN, BW, PREC)
-            dist = MLEN + offs_m[:, None] - offs_n[None, :]
-            ok = (dist >= 0) & (dist <= LIMIT) & (offs_n[None, :] < K) & (offs_m[:, None] < Q)
-            p = tl.where(ok, tl.exp(s * scale - lse[:, None]), 0.0)
+            p = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), tl.exp(s * scale - lse[:, None]), 0.0)
             v = tl.load(V + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :],
                         mask=(offs_n[:, None] < K) & (offs_d[None, :] < D), other=0.0)
             dp = tl.dot(do, tl.trans(v), input_precision=PREC)
@@ -201,9 +203,7 @@ if triton is not None:
             delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
             s, k, _ = _band_scores(qu, qv, Kp + kv_off, RD + h * srd_h, srd_d, offs_d, MLEN + i0 - j0 - (BN - 1), j0, K, D,
                                    MLEN, offs_m_local, BM, BN, BW, PREC)
-            dist = MLEN + offs_m[:, None] - offs_n[None, :]
-            ok = (dist >= 0) & (dist <= LIMIT) & (offs_n[None, :] < K) & (offs_m[:, None] < Q)
-            p = tl.where(ok, tl.exp(s * scale - lse[:, None]), 0.0)
+            p = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), tl.exp(s * scale - lse[:, None]), 0.0)
             dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=PREC)
             dp = tl.dot(do, tl.trans(v), input_precision=PREC)
             ds = p * (dp - delta[:, None]) * scale
