@@ -144,3 +144,26 @@ def test_results_measured_under_two_configurations_are_named():
     rows = [{"variant": "a", "seed": 0, "config_hash": "x"}, {"variant": "a", "seed": 0, "config_hash": "y"},
             {"variant": "b", "seed": 0, "config_hash": "x"}, {"variant": "b", "seed": 0, "config_hash": "x"}]
     assert superseded(rows) == ["a seed 0"]
+
+
+def test_recl_is_where_the_relative_gain_over_the_group_stops():
+    """Two runs: one keeps gaining to 64 tokens of context, one stops at 16 (Dai et al.'s RECL, appendix C)."""
+    import numpy as np
+    import pytest
+
+    from txl.analysis import recl
+    from txl.errors import TxlError
+
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0, 0.5, 200)  # the same tokens for both runs, some harder than others
+
+    def curve(by_length):
+        return [{"context": c, "cut_tokens": list(loss + noise)} for c, loss in by_length.items()]
+
+    far = curve({0: 3.0, 4: 2.5, 16: 2.0, 64: 1.5, 256: 1.5})
+    near = curve({0: 3.0, 4: 2.5, 16: 2.0, 64: 2.0, 256: 2.0})
+    assert recl({"far": far, "near": near}) == {"far": (64, False), "near": (16, False)}
+    still = curve({0: 3.0, 4: 2.5, 16: 2.0, 64: 1.5, 256: 1.0})
+    assert recl({"still": still, "near": near})["still"] == (256, True)  # never stopped: a lower bound
+    with pytest.raises(TxlError, match="the same tokens"):
+        recl({"far": far, "short": [{"context": c, "cut_tokens": [1.0] * 10} for c in (0, 4, 16, 64, 256)]})

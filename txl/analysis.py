@@ -130,22 +130,25 @@ def context_curve(
                             batch[b, :n_far] = batch[b, :n_far][torch.randperm(n_far, generator=g)]
                         else:
                             batch[b, :n_far] = ids[donors[b] : donors[b] + n_far]
-                row[condition] = _last_loss(model, batch.to(device), score, segment, precision)
+                tokens = _last_loss(model, batch.to(device), score, segment, precision)
+                row[condition] = float(tokens.mean())
+                if condition == "cut":
+                    row["cut_tokens"] = [round(v, 6) for v in tokens.flatten().tolist()]  # for RECL across runs
             rows.append(row)
     finally:
         model.train(was_training)
     return rows
 
 
-def _last_loss(model: TransformerXL, batch: torch.Tensor, score: int, segment: int, precision: str) -> float:
-    """Mean loss (nats/token) on the last `score` targets of each row, reading the rows in segments with memory."""
+def _last_loss(model: TransformerXL, batch: torch.Tensor, score: int, segment: int, precision: str) -> torch.Tensor:
+    """(rows, score) losses (nats/token) of the last `score` targets of each row, read in segments with memory."""
     x, y = batch[:, :-1], batch[:, 1:]
     mems, losses = None, []
     with autocast(batch.device, precision):
         for start in range(0, x.size(1), segment):
             nll, mems = model(x[:, start : start + segment], mems, y[:, start : start + segment])
             losses.append(nll.float())
-    return float(torch.cat(losses, 1)[:, -score:].mean())
+    return torch.cat(losses, 1)[:, -score:]
 
 
 def effective_context(rows: list[dict], tolerance: float = 0.01) -> int:
@@ -157,6 +160,35 @@ def effective_context(rows: list[dict], tolerance: float = 0.01) -> int:
             break
         d = r["context"]
     return d
+
+
+def recl(curves: dict[str, list[dict]], r: float = 0.1, threshold: float = 0.01) -> dict[str, tuple[int, bool]]:
+    """Relative effective context length (Dai et al. 2019, appendix C) of each run in a group scored on the same
+    tokens: stepping c -> c' along the measured lengths, the baseline b(c, t) is the least loss of any run at
+    context c on token t, T the fraction r of tokens where b is largest, and run i's relative loss
+    f_i(c, c') = mean over T of min(b(c, t), l_i(c', t)). RECL is the first c whose relative gain
+    (exp f_i(c, c) - exp f_i(c, c')) / exp f_i(c, c) falls under `threshold`; (c, True) when it never does
+    (a lower bound: the longest length measured). The paper steps by a fixed amount; here the step is the
+    next length of the grid."""
+    import numpy as np
+
+    lengths = sorted(set.intersection(*[{row["context"] for row in rows} for rows in curves.values()]))
+    loss = {name: {row["context"]: np.asarray(row["cut_tokens"]) for row in rows} for name, rows in curves.items()}
+    if len({v.size for per in loss.values() for v in per.values()}) != 1:
+        raise TxlError("RECL needs every run scored on the same tokens (the same corpus, split, windows and --score)")
+    out = {}
+    for name in curves:
+        found = (lengths[-1], True)
+        for c, c2 in zip(lengths, lengths[1:]):
+            base = np.min([loss[m][c] for m in curves], axis=0)
+            chosen = np.argsort(base)[-max(1, int(round(r * base.size))):]
+            short = math.exp(base[chosen].mean())  # f_i(c, c): min(b, l_i(c)) is b itself
+            long = math.exp(np.minimum(base, loss[name][c2])[chosen].mean())
+            if (short - long) / short < threshold:
+                found = (c, False)
+                break
+        out[name] = found
+    return out
 
 
 def context_table(curves: dict[str, list[dict]], fmt: str = "text") -> str:

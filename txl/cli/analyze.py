@@ -75,7 +75,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 
 def cmd_context(args: argparse.Namespace) -> int:
-    from txl.analysis import context_curve, context_table, effective_context, image_to_tensorboard, plot_context
+    from txl.analysis import context_curve, context_table, effective_context, image_to_tensorboard, plot_context, recl
     from txl.data import load_corpus
     from txl.devices import pick_precision
     from txl.io import atomic_write_json
@@ -100,6 +100,9 @@ def cmd_context(args: argparse.Namespace) -> int:
     print(context_table(curves, args.format))
     for path, d in effective.items():
         print(f"effective context of {path}: {d} tokens (within {args.tolerance} nats of the longest context)")
+    if len(curves) > 1:  # Dai et al.'s relative effective context length, over this group of runs
+        for path, (c, bound) in recl(curves).items():
+            print(f"RECL of {path}: {'>= ' if bound else ''}{c} tokens (r = 0.1, relative gain under 0.01; this group of runs)")
     print(f"json      {out / 'context.json'}\npng       {out / 'context.png'}\ntensorboard {out / 'tb'} (images)")
     return 0
 
