@@ -26,16 +26,24 @@ from txl.evaluate import Plan, metric_name
 from txl.experiments import Experiment, Variant, experiment, results_path, run_dir
 from txl.io import atomic_write_json
 from txl.memory import MEMORY, parse_plan
-from txl.planning import append_plan_search, layer_costs, rescore, search_plan, write_search
+from txl.planning import append_plan_search, plan_cost, rescore, search_plan, write_search
 from txl.results import read_results
+from txl.plans import apply_plans
 from txl.runs import load_trained
 
 TRAINED = "all long"
 
 
+def one_long_layer(run, scale: str, base: Plan | None = None) -> float:
+    """The budget searched: the cached positions of lrm=1@interleave (one long-range layer, the rest short)."""
+    long, short = memory_lengths(scale)
+    lens = parse_plan(f"lrm=1@interleave:{long},srm={short}", run.model.n_layer, MEMORY)
+    return plan_cost(run.model, lens, run.eval.tgt_len or run.train.tgt_len, "positions", base or Plan.of_run(run))
+
+
 def analyse(exp: Experiment, root: Path, split: str, say) -> None:
-    """Analyses 1-4 of every seed's trained model (each skipped when its files are there), on `split`. The
-    search's budget is counted as `plan_search` counts it (and the search's rows are named by it)."""
+    """Analyses 1-4 of every seed's trained model (each skipped when its files are there), on `split`, at the
+    budget `plan_search` names its baseline by (one_long_layer)."""
     long, short = memory_lengths(exp.scale)
     for seed in exp.seeds:
         folder = run_dir(root, exp, TRAINED, seed)
@@ -45,8 +53,7 @@ def analyse(exp: Experiment, root: Path, split: str, say) -> None:
         tgt_len, segments = e.tgt_len or run.train.tgt_len, e.max_segments
         precision = pick_precision(run.train.precision, next(model.parameters()).device)
         base = Plan.of_run(run)
-        lens = parse_plan(f"lrm=1@interleave:{long},srm={short}", run.model.n_layer, MEMORY)
-        limit = sum(c[v] for c, v in zip(layer_costs(run.model, sorted(set(lens)), tgt_len, "positions", base), lens))
+        limit = one_long_layer(run, exp.scale, base)
         stem = out / f"plan-{limit:g}"
         if split != "valid":  # report: the plans valid chose, scored on this split once (the rows say which)
             scored = {(r["seed"], r["metrics"].get("split")) for r in read_results(results_path(root, exp))
@@ -95,11 +102,11 @@ def analyse(exp: Experiment, root: Path, split: str, say) -> None:
 @experiment("analysis/plan-search", "the all-long-memory model analysed, and its best plan at the budget of one long-range layer")
 def plan_search(scale: str) -> Experiment:
     base = lm_base(scale)
-    long, short = memory_lengths(scale)
-    budget = long + (base.model.n_layer - 1) * short  # the cached positions of lrm=1 (one long layer, the rest short)
+    long, _ = memory_lengths(scale)
+    base.model = apply_plans(base.model, memory=str(long))
     return Experiment(
         "analysis/plan-search",
         "which layers use their memory, and the plan that loses least at the budget of one long-range layer",
         scale, base, [Variant(TRAINED, memory=str(long))], after=analyse,
-        baseline=f"searched (budget {budget})",  # a row the analysis adds: each plan's difference from the searched one
+        baseline=f"searched (budget {one_long_layer(base, scale):g})",  # a row the analysis adds: each plan's difference from the searched one
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from txl.attention.fast import IMPLS
+from txl.attention.fast import IMPLS, resolve_impl
 from txl.errors import TxlError
 from txl.table import format_table
 
@@ -225,7 +225,6 @@ def _train_step(model, opt, tokens, mems, device, precision):
 
 def run_train_case(run, case: TrainCase, device: torch.device, precision: str, steps: int, warmup: int, eval_steps: int) -> dict:
     """Median time of whole training steps (forward, backward, Adam) and of evaluation forwards, memory carried."""
-    from txl.attention.fast import resolve_impl
     from txl.budget import budget
     from txl.evaluate import autocast
 
@@ -342,7 +341,6 @@ def train_benchmark(run, impls: list[str], plans: list[str | None], device: torc
         torch.backends.cuda.matmul.allow_tf32 = run.train.tf32
         torch.backends.cudnn.allow_tf32 = run.train.tf32
     precision = pick_precision(run.train.precision, device)
-    from txl.attention.fast import resolve_impl
 
     for impl in impls:
         if impl not in IMPLS:

@@ -85,6 +85,12 @@ def layer_costs(model_cfg, lengths: list[int], tgt_len: int, unit: str, base: Pl
     return costs
 
 
+def plan_cost(model_cfg, mem_lens: list[int], tgt_len: int, unit: str = "positions", base: Plan | None = None) -> float:
+    """What a whole plan costs in the search's unit: the sum of its layers' costs."""
+    costs = layer_costs(model_cfg, sorted(set(mem_lens)), tgt_len, unit, base)
+    return sum(c[v] for c, v in zip(costs, mem_lens))
+
+
 def k_best(rise: list[dict[int, float]], costs: list[dict[int, float]], limit: float, k: int) -> list[tuple[float, list[int]]]:
     """The k plans within `limit` whose predicted rise (the sum of their layers' rises) is least: a dynamic
     programme over layers whose states are the costs reached, each keeping its k best partial plans."""

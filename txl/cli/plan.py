@@ -66,7 +66,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from txl.devices import pick_precision
     from txl.evaluate import Plan, metric_name
     from txl.memory import MEMORY, parse_plan
-    from txl.planning import UNITS, layer_costs, search_plan, search_table, write_search
+    from txl.planning import UNITS, plan_cost, search_plan, search_table, write_search
     from txl.runs import load_trained, run_root
 
     for flag in ("confirm", "refine", "max_segments"):
@@ -88,7 +88,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             lens = parse_plan(args.budget_of, run.model.n_layer, MEMORY)
         except ValueError as err:
             raise TxlError(f"--budget-of: {err}") from None
-        limit = sum(c[v] for c, v in zip(layer_costs(run.model, sorted(set(lens)), tgt_len, unit, base), lens))
+        limit = plan_cost(run.model, lens, tgt_len, unit, base)
         long, short = max(lens), min(lens)
     corpus = load_corpus(run.data, progress=not args.no_progress)
     metric = metric_name(corpus)
