@@ -13,7 +13,7 @@ from conftest import tiny_config
 from txl.model import TransformerXL
 
 triton = pytest.importorskip("triton")
-from txl.attention.fused import _blocks, available, fused_attention  # noqa: E402
+from txl.attention.fused import Launch, available, fused_attention, launch_for  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(not available(torch.device(DEVICE)), reason="triton cannot run here")
@@ -59,6 +59,33 @@ def test_kernel_matches_the_formula_in_float32(B, H, Q, M, D, limit):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
+BLOCKS = {  # launches per kernel: each kernel's block is its own (the log-sum-exp is per query, not per block)
+    "16": dict(fwd=Launch(16, 4, 2), dq=Launch(16, 4, 1), dkdv=Launch(16, 4, 1)),
+    "32": dict(fwd=Launch(32, 8, 2), dq=Launch(32, 8, 2), dkdv=Launch(32, 8, 1)),
+    "64": dict(fwd=Launch(64, 8, 2), dq=Launch(64, 8, 2), dkdv=Launch(64, 8, 1)),
+    "mixed": dict(fwd=Launch(64, 8, 2), dq=Launch(16, 4, 1), dkdv=Launch(32, 8, 1)),
+}
+
+
+@pytest.mark.parametrize("launches", BLOCKS.values(), ids=BLOCKS.keys())
+@pytest.mark.parametrize("B, H, Q, M, D, limit", [SHAPES[2], SHAPES[3]])
+def test_every_block_size_matches_the_formula(B, H, Q, M, D, limit, launches):
+    """The band halves carried from key block to key block (and query block to query block) at every block size the
+    launch table uses, with segments, memories and ranges that are not block multiples."""
+    torch.manual_seed(1)
+    K = Q + M
+    make = lambda *s: torch.randn(*s, device=DEVICE).requires_grad_()  # noqa: E731
+    qu, qv, k, v, rd = make(B, H, Q, D), make(B, H, Q, D), make(B, H, K, D), make(B, H, K, D), make(H, K, D)
+    out = fused_attention(qu, qv, k, v, rd, limit, D**-0.5, launches=launches)
+    want = reference(qu, qv, k, v, rd, limit, D**-0.5)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (qu, qv, k, v, rd), g)
+    ref = torch.autograd.grad(want, (qu, qv, k, v, rd), g)
+    for name, a, b in zip(("qu", "qv", "k", "v", "rd"), got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_half_precision_keys_with_float32_queries_as_autocast_gives_them():
     """Under autocast q + u is float32 while k and v are half: the kernel multiplies in the keys' dtype and
     accumulates in float32. (fp16 here: Triton's interpreter multiplies bf16 wrongly; bf16 is checked on a GPU.)"""
@@ -80,7 +107,7 @@ def test_half_precision_keys_with_float32_queries_as_autocast_gives_them():
 def test_a_shorter_range_visits_fewer_key_blocks():
     """Key blocks wholly beyond the range, or in the future, are never visited: counted by the kernel itself."""
     Q, M, D = 128, 384, 8
-    bm, bn, _ = _blocks(Q, Q + M, D)
+    bm = bn = launch_for("fwd", "fp32", 90, Q, D).block
     t = lambda *s: torch.randn(*s, device=DEVICE)  # noqa: E731
     qu, qv, k, v, rd = t(1, 1, Q, D), t(1, 1, Q, D), t(1, 1, Q + M, D), t(1, 1, Q + M, D), t(1, Q + M, D)
     counts = {}

@@ -4,19 +4,23 @@
 
 over keys [memory; segment], block by block with an online softmax: the (queries x keys)
 scores, probabilities and position terms are never written to memory. For a block of
-BM queries and a block of BN keys the distances d = mlen + i - j form a band of
-BM + BN - 1 values, so the position term of the pair is one small product of the query
-block with that band of projected position embeddings, followed by a diagonal shift
-(`tl.gather`): its cost is that of a (BM x (BM+BN)) product, not of the whole matrix.
-Key blocks wholly outside a layer's reach (beyond its attention range, or in the future)
-are never visited, so the cost falls with the range.
+B queries and a block of B keys the distances d = mlen + i - j form a band of 2B - 1
+values, which splits into two halves of B distances; the position term of the pair is the
+product of the query block with the two halves of projected position embeddings, then a
+diagonal shift (`tl.gather`). Key blocks are visited in order, so one block's lower half is
+the next one's upper half: each key block costs one (B x B) position product, as much as
+its content product. Key blocks wholly outside a layer's reach (beyond its attention range,
+or in the future) are never visited, so the cost falls with the range.
 
 The kernel takes qu = q + u and qv = q + v (formed outside, so autograd turns their
 gradients into those of q, u and v) and the projected embeddings in distance order,
 rd[h, d] = W_r R_d (clamp_len already applied). Its backward gives dqu, dqv, dk, dv and
 drd; the position gradient sums over queries and batch with atomic adds into a float32
-buffer. Inputs may be float32, bfloat16 or float16; products accumulate in float32.
-Attention dropout is not supported (the caller falls back to another path).
+buffer, one per query block and band half. Inputs may be float32, bfloat16 or float16;
+products accumulate in float32 (the position term is rounded to the inputs' dtype, as a
+matmul under autocast rounds it). Attention dropout is not supported (the caller falls back
+to another path). Each kernel's launch (block, warps, stages) is chosen per operand kind
+and GPU architecture from its compiled resources (`txl.attention.fused_launch`).
 
 Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, CPU tensors),
 which is how the tests check them against the plain path.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -45,42 +50,101 @@ def available(device: torch.device | None = None) -> bool:
     return device is not None and device.type == "cuda"
 
 
-def _blocks(qlen: int, klen: int, d_head: int) -> tuple[int, int, int]:
-    """(BM, BN, BD): query and key block sizes and the head dimension padded to a power of two (tl.dot needs >= 16)."""
-    bd = max(16, triton.next_power_of_2(d_head))
-    bm = 64 if qlen >= 64 and bd <= 64 else (32 if qlen > 16 else 16)
-    return bm, bm, bd  # equal blocks keep the band (BM + BN) a power of two
+class Launch(NamedTuple):
+    """How one kernel is launched: its query and key block (equal, a power of two), warps and pipeline stages."""
+
+    block: int
+    warps: int
+    stages: int
+
+
+KERNELS = ("fwd", "dq", "dkdv")
+
+
+def operand_kind(dtype: torch.dtype, precision: str) -> str:
+    """half (bf16/fp16 operands), tf32 (float32 on tensor cores) or fp32 (float32, exact products)."""
+    return "half" if dtype != torch.float32 else ("tf32" if precision == "tf32" else "fp32")
+
+
+def default_launch(kernel: str, kind: str, capability: int = 90) -> Launch:
+    """The launch of `kernel` for operands of `kind` on a GPU of compute capability `capability` (90 for sm_90),
+    at head dims up to 64: the largest block whose compiled kernel spills no registers, as `txl bench kernel`
+    reports them (compiled for each architecture by Triton, no GPU needed). One exception: on sm_90 the dq
+    kernel keeps 64-blocks, Hopper's warpgroup products, at 232 bytes spilled per thread; a GPU timing of
+    `txl bench kernel --time` decides it. Stages matter where pipelining makes ptxas spill (dkdv, exact fp32)."""
+    if kind == "fp32":
+        return Launch(16, 4, 2 if kernel == "fwd" else 1)
+    if kind == "tf32":
+        return Launch(32, 8, 1 if kernel == "dkdv" else 2)
+    if capability >= 90:
+        return Launch(64, 8, 1 if kernel == "dkdv" else 2)
+    return Launch(32, 8, 2)
+
+
+def launch_for(kernel: str, kind: str, capability: int, qlen: int, d_head: int) -> Launch:
+    """default_launch, with smaller blocks for short segments and wide heads (d_head > 64 halves the block)."""
+    base = default_launch(kernel, kind, capability)
+    block = min(base.block, 64 if qlen >= 64 else (32 if qlen > 16 else 16))
+    if d_head > 64:
+        block = max(16, block // 2)
+    return base if block == base.block else Launch(block, 4 if block == 16 else base.warps, base.stages)
+
+
+def head_block(d_head: int) -> int:
+    """The head dimension padded to a power of two, at least 16 (tl.dot's least)."""
+    return max(16, 1 << (d_head - 1).bit_length())
 
 
 if triton is not None:
 
     @triton.jit
-    def _band_scores(qu, qv, k_ptrs, rd_base, stride_rd, offs_d, d0, j0, K, D, MLEN, offs_m_local,
-                     BM: tl.constexpr, BN: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
-        """Unscaled scores of one (query block, key block): content (qu . k) plus the shifted position band."""
-        offs_n = j0 + tl.arange(0, BN)
-        k = tl.load(k_ptrs, mask=(offs_n[:, None] < K) & (offs_d[None, :] < D), other=0.0)
-        # band row t holds distance dmin + t, dmin = mlen + i0 - j0 - (BN - 1): every distance of the pair
-        t = tl.arange(0, BW)
-        dist = d0 + t
-        r = tl.load(rd_base + dist[:, None] * stride_rd + offs_d[None, :],
-                    mask=(dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D), other=0.0)
-        content = tl.dot(qu, tl.trans(k), input_precision=PREC)
-        band = tl.dot(qv, tl.trans(r), input_precision=PREC)
-        # (ii, jj) has distance dmin + ii - jj + BN - 1: the diagonal shift of the band
-        shift = offs_m_local[:, None] - tl.arange(0, BN)[None, :] + (BN - 1)
-        return content + tl.gather(band, shift, axis=1), k, r
+    def _rows(rd_base, stride_rd, d_first, offs_d, K, D, BN: tl.constexpr):
+        """BN projected position embeddings, distances d_first .. d_first + BN - 1 (zero outside 0 .. K-1)."""
+        dist = d_first + tl.arange(0, BN)
+        return tl.load(rd_base + dist[:, None] * stride_rd + offs_d[None, :],
+                       mask=(dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D), other=0.0)
+
+    @triton.jit
+    def _diagonal(BM: tl.constexpr, BN: tl.constexpr):
+        """(BM, BN) index (ii - x + BN - 1) mod BN, and (BM, BN) ii > x: the band's diagonal shift, both ways.
+
+        Query ii and key jj of a (query block, key block) pair are at distance d0 + BN - 1 + ii - jj, where
+        d0 = mlen + i0 - j0 - (BN - 1). The band of distances splits in two halves of BN: `lo` (d0 + c) and
+        `hi` (d0 + BN + c). The pair (ii, jj) lies in column c = (ii - jj + BN - 1) mod BN, of `hi` when
+        ii > jj and of `lo` otherwise; hi's column c < ii and lo's column c >= ii, and the map between jj
+        and c is its own inverse (jj = (ii - c + BN - 1) mod BN), so one index serves forward and backward."""
+        ii = tl.arange(0, BM)[:, None]
+        x = tl.arange(0, BN)[None, :]
+        return (ii - x + BN - 1) & (BN - 1), x < ii
+
+    @triton.jit
+    def _band(qv, r, PREC: tl.constexpr):
+        """(BM, BN) half a band: each query's position term at BN distances, rounded to the inputs' dtype as a
+        matmul under autocast rounds it (so that every kernel recomputes the same scores, in half the registers)."""
+        return tl.dot(qv, tl.trans(r), input_precision=PREC).to(qv.dtype)
+
+    @triton.jit
+    def _shift(lo, hi, BM: tl.constexpr, BN: tl.constexpr):
+        """(BM, BN) float32 position term of each (query, key) of the pair from its band halves by distance."""
+        idx, upper = _diagonal(BM, BN)
+        return tl.gather(tl.where(upper, hi, lo), idx, axis=1).to(tl.float32)
+
+    @triton.jit
+    def _unshift(ds, BM: tl.constexpr, BN: tl.constexpr):
+        """The inverse of _shift: (lo, hi), the (BM, BN) score gradient of each query by distance, in band halves."""
+        idx, upper = _diagonal(BM, BN)
+        g = tl.gather(ds, idx, axis=1)
+        return tl.where(upper, 0.0, g), tl.where(upper, g, 0.0)
 
     @triton.jit
     def _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM: tl.constexpr, BD: tl.constexpr):
         """Where query block pid_m of (batch, head) bh lies: its rows, offsets into (B, H, Q, D) tensors and mask."""
         b, h = bh // H, bh % H
         i0 = pid_m * BM
-        offs_m_local = tl.arange(0, BM)
-        offs_m = i0 + offs_m_local
+        offs_m = i0 + tl.arange(0, BM)
         offs_d = tl.arange(0, BD)
         q_off = b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :]
-        return b, h, i0, offs_m_local, offs_m, offs_d, q_off, (offs_m[:, None] < Q) & (offs_d[None, :] < D)
+        return b, h, i0, offs_m, offs_d, q_off, (offs_m[:, None] < Q) & (offs_d[None, :] < D)
 
     @triton.jit
     def _key_blocks(MLEN, i0, LIMIT, K, BM: tl.constexpr, BN: tl.constexpr):
@@ -98,31 +162,37 @@ if triton is not None:
     def _fwd(QU, QV, Kp, V, RD, O, LSE, VISITS,
              sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, so_b, so_h, so_m, srd_h, srd_d,
              H, Q, K, D, MLEN, LIMIT, scale,
-             BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
+             BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
+        """Per query block: the output and the log-sum-exp of its scores. Key blocks are visited in order, so the
+        lower half of one block's band is the upper half of the next one's: one (BM, BN) band product per block."""
         pid_m, bh = tl.program_id(0), tl.program_id(1)
-        b, h, i0, offs_m_local, offs_m, offs_d, q_off, q_mask = _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM, BD)
+        b, h, i0, offs_m, offs_d, q_off, q_mask = _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM, BD)
         qu = tl.load(QU + q_off, mask=q_mask, other=0.0)
         qv = tl.load(QV + q_off, mask=q_mask, other=0.0)
+        rd_h = RD + h * srd_h
         m_i = tl.full([BM], -float("inf"), tl.float32)
         l_i = tl.zeros([BM], tl.float32)
         acc = tl.zeros([BM, BD], tl.float32)
-        start, hi = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
+        start, end = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
+        hi = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - start + 1, offs_d, K, D, BN), PREC)
         visits = 0
-        for j0 in range(start, hi, BN):
+        for j0 in range(start, end, BN):
             offs_n = j0 + tl.arange(0, BN)
-            k_ptrs = Kp + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
-            s, _, _ = _band_scores(qu, qv, k_ptrs, RD + h * srd_h, srd_d, offs_d, MLEN + i0 - j0 - (BN - 1), j0, K, D, MLEN,
-                                   offs_m_local, BM, BN, BW, PREC)
+            kv_off = b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
+            kv_mask = (offs_n[:, None] < K) & (offs_d[None, :] < D)
+            k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
+            lo = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - j0 - (BN - 1), offs_d, K, D, BN), PREC)
+            s = tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
             s = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), s * scale, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)  # a row that has seen no key yet
             p = tl.exp(s - m_safe[:, None])
             alpha = tl.exp(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, axis=1)
-            v = tl.load(V + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :],
-                        mask=(offs_n[:, None] < K) & (offs_d[None, :] < D), other=0.0)
+            v = tl.load(V + kv_off, mask=kv_mask, other=0.0)
             acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
             m_i = m_new
+            hi = lo
             visits += 1
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # rows past the segment end see nothing
         tl.store(O + b * so_b + h * so_h + offs_m[:, None] * so_m + offs_d[None, :], out.to(O.dtype.element_ty), mask=q_mask)
@@ -133,41 +203,54 @@ if triton is not None:
     def _bwd_dq(QU, QV, Kp, V, RD, DO, LSE, DELTA, DQU, DQV, DRD,
                 sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, srd_h, srd_d,
                 H, Q, K, D, MLEN, LIMIT, scale,
-                BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
-        """Per query block: dqu, dqv, and the position gradient of every band it meets (atomically added)."""
+                BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
+        """Per query block: dqu, dqv, and the position gradient of the distances it meets (atomically added).
+
+        As in the forward pass a band half is shared by neighbouring key blocks, so the gradient of distances
+        d .. d + BN - 1 (the upper half of this block's band, the lower half of the previous one's) is summed
+        in registers first: one (BN, BD) product for dqv, one for the position gradient, one atomic add."""
         pid_m, bh = tl.program_id(0), tl.program_id(1)
-        b, h, i0, offs_m_local, offs_m, offs_d, q_off, q_mask = _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM, BD)
+        b, h, i0, offs_m, offs_d, q_off, q_mask = _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM, BD)
         qu = tl.load(QU + q_off, mask=q_mask, other=0.0)
         qv = tl.load(QV + q_off, mask=q_mask, other=0.0)
         do = tl.load(DO + q_off, mask=q_mask, other=0.0)
         lse = tl.load(LSE + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
         delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
+        rd_h, drd_h = RD + h * srd_h, DRD + h * srd_h
         dqu = tl.zeros([BM, BD], tl.float32)
         dqv = tl.zeros([BM, BD], tl.float32)
-        start, hi = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
-        t = tl.arange(0, BW)
-        # band column t of row ii comes from key jj = ii + BN - 1 - t of the pair (when 0 <= jj < BN)
-        jj = offs_m_local[:, None] + (BN - 1) - t[None, :]
-        in_pair = (jj >= 0) & (jj < BN)
-        jj = tl.minimum(tl.maximum(jj, 0), BN - 1)
-        for j0 in range(start, hi, BN):
+        start, end = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
+        d_hi = MLEN + i0 - start + 1  # the first distance of the upper band half
+        r_hi = _rows(rd_h, srd_d, d_hi, offs_d, K, D, BN)
+        hi = _band(qv, r_hi, PREC)
+        carry = tl.zeros([BM, BN], qv.dtype)  # the previous block's lower-half gradient
+        for j0 in range(start, end, BN):
             offs_n = j0 + tl.arange(0, BN)
-            k_ptrs = Kp + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
-            d0 = MLEN + i0 - j0 - (BN - 1)
-            s, k, r = _band_scores(qu, qv, k_ptrs, RD + h * srd_h, srd_d, offs_d, d0, j0, K, D, MLEN,
-                                   offs_m_local, BM, BN, BW, PREC)
+            kv_off = b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
+            kv_mask = (offs_n[:, None] < K) & (offs_d[None, :] < D)
+            k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
+            d_lo = MLEN + i0 - j0 - (BN - 1)
+            r_lo = _rows(rd_h, srd_d, d_lo, offs_d, K, D, BN)
+            lo = _band(qv, r_lo, PREC)
+            s = tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
             p = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), tl.exp(s * scale - lse[:, None]), 0.0)
-            v = tl.load(V + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :],
-                        mask=(offs_n[:, None] < K) & (offs_d[None, :] < D), other=0.0)
+            v = tl.load(V + kv_off, mask=kv_mask, other=0.0)
             dp = tl.dot(do, tl.trans(v), input_precision=PREC)
             ds = p * (dp - delta[:, None]) * scale
-            band = tl.where(in_pair, tl.gather(ds, jj, axis=1), 0.0)  # (BM, BW): ds by distance
             dqu = tl.dot(ds.to(k.dtype), k, dqu, input_precision=PREC)
-            dqv = tl.dot(band.to(r.dtype), r, dqv, input_precision=PREC)
-            drd = tl.dot(tl.trans(band.to(qv.dtype)), qv, input_precision=PREC)
-            dist_t = d0 + t
-            tl.atomic_add(DRD + h * srd_h + dist_t[:, None] * srd_d + offs_d[None, :], drd,
-                          mask=(dist_t[:, None] >= 0) & (dist_t[:, None] < K) & (offs_d[None, :] < D), sem="relaxed")
+            g_lo, g_hi = _unshift(ds, BM, BN)
+            g = g_hi + carry.to(tl.float32)  # every gradient of distances d_hi .. d_hi + BN - 1 from this query block
+            dqv = tl.dot(g.to(r_hi.dtype), r_hi, dqv, input_precision=PREC)
+            dist = d_hi + tl.arange(0, BN)
+            tl.atomic_add(drd_h + dist[:, None] * srd_d + offs_d[None, :],
+                          tl.dot(tl.trans(g.to(qv.dtype)), qv, input_precision=PREC),
+                          mask=(dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D), sem="relaxed")
+            carry, r_hi, hi, d_hi = g_lo.to(qv.dtype), r_lo, lo, d_lo
+        dqv = tl.dot(carry.to(r_hi.dtype), r_hi, dqv, input_precision=PREC)
+        dist = d_hi + tl.arange(0, BN)
+        tl.atomic_add(drd_h + dist[:, None] * srd_d + offs_d[None, :],
+                      tl.dot(tl.trans(carry.to(qv.dtype)), qv, input_precision=PREC),
+                      mask=(dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D), sem="relaxed")
         tl.store(DQU + q_off, dqu.to(DQU.dtype.element_ty), mask=q_mask)
         tl.store(DQV + q_off, dqv.to(DQV.dtype.element_ty), mask=q_mask)
 
@@ -175,8 +258,9 @@ if triton is not None:
     def _bwd_dkdv(QU, QV, Kp, V, RD, DO, LSE, DELTA, DK, DV,
                   sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, srd_h, srd_d,
                   H, Q, K, D, MLEN, LIMIT, scale,
-                  BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, PREC: tl.constexpr):
-        """Per key block: dk and dv, over the query blocks that see it."""
+                  BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
+        """Per key block: dk and dv, over the query blocks that see it. Query blocks are visited in order, so the
+        upper band half's embeddings of one are the lower half's of the next: one (BN, BD) load per block."""
         pid_n, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         j0 = pid_n * BN
@@ -184,16 +268,18 @@ if triton is not None:
         offs_d = tl.arange(0, BD)
         kv_off = b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
         kv_mask = (offs_n[:, None] < K) & (offs_d[None, :] < D)
+        k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
         v = tl.load(V + kv_off, mask=kv_mask, other=0.0)
+        rd_h = RD + h * srd_h
         dk = tl.zeros([BN, BD], tl.float32)
         dv = tl.zeros([BN, BD], tl.float32)
         # queries that may see a key of this block: j - mlen <= i <= j + LIMIT - mlen
-        lo = tl.maximum(j0 - MLEN, 0)
-        hi = tl.minimum(j0 + BN - 1 + LIMIT - MLEN + 1, Q)
-        start = (lo // BM) * BM
-        offs_m_local = tl.arange(0, BM)
-        for i0 in range(start, hi, BM):
-            offs_m = i0 + offs_m_local
+        first = tl.maximum(j0 - MLEN, 0)
+        end = tl.minimum(j0 + BN - 1 + LIMIT - MLEN + 1, Q)
+        start = (first // BM) * BM
+        r_lo = _rows(rd_h, srd_d, MLEN + start - j0 - (BN - 1), offs_d, K, D, BN)
+        for i0 in range(start, end, BM):
+            offs_m = i0 + tl.arange(0, BM)
             q_off = b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :]
             q_mask = (offs_m[:, None] < Q) & (offs_d[None, :] < D)
             qu = tl.load(QU + q_off, mask=q_mask, other=0.0)
@@ -201,13 +287,16 @@ if triton is not None:
             do = tl.load(DO + q_off, mask=q_mask, other=0.0)
             lse = tl.load(LSE + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
             delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
-            s, k, _ = _band_scores(qu, qv, Kp + kv_off, RD + h * srd_h, srd_d, offs_d, MLEN + i0 - j0 - (BN - 1), j0, K, D,
-                                   MLEN, offs_m_local, BM, BN, BW, PREC)
+            r_hi = _rows(rd_h, srd_d, MLEN + i0 - j0 + 1, offs_d, K, D, BN)
+            lo = _band(qv, r_lo, PREC)
+            hi = _band(qv, r_hi, PREC)
+            s = tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
             p = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), tl.exp(s * scale - lse[:, None]), 0.0)
             dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=PREC)
             dp = tl.dot(do, tl.trans(v), input_precision=PREC)
             ds = p * (dp - delta[:, None]) * scale
             dk = tl.dot(tl.trans(ds.to(qu.dtype)), qu, dk, input_precision=PREC)
+            r_lo = r_hi
         tl.store(DK + kv_off, dk.to(DK.dtype.element_ty), mask=kv_mask)
         tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
@@ -219,8 +308,11 @@ def _precision(t: torch.Tensor) -> str:
     return "tf32" if t.is_cuda and torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
-def _warps(block: int) -> int:
-    return 8 if block >= 64 else 4
+def _capability(t: torch.Tensor) -> int:
+    if not t.is_cuda:
+        return 90  # Triton's interpreter: launch as for an H100
+    major, minor = torch.cuda.get_device_capability(t.device)
+    return 10 * major + minor
 
 
 def _limit(limit: float, klen: int) -> int:
@@ -229,24 +321,27 @@ def _limit(limit: float, klen: int) -> int:
 
 class _Fused(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qu, qv, k, v, rd, limit: float, scale: float, visits_out):
+    def forward(ctx, qu, qv, k, v, rd, limit: float, scale: float, visits_out, launches):
         B, H, Q, D = qu.shape
         K = k.size(2)
         # one dtype for every product's operands (under autocast q + u is float32 while k and v are bf16)
         qu, qv, k, v, rd = (t.to(k.dtype).contiguous() for t in (qu, qv, k, v, rd))
-        bm, bn, bd = _blocks(Q, K, D)
+        prec = _precision(qu)
+        kind, cap = operand_kind(qu.dtype, prec), _capability(qu)
+        run = {name: (launches or {}).get(name) or launch_for(name, kind, cap, Q, D) for name in KERNELS}
+        bd, fwd = head_block(D), run["fwd"]
         o = torch.empty_like(qu)
         lse = torch.empty(B * H, Q, device=qu.device, dtype=torch.float32)
-        grid = (triton.cdiv(Q, bm), B * H)
+        grid = (triton.cdiv(Q, fwd.block), B * H)
         visits = torch.zeros(B * H, grid[0], device=qu.device, dtype=torch.int32)
-        prec = _precision(qu)
         lim = _limit(limit, K)
         _fwd[grid](qu, qv, k, v, rd, o, lse, visits, *qu.stride()[:3], *k.stride()[:3], *o.stride()[:3], *rd.stride()[:2],
-                   H, Q, K, D, K - Q, lim, scale, BM=bm, BN=bn, BD=bd, BW=bm + bn, PREC=prec, num_warps=_warps(bm))
+                   H, Q, K, D, K - Q, lim, scale, BM=fwd.block, BN=fwd.block, BD=bd, PREC=prec,
+                   num_warps=fwd.warps, num_stages=fwd.stages)
         if visits_out is not None:
             visits_out.append(visits)
         ctx.save_for_backward(qu, qv, k, v, rd, o, lse)
-        ctx.lim, ctx.scale, ctx.blocks, ctx.prec = lim, scale, (bm, bn, bd), prec
+        ctx.lim, ctx.scale, ctx.run, ctx.prec = lim, scale, run, prec
         return o
 
     @staticmethod
@@ -254,24 +349,28 @@ class _Fused(torch.autograd.Function):
         qu, qv, k, v, rd, o, lse = ctx.saved_tensors
         B, H, Q, D = qu.shape
         K = k.size(2)
-        bm, bn, bd = ctx.blocks
         do = do.contiguous()
         delta = (do.float() * o.float()).sum(-1).reshape(B * H, Q)
         dqu, dqv = torch.empty_like(qu), torch.empty_like(qv)
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         drd = torch.zeros(rd.shape, device=rd.device, dtype=torch.float32)
         common = (*qu.stride()[:3], *k.stride()[:3], *rd.stride()[:2], H, Q, K, D, K - Q, ctx.lim, ctx.scale)
-        meta = dict(BM=bm, BN=bn, BD=bd, BW=bm + bn, PREC=ctx.prec, num_warps=_warps(bm), num_stages=2)
-        _bwd_dq[(triton.cdiv(Q, bm), B * H)](qu, qv, k, v, rd, do, lse, delta, dqu, dqv, drd, *common, **meta)
-        _bwd_dkdv[(triton.cdiv(K, bn), B * H)](qu, qv, k, v, rd, do, lse, delta, dk, dv, *common, **meta)
-        return dqu, dqv, dk, dv, drd.to(rd.dtype), None, None, None
+        dq, dkdv = ctx.run["dq"], ctx.run["dkdv"]
+        meta = dict(BD=head_block(D), PREC=ctx.prec)
+        _bwd_dq[(triton.cdiv(Q, dq.block), B * H)](qu, qv, k, v, rd, do, lse, delta, dqu, dqv, drd, *common, BM=dq.block,
+                                                   BN=dq.block, num_warps=dq.warps, num_stages=dq.stages, **meta)
+        _bwd_dkdv[(triton.cdiv(K, dkdv.block), B * H)](qu, qv, k, v, rd, do, lse, delta, dk, dv, *common, BM=dkdv.block,
+                                                       BN=dkdv.block, num_warps=dkdv.warps, num_stages=dkdv.stages, **meta)
+        return dqu, dqv, dk, dv, drd.to(rd.dtype), None, None, None, None
 
 
 def fused_attention(qu: torch.Tensor, qv: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rd: torch.Tensor,
-                    limit: float, scale: float, visits: list | None = None) -> torch.Tensor:
+                    limit: float, scale: float, visits: list | None = None,
+                    launches: dict[str, Launch] | None = None) -> torch.Tensor:
     """(B, H, Q, D) qu = q + u and qv = q + v; (B, H, K, D) keys and values over [memory; segment]; (H, K, D)
     projected position embeddings by distance 0 .. K-1. Returns (B, H, Q, D). Keys at distance above `limit`
-    are not seen. `visits`, when a list, receives the (B*H, query blocks) count of key blocks visited."""
+    are not seen. `visits`, when a list, receives the (B*H, query blocks) count of key blocks visited;
+    `launches` overrides the launch of any of KERNELS ("fwd", "dq", "dkdv")."""
     if triton is None:
         raise RuntimeError("the fused attention kernel needs triton (pip install 'txl[gpu]')")
-    return _Fused.apply(qu, qv, k, v, rd, limit, scale, visits)
+    return _Fused.apply(qu, qv, k, v, rd, limit, scale, visits, launches)
