@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the speed work needs from one GPU session, in one go (about 10 minutes on an H100):
-# the GPU tests (fast paths and the fused kernel compiled, bf16), the throughput table of every
+# the GPU tests (fast paths and the fused kernel compiled, bf16), the fused kernel's candidate
+# launches timed against sdpa, the throughput table of every
 # attention path at enwik8 base, the Rae & Razavi plans, a profile of the step, and the GPU-only
 # training features (bf16, fp16 with the loss scaler, compile, torchrun with NCCL, resume).
 #
@@ -28,6 +29,7 @@ cat "$OUT/gpu.txt"
 
 part tests-gpu python3 -m pytest -q -x -m gpu tests/test_fast.py tests/test_fused.py
 part tests-fused python3 -m pytest -q tests/test_fused.py
+part kernel-time python3 -m txl bench kernel --time --markdown --out "$OUT/kernel-time.json"
 part bench-impls python3 -m txl bench train --preset enwik8-base --impl plain,sdpa,flex,fused --precision bf16 \
     --out "$OUT/e8-impls.json" --markdown
 part bench-rae python3 -m txl bench train --preset enwik8-large --impl sdpa,fused --precision bf16 --markdown --batch-size 8 \

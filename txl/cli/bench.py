@@ -1,4 +1,4 @@
-"""txl bench: training throughput, and attention variants as segments grow (measured here, not in tests)."""
+"""txl bench: training throughput, attention variants as segments grow, the fused kernels (measured here, not in tests)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from txl.cli.args import Parser, add_overrides, command, int_list
+from txl.cli.bench_kernel import bench_kernel, kernel_args
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
@@ -54,6 +55,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--out", metavar="FILE.json")
     t.add_argument("--profile", metavar="DIR", help="also profile each case (torch.profiler): an operator table and a Chrome trace in DIR")
     t.add_argument("--markdown", action="store_true")
+    kernel_args(sub)
 
 
 @command("bench", "benchmarks: training throughput, and attention variants as segments grow (measured here, not in tests)", _bench_args)
@@ -65,6 +67,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.bench_command == "train":
         return bench_train(args)
+    if args.bench_command == "kernel":
+        return bench_kernel(args)
     device = bench_device(args.device)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     for name in names:
