@@ -449,3 +449,26 @@ def test_layer_sensitivity_equals_evaluating_each_cut_plan(tmp_path, capsys):
     assert [r["context"] for r in json.loads((tmp_path / "context.json").read_text())["curves"][str(tmp_path / "run")]] == [0, 4, 16]
     assert main(["analyze", "attention", str(tmp_path / "run"), "--max-segments", "4"]) == 0
     assert "mean distance" in capsys.readouterr().out and (tmp_path / "run" / "analysis" / "attention.png").stat().st_size > 0
+
+
+def test_adam_updates_in_one_fused_kernel_on_a_gpu_only():
+    from types import SimpleNamespace
+
+    from txl.config import TrainConfig
+    from txl.optim import fused_update, make_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    assert not fused_update(list(model.parameters()))
+    assert not make_optimizer(model, TrainConfig()).defaults.get("fused")  # CPU: torch's default, as parity needs
+    cuda = SimpleNamespace(is_cuda=True, is_floating_point=lambda: True)
+    assert fused_update([cuda, cuda]) and not fused_update([cuda, SimpleNamespace(is_cuda=False, is_floating_point=lambda: True)])
+    assert not fused_update([])
+
+
+@pytest.mark.gpu
+def test_adam_is_fused_on_a_gpu():
+    from txl.config import TrainConfig
+    from txl.optim import make_optimizer
+
+    for name in ("adam", "adamw"):
+        assert make_optimizer(torch.nn.Linear(3, 2).cuda(), TrainConfig(optimizer=name)).defaults["fused"] is True
