@@ -115,10 +115,10 @@ class Attention(nn.Module):
         if mem is not None and mem.size(1) > limit:
             mem = mem[:, mem.size(1) - int(limit) :]
         kv_in = x if mem is None or mem.size(1) == 0 else torch.cat([mem, x], dim=1)
-        w_q, w_k, w_v = self.qkv.weight.chunk(3, dim=0)
-        q = self._heads(F.linear(x, w_q))
-        k = self._heads(F.linear(kv_in, w_k))
-        v = self._heads(F.linear(kv_in, w_v))
+        inner = self.n_head * self.d_head
+        q = self._heads(F.linear(x, self.qkv.weight[:inner]))
+        # keys and values in one product: [memory; segment] is cast (under autocast) and kept for backward once, not twice
+        k, v = (self._heads(t) for t in F.linear(kv_in, self.qkv.weight[inner:]).chunk(2, dim=-1))
         y, extra = self.attend_stateful(q, k, v, limit, ctx, state)
         if self.rpb is not None:
             y = y + self.rpb(v, q.size(2), limit)

@@ -330,7 +330,9 @@ class _Fused(torch.autograd.Function):
         kind, cap = operand_kind(qu.dtype, prec), _capability(qu)
         run = {name: (launches or {}).get(name) or launch_for(name, kind, cap, Q, D) for name in KERNELS}
         bd, fwd = head_block(D), run["fwd"]
-        o = torch.empty_like(qu)
+        # written as (B, Q, H, D): the heads' merge before the output projection is then a view, so the output
+        # kept here and the projection's input kept by autograd are one tensor, not two
+        o = torch.empty(B, Q, H, D, device=qu.device, dtype=qu.dtype).transpose(1, 2)
         lse = torch.empty(B * H, Q, device=qu.device, dtype=torch.float32)
         grid = (triton.cdiv(Q, fwd.block), B * H)
         visits = torch.zeros(B * H, grid[0], device=qu.device, dtype=torch.int32)
