@@ -54,3 +54,28 @@ def test_an_impl_that_cannot_run_here_is_refused_before_anything_is_measured(cap
     assert main(["bench", "train", "--preset", "tiny", "--impl", "plain,fused", "--device", "cpu", "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "fused needs triton and a GPU" in err and "measuring" not in err
+
+
+def test_saved_activations_count_grows_linearly_and_the_fused_path_keeps_less():
+    """benchmarks/saved_activations.py extrapolates from two batch sizes: what it counts must be linear in the batch,
+    and the fused path (launches skipped) must keep less than the plain one, which keeps the probabilities."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from conftest import tiny_config
+    from txl.model import TransformerXL
+
+    path = Path(__file__).parent.parent / "benchmarks" / "saved_activations.py"
+    spec = importlib.util.spec_from_file_location("saved_activations", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    counts = {}
+    for impl in ("plain", "fused"):
+        torch.manual_seed(0)
+        model = TransformerXL(tiny_config(n_layer=2, n_head=2, d_head=16, memory="64", attn_impl=impl)).train()
+        counts[impl] = [mod.kept(model, b, 64, torch.bfloat16)[0] for b in (1, 2, 3)]
+    for a, b, c in counts.values():
+        assert b - a > 0 and abs((c - b) - (b - a)) < 0.01 * (b - a)
+    assert counts["fused"][1] - counts["fused"][0] < 0.8 * (counts["plain"][1] - counts["plain"][0])
