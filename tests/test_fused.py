@@ -196,3 +196,29 @@ def test_fused_is_refused_in_one_line_where_it_cannot_run(monkeypatch):
         resolve_impl("fused", torch.device("cpu"))
     monkeypatch.setattr(fused, "triton", None)
     assert not fused.available(torch.device("cuda"))
+
+
+def test_deterministic_algorithms_sum_the_position_gradient_without_atomics(monkeypatch):
+    """Under torch.use_deterministic_algorithms the dq kernel stores each program's position gradient in a slice of its
+    own (each distance once per program) and the slices are summed in a fixed order: same gradients as the formula."""
+    from txl.attention import fused
+
+    made = []
+    real = fused.position_grad_buffer
+    monkeypatch.setattr(fused, "position_grad_buffer", lambda rd, n, det: made.append((n, det)) or real(rd, n, det))
+    torch.manual_seed(2)
+    B, H, Q, M, D = 2, 2, 40, 30, 8
+    make = lambda *s: torch.randn(*s, device=DEVICE).requires_grad_()  # noqa: E731
+    qu, qv, k, v, rd = make(B, H, Q, D), make(B, H, Q, D), make(B, H, Q + M, D), make(B, H, Q + M, D), make(H, Q + M, D)
+    launches = dict(fwd=Launch(16, 4, 2), dq=Launch(16, 4, 1), dkdv=Launch(16, 4, 1))
+    g = torch.randn(B, H, Q, D, device=DEVICE)
+    want = torch.autograd.grad(reference(qu, qv, k, v, rd, 25.0, D**-0.5), (qu, qv, rd), g)
+    got = {}
+    for deterministic in (False, True):
+        monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda d=deterministic: d)
+        out = fused_attention(qu, qv, k, v, rd, 25.0, D**-0.5, launches=launches)
+        got[deterministic] = torch.autograd.grad(out, (qu, qv, rd), g)
+    assert made == [(3 * B, False), (3 * B, True)]  # 3 query blocks of 16 for 40 queries, per batch
+    for deterministic, grads in got.items():
+        for name, a, b in zip(("qu", "qv", "rd"), grads, want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{name} deterministic={deterministic}")

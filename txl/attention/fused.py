@@ -16,9 +16,10 @@ The kernel takes qu = q + u and qv = q + v (formed outside, so autograd turns th
 gradients into those of q, u and v) and the projected embeddings in distance order,
 rd[h, d] = W_r R_d (clamp_len already applied). Its backward gives dqu, dqv, dk, dv and
 drd; the position gradient sums over queries and batch with atomic adds into a float32
-buffer, one per query block and band half. Inputs may be float32, bfloat16 or float16;
-products accumulate in float32 (the position term is rounded to the inputs' dtype, as a
-matmul under autocast rounds it). Attention dropout is not supported (the caller falls back
+buffer, one per query block and band half (under torch.use_deterministic_algorithms each
+program stores into a slice of its own instead, summed in a fixed order after). Inputs may
+be float32, bfloat16 or float16; products accumulate in float32 (the position term is
+rounded to the inputs' dtype, as a matmul under autocast rounds it). Attention dropout is not supported (the caller falls back
 to another path). Each kernel's launch (block, warps, stages) is chosen per operand kind
 and GPU architecture from its compiled resources (`txl.attention.fused_launch`).
 
@@ -70,7 +71,7 @@ def default_launch(kernel: str, kind: str, capability: int = 90) -> Launch:
     """The launch of `kernel` for operands of `kind` on a GPU of compute capability `capability` (90 for sm_90),
     at head dims up to 64: the largest block whose compiled kernel spills no registers, as `txl bench kernel`
     reports them (compiled for each architecture by Triton, no GPU needed). One exception: on sm_90 the dq
-    kernel keeps 64-blocks, Hopper's warpgroup products, at 232 bytes spilled per thread; a GPU timing of
+    kernel keeps 64-blocks, Hopper's warpgroup products, at 264 bytes spilled per thread; a GPU timing of
     `txl bench kernel --time` decides it. Stages matter where pipelining makes ptxas spill (dkdv, exact fp32)."""
     if kind == "fp32":
         return Launch(16, 4, 2 if kernel == "fwd" else 1)
@@ -137,6 +138,20 @@ if triton is not None:
         return tl.where(upper, 0.0, g), tl.where(upper, g, 0.0)
 
     @triton.jit
+    def _add_position_grad(drd_h, srd_d, d_first, offs_d, K, D, g, qv, PREC: tl.constexpr, BN: tl.constexpr,
+                           ATOMIC: tl.constexpr):
+        """Add (g^T qv) to the position gradient of distances d_first .. d_first + BN - 1: atomically into one
+        float32 buffer, or (deterministic) stored into this program's own slice, each distance once per program."""
+        dist = d_first + tl.arange(0, BN)
+        ptrs = drd_h + dist[:, None] * srd_d + offs_d[None, :]
+        mask = (dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D)
+        value = tl.dot(tl.trans(g.to(qv.dtype)), qv, input_precision=PREC)
+        if ATOMIC:
+            tl.atomic_add(ptrs, value, mask=mask, sem="relaxed")
+        else:
+            tl.store(ptrs, value, mask=mask)
+
+    @triton.jit
     def _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM: tl.constexpr, BD: tl.constexpr):
         """Where query block pid_m of (batch, head) bh lies: its rows, offsets into (B, H, Q, D) tensors and mask."""
         b, h = bh // H, bh % H
@@ -200,15 +215,16 @@ if triton is not None:
         tl.store(VISITS + bh * tl.num_programs(0) + pid_m, visits)
 
     @triton.jit
-    def _bwd_dq(QU, QV, Kp, V, RD, DO, LSE, DELTA, DQU, DQV, DRD,
+    def _bwd_dq(QU, QV, Kp, V, RD, DO, LSE, DELTA, DQU, DQV, DRD, sdrd_s,
                 sq_b, sq_h, sq_m, sk_b, sk_h, sk_n, srd_h, srd_d,
                 H, Q, K, D, MLEN, LIMIT, scale,
-                BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr):
-        """Per query block: dqu, dqv, and the position gradient of the distances it meets (atomically added).
+                BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, PREC: tl.constexpr, ATOMIC: tl.constexpr):
+        """Per query block: dqu, dqv, and the position gradient of the distances it meets.
 
         As in the forward pass a band half is shared by neighbouring key blocks, so the gradient of distances
         d .. d + BN - 1 (the upper half of this block's band, the lower half of the previous one's) is summed
-        in registers first: one (BN, BD) product for dqv, one for the position gradient, one atomic add."""
+        in registers first: one (BN, BD) product for dqv, one for the position gradient, one add. The adds go
+        atomically into one buffer, or (ATOMIC false) into the program's own slice (sdrd_s apart), summed after."""
         pid_m, bh = tl.program_id(0), tl.program_id(1)
         b, h, i0, offs_m, offs_d, q_off, q_mask = _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM, BD)
         qu = tl.load(QU + q_off, mask=q_mask, other=0.0)
@@ -217,6 +233,8 @@ if triton is not None:
         lse = tl.load(LSE + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
         delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
         rd_h, drd_h = RD + h * srd_h, DRD + h * srd_h
+        if not ATOMIC:  # this program's own slice
+            drd_h += (pid_m * (tl.num_programs(1) // H) + b) * sdrd_s
         dqu = tl.zeros([BM, BD], tl.float32)
         dqv = tl.zeros([BM, BD], tl.float32)
         start, end = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
@@ -241,16 +259,10 @@ if triton is not None:
             g_lo, g_hi = _unshift(ds, BM, BN)
             g = g_hi + carry.to(tl.float32)  # every gradient of distances d_hi .. d_hi + BN - 1 from this query block
             dqv = tl.dot(g.to(r_hi.dtype), r_hi, dqv, input_precision=PREC)
-            dist = d_hi + tl.arange(0, BN)
-            tl.atomic_add(drd_h + dist[:, None] * srd_d + offs_d[None, :],
-                          tl.dot(tl.trans(g.to(qv.dtype)), qv, input_precision=PREC),
-                          mask=(dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D), sem="relaxed")
+            _add_position_grad(drd_h, srd_d, d_hi, offs_d, K, D, g, qv, PREC, BN, ATOMIC)
             carry, r_hi, hi, d_hi = g_lo.to(qv.dtype), r_lo, lo, d_lo
         dqv = tl.dot(carry.to(r_hi.dtype), r_hi, dqv, input_precision=PREC)
-        dist = d_hi + tl.arange(0, BN)
-        tl.atomic_add(drd_h + dist[:, None] * srd_d + offs_d[None, :],
-                      tl.dot(tl.trans(carry.to(qv.dtype)), qv, input_precision=PREC),
-                      mask=(dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D), sem="relaxed")
+        _add_position_grad(drd_h, srd_d, d_hi, offs_d, K, D, carry, qv, PREC, BN, ATOMIC)
         tl.store(DQU + q_off, dqu.to(DQU.dtype.element_ty), mask=q_mask)
         tl.store(DQV + q_off, dqv.to(DQV.dtype.element_ty), mask=q_mask)
 
@@ -308,6 +320,16 @@ def _precision(t: torch.Tensor) -> str:
     return "tf32" if t.is_cuda and torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
+def position_grad_buffer(rd: torch.Tensor, programs: int, deterministic: bool) -> tuple[torch.Tensor, int]:
+    """The float32 buffer the dq kernel adds the position gradient into, and the stride between programs' slices:
+    one (H, K, D) buffer for atomic adds (stride 0), or, under torch.use_deterministic_algorithms, one slice per
+    (query block, batch) program, summed in a fixed order afterwards (programs x the embeddings' size, transient)."""
+    if not deterministic:
+        return torch.zeros(rd.shape, device=rd.device, dtype=torch.float32), 0
+    buffer = torch.zeros((programs, *rd.shape), device=rd.device, dtype=torch.float32)
+    return buffer, rd.numel()
+
+
 def _capability(t: torch.Tensor) -> int:
     if not t.is_cuda:
         return 90  # Triton's interpreter: launch as for an H100
@@ -355,14 +377,16 @@ class _Fused(torch.autograd.Function):
         delta = (do.float() * o.float()).sum(-1).reshape(B * H, Q)
         dqu, dqv = torch.empty_like(qu), torch.empty_like(qv)
         dk, dv = torch.empty_like(k), torch.empty_like(v)
-        drd = torch.zeros(rd.shape, device=rd.device, dtype=torch.float32)
-        common = (*qu.stride()[:3], *k.stride()[:3], *rd.stride()[:2], H, Q, K, D, K - Q, ctx.lim, ctx.scale)
         dq, dkdv = ctx.run["dq"], ctx.run["dkdv"]
+        blocks = triton.cdiv(Q, dq.block)
+        drd, slice_stride = position_grad_buffer(rd, blocks * B, torch.are_deterministic_algorithms_enabled())
+        common = (*qu.stride()[:3], *k.stride()[:3], *rd.stride()[:2], H, Q, K, D, K - Q, ctx.lim, ctx.scale)
         meta = dict(BD=head_block(D), PREC=ctx.prec)
-        _bwd_dq[(triton.cdiv(Q, dq.block), B * H)](qu, qv, k, v, rd, do, lse, delta, dqu, dqv, drd, *common, BM=dq.block,
-                                                   BN=dq.block, num_warps=dq.warps, num_stages=dq.stages, **meta)
+        _bwd_dq[(blocks, B * H)](qu, qv, k, v, rd, do, lse, delta, dqu, dqv, drd, slice_stride, *common, BM=dq.block,
+                                 BN=dq.block, ATOMIC=slice_stride == 0, num_warps=dq.warps, num_stages=dq.stages, **meta)
         _bwd_dkdv[(triton.cdiv(K, dkdv.block), B * H)](qu, qv, k, v, rd, do, lse, delta, dk, dv, *common, BM=dkdv.block,
                                                        BN=dkdv.block, num_warps=dkdv.warps, num_stages=dkdv.stages, **meta)
+        drd = drd.sum(0) if slice_stride else drd
         return dqu, dqv, dk, dv, drd.to(rd.dtype), None, None, None, None
 
 

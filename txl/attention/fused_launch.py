@@ -73,7 +73,7 @@ def _compile_one(spec: dict, cuobjdump: Path) -> dict:
     kernel = getattr(fused, "_" + ("fwd" if spec["kernel"] == "fwd" else "bwd_" + spec["kernel"]))
     dtype = {"half": "bf16", "tf32": "fp32", "fp32": "fp32"}[spec["kind"]]
     constants = dict(BM=spec["block"], BN=spec["block"], BD=fused.head_block(spec["d_head"]),
-                     PREC="tf32" if spec["kind"] == "tf32" else "ieee")
+                     PREC="tf32" if spec["kind"] == "tf32" else "ieee", ATOMIC=True)
     signature, constexprs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in constants:
