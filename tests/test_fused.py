@@ -13,7 +13,8 @@ from conftest import tiny_config
 from txl.model import TransformerXL
 
 triton = pytest.importorskip("triton")
-from txl.attention.fused import Launch, available, fused_attention, launch_for  # noqa: E402
+from txl.attention.fused import available, fused_attention  # noqa: E402
+from txl.attention.launches import Launch, launch_for  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(not available(torch.device(DEVICE)), reason="triton cannot run here")

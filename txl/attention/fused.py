@@ -21,7 +21,7 @@ program stores into a slice of its own instead, summed in a fixed order after). 
 be float32, bfloat16 or float16; products accumulate in float32 (the position term is
 rounded to the inputs' dtype, as a matmul under autocast rounds it). Attention dropout is not supported (the caller falls back
 to another path). Each kernel's launch (block, warps, stages) is chosen per operand kind
-and GPU architecture from its compiled resources (`txl.attention.fused_launch`).
+and GPU architecture from its compiled resources (`txl.attention.launches`, from the report in `txl.attention.fused_launch`).
 
 Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, CPU tensors),
 which is how the tests check them against the plain path.
@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple
 
 import torch
+
+from txl.attention.launches import KERNELS, Launch, head_block, launch_for, operand_kind
 
 try:  # an optional dependency (pip install 'txl[gpu]'); txl runs without it
     import triton
@@ -49,51 +50,6 @@ def available(device: torch.device | None = None) -> bool:
     if os.environ.get("TRITON_INTERPRET") == "1":
         return True
     return device is not None and device.type == "cuda"
-
-
-class Launch(NamedTuple):
-    """How one kernel is launched: its query and key block (equal, a power of two), warps and pipeline stages."""
-
-    block: int
-    warps: int
-    stages: int
-
-
-KERNELS = ("fwd", "dq", "dkdv")
-
-
-def operand_kind(dtype: torch.dtype, precision: str) -> str:
-    """half (bf16/fp16 operands), tf32 (float32 on tensor cores) or fp32 (float32, exact products)."""
-    return "half" if dtype != torch.float32 else ("tf32" if precision == "tf32" else "fp32")
-
-
-def default_launch(kernel: str, kind: str, capability: int = 90) -> Launch:
-    """The launch of `kernel` for operands of `kind` on a GPU of compute capability `capability` (90 for sm_90),
-    at head dims up to 64: the largest block whose compiled kernel spills no registers, as `txl bench kernel`
-    reports them (compiled for each architecture by Triton, no GPU needed). One exception: on sm_90 the dq
-    kernel keeps 64-blocks, Hopper's warpgroup products, at 264 bytes spilled per thread; a GPU timing of
-    `txl bench kernel --time` decides it. Stages matter where pipelining makes ptxas spill (dkdv, exact fp32)."""
-    if kind == "fp32":
-        return Launch(16, 4, 2 if kernel == "fwd" else 1)
-    if kind == "tf32":
-        return Launch(32, 8, 1 if kernel == "dkdv" else 2)
-    if capability >= 90:
-        return Launch(64, 8, 1 if kernel == "dkdv" else 2)
-    return Launch(32, 8, 2)
-
-
-def launch_for(kernel: str, kind: str, capability: int, qlen: int, d_head: int) -> Launch:
-    """default_launch, with smaller blocks for short segments and wide heads (d_head > 64 halves the block)."""
-    base = default_launch(kernel, kind, capability)
-    block = min(base.block, 64 if qlen >= 64 else (32 if qlen > 16 else 16))
-    if d_head > 64:
-        block = max(16, block // 2)
-    return base if block == base.block else Launch(block, 4 if block == 16 else base.warps, base.stages)
-
-
-def head_block(d_head: int) -> int:
-    """The head dimension padded to a power of two, at least 16 (tl.dot's least)."""
-    return max(16, 1 << (d_head - 1).bit_length())
 
 
 if triton is not None:

@@ -69,10 +69,11 @@ def _compile_one(spec: dict, cuobjdump: Path) -> dict:
     from triton.compiler import ASTSource
 
     from txl.attention import fused
+    from txl.attention.launches import head_block
 
     kernel = getattr(fused, "_" + ("fwd" if spec["kernel"] == "fwd" else "bwd_" + spec["kernel"]))
     dtype = {"half": "bf16", "tf32": "fp32", "fp32": "fp32"}[spec["kind"]]
-    constants = dict(BM=spec["block"], BN=spec["block"], BD=fused.head_block(spec["d_head"]),
+    constants = dict(BM=spec["block"], BN=spec["block"], BD=head_block(spec["d_head"]),
                      PREC="tf32" if spec["kind"] == "tf32" else "ieee", ATOMIC=True)
     signature, constexprs = {}, {}
     for i, name in enumerate(kernel.arg_names):
@@ -110,7 +111,7 @@ def compile_kernels(specs: list[dict]) -> list[dict]:
 
 def launch_specs(arches: list[str], kinds: list[str], d_head: int, qlen: int) -> list[dict]:
     """The launches txl.attention.fused picks for these architectures, operand kinds, head dim and segment length."""
-    from txl.attention.fused import KERNELS, launch_for
+    from txl.attention.launches import KERNELS, launch_for
 
     specs = []
     for arch in arches:
@@ -172,7 +173,8 @@ def time_launches(batch: int, heads: int, qlen: int, mlen: int, d_head: int, dty
     import torch
     import torch.nn.functional as F
 
-    from txl.attention.fused import KERNELS, Launch, fused_attention
+    from txl.attention.fused import fused_attention
+    from txl.attention.launches import KERNELS, Launch
 
     klen = qlen + mlen
     gen = torch.Generator(device="cpu").manual_seed(0)
