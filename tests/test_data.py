@@ -431,3 +431,16 @@ def test_a_folder_with_valid_and_test_but_no_train_says_so(tmp_path, capsys):
     (folder / "test.txt").write_text("more text\n" * 50)
     with pytest.raises(TxlError, match=r"holds valid.txt and test.txt but no train file; add train.txt"):
         load_corpus(DataConfig(corpus=str(folder), root=str(tmp_path / "cache")), progress=False)
+
+
+@pytest.mark.gpu
+def test_a_stream_on_a_gpu_copies_from_pinned_memory_and_gives_the_same_segments():
+    import torch
+
+    tokens = np.arange(2000) % 251
+    mask = (np.arange(2000) % 3 == 0)
+    cpu = list(SegmentStream(tokens, 4, 32, mask=mask).epoch(0))
+    gpu = list(SegmentStream(tokens, 4, 32, device="cuda", mask=mask).epoch(0))
+    assert len(cpu) == len(gpu)
+    for a, b in zip(cpu, gpu):
+        assert b.inputs.is_cuda and torch.equal(a.inputs, b.inputs.cpu()) and torch.equal(a.mask, b.mask.cpu())

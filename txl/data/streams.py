@@ -92,7 +92,7 @@ class SegmentStream:
             inputs, targets = block[:, :-1], block[:, 1:]
             mask = None
             if masks is not None:
-                mask = torch.from_numpy(np.ascontiguousarray(masks[:, s + 1 : s + 1 + n])).to(self.device)
+                mask = self._to_device(torch.from_numpy(np.ascontiguousarray(masks[:, s + 1 : s + 1 + n])))
             yield Segment(inputs, targets, mask, epoch, index, s)
 
     def forever(self, epoch: int = 0, start_index: int = 0) -> Iterator[Segment]:
@@ -102,4 +102,12 @@ class SegmentStream:
             epoch, start_index = epoch + 1, 0
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(self.device)
+        return self._to_device(torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)))
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """To a GPU from pinned memory without waiting: a copy from pageable memory would make the host wait for
+        the GPU every step, so it could not queue the next step's work ahead (torch keeps the pinned block alive
+        until the copy is done)."""
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
