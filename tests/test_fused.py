@@ -43,21 +43,25 @@ SHAPES = [  # (batch, heads, queries, memory, head dim, range limit)
 ]
 
 
-@pytest.mark.parametrize("B, H, Q, M, D, limit", SHAPES)
-def test_kernel_matches_the_formula_in_float32(B, H, Q, M, D, limit):
-    torch.manual_seed(0)
+def _check_against_the_formula(B, H, Q, M, D, limit, seed=0, launches=None):
+    """Output and all five gradients of the kernel against the formula, in float32."""
+    torch.manual_seed(seed)
     K = Q + M
     make = lambda *s: torch.randn(*s, device=DEVICE).requires_grad_()  # noqa: E731
     qu, qv, k, v, rd = make(B, H, Q, D), make(B, H, Q, D), make(B, H, K, D), make(B, H, K, D), make(H, K, D)
-    scale = D**-0.5
-    out = fused_attention(qu, qv, k, v, rd, limit, scale)
-    want = reference(qu, qv, k, v, rd, limit, scale)
+    out = fused_attention(qu, qv, k, v, rd, limit, D**-0.5, launches=launches)
+    want = reference(qu, qv, k, v, rd, limit, D**-0.5)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out)
     got = torch.autograd.grad(out, (qu, qv, k, v, rd), g)
     ref = torch.autograd.grad(want, (qu, qv, k, v, rd), g)
     for name, a, b in zip(("qu", "qv", "k", "v", "rd"), got, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("B, H, Q, M, D, limit", SHAPES)
+def test_kernel_matches_the_formula_in_float32(B, H, Q, M, D, limit):
+    _check_against_the_formula(B, H, Q, M, D, limit)
 
 
 BLOCKS = {  # launches per kernel: each kernel's block is its own (the log-sum-exp is per query, not per block)
@@ -73,18 +77,7 @@ BLOCKS = {  # launches per kernel: each kernel's block is its own (the log-sum-e
 def test_every_block_size_matches_the_formula(B, H, Q, M, D, limit, launches):
     """The band halves carried from key block to key block (and query block to query block) at every block size the
     launch table uses, with segments, memories and ranges that are not block multiples."""
-    torch.manual_seed(1)
-    K = Q + M
-    make = lambda *s: torch.randn(*s, device=DEVICE).requires_grad_()  # noqa: E731
-    qu, qv, k, v, rd = make(B, H, Q, D), make(B, H, Q, D), make(B, H, K, D), make(B, H, K, D), make(H, K, D)
-    out = fused_attention(qu, qv, k, v, rd, limit, D**-0.5, launches=launches)
-    want = reference(qu, qv, k, v, rd, limit, D**-0.5)
-    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(out)
-    got = torch.autograd.grad(out, (qu, qv, k, v, rd), g)
-    ref = torch.autograd.grad(want, (qu, qv, k, v, rd), g)
-    for name, a, b in zip(("qu", "qv", "k", "v", "rd"), got, ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    _check_against_the_formula(B, H, Q, M, D, limit, seed=1, launches=launches)
 
 
 def test_half_precision_keys_with_float32_queries_as_autocast_gives_them():
@@ -199,27 +192,60 @@ def test_fused_is_refused_in_one_line_where_it_cannot_run(monkeypatch):
     assert not fused.available(torch.device("cuda"))
 
 
-def test_deterministic_algorithms_sum_the_position_gradient_without_atomics(monkeypatch):
+@pytest.mark.parametrize("budget", [None, 1], ids=["one-launch", "a-launch-per-sequence"])
+def test_deterministic_algorithms_sum_the_position_gradient_without_atomics(monkeypatch, budget):
     """Under torch.use_deterministic_algorithms the dq kernel stores each program's position gradient in a slice of its
-    own (each distance once per program) and the slices are summed in a fixed order: same gradients as the formula."""
+    own (each distance once per program), summed in a fixed order, in as many launches as keep the slices within a
+    bound (here also one sequence at a time): the same gradients as the formula either way."""
     from txl.attention import fused
 
-    made = []
-    real = fused.position_grad_buffer
-    monkeypatch.setattr(fused, "position_grad_buffer", lambda rd, n, det: made.append((n, det)) or real(rd, n, det))
+    if budget is not None:
+        monkeypatch.setattr(fused, "DETERMINISTIC_BUFFER_BYTES", budget)
+    chunks = []
+    real = fused.batch_chunks
+    monkeypatch.setattr(fused, "batch_chunks", lambda *a: chunks.append(real(*a)) or chunks[-1])
     torch.manual_seed(2)
     B, H, Q, M, D = 2, 2, 40, 30, 8
     make = lambda *s: torch.randn(*s, device=DEVICE).requires_grad_()  # noqa: E731
     qu, qv, k, v, rd = make(B, H, Q, D), make(B, H, Q, D), make(B, H, Q + M, D), make(B, H, Q + M, D), make(H, Q + M, D)
     launches = dict(fwd=Launch(16, 4, 2), dq=Launch(16, 4, 1), dkdv=Launch(16, 4, 1))
     g = torch.randn(B, H, Q, D, device=DEVICE)
-    want = torch.autograd.grad(reference(qu, qv, k, v, rd, 25.0, D**-0.5), (qu, qv, rd), g)
+    want = torch.autograd.grad(reference(qu, qv, k, v, rd, 25.0, D**-0.5), (qu, qv, k, v, rd), g)
     got = {}
     for deterministic in (False, True):
         monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda d=deterministic: d)
         out = fused_attention(qu, qv, k, v, rd, 25.0, D**-0.5, launches=launches)
-        got[deterministic] = torch.autograd.grad(out, (qu, qv, rd), g)
-    assert made == [(3 * B, False), (3 * B, True)]  # 3 query blocks of 16 for 40 queries, per batch
+        got[deterministic] = torch.autograd.grad(out, (qu, qv, k, v, rd), g)
+    assert chunks == [[(0, B)], [(0, B)] if budget is None else [(0, 1), (1, 2)]]
     for deterministic, grads in got.items():
-        for name, a, b in zip(("qu", "qv", "rd"), grads, want):
+        for name, a, b in zip(("qu", "qv", "k", "v", "rd"), grads, want):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{name} deterministic={deterministic}")
+
+
+def test_half_precision_gradients_follow_the_formula():
+    """fp16 operands (float32 accumulation) against the formula in float32 on the same rounded inputs: output and all
+    five gradients within half-precision error, each gradient in its input's dtype (rd float32 here, as a caller
+    outside autocast may give it)."""
+    torch.manual_seed(3)
+    B, H, Q, M, D = 1, 2, 40, 30, 16
+    K = Q + M
+    half = lambda *s: torch.randn(*s, device=DEVICE).half().requires_grad_()  # noqa: E731
+    qu, qv, k, v = half(B, H, Q, D), half(B, H, Q, D), half(B, H, K, D), half(B, H, K, D)
+    rd = torch.randn(H, K, D, device=DEVICE).half().float().requires_grad_()
+    out = fused_attention(qu, qv, k, v, rd, 25.0, D**-0.5, launches=dict(fwd=Launch(16, 4, 2), dq=Launch(16, 4, 1),
+                                                                          dkdv=Launch(16, 4, 1)))
+    g = torch.randn(B, H, Q, D, device=DEVICE).half()
+    got = torch.autograd.grad(out, (qu, qv, k, v, rd), g)
+    assert [t.dtype for t in got] == [torch.float16] * 4 + [torch.float32]
+    exact = [t.detach().float().requires_grad_() for t in (qu, qv, k, v, rd)]
+    want = reference(*exact, 25.0, D**-0.5)
+    torch.testing.assert_close(out.float(), want, rtol=0, atol=5e-3)
+    ref = torch.autograd.grad(want, exact, g.float())
+    for name, a, b in zip(("qu", "qv", "k", "v", "rd"), got, ref):
+        torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=2e-2 * float(b.abs().max()), msg=name)
+
+
+def test_a_block_that_is_not_a_power_of_two_is_refused():
+    t = torch.randn(1, 1, 8, 8, device=DEVICE)
+    with pytest.raises(ValueError, match="dq kernel's block must be a power of two >= 16, not 24"):
+        fused_attention(t, t, t, t, torch.randn(1, 8, 8, device=DEVICE), math.inf, 1.0, launches={"dq": Launch(24, 4, 1)})

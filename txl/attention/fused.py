@@ -190,7 +190,7 @@ if triton is not None:
         delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
         rd_h, drd_h = RD + h * srd_h, DRD + h * srd_h
         if not ATOMIC:  # this program's own slice
-            drd_h += (pid_m * (tl.num_programs(1) // H) + b) * sdrd_s
+            drd_h += (pid_m * (tl.num_programs(1) // H) + b).to(tl.int64) * sdrd_s
         dqu = tl.zeros([BM, BD], tl.float32)
         dqv = tl.zeros([BM, BD], tl.float32)
         start, end = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
@@ -276,14 +276,17 @@ def _precision(t: torch.Tensor) -> str:
     return "tf32" if t.is_cuda and torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
-def position_grad_buffer(rd: torch.Tensor, programs: int, deterministic: bool) -> tuple[torch.Tensor, int]:
-    """The float32 buffer the dq kernel adds the position gradient into, and the stride between programs' slices:
-    one (H, K, D) buffer for atomic adds (stride 0), or, under torch.use_deterministic_algorithms, one slice per
-    (query block, batch) program, summed in a fixed order afterwards (programs x the embeddings' size, transient)."""
+DETERMINISTIC_BUFFER_BYTES = 256 * 2**20  # per launch of dq under torch.use_deterministic_algorithms
+
+
+def batch_chunks(batch: int, slices_per_sequence: int, slice_bytes: int, deterministic: bool) -> list[tuple[int, int]]:
+    """The batch ranges the dq kernel runs over, one launch each: the whole batch, adding the position gradient
+    atomically into one buffer; or, under torch.use_deterministic_algorithms, as many sequences at a time as
+    keep their programs' own slices (one per query block and sequence) within DETERMINISTIC_BUFFER_BYTES."""
     if not deterministic:
-        return torch.zeros(rd.shape, device=rd.device, dtype=torch.float32), 0
-    buffer = torch.zeros((programs, *rd.shape), device=rd.device, dtype=torch.float32)
-    return buffer, rd.numel()
+        return [(0, batch)]
+    step = max(1, min(batch, DETERMINISTIC_BUFFER_BYTES // max(1, slices_per_sequence * slice_bytes)))
+    return [(b, min(batch, b + step)) for b in range(0, batch, step)]
 
 
 def _capability(t: torch.Tensor) -> int:
@@ -302,11 +305,15 @@ class _Fused(torch.autograd.Function):
     def forward(ctx, qu, qv, k, v, rd, limit: float, scale: float, visits_out, launches):
         B, H, Q, D = qu.shape
         K = k.size(2)
+        ctx.dtypes = [t.dtype for t in (qu, qv, k, v, rd)]
         # one dtype for every product's operands (under autocast q + u is float32 while k and v are bf16)
         qu, qv, k, v, rd = (t.to(k.dtype).contiguous() for t in (qu, qv, k, v, rd))
         prec = _precision(qu)
         kind, cap = operand_kind(qu.dtype, prec), _capability(qu)
         run = {name: (launches or {}).get(name) or launch_for(name, kind, cap, Q, D) for name in KERNELS}
+        for name, launch in run.items():
+            if launch.block < 16 or launch.block & (launch.block - 1):
+                raise ValueError(f"fused attention: the {name} kernel's block must be a power of two >= 16, not {launch.block}")
         bd, fwd = head_block(D), run["fwd"]
         # written as (B, Q, H, D): the heads' merge before the output projection is then a view, so the output
         # kept here and the projection's input kept by autograd are one tensor, not two
@@ -330,20 +337,30 @@ class _Fused(torch.autograd.Function):
         B, H, Q, D = qu.shape
         K = k.size(2)
         do = do.contiguous()
-        delta = (do.float() * o.float()).sum(-1).reshape(B * H, Q)
+        delta = (do.float() * o.float()).sum(-1).reshape(B * H, Q).contiguous()  # o is heads-last
         dqu, dqv = torch.empty_like(qu), torch.empty_like(qv)
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         dq, dkdv = ctx.run["dq"], ctx.run["dkdv"]
         blocks = triton.cdiv(Q, dq.block)
-        drd, slice_stride = position_grad_buffer(rd, blocks * B, torch.are_deterministic_algorithms_enabled())
         common = (*qu.stride()[:3], *k.stride()[:3], *rd.stride()[:2], H, Q, K, D, K - Q, ctx.lim, ctx.scale)
         meta = dict(BD=head_block(D), PREC=ctx.prec)
-        _bwd_dq[(blocks, B * H)](qu, qv, k, v, rd, do, lse, delta, dqu, dqv, drd, slice_stride, *common, BM=dq.block,
-                                 BN=dq.block, ATOMIC=slice_stride == 0, num_warps=dq.warps, num_stages=dq.stages, **meta)
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        drd = torch.zeros(rd.shape, device=rd.device, dtype=torch.float32)
+        for b0, b1 in batch_chunks(B, blocks, rd.numel() * 4, deterministic):
+            # deterministic: each program stores into a slice of its own (it writes each distance once), summed in order
+            out = torch.zeros((blocks * (b1 - b0), *rd.shape), device=rd.device, dtype=torch.float32) if deterministic else drd
+            rows = slice(b0 * H, b1 * H)
+            _bwd_dq[(blocks, (b1 - b0) * H)](qu[b0:b1], qv[b0:b1], k[b0:b1], v[b0:b1], rd, do[b0:b1], lse[rows], delta[rows],
+                                             dqu[b0:b1], dqv[b0:b1], out, rd.numel() if deterministic else 0, *common,
+                                             BM=dq.block, BN=dq.block, ATOMIC=not deterministic, num_warps=dq.warps,
+                                             num_stages=dq.stages, **meta)
+            if deterministic:
+                drd += out.sum(0)
         _bwd_dkdv[(triton.cdiv(K, dkdv.block), B * H)](qu, qv, k, v, rd, do, lse, delta, dk, dv, *common, BM=dkdv.block,
                                                        BN=dkdv.block, num_warps=dkdv.warps, num_stages=dkdv.stages, **meta)
-        drd = drd.sum(0) if slice_stride else drd
-        return dqu, dqv, dk, dv, drd.to(rd.dtype), None, None, None, None
+        dtypes = ctx.dtypes  # the callers' dtypes: the float32 sums are not rounded to the kernel's operands first
+        return (dqu.to(dtypes[0]), dqv.to(dtypes[1]), dk.to(dtypes[2]), dv.to(dtypes[3]), drd.to(dtypes[4]),
+                None, None, None, None)
 
 
 def fused_attention(qu: torch.Tensor, qv: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rd: torch.Tensor,
