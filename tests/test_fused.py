@@ -13,7 +13,8 @@ from conftest import tiny_config
 from txl.model import TransformerXL
 
 triton = pytest.importorskip("triton")
-from txl.attention.fused import available, fused_attention  # noqa: E402
+from txl.attention.fused import available  # noqa: E402
+from txl.attention.fused_op import fused_attention  # noqa: E402
 from txl.attention.launches import Launch, launch_for  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -249,3 +250,35 @@ def test_a_block_that_is_not_a_power_of_two_is_refused():
     t = torch.randn(1, 1, 8, 8, device=DEVICE)
     with pytest.raises(ValueError, match="dq kernel's block must be a power of two >= 16, not 24"):
         fused_attention(t, t, t, t, torch.randn(1, 8, 8, device=DEVICE), math.inf, 1.0, launches={"dq": Launch(24, 4, 1)})
+
+
+def test_the_kernel_is_one_operator_that_torch_compile_does_not_break_on():
+    """Registered as custom operators with fake implementations: torch.library.opcheck passes (schema, autograd, fake
+    tensors, AOT dispatch), a model step traces into one graph with no break, and compiled forward and backward
+    (AOTAutograd, eager kernels) give eager's loss and gradients."""
+    from txl.attention.fused_op import _fwd_op
+
+    t = lambda *s: torch.randn(*s, device=DEVICE).requires_grad_()  # noqa: E731
+    args = (t(1, 2, 20, 16), t(1, 2, 20, 16), t(1, 2, 32, 16), t(1, 2, 32, 16), t(2, 32, 16), 32, 0.25,
+            [16, 4, 2, 16, 4, 1, 16, 4, 1], "ieee")
+    assert set(torch.library.opcheck(_fwd_op, args).values()) == {"SUCCESS"}
+
+    plain, model = _pair(memory="6")
+    tokens = torch.randint(0, 23, (2, 11), device=DEVICE)
+
+    def step(x, y, mems):
+        nll, _ = model(x, mems, y)
+        return nll.sum()
+
+    x, y = tokens[:, :5], tokens[:, 1:6]
+    explained = torch._dynamo.explain(step)(x, y, model.init_mems())
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    eager = step(x, y, model.init_mems())
+    eager.backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)(x, y, model.init_mems())
+    compiled.backward()
+    torch.testing.assert_close(compiled, eager)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[n], msg=n)

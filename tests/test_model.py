@@ -288,3 +288,13 @@ def test_attention_mass_is_the_same_whatever_path_the_model_runs_on():
         results.append(attention_mass(model, corpus, "valid", 8, 4, 5))
         assert model.cfg.attn_impl == impl and model.probe is None  # restored
     assert results[0]["mass"] == results[1]["mass"] and results[0]["loss"] == results[1]["loss"]
+
+
+def test_a_forward_pass_traces_into_one_graph_for_torch_compile():
+    """train.compile compiles the model: a break in its graph (a Python builtin dynamo cannot trace, say) would split
+    it and keep the pieces from fusing. One segment with memory, the default model."""
+    model = TransformerXL(tiny_config(memory="6"))
+    tokens = torch.randint(0, 23, (2, 5))
+    _, mems = model(tokens, model.init_mems(), tokens)
+    explained = torch._dynamo.explain(lambda x, m: model(x, m, x)[0].sum())(tokens, mems)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)

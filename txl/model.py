@@ -188,7 +188,7 @@ class TransformerXL(nn.Module):
 
     def context(self, qlen: int, mems: Memory, device: torch.device) -> AttnContext:
         """What every layer of this forward pass shares."""
-        kmax = qlen + max((s["h"].size(1) for s in mems if "h" in s), default=0)
+        kmax = qlen + max([0] + [s["h"].size(1) for s in mems if "h" in s])  # no max(default=): torch.compile breaks on it
         cache: dict[str, torch.Tensor] = {}
 
         def pos_emb(klen: int) -> torch.Tensor:

@@ -79,7 +79,7 @@ def block_mask(qlen: int, klen: int, limit: float, device: str, block: int = 128
 
 
 def attend_fused(attn, q, k, v, limit, ctx) -> torch.Tensor:
-    from txl.attention.fused import fused_attention
+    from txl.attention.fused_op import fused_attention
 
     u, vb = attn.biases(ctx)
     rd = attn.position_keys(k.size(2), ctx).flip(1)  # (H, K, dh) by distance 0 .. K-1

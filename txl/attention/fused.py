@@ -23,13 +23,15 @@ rounded to the inputs' dtype, as a matmul under autocast rounds it). Attention d
 to another path). Each kernel's launch (block, warps, stages) is chosen per operand kind
 and GPU architecture from its compiled resources (`txl.attention.launches`, from the report in `txl.attention.fused_launch`).
 
+`txl.attention.fused_op` makes the kernels one PyTorch operator (`fused_attention`), with
+its autograd and its shapes for torch.compile; this module only launches them.
+
 Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, CPU tensors),
 which is how the tests check them against the plain path.
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -55,11 +57,13 @@ def available(device: torch.device | None = None) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _rows(rd_base, stride_rd, d_first, offs_d, K, D, BN: tl.constexpr):
-        """BN projected position embeddings, distances d_first .. d_first + BN - 1 (zero outside 0 .. K-1)."""
+    def _rows(rd_base, stride_rd, d_first, offs_d, K, D, like, BN: tl.constexpr):
+        """BN projected position embeddings, distances d_first .. d_first + BN - 1 (zero outside 0 .. K-1), in the
+        dtype `like` points to (rd may be float32 beside half queries: its gradient then stays float32)."""
         dist = d_first + tl.arange(0, BN)
-        return tl.load(rd_base + dist[:, None] * stride_rd + offs_d[None, :],
-                       mask=(dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D), other=0.0)
+        r = tl.load(rd_base + dist[:, None] * stride_rd + offs_d[None, :],
+                    mask=(dist[:, None] >= 0) & (dist[:, None] < K) & (offs_d[None, :] < D), other=0.0)
+        return r.to(like.dtype.element_ty)
 
     @triton.jit
     def _diagonal(BM: tl.constexpr, BN: tl.constexpr):
@@ -145,14 +149,14 @@ if triton is not None:
         l_i = tl.zeros([BM], tl.float32)
         acc = tl.zeros([BM, BD], tl.float32)
         start, end = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
-        hi = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - start + 1, offs_d, K, D, BN), PREC)
+        hi = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - start + 1, offs_d, K, D, QV, BN), PREC)
         visits = 0
         for j0 in range(start, end, BN):
             offs_n = j0 + tl.arange(0, BN)
             kv_off = b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
             kv_mask = (offs_n[:, None] < K) & (offs_d[None, :] < D)
             k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
-            lo = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - j0 - (BN - 1), offs_d, K, D, BN), PREC)
+            lo = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - j0 - (BN - 1), offs_d, K, D, QV, BN), PREC)
             s = tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
             s = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), s * scale, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -195,7 +199,7 @@ if triton is not None:
         dqv = tl.zeros([BM, BD], tl.float32)
         start, end = _key_blocks(MLEN, i0, LIMIT, K, BM, BN)
         d_hi = MLEN + i0 - start + 1  # the first distance of the upper band half
-        r_hi = _rows(rd_h, srd_d, d_hi, offs_d, K, D, BN)
+        r_hi = _rows(rd_h, srd_d, d_hi, offs_d, K, D, QV, BN)
         hi = _band(qv, r_hi, PREC)
         carry = tl.zeros([BM, BN], qv.dtype)  # the previous block's lower-half gradient
         for j0 in range(start, end, BN):
@@ -204,7 +208,7 @@ if triton is not None:
             kv_mask = (offs_n[:, None] < K) & (offs_d[None, :] < D)
             k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
             d_lo = MLEN + i0 - j0 - (BN - 1)
-            r_lo = _rows(rd_h, srd_d, d_lo, offs_d, K, D, BN)
+            r_lo = _rows(rd_h, srd_d, d_lo, offs_d, K, D, QV, BN)
             lo = _band(qv, r_lo, PREC)
             s = tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
             p = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), tl.exp(s * scale - lse[:, None]), 0.0)
@@ -245,7 +249,7 @@ if triton is not None:
         first = tl.maximum(j0 - MLEN, 0)
         end = tl.minimum(j0 + BN - 1 + LIMIT - MLEN + 1, Q)
         start = (first // BM) * BM
-        r_lo = _rows(rd_h, srd_d, MLEN + start - j0 - (BN - 1), offs_d, K, D, BN)
+        r_lo = _rows(rd_h, srd_d, MLEN + start - j0 - (BN - 1), offs_d, K, D, QV, BN)
         for i0 in range(start, end, BM):
             offs_m = i0 + tl.arange(0, BM)
             q_off = b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :]
@@ -255,7 +259,7 @@ if triton is not None:
             do = tl.load(DO + q_off, mask=q_mask, other=0.0)
             lse = tl.load(LSE + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
             delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
-            r_hi = _rows(rd_h, srd_d, MLEN + i0 - j0 + 1, offs_d, K, D, BN)
+            r_hi = _rows(rd_h, srd_d, MLEN + i0 - j0 + 1, offs_d, K, D, QV, BN)
             lo = _band(qv, r_lo, PREC)
             hi = _band(qv, r_hi, PREC)
             s = tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
@@ -296,80 +300,57 @@ def _capability(t: torch.Tensor) -> int:
     return 10 * major + minor
 
 
-def _limit(limit: float, klen: int) -> int:
-    return klen if limit == math.inf else int(limit)
+def forward_launch(qu, qv, k, v, rd, limit: int, scale: float, fwd: Launch, prec: str):
+    """Launch the forward kernel: (B, H, Q, D) output (heads-last in memory), (B*H, Q) log-sum-exp and the
+    (B*H, query blocks) count of key blocks visited. qu, qv, k, v share one dtype and are contiguous."""
+    B, H, Q, D = qu.shape
+    K = k.size(2)
+    # written as (B, Q, H, D): the heads' merge before the output projection is then a view, so the output
+    # kept for backward and the projection's input kept by autograd are one tensor, not two
+    o = torch.empty(B, Q, H, D, device=qu.device, dtype=qu.dtype).transpose(1, 2)
+    lse = torch.empty(B * H, Q, device=qu.device, dtype=torch.float32)
+    grid = (triton.cdiv(Q, fwd.block), B * H)
+    visits = torch.zeros(B * H, grid[0], device=qu.device, dtype=torch.int32)
+    _fwd[grid](qu, qv, k, v, rd, o, lse, visits, *qu.stride()[:3], *k.stride()[:3], *o.stride()[:3], *rd.stride()[:2],
+               H, Q, K, D, K - Q, limit, scale, BM=fwd.block, BN=fwd.block, BD=head_block(D), PREC=prec,
+               num_warps=fwd.warps, num_stages=fwd.stages)
+    return o, lse, visits
 
 
-class _Fused(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, qu, qv, k, v, rd, limit: float, scale: float, visits_out, launches):
-        B, H, Q, D = qu.shape
-        K = k.size(2)
-        ctx.dtypes = [t.dtype for t in (qu, qv, k, v, rd)]
-        # one dtype for every product's operands (under autocast q + u is float32 while k and v are bf16)
-        qu, qv, k, v, rd = (t.to(k.dtype).contiguous() for t in (qu, qv, k, v, rd))
-        prec = _precision(qu)
-        kind, cap = operand_kind(qu.dtype, prec), _capability(qu)
-        run = {name: (launches or {}).get(name) or launch_for(name, kind, cap, Q, D) for name in KERNELS}
-        for name, launch in run.items():
-            if launch.block < 16 or launch.block & (launch.block - 1):
-                raise ValueError(f"fused attention: the {name} kernel's block must be a power of two >= 16, not {launch.block}")
-        bd, fwd = head_block(D), run["fwd"]
-        # written as (B, Q, H, D): the heads' merge before the output projection is then a view, so the output
-        # kept here and the projection's input kept by autograd are one tensor, not two
-        o = torch.empty(B, Q, H, D, device=qu.device, dtype=qu.dtype).transpose(1, 2)
-        lse = torch.empty(B * H, Q, device=qu.device, dtype=torch.float32)
-        grid = (triton.cdiv(Q, fwd.block), B * H)
-        visits = torch.zeros(B * H, grid[0], device=qu.device, dtype=torch.int32)
-        lim = _limit(limit, K)
-        _fwd[grid](qu, qv, k, v, rd, o, lse, visits, *qu.stride()[:3], *k.stride()[:3], *o.stride()[:3], *rd.stride()[:2],
-                   H, Q, K, D, K - Q, lim, scale, BM=fwd.block, BN=fwd.block, BD=bd, PREC=prec,
-                   num_warps=fwd.warps, num_stages=fwd.stages)
-        if visits_out is not None:
-            visits_out.append(visits)
-        ctx.save_for_backward(qu, qv, k, v, rd, o, lse)
-        ctx.lim, ctx.scale, ctx.run, ctx.prec = lim, scale, run, prec
-        return o
-
-    @staticmethod
-    def backward(ctx, do):
-        qu, qv, k, v, rd, o, lse = ctx.saved_tensors
-        B, H, Q, D = qu.shape
-        K = k.size(2)
-        do = do.contiguous()
-        delta = (do.float() * o.float()).sum(-1).reshape(B * H, Q).contiguous()  # o is heads-last
-        dqu, dqv = torch.empty_like(qu), torch.empty_like(qv)
-        dk, dv = torch.empty_like(k), torch.empty_like(v)
-        dq, dkdv = ctx.run["dq"], ctx.run["dkdv"]
-        blocks = triton.cdiv(Q, dq.block)
-        common = (*qu.stride()[:3], *k.stride()[:3], *rd.stride()[:2], H, Q, K, D, K - Q, ctx.lim, ctx.scale)
-        meta = dict(BD=head_block(D), PREC=ctx.prec)
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        drd = torch.zeros(rd.shape, device=rd.device, dtype=torch.float32)
-        for b0, b1 in batch_chunks(B, blocks, rd.numel() * 4, deterministic):
-            # deterministic: each program stores into a slice of its own (it writes each distance once), summed in order
-            out = torch.zeros((blocks * (b1 - b0), *rd.shape), device=rd.device, dtype=torch.float32) if deterministic else drd
-            rows = slice(b0 * H, b1 * H)
-            _bwd_dq[(blocks, (b1 - b0) * H)](qu[b0:b1], qv[b0:b1], k[b0:b1], v[b0:b1], rd, do[b0:b1], lse[rows], delta[rows],
-                                             dqu[b0:b1], dqv[b0:b1], out, rd.numel() if deterministic else 0, *common,
-                                             BM=dq.block, BN=dq.block, ATOMIC=not deterministic, num_warps=dq.warps,
-                                             num_stages=dq.stages, **meta)
-            if deterministic:
-                drd += out.sum(0)
-        _bwd_dkdv[(triton.cdiv(K, dkdv.block), B * H)](qu, qv, k, v, rd, do, lse, delta, dk, dv, *common, BM=dkdv.block,
-                                                       BN=dkdv.block, num_warps=dkdv.warps, num_stages=dkdv.stages, **meta)
-        dtypes = ctx.dtypes  # the callers' dtypes: the float32 sums are not rounded to the kernel's operands first
-        return (dqu.to(dtypes[0]), dqv.to(dtypes[1]), dk.to(dtypes[2]), dv.to(dtypes[3]), drd.to(dtypes[4]),
-                None, None, None, None)
+def backward_launch(do, qu, qv, k, v, rd, o, lse, limit: int, scale: float, dq: Launch, dkdv: Launch, prec: str,
+                    deterministic: bool):
+    """Launch the backward kernels: dqu, dqv, dk, dv in the operands' dtype and drd in float32."""
+    B, H, Q, D = qu.shape
+    K = k.size(2)
+    do = do.contiguous()
+    delta = (do.float() * o.float()).sum(-1).reshape(B * H, Q).contiguous()  # o is heads-last
+    dqu, dqv = torch.empty_like(qu), torch.empty_like(qv)
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    blocks = triton.cdiv(Q, dq.block)
+    common = (*qu.stride()[:3], *k.stride()[:3], *rd.stride()[:2], H, Q, K, D, K - Q, limit, scale)
+    meta = dict(BD=head_block(D), PREC=prec)
+    drd = torch.zeros(rd.shape, device=rd.device, dtype=torch.float32)
+    for b0, b1 in batch_chunks(B, blocks, rd.numel() * 4, deterministic):
+        # deterministic: each program stores into a slice of its own (it writes each distance once), summed in order
+        out = torch.zeros((blocks * (b1 - b0), *rd.shape), device=rd.device, dtype=torch.float32) if deterministic else drd
+        rows = slice(b0 * H, b1 * H)
+        _bwd_dq[(blocks, (b1 - b0) * H)](qu[b0:b1], qv[b0:b1], k[b0:b1], v[b0:b1], rd, do[b0:b1], lse[rows], delta[rows],
+                                         dqu[b0:b1], dqv[b0:b1], out, rd.numel() if deterministic else 0, *common,
+                                         BM=dq.block, BN=dq.block, ATOMIC=not deterministic, num_warps=dq.warps,
+                                         num_stages=dq.stages, **meta)
+        if deterministic:
+            drd += out.sum(0)
+    _bwd_dkdv[(triton.cdiv(K, dkdv.block), B * H)](qu, qv, k, v, rd, do, lse, delta, dk, dv, *common, BM=dkdv.block,
+                                                   BN=dkdv.block, num_warps=dkdv.warps, num_stages=dkdv.stages, **meta)
+    return dqu, dqv, dk, dv, drd
 
 
-def fused_attention(qu: torch.Tensor, qv: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rd: torch.Tensor,
-                    limit: float, scale: float, visits: list | None = None,
-                    launches: dict[str, Launch] | None = None) -> torch.Tensor:
-    """(B, H, Q, D) qu = q + u and qv = q + v; (B, H, K, D) keys and values over [memory; segment]; (H, K, D)
-    projected position embeddings by distance 0 .. K-1. Returns (B, H, Q, D). Keys at distance above `limit`
-    are not seen. `visits`, when a list, receives the (B*H, query blocks) count of key blocks visited;
-    `launches` overrides the launch of any of KERNELS ("fwd", "dq", "dkdv")."""
-    if triton is None:
-        raise RuntimeError("the fused attention kernel needs triton (pip install 'txl[gpu]')")
-    return _Fused.apply(qu, qv, k, v, rd, limit, scale, visits, launches)
+def plan_launches(qu: torch.Tensor, d_head: int, launches: dict | None) -> tuple[dict, str]:
+    """Each kernel's launch (overrides first, else the table for these operands and this GPU) and tl.dot's precision."""
+    prec = _precision(qu)
+    kind, cap = operand_kind(qu.dtype, prec), _capability(qu)
+    run = {name: (launches or {}).get(name) or launch_for(name, kind, cap, qu.size(2), d_head) for name in KERNELS}
+    for name, launch in run.items():
+        if launch.block < 16 or launch.block & (launch.block - 1):
+            raise ValueError(f"fused attention: the {name} kernel's block must be a power of two >= 16, not {launch.block}")
+    return run, prec

@@ -173,7 +173,7 @@ def time_launches(batch: int, heads: int, qlen: int, mlen: int, d_head: int, dty
     import torch
     import torch.nn.functional as F
 
-    from txl.attention.fused import fused_attention
+    from txl.attention.fused_op import fused_attention
     from txl.attention.launches import KERNELS, Launch
 
     klen = qlen + mlen
