@@ -34,6 +34,8 @@ part bench-impls python3 -m txl bench train --preset enwik8-base --impl plain,sd
     --out "$OUT/e8-impls.json" --markdown
 part bench-rae python3 -m txl bench train --preset enwik8-large --impl sdpa,fused --precision bf16 --markdown --batch-size 8 \
     --memory 24x2304 --memory "lrm=4@interleave:2304,srm=128" --out "$OUT/e8-rae.json"
+part bench-compiled python3 -m txl bench train --preset enwik8-base --impl sdpa,fused --precision bf16 \
+    --set train.compile=true --markdown --out "$OUT/e8-compiled.json"
 part profile python3 -m txl bench train --preset enwik8-base --impl sdpa,fused --precision bf16 --steps 3 \
     --profile "$OUT/profile" --out "$OUT/e8-profile.json"
 RUN="$OUT/runs"
@@ -45,6 +47,8 @@ part train-fp16 python3 -m txl train --preset tiny --run-dir "$RUN/fp16" --steps
     --set train.precision=fp16
 part train-compile python3 -m txl train --preset tiny --run-dir "$RUN/compile" --steps 30 --device cuda --no-progress \
     --set train.compile=true
+part train-compile-fused python3 -m txl train --preset tiny --run-dir "$RUN/compile-fused" --steps 30 --device cuda \
+    --no-progress --set train.compile=true --set model.attn_impl=fused --set train.precision=bf16
 part torchrun-nccl python3 -m torch.distributed.run --nproc_per_node 1 --standalone -m txl train --preset tiny \
     --run-dir "$RUN/ddp" --steps 30 --device cuda --no-progress
 part loss-curves python3 - "$RUN" <<'EOF'

@@ -17,6 +17,7 @@ if "TRITON_INTERPRET" not in os.environ:
 import pytest
 import torch
 
+import txl.attention.fused  # noqa: F401  (its kernels are made now, interpreted, whichever test first unsets the variable)
 from txl.config import ModelConfig
 from txl.plans import apply_plans
 

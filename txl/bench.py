@@ -193,34 +193,37 @@ class TrainCase:
     memory: str | None = None  # memory plan; None keeps the config's
 
 
-def _train_setup(run, case: TrainCase, device: torch.device):
-    """The case's model, its optimizer and four fixed batches, seeded."""
+def _train_setup(run, case: TrainCase, device: torch.device, precision: str):
+    """The case's model, the trainer's own step (its optimizer, fused on a GPU; clipping; schedule; loss scaler;
+    train.compile) and four fixed batches, seeded."""
     import copy
 
     from txl.model import TransformerXL
+    from txl.optim import TrainStep
     from txl.plans import apply_plans
 
     cfg = apply_plans(copy.deepcopy(run.model), memory=case.memory)
     cfg.attn_impl = case.impl
     torch.manual_seed(0)
     model = TransformerXL(cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    net = torch.compile(model) if run.train.compile else model
+    train = copy.deepcopy(run.train)
+    train.grad_accum = 1
+    step = TrainStep(model, net, train, device, precision)
     b, t = run.train.batch_size, run.train.tgt_len
     gen = torch.Generator(device="cpu").manual_seed(0)
     batches = [torch.randint(0, cfg.vocab_size, (b, t + 1), generator=gen).to(device) for _ in range(4)]
-    return cfg, model, opt, batches
+    return cfg, model, step, batches
 
 
-def _train_step(model, opt, tokens, mems, device, precision):
-    """One whole training step (forward, backward, Adam), memory carried; returns the new memory."""
-    from txl.evaluate import autocast
+def _train_step(step, tokens, mems, i: int):
+    """One whole training step (forward, backward, clipping, the optimizer), memory carried; returns the new memory."""
+    from types import SimpleNamespace
 
-    with autocast(device, precision):
-        nll, mems = model(tokens[:, :-1], mems, tokens[:, 1:])
-    nll.float().mean().backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return mems
+    segment = SimpleNamespace(inputs=tokens[:, :-1], targets=tokens[:, 1:], mask=None)
+    _, _, new_mems = step(segment, [mems], i)
+    step.updating = False
+    return new_mems[0]
 
 
 def run_train_case(run, case: TrainCase, device: torch.device, precision: str, steps: int, warmup: int, eval_steps: int) -> dict:
@@ -228,7 +231,7 @@ def run_train_case(run, case: TrainCase, device: torch.device, precision: str, s
     from txl.budget import budget
     from txl.evaluate import autocast
 
-    cfg, model, opt, batches = _train_setup(run, case, device)
+    cfg, model, step, batches = _train_setup(run, case, device, precision)
     b, t = run.train.batch_size, run.train.tgt_len
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -240,7 +243,7 @@ def run_train_case(run, case: TrainCase, device: torch.device, precision: str, s
     for i in range(warmup + steps):
         _sync(str(device))
         start = time.perf_counter()
-        mems = _train_step(model, opt, batches[i % len(batches)], mems, device, precision)
+        mems = _train_step(step, batches[i % len(batches)], mems, i)
         _sync(str(device))
         if i >= warmup:
             times.append(time.perf_counter() - start)
@@ -284,15 +287,15 @@ def profile_train_case(run, case: TrainCase, device: torch.device, precision: st
 
     from txl.io import atomic_write_text
 
-    _, model, opt, batches = _train_setup(run, case, device)
+    _, model, step, batches = _train_setup(run, case, device, precision)
     model.train()
     mems = None
     for i in range(warmup):
-        mems = _train_step(model, opt, batches[i % len(batches)], mems, device, precision)
+        mems = _train_step(step, batches[i % len(batches)], mems, i)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities, profile_memory=True) as prof:
         for i in range(steps):
-            mems = _train_step(model, opt, batches[i % len(batches)], mems, device, precision)
+            mems = _train_step(step, batches[i % len(batches)], mems, i)
         _sync(str(device))
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=key, row_limit=30)

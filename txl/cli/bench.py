@@ -109,7 +109,8 @@ def bench_train(args: argparse.Namespace) -> int:
                                       profile=Path(args.profile) if args.profile else None)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}; {args.config or args.preset}: batch {run.train.batch_size} x {run.train.tgt_len} tokens, "
-          f"{precision}, torch {torch.__version__}; median of {args.steps} steps after {args.warmup}")
+          f"{precision}{', compiled' if run.train.compile else ''}, torch {torch.__version__}; the trainer's step "
+          f"(clipping, {run.train.optimizer}); median of {args.steps} steps after {args.warmup}")
     print(train_table(rows, args.markdown))
     for r in rows:
         if r.get("profile"):
