@@ -1,26 +1,39 @@
 #!/usr/bin/env bash
-# Everything the speed work needs from one GPU session, in one go (about 10 minutes on an H100):
-# the GPU tests (fast paths and the fused kernel compiled, bf16), the fused kernel's candidate
-# launches timed against sdpa, the throughput table of every
-# attention path at enwik8 base, the Rae & Razavi plans, a profile of the step, and the GPU-only
-# training features (bf16, fp16 with the loss scaler, compile, torchrun with NCCL, resume).
+# Everything the speed work needs from a GPU session: the GPU tests (fast paths and the fused
+# kernel compiled, bf16), the fused kernel's candidate launches timed against sdpa, the
+# throughput table of every attention path at enwik8 base (eager and compiled), the Rae &
+# Razavi plans, a profile of the step, and the GPU-only training features (bf16, fp16 with the
+# loss scaler, compile, torchrun with NCCL, resume, the fused loss curve beside plain).
 #
-#   bash benchmarks/gpu_session.sh [OUT]      # OUT defaults to benchmarks/out; every result lands there
+#   bash benchmarks/gpu_session.sh [OUT [PART ...]]   # OUT defaults to benchmarks/out
 #
+# With PART names only those parts run, so that a machine allowing 10 minutes a command can
+# take them in groups, for example:
+#   tests-gpu tests-fused kernel-time          (the kernel correct, compiled; its launches timed)
+#   bench-impls bench-compiled                 (enwik8 base: every path, then compiled)
+#   bench-rae profile                          (24 layers, Rae & Razavi plans; the profile)
+#   train-bf16 resume-gpu train-fp16 train-compile train-compile-fused torchrun-nccl loss-curves
 # Each part runs even when an earlier one fails; the summary at the end says which failed.
+# BUNDLE=FILE.tgz also packs OUT's logs and JSON (no checkpoints) into one file to fetch.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/out}
+shift $(( $# > 0 ? 1 : 0 ))
+ONLY=" $* "
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
 failed=()
 
 part() {  # part NAME COMMAND...: run, keep its output in OUT/NAME.log, remember a failure
     local name=$1
     shift
+    if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return 0; fi
     echo "== $name: $*"
+    local start=$SECONDS
     if ! "$@" >"$OUT/$name.log" 2>&1; then failed+=("$name"); fi
     tail -n 25 "$OUT/$name.log"
+    echo "== $name took $((SECONDS - start)) s"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
@@ -39,7 +52,7 @@ part bench-compiled python3 -m txl bench train --preset enwik8-base --impl sdpa,
 part profile python3 -m txl bench train --preset enwik8-base --impl sdpa,fused --precision bf16 --steps 3 \
     --profile "$OUT/profile" --out "$OUT/e8-profile.json"
 RUN="$OUT/runs"
-rm -rf "$RUN"
+if [ "$ONLY" = "  " ] || [[ "$ONLY" == *" train-bf16 "* ]]; then rm -rf "$RUN"; fi  # loss-curves reads runs/bf16
 part train-bf16 python3 -m txl train --preset tiny --run-dir "$RUN/bf16" --steps 60 --device cuda --no-progress \
     --set train.precision=bf16 --set model.attn_impl=fused --set train.save_every=30 --set train.log_every=5
 part resume-gpu python3 -m txl train --run-dir "$RUN/bf16" --resume --steps 90 --device cuda --no-progress
@@ -70,4 +83,7 @@ print("largest gap", max(abs(x - y) for x, y in zip(a, b)))
 EOF
 
 echo
+if [ -n "${BUNDLE:-}" ]; then
+    tar czf "$BUNDLE" --exclude='checkpoints' --exclude='*.pt' -C "$OUT" . && echo "bundled $OUT into $BUNDLE"
+fi
 if [ ${#failed[@]} -eq 0 ]; then echo "all parts passed; results in $OUT"; else echo "failed: ${failed[*]} (logs in $OUT)"; exit 1; fi
