@@ -10,25 +10,35 @@
 # With PART names only those parts run, so that a machine allowing 10 minutes a command can
 # take them in groups, for example:
 #   tests-gpu tests-fused kernel-time          (the kernel correct, compiled; its launches timed)
-#   bench-impls bench-compiled                 (enwik8 base: every path, then compiled)
+#   bench-impls                                (enwik8 base: every path)
+#   bench-compiled                             (enwik8 base compiled: two graphs per case to compile)
 #   bench-rae profile                          (24 layers, Rae & Razavi plans; the profile)
 #   train-bf16 resume-gpu train-fp16 train-compile train-compile-fused torchrun-nccl loss-curves
-# Each part runs even when an earlier one fails; the summary at the end says which failed.
-# BUNDLE=FILE.tgz also packs OUT's logs and JSON (no checkpoints) into one file to fetch.
+# (resume-gpu and loss-curves read train-bf16's run: name them in its call). Each part runs even
+# when an earlier one fails; the summary at the end says which failed. BUNDLE=FILE.tgz (outside
+# OUT; on the GPU machine under its $OUT, so it comes back) packs OUT's logs and JSON, no checkpoints.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+PARTS=" tests-gpu tests-fused kernel-time bench-impls bench-compiled bench-rae profile train-bf16 resume-gpu"
+PARTS+=" train-fp16 train-compile train-compile-fused torchrun-nccl loss-curves "
 OUT=${1:-benchmarks/out}
+if [[ "$PARTS" == *" $OUT "* ]]; then echo "gpu_session.sh: give OUT first, then parts (got part $OUT as OUT)" >&2; exit 2; fi
 shift $(( $# > 0 ? 1 : 0 ))
+for name in "$@"; do
+    if [[ "$PARTS" != *" $name "* ]]; then echo "gpu_session.sh: unknown part $name; parts:$PARTS" >&2; exit 2; fi
+done
 ONLY=" $* "
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 failed=()
 
+selected() { [ "$ONLY" = "  " ] || [[ "$ONLY" == *" $1 "* ]]; }
+
 part() {  # part NAME COMMAND...: run, keep its output in OUT/NAME.log, remember a failure
     local name=$1
     shift
-    if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return 0; fi
+    selected "$name" || return 0
     echo "== $name: $*"
     local start=$SECONDS
     if ! "$@" >"$OUT/$name.log" 2>&1; then failed+=("$name"); fi
@@ -52,7 +62,11 @@ part bench-compiled python3 -m txl bench train --preset enwik8-base --impl sdpa,
 part profile python3 -m txl bench train --preset enwik8-base --impl sdpa,fused --precision bf16 --steps 3 \
     --profile "$OUT/profile" --out "$OUT/e8-profile.json"
 RUN="$OUT/runs"
-if [ "$ONLY" = "  " ] || [[ "$ONLY" == *" train-bf16 "* ]]; then rm -rf "$RUN"; fi  # loss-curves reads runs/bf16
+# each training part starts from a fresh run folder of its own (resume-gpu continues train-bf16's)
+for pair in train-bf16:bf16 train-fp16:fp16 train-compile:compile train-compile-fused:compile-fused torchrun-nccl:ddp \
+            loss-curves:plain-bf16; do
+    selected "${pair%%:*}" && rm -rf "${RUN:?}/${pair#*:}"
+done
 part train-bf16 python3 -m txl train --preset tiny --run-dir "$RUN/bf16" --steps 60 --device cuda --no-progress \
     --set train.precision=bf16 --set model.attn_impl=fused --set train.save_every=30 --set train.log_every=5
 part resume-gpu python3 -m txl train --run-dir "$RUN/bf16" --resume --steps 90 --device cuda --no-progress
@@ -84,6 +98,10 @@ EOF
 
 echo
 if [ -n "${BUNDLE:-}" ]; then
-    tar czf "$BUNDLE" --exclude='checkpoints' --exclude='*.pt' -C "$OUT" . && echo "bundled $OUT into $BUNDLE"
+    if tar czf "$BUNDLE" --exclude='checkpoints' --exclude='*.pt' --exclude="$(basename "$BUNDLE")" -C "$OUT" .; then
+        echo "bundled $OUT into $BUNDLE"
+    else
+        failed+=("bundle")
+    fi
 fi
 if [ ${#failed[@]} -eq 0 ]; then echo "all parts passed; results in $OUT"; else echo "failed: ${failed[*]} (logs in $OUT)"; exit 1; fi

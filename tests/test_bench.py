@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from txl.cli import main
 
 
@@ -79,3 +81,15 @@ def test_saved_activations_count_grows_linearly_and_the_fused_path_keeps_less():
     for a, b, c in counts.values():
         assert b - a > 0 and abs((c - b) - (b - a)) < 0.01 * (b - a)
     assert counts["fused"][1] - counts["fused"][0] < 0.8 * (counts["plain"][1] - counts["plain"][0])
+
+
+def test_bench_train_times_the_trainers_step_and_says_what_stands_in(capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is not None:
+        pytest.skip("timm is installed: lamb itself runs")
+    assert main(["bench", "train", "--preset", "tiny", "--impl", "plain", "--steps", "1", "--warmup", "0", "--device", "cpu",
+                 "--set", "train.optimizer=lamb", "--set", "train.grad_accum=2"]) == 0
+    out = capsys.readouterr().out
+    assert "the trainer's step (clipping, adam)" in out and "adam stands in for lamb" in out
+    assert "not train.grad_accum=2" in out

@@ -472,3 +472,18 @@ def test_adam_is_fused_on_a_gpu():
 
     for name in ("adam", "adamw"):
         assert make_optimizer(torch.nn.Linear(3, 2).cuda(), TrainConfig(optimizer=name)).defaults["fused"] is True
+
+
+def test_resuming_keeps_this_machines_choice_of_fused_adam():
+    """A checkpoint's optimizer groups carry the saving machine's `fused` flag; loading must not restore it (a GPU
+    checkpoint resumed on a CPU would switch to CPU fused Adam, away from torch's default that parity relies on)."""
+    from txl.config import TrainConfig
+    from txl.optim import TrainStep
+
+    model = torch.nn.Linear(3, 2)
+    step = TrainStep(model, model, TrainConfig(), torch.device("cpu"), "fp32")
+    saved = step.state_dict()
+    saved["optimizer"]["param_groups"][0]["fused"] = True  # as a GPU run saves it
+    step.load_state_dict(saved)
+    assert not step.optimizer.param_groups[0]["fused"]
+    assert saved["optimizer"]["param_groups"][0]["fused"] is True  # the caller's dict is not changed

@@ -118,5 +118,9 @@ class TrainStep:
         return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        # a saved group carries the saving machine's `fused` flag, which loading would restore: keep this one's
+        # (a GPU checkpoint resumed on a CPU must not switch to CPU fused Adam, nor a CPU one stay unfused on a GPU)
+        opt_state = dict(state["optimizer"])
+        opt_state["param_groups"] = [dict(g, fused=self.optimizer.defaults.get("fused")) for g in opt_state["param_groups"]]
+        self.optimizer.load_state_dict(opt_state)
         self.scaler.load_state_dict(state["scaler"])

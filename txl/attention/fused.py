@@ -303,6 +303,7 @@ def _capability(t: torch.Tensor) -> int:
 def forward_launch(qu, qv, k, v, rd, limit: int, scale: float, fwd: Launch, prec: str):
     """Launch the forward kernel: (B, H, Q, D) output (heads-last in memory), (B*H, Q) log-sum-exp and the
     (B*H, query blocks) count of key blocks visited. qu, qv, k, v share one dtype and are contiguous."""
+    qu, qv, k, v, rd = (t.contiguous() for t in (qu, qv, k, v, rd))  # the kernels share qu's strides with qv, k's with v
     B, H, Q, D = qu.shape
     K = k.size(2)
     # written as (B, Q, H, D): the heads' merge before the output projection is then a view, so the output
@@ -320,9 +321,9 @@ def forward_launch(qu, qv, k, v, rd, limit: int, scale: float, fwd: Launch, prec
 def backward_launch(do, qu, qv, k, v, rd, o, lse, limit: int, scale: float, dq: Launch, dkdv: Launch, prec: str,
                     deterministic: bool):
     """Launch the backward kernels: dqu, dqv, dk, dv in the operands' dtype and drd in float32."""
+    qu, qv, k, v, rd, do = (t.contiguous() for t in (qu, qv, k, v, rd, do))
     B, H, Q, D = qu.shape
     K = k.size(2)
-    do = do.contiguous()
     delta = (do.float() * o.float()).sum(-1).reshape(B * H, Q).contiguous()  # o is heads-last
     dqu, dqv = torch.empty_like(qu), torch.empty_like(qv)
     dk, dv = torch.empty_like(k), torch.empty_like(v)

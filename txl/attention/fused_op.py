@@ -51,12 +51,16 @@ def _(do, qu, qv, k, v, rd, o, lse, limit, scale, launches, prec, deterministic)
 
 def _setup_context(ctx, inputs, output):
     qu, qv, k, v, rd, limit, scale, launches, prec = inputs
-    o, lse, _ = output
+    o, lse, visits = output
     ctx.save_for_backward(qu, qv, k, v, rd, o, lse)
     ctx.args = (limit, scale, launches, prec)
+    ctx.mark_non_differentiable(lse, visits)
+    ctx.set_materialize_grads(False)  # no zero gradients made for them every layer
 
 
 def _backward(ctx, do, _dlse, _dvisits):
+    if do is None:
+        return None, None, None, None, None, None, None, None, None
     qu, qv, k, v, rd, o, lse = ctx.saved_tensors
     limit, scale, launches, prec = ctx.args
     dqu, dqv, dk, dv, drd = _bwd_op(do, qu, qv, k, v, rd, o, lse, limit, scale, launches, prec,

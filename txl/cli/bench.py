@@ -90,6 +90,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def bench_train(args: argparse.Namespace) -> int:
+    import importlib.util
+
     import torch
 
     from txl.bench import bench_device, train_benchmark, train_table
@@ -103,6 +105,14 @@ def bench_train(args: argparse.Namespace) -> int:
         if getattr(args, flag):
             setattr(run.train, name, getattr(args, flag))
     check_run(apply_overrides(run, args.overrides))
+    notes = []
+    if run.train.optimizer == "lamb" and importlib.util.find_spec("timm") is None:
+        run.train.optimizer = "adam"  # timing needs an optimizer, not LAMB's numbers
+        notes.append("timm is not installed: adam stands in for lamb")
+    if run.train.grad_accum > 1:
+        notes.append(f"the whole batch in one chunk, not train.grad_accum={run.train.grad_accum} (peak memory differs)")
+    if run.train.compile:
+        notes.append("evaluation runs uncompiled")
     device = torch.device(bench_device(args.device))
     impls = ["plain", "auto"] if args.compare else [i.strip() for i in args.impl.split(",") if i.strip()]
     rows, precision = train_benchmark(run, impls, args.memory or [None], device, args.steps, args.warmup, args.eval_steps,
@@ -111,6 +121,8 @@ def bench_train(args: argparse.Namespace) -> int:
     print(f"device {name}; {args.config or args.preset}: batch {run.train.batch_size} x {run.train.tgt_len} tokens, "
           f"{precision}{', compiled' if run.train.compile else ''}, torch {torch.__version__}; the trainer's step "
           f"(clipping, {run.train.optimizer}); median of {args.steps} steps after {args.warmup}")
+    for note in notes:
+        print(f"note: {note}")
     print(train_table(rows, args.markdown))
     for r in rows:
         if r.get("profile"):
