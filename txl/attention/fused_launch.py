@@ -142,8 +142,8 @@ def resource_table(rows: list[dict], markdown: bool = False) -> str:
 CANDIDATES = [(block, warps, stages) for block in (32, 64) for warps in (4, 8) for stages in (1, 2, 3)]
 
 
-def _timer(device: torch.device):
-    """A function that times fn() in milliseconds: CUDA events on a GPU, the wall clock elsewhere."""
+def _timer(device):
+    """A function that times fn() in milliseconds on `device` (a torch.device): CUDA events on a GPU, else the clock."""
     import time
 
     import torch
