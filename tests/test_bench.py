@@ -60,7 +60,7 @@ def test_an_impl_that_cannot_run_here_is_refused_before_anything_is_measured(cap
 
 def test_saved_activations_count_grows_linearly_and_the_fused_path_keeps_less():
     """benchmarks/saved_activations.py extrapolates from two batch sizes: what it counts must be linear in the batch,
-    and the fused path (launches skipped) must keep less than the plain one, which keeps the probabilities."""
+    and the fused path (its kernel run here, in the interpreter) must keep less than the plain one, which keeps the probabilities."""
     import importlib.util
     from pathlib import Path
 

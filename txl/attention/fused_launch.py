@@ -202,15 +202,15 @@ def time_launches(batch: int, heads: int, qlen: int, mlen: int, d_head: int, dty
         bias = (position * scale).masked_fill(dist < 0, float("-inf"))
         return F.scaled_dot_product_attention(qu, k, v, attn_mask=bias, scale=scale)
 
-    cases = [("sdpa (bias)", None, None), ("fused", None, None)]
+    def fused(kernel=None, launch=None):
+        return lambda: fused_attention(qu, qv, k, v, rd, float("inf"), scale, launches={kernel: launch} if kernel else None)
+
+    cases = [("sdpa (bias)", None, None, sdpa), ("fused", None, None, fused())]
     for kernel in KERNELS:
         for cand in candidates if candidates is not None else CANDIDATES:
-            cases.append((f"fused {kernel}", kernel, Launch(*cand)))
+            cases.append((f"fused {kernel}", kernel, Launch(*cand), fused(kernel, Launch(*cand))))
     rows, want = [], None
-    for n, (name, kernel, launch) in enumerate(cases, 1):
-        run = sdpa if launch is None and name.startswith("sdpa") else \
-            (lambda kernel=kernel, launch=launch: fused_attention(qu, qv, k, v, rd, float("inf"), scale,
-                                                                  launches={kernel: launch} if kernel else None))
+    for n, (name, kernel, launch, run) in enumerate(cases, 1):
         try:
             fwd, bwd, out = measure(run)
             want = out if want is None else want

@@ -30,10 +30,11 @@ def operand_kind(dtype: torch.dtype, precision: str) -> str:
 
 def default_launch(kernel: str, kind: str, capability: int = 90) -> Launch:
     """The launch of `kernel` for operands of `kind` on a GPU of compute capability `capability` (90 for sm_90),
-    at head dims up to 64: the largest block whose compiled kernel spills no registers, as `txl bench kernel`
-    reports them (compiled for each architecture by Triton, no GPU needed). One exception: on sm_90 the dq
-    kernel keeps 64-blocks, Hopper's warpgroup products, at 264 bytes spilled per thread; a GPU timing of
-    `txl bench kernel --time` decides it. Stages matter where pipelining makes ptxas spill (dkdv, exact fp32)."""
+    at head dims up to 64: the largest block whose compiled kernel spills nothing, or least, as `txl bench kernel`
+    reports it (compiled for each architecture by Triton, no GPU needed; dq spills a little at every block on
+    some). On sm_90 the dq kernel keeps 64-blocks, Hopper's warpgroup products, at 264 bytes spilled per thread,
+    where 32-blocks spill none without them; a GPU timing of `txl bench kernel --time` decides it. Stages
+    matter where pipelining makes ptxas spill (dkdv, exact fp32)."""
     if kind == "fp32":
         return Launch(16, 4, 2 if kernel == "fwd" else 1)
     if kind == "tf32":
