@@ -26,19 +26,44 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-TRAIN = ["--preset", "tiny", "--steps", "40", "--no-progress", "--set", "train.log_every=1", "--set", "train.save_every=5",
-         "--set", "model.d_inner=4096", "--set", "model.dropout=0.1", "--set", "train.optimizer=adamw",
-         "--set", "train.batch_size=2", "--set", "train.tgt_len=8"]
+TRAIN = [
+    "--preset",
+    "tiny",
+    "--steps",
+    "40",
+    "--no-progress",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.save_every=5",
+    "--set",
+    "model.d_inner=4096",
+    "--set",
+    "model.dropout=0.1",
+    "--set",
+    "train.optimizer=adamw",
+    "--set",
+    "train.batch_size=2",
+    "--set",
+    "train.tgt_len=8",
+]
 
 
 def _default_signals() -> None:
-    # a shell starts background jobs with SIGINT ignored, and a child inherits that: give txl the default, as a terminal would
+    # a shell starts background jobs with SIGINT ignored, and a child inherits that:
+    # give txl the default, as a terminal would
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def txl(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "txl", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_default_signals)
+    return subprocess.Popen(
+        [sys.executable, "-m", "txl", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_signals,
+    )
 
 
 def finish(args: list[str], cwd: Path, tries: int = 5) -> int:
@@ -53,7 +78,11 @@ def finish(args: list[str], cwd: Path, tries: int = 5) -> int:
 
 def train_state(run: Path) -> tuple[dict, list]:
     weights = load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
-    log = [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    log = [
+        (r["step"], r["loss"])
+        for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        if r["kind"] == "train"
+    ]
     return weights, log
 
 
@@ -76,7 +105,17 @@ def trial(target: str, sig: signal.Signals, delay: float, work: Path, reference)
         args = ["train", *TRAIN, "--set", data, "--run-dir", str(work / "run")]
         resume = ["train", "--run-dir", str(work / "run"), "--resume", "--no-progress"]
     else:
-        args = resume = ["run", "quickstart", "--scale", "tiny", "--results", str(work / "results"), "--no-progress", "--set", data]
+        args = resume = [
+            "run",
+            "quickstart",
+            "--scale",
+            "tiny",
+            "--results",
+            str(work / "results"),
+            "--no-progress",
+            "--set",
+            data,
+        ]
     proc = txl(*args, cwd=work)
     time.sleep(delay)
     proc.send_signal(sig)
@@ -91,11 +130,15 @@ def trial(target: str, sig: signal.Signals, delay: float, work: Path, reference)
     if target == "train":
         weights, log = train_state(work / "run")
         ref_w, ref_log = reference
-        same = log == ref_log and weights.keys() == ref_w.keys() and all((weights[k] == ref_w[k]).all() for k in weights)
+        same = (
+            log == ref_log and weights.keys() == ref_w.keys() and all((weights[k] == ref_w[k]).all() for k in weights)
+        )
     else:
         same = sweep_state(work / "results") == reference
     ok = same and not left
-    what = f"exit {proc.returncode}, {attempts} resume run(s), {'equal' if same else 'DIFFERENT'}, {len(left)} leftovers"
+    what = (
+        f"exit {proc.returncode}, {attempts} resume run(s), {'equal' if same else 'DIFFERENT'}, {len(left)} leftovers"
+    )
     if left:
         what += ": " + ", ".join(str(p.relative_to(work.parent)) for p in left[:3])
     return ok, what
@@ -106,7 +149,12 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=30, help="trials per signal (default 30)")
     p.add_argument("--target", choices=["train", "sweep"], default="train")
     p.add_argument("--signals", default="KILL,INT")
-    p.add_argument("--max-delay", type=float, default=None, help="latest signal, seconds after start (default: 90%% of a clean run)")
+    p.add_argument(
+        "--max-delay",
+        type=float,
+        default=None,
+        help="latest signal, seconds after start (default: 90%% of a clean run)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = random.Random(args.seed)
@@ -119,8 +167,20 @@ def main() -> int:
             finish(["train", *TRAIN, "--set", f"data.root={root / 'data'}", "--run-dir", str(clean / "run")], clean)
             reference = train_state(clean / "run")
         else:
-            finish(["run", "quickstart", "--scale", "tiny", "--results", str(clean / "results"), "--no-progress",
-                    "--set", f"data.root={root / 'data'}"], clean)
+            finish(
+                [
+                    "run",
+                    "quickstart",
+                    "--scale",
+                    "tiny",
+                    "--results",
+                    str(clean / "results"),
+                    "--no-progress",
+                    "--set",
+                    f"data.root={root / 'data'}",
+                ],
+                clean,
+            )
             reference = sweep_state(clean / "results")
         seconds = time.time() - start
         max_delay = args.max_delay or 0.9 * seconds
@@ -140,8 +200,10 @@ def main() -> int:
             summary[name] = passed
         print()
         for name, passed in summary.items():
-            print(f"SIG{name}: {passed} of {args.trials} trials resumed to the uninterrupted result bit for bit, nothing left over "
-                  f"({stopped[name]} stopped by the signal, the rest finished first)")
+            print(
+                f"SIG{name}: {passed} of {args.trials} trials resumed to the uninterrupted result bit for bit, "
+                f"nothing left over ({stopped[name]} stopped by the signal, the rest finished first)"
+            )
     return 0 if all(v == args.trials for v in summary.values()) else 1
 
 

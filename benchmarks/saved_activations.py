@@ -53,13 +53,13 @@ def kept(model: TransformerXL, batch: int, tgt_len: int, dtype: torch.dtype) -> 
         tensors = [(a, getattr(node, a, None)) for a in dir(node) if a.startswith("_saved_")]
         tensors += [("saved", t) for t in (getattr(node, "saved_tensors", None) or ())]
         for attr, t in tensors:
-            for t in t if isinstance(t, (list, tuple)) else [t]:
-                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-                    seen.add(t.untyped_storage().data_ptr())
-                    nbytes = t.untyped_storage().nbytes()
+            for tensor in t if isinstance(t, (list, tuple)) else [t]:
+                if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in seen:
+                    seen.add(tensor.untyped_storage().data_ptr())
+                    nbytes = tensor.untyped_storage().nbytes()
                     total += nbytes
                     by_op[type(node).__name__.replace("Backward0", "")] += nbytes
-                    if type(node).__name__ == "MulBackward0" and attr == "_saved_other" and t.dtype == dtype:
+                    if type(node).__name__ == "MulBackward0" and attr == "_saved_other" and tensor.dtype == dtype:
                         masks += nbytes  # nn.Dropout on a CPU: input * (mask / keep), the scaled mask kept
         stack.extend(nxt for nxt, _ in node.next_functions)
     return total, masks, by_op
@@ -87,14 +87,37 @@ def main() -> int:
         per_seq, per_mask = (b - a) / (large - small), (mb - ma) / (large - small)
         fixed = a - per_seq * small
         at = run.train.batch_size
-        rows.append([impl, f"{fixed / 2**20:.0f}", f"{per_seq / 2**20:.1f}", f"{(fixed + per_seq * at) / 2**30:.2f}",
-                     f"{per_mask * at / 2**30:.2f}", f"{(fixed + (per_seq - per_mask / 2) * at) / 2**30:.2f}"])
+        rows.append(
+            [
+                impl,
+                f"{fixed / 2**20:.0f}",
+                f"{per_seq / 2**20:.1f}",
+                f"{(fixed + per_seq * at) / 2**30:.2f}",
+                f"{per_mask * at / 2**30:.2f}",
+                f"{(fixed + (per_seq - per_mask / 2) * at) / 2**30:.2f}",
+            ]
+        )
         tops[impl] = ", ".join(f"{op} {n / large / 2**20:.0f}" for op, n in ops.most_common(6))  # weights included
         print(f"{impl}: done", file=sys.stderr, flush=True)
-    print(f"{args.preset}, {args.precision} autocast, one training segment of {run.train.tgt_len} tokens with its memory; "
-          f"kept for backward (GiB at batch {run.train.batch_size}, extrapolated from batches {small} and {large})")
-    print(format_table(["impl", "fixed MiB", "MiB per sequence", f"GiB at {run.train.batch_size}",
-                        "of which dropout masks", "with 1-byte masks (CUDA)"], rows, markdown=True))
+    print(
+        f"{args.preset}, {args.precision} autocast, one training segment of {run.train.tgt_len} tokens "
+        f"with its memory; kept for backward (GiB at batch {run.train.batch_size}, "
+        f"extrapolated from batches {small} and {large})"
+    )
+    print(
+        format_table(
+            [
+                "impl",
+                "fixed MiB",
+                "MiB per sequence",
+                f"GiB at {run.train.batch_size}",
+                "of which dropout masks",
+                "with 1-byte masks (CUDA)",
+            ],
+            rows,
+            markdown=True,
+        )
+    )
     print()
     for impl, top in tops.items():
         print(f"- {impl}, MiB per sequence by op: {top}")

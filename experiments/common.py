@@ -8,7 +8,8 @@ from txl.presets import get_preset
 
 
 def lm_base(scale: str) -> RunConfig:
-    """A language model to intervene on: tiny (tests), small (a CPU, minutes a run), paper (Rae & Razavi's 24 layers on enwik8)."""
+    """A language model to intervene on: tiny (tests), small (a CPU, minutes a run),
+    paper (Rae & Razavi's 24 layers on enwik8)."""
     if scale == "tiny":
         run = get_preset("tiny")
         run.train.steps = 3
@@ -18,7 +19,8 @@ def lm_base(scale: str) -> RunConfig:
     if scale == "small":
         run = get_preset("small")
         run.model = apply_plans(
-            ModelConfig(vocab_size=256, n_layer=6, d_model=128, n_head=4, d_head=32, d_inner=512, dropout=0.1), memory="64"
+            ModelConfig(vocab_size=256, n_layer=6, d_model=128, n_head=4, d_head=32, d_inner=512, dropout=0.1),
+            memory="64",
         )
         run.train.steps, run.train.eval_every, run.train.save_every = 800, 0, 400
         run.train.tgt_len, run.train.batch_size = 32, 16

@@ -9,8 +9,32 @@ from txl.cli import main
 
 def test_bench_train_compares_plain_and_fast_paths(tmp_path, capsys):
     out = tmp_path / "train.json"
-    assert main(["bench", "train", "--preset", "tiny", "--compare", "--memory", "16", "--memory", "lrm=1@last:16,srm=4",
-                 "--steps", "2", "--warmup", "1", "--eval-steps", "2", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "train",
+                "--preset",
+                "tiny",
+                "--compare",
+                "--memory",
+                "16",
+                "--memory",
+                "lrm=1@last:16,srm=4",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--eval-steps",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "x plain 16" in text and "tokens/s" in text
     data = json.loads(out.read_text())
@@ -22,8 +46,31 @@ def test_bench_train_compares_plain_and_fast_paths(tmp_path, capsys):
 
 def test_bench_variants_reports_ratios_to_xl(tmp_path, capsys):
     out = tmp_path / "variants.json"
-    assert main(["bench", "variants", "--variants", "xl,sikf", "--lengths", "16,32", "--d-model", "32", "--n-head", "2",
-                 "--d-head", "16", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "variants",
+                "--variants",
+                "xl,sikf",
+                "--lengths",
+                "16,32",
+                "--d-model",
+                "32",
+                "--n-head",
+                "2",
+                "--d-head",
+                "16",
+                "--repeats",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     xl_row = next(line for line in text.splitlines() if line.startswith("xl "))
     assert xl_row.split()[1:3] == ["1.000", "1.000"]
@@ -40,8 +87,31 @@ def test_bench_rejects_unknown_names(capsys):
 
 
 def test_bench_train_profiles_each_case_when_asked(tmp_path, capsys):
-    assert main(["bench", "train", "--preset", "tiny", "--impl", "plain,sdpa", "--steps", "1", "--warmup", "1", "--eval-steps", "1",
-                 "--device", "cpu", "--profile", str(tmp_path / "prof"), "--out", str(tmp_path / "b.json")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "train",
+                "--preset",
+                "tiny",
+                "--impl",
+                "plain,sdpa",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--eval-steps",
+                "1",
+                "--device",
+                "cpu",
+                "--profile",
+                str(tmp_path / "prof"),
+                "--out",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.count("profile ") == 2
     for case in ("plain", "sdpa"):
         table = (tmp_path / "prof" / f"profile-{case}.txt").read_text()
@@ -60,13 +130,14 @@ def test_an_impl_that_cannot_run_here_is_refused_before_anything_is_measured(cap
 
 def test_saved_activations_count_grows_linearly_and_the_fused_path_keeps_less():
     """benchmarks/saved_activations.py extrapolates from two batch sizes: what it counts must be linear in the batch,
-    and the fused path (its kernel run here, in the interpreter) must keep less than the plain one, which keeps the probabilities."""
+    and the fused path (its kernel run here, in the interpreter) must keep less than the plain one,
+    which keeps the probabilities."""
     import importlib.util
     from pathlib import Path
 
     import torch
-
     from conftest import tiny_config
+
     from txl.model import TransformerXL
 
     path = Path(__file__).parent.parent / "benchmarks" / "saved_activations.py"
@@ -88,8 +159,29 @@ def test_bench_train_times_the_trainers_step_and_says_what_stands_in(capsys):
 
     if importlib.util.find_spec("timm") is not None:
         pytest.skip("timm is installed: lamb itself runs")
-    assert main(["bench", "train", "--preset", "tiny", "--impl", "plain", "--steps", "1", "--warmup", "0", "--device", "cpu",
-                 "--set", "train.optimizer=lamb", "--set", "train.grad_accum=2"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "train",
+                "--preset",
+                "tiny",
+                "--impl",
+                "plain",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--device",
+                "cpu",
+                "--set",
+                "train.optimizer=lamb",
+                "--set",
+                "train.grad_accum=2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "the trainer's step (clipping, adam)" in out and "adam stands in for lamb" in out
     assert "not train.grad_accum=2" in out

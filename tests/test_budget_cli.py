@@ -9,7 +9,22 @@ from txl.plans import apply_plans
 
 
 def test_budget_shows_six_times_less_long_range_memory(capsys):
-    assert main(["budget", "--layers", "24", "--d-model", "1024", "--memory", "24x2304", "--memory", "lrm=4@interleave:2304,srm=128"]) == 0
+    assert (
+        main(
+            [
+                "budget",
+                "--layers",
+                "24",
+                "--d-model",
+                "1024",
+                "--memory",
+                "24x2304",
+                "--memory",
+                "lrm=4@interleave:2304,srm=128",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("lrm=4@interleave:2304,srm=128"))
     assert "6.0x" in row and "9,216" in row and "11,776" in row
@@ -34,7 +49,22 @@ def test_budget_prints_the_enwik8_base_parameter_count(capsys):
 
 
 def test_budget_per_layer_table_and_totals(capsys):
-    assert main(["budget", "--layers", "4", "--memory", "lrm=1@last:64,srm=8", "--range", "range=4@first:1", "--tgt-len", "16"]) == 0
+    assert (
+        main(
+            [
+                "budget",
+                "--layers",
+                "4",
+                "--memory",
+                "lrm=1@last:64,srm=8",
+                "--range",
+                "range=4@first:1",
+                "--tgt-len",
+                "16",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["layer", "attn", "mem_len", "range"]
@@ -46,7 +76,9 @@ def test_budget_per_layer_table_and_totals(capsys):
 def test_budget_with_config_file_and_set(tmp_path, capsys):
     from txl.config import RunConfig, save_config
 
-    save_config(RunConfig(model=ModelConfig(n_layer=2, d_model=32, d_head=8, n_head=4, d_inner=64)), tmp_path / "c.json")
+    save_config(
+        RunConfig(model=ModelConfig(n_layer=2, d_model=32, d_head=8, n_head=4, d_inner=64)), tmp_path / "c.json"
+    )
     assert main(["budget", "--config", str(tmp_path / "c.json"), "--set", "model.layers.1.mem_len=100", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [layer["mem_len"] for layer in data["layers"]] == [512, 100]

@@ -18,12 +18,21 @@ from txl.plans import apply_plans, check_model, check_run
 
 def test_defaults_are_the_enwik8_base_model():
     cfg = ModelConfig().validate()
-    assert (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_head, cfg.d_inner, cfg.vocab_size) == (12, 512, 8, 64, 2048, 256)
+    assert (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_head, cfg.d_inner, cfg.vocab_size) == (
+        12,
+        512,
+        8,
+        64,
+        2048,
+        256,
+    )
     assert len(cfg.layers) == 12 and all(layer.mem_len == 512 for layer in cfg.layers)
 
 
 def test_json_round_trip(tmp_path):
-    run = RunConfig(model=apply_plans(ModelConfig(n_layer=4), memory="lrm=1@last:64,srm=8", attn_range="range=4@first:2"))
+    run = RunConfig(
+        model=apply_plans(ModelConfig(n_layer=4), memory="lrm=1@last:64,srm=8", attn_range="range=4@first:2")
+    )
     run.model.cutoffs = [100]
     save_config(run, tmp_path / "c.json")
     back = load_config(tmp_path / "c.json")
@@ -126,7 +135,9 @@ def test_layer_errors_name_the_layer():
 def test_evaluation_plans_are_checked_at_config_time():
     run = RunConfig()
     run.eval.memory = "lrm=30@interleave:2304,srm=128"
-    with pytest.raises(ConfigError, match=r"eval.memory: memory plan .* places 30 layers at 'interleave' but the model has 12"):
+    with pytest.raises(
+        ConfigError, match=r"eval.memory: memory plan .* places 30 layers at 'interleave' but the model has 12"
+    ):
         check_run(run)
     run.eval.memory, run.eval.attn_range = "2100", "range=128@middle:2"
     with pytest.raises(ConfigError, match=r"eval.attn_range: range plan .* unknown placement 'middle'"):

@@ -4,7 +4,6 @@ import functools
 import hashlib
 import http.server
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -15,8 +14,7 @@ import pytest
 
 from txl.cli import main
 from txl.config import DataConfig, SyntheticConfig
-from txl.data import load_corpus
-from txl.data import synthetic
+from txl.data import load_corpus, synthetic
 from txl.data.corpora import assign_files, split_contiguous
 from txl.data.download import download, extract_member
 from txl.data.streams import SegmentStream
@@ -41,7 +39,9 @@ SAMPLE = (
 def sp_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sp")
     text = SAMPLE * 20 + open(__file__, "rb").read()
-    return {kind: SentencePieceTokenizer.train(text, folder / f"{kind}.model", 400, kind) for kind in ("unigram", "bpe")}
+    return {
+        kind: SentencePieceTokenizer.train(text, folder / f"{kind}.model", 400, kind) for kind in ("unigram", "bpe")
+    }
 
 
 def test_bytes_round_trip():
@@ -171,7 +171,9 @@ def test_synthetic_tasks_follow_their_rules():
 
 
 def test_synthetic_corpus_loads_with_masks():
-    corpus = load_corpus(DataConfig(corpus="pointer", synthetic=SyntheticConfig(lags=[4, 9], train_tokens=5000, eval_tokens=1000)))
+    corpus = load_corpus(
+        DataConfig(corpus="pointer", synthetic=SyntheticConfig(lags=[4, 9], train_tokens=5000, eval_tokens=1000))
+    )
     assert corpus.vocab_size == 16 + 2 and corpus.masks["valid"].shape == corpus.splits["valid"].shape
     assert not np.array_equal(corpus.splits["valid"], corpus.splits["test"])
 
@@ -305,7 +307,12 @@ def test_download_over_http_with_mirror_fallback(tmp_path):
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_port}/"
-        got = download([base + "missing.zip", base + "data.zip"], tmp_path / "dl" / "data.zip", _md5(b"zipped bytes" * 500), progress=False)
+        got = download(
+            [base + "missing.zip", base + "data.zip"],
+            tmp_path / "dl" / "data.zip",
+            _md5(b"zipped bytes" * 500),
+            progress=False,
+        )
         assert got.read_bytes() == b"zipped bytes" * 500
     finally:
         server.shutdown()
@@ -438,7 +445,7 @@ def test_a_stream_on_a_gpu_copies_from_pinned_memory_and_gives_the_same_segments
     import torch
 
     tokens = np.arange(2000) % 251
-    mask = (np.arange(2000) % 3 == 0)
+    mask = np.arange(2000) % 3 == 0
     cpu = list(SegmentStream(tokens, 4, 32, mask=mask).epoch(0))
     gpu = list(SegmentStream(tokens, 4, 32, device="cuda", mask=mask).epoch(0))
     assert len(cpu) == len(gpu)

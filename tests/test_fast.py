@@ -1,12 +1,13 @@
-"""The fast attention paths against the plain reference: outputs and gradients, mixed plans, every variant that has one."""
+"""The fast attention paths against the plain reference: outputs and gradients, mixed plans,
+every variant that has one."""
 
 import math
 import warnings
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from txl.attention import VARIANTS
 from txl.attention.fast import block_mask
 from txl.model import TransformerXL
@@ -95,6 +96,7 @@ def test_flex_gives_way_to_sdpa_while_attention_dropout_is_on():
 def test_a_shorter_range_skips_blocks():
     full = block_mask(512, 1024, math.inf, "cpu")
     ranged = block_mask(512, 1024, 128.0, "cpu")
+
     def computed(m):  # partly visible blocks plus wholly visible ones
         return int(m.kv_num_blocks.sum() + m.full_kv_num_blocks.sum())
 

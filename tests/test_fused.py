@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from txl.model import TransformerXL
 
 triton = pytest.importorskip("triton")
@@ -110,7 +110,8 @@ def test_a_shorter_range_visits_fewer_key_blocks():
         visits = []
         fused_attention(qu, qv, k, v, rd, limit, 1.0, visits)
         counts[limit] = int(visits[0].sum())
-    # query block i0 sees keys [mlen + i0 - limit, mlen + i0 + bm): from the first block, or from the one holding the start
+    # query block i0 sees keys [mlen + i0 - limit, mlen + i0 + bm):
+    # from the first block, or from the one holding the start
     full = sum(math.ceil(min(M + i0 + bm, Q + M) / bn) for i0 in range(0, Q, bm))
     ranged = sum(math.ceil((M + i0 + bm - (M + i0 - 32) // bn * bn) / bn) for i0 in range(0, Q, bm))
     assert (counts[math.inf], counts[32.0]) == (full, ranged) and ranged < full / 3
@@ -233,8 +234,9 @@ def test_half_precision_gradients_follow_the_formula():
     half = lambda *s: torch.randn(*s, device=DEVICE).half().requires_grad_()  # noqa: E731
     qu, qv, k, v = half(B, H, Q, D), half(B, H, Q, D), half(B, H, K, D), half(B, H, K, D)
     rd = torch.randn(H, K, D, device=DEVICE).half().float().requires_grad_()
-    out = fused_attention(qu, qv, k, v, rd, 25.0, D**-0.5, launches=dict(fwd=Launch(16, 4, 2), dq=Launch(16, 4, 1),
-                                                                          dkdv=Launch(16, 4, 1)))
+    out = fused_attention(
+        qu, qv, k, v, rd, 25.0, D**-0.5, launches=dict(fwd=Launch(16, 4, 2), dq=Launch(16, 4, 1), dkdv=Launch(16, 4, 1))
+    )
     g = torch.randn(B, H, Q, D, device=DEVICE).half()
     got = torch.autograd.grad(out, (qu, qv, k, v, rd), g)
     assert [t.dtype for t in got] == [torch.float16] * 4 + [torch.float32]
@@ -249,7 +251,9 @@ def test_half_precision_gradients_follow_the_formula():
 def test_a_block_that_is_not_a_power_of_two_is_refused():
     t = torch.randn(1, 1, 8, 8, device=DEVICE)
     with pytest.raises(ValueError, match="dq kernel's block must be a power of two >= 16, not 24"):
-        fused_attention(t, t, t, t, torch.randn(1, 8, 8, device=DEVICE), math.inf, 1.0, launches={"dq": Launch(24, 4, 1)})
+        fused_attention(
+            t, t, t, t, torch.randn(1, 8, 8, device=DEVICE), math.inf, 1.0, launches={"dq": Launch(24, 4, 1)}
+        )
 
 
 def test_the_kernel_is_one_operator_that_torch_compile_does_not_break_on():
@@ -259,8 +263,17 @@ def test_the_kernel_is_one_operator_that_torch_compile_does_not_break_on():
     from txl.attention.fused_op import _fwd_op
 
     t = lambda *s: torch.randn(*s, device=DEVICE).requires_grad_()  # noqa: E731
-    args = (t(1, 2, 20, 16), t(1, 2, 20, 16), t(1, 2, 32, 16), t(1, 2, 32, 16), t(2, 32, 16), 32, 0.25,
-            [16, 4, 2, 16, 4, 1, 16, 4, 1], "ieee")
+    args = (
+        t(1, 2, 20, 16),
+        t(1, 2, 20, 16),
+        t(1, 2, 32, 16),
+        t(1, 2, 32, 16),
+        t(2, 32, 16),
+        32,
+        0.25,
+        [16, 4, 2, 16, 4, 1, 16, 4, 1],
+        "ieee",
+    )
     assert set(torch.library.opcheck(_fwd_op, args).values()) == {"SUCCESS"}
 
     plain, model = _pair(memory="6")

@@ -12,7 +12,9 @@ from txl.attention import fused_launch  # noqa: E402
 from txl.attention.launches import KERNELS, Launch, default_launch, launch_for  # noqa: E402
 from txl.errors import TxlError  # noqa: E402
 
-needs_tools = pytest.mark.skipif(not fused_launch.available(), reason="triton's CUDA tools (ptxas, cuobjdump) are missing")
+needs_tools = pytest.mark.skipif(
+    not fused_launch.available(), reason="triton's CUDA tools (ptxas, cuobjdump) are missing"
+)
 
 
 @pytest.mark.slow
@@ -67,8 +69,18 @@ def test_timing_candidates_runs_every_case_and_states_each_against_sdpa(monkeypa
     candidate of every kernel is run, that a candidate overriding one kernel gives the same output, and the table."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     lines = []
-    rows = fused_launch.time_launches(1, 1, 20, 12, 16, torch.float32, torch.device("cpu"), candidates=[(16, 4, 1), (32, 4, 2)],
-                                      repeats=1, say=lines.append)
+    rows = fused_launch.time_launches(
+        1,
+        1,
+        20,
+        12,
+        16,
+        torch.float32,
+        torch.device("cpu"),
+        candidates=[(16, 4, 1), (32, 4, 2)],
+        repeats=1,
+        say=lines.append,
+    )
     assert [r["case"] for r in rows] == ["sdpa (bias)", "fused"] + [f"fused {k}" for k in KERNELS for _ in range(2)]
     assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in rows) and len(lines) == len(rows)
     table = fused_launch.time_table(rows)
@@ -82,8 +94,10 @@ def test_bench_kernel_refuses_bad_input_in_one_line(capsys):
     assert main(["bench", "kernel", "--arch", "sm_99"]) == 2
     assert main(["bench", "kernel", "--operands", "half,fp8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["txl bench: error: unknown architecture 'sm_99': use one of sm_80, sm_86, sm_89, sm_90",
-                   "txl bench: error: unknown operands 'fp8': use half, tf32 or fp32"]
+    assert err == [
+        "txl bench: error: unknown architecture 'sm_99': use one of sm_80, sm_86, sm_89, sm_90",
+        "txl bench: error: unknown operands 'fp8': use half, tf32 or fp32",
+    ]
 
 
 @needs_tools

@@ -10,8 +10,8 @@ from txl.cli import main
 from txl.config import ModelConfig
 from txl.errors import TxlError
 from txl.interop import export_state, import_state, read_state_dict
-from txl.plans import apply_plans
 from txl.model import TransformerXL
+from txl.plans import apply_plans
 
 
 def model_of(seed=0, **fields) -> TransformerXL:
@@ -84,19 +84,21 @@ def original_names(untie_r: bool, prefix: str = "", shared_copies: bool = False)
         names[f"{prefix}r_w_bias"] = names[f"{prefix}r_r_bias"] = (2, 8)
     for i in range(2):
         layer = f"{prefix}layers.{i}."
-        names.update({
-            layer + "dec_attn.qkv_net.weight": (48, 16),
-            layer + "dec_attn.o_net.weight": (16, 16),
-            layer + "dec_attn.layer_norm.weight": (16,),
-            layer + "dec_attn.layer_norm.bias": (16,),
-            layer + "dec_attn.r_net.weight": (16, 16),
-            layer + "pos_ff.CoreNet.0.weight": (32, 16),
-            layer + "pos_ff.CoreNet.0.bias": (32,),
-            layer + "pos_ff.CoreNet.3.weight": (16, 32),
-            layer + "pos_ff.CoreNet.3.bias": (16,),
-            layer + "pos_ff.layer_norm.weight": (16,),
-            layer + "pos_ff.layer_norm.bias": (16,),
-        })
+        names.update(
+            {
+                layer + "dec_attn.qkv_net.weight": (48, 16),
+                layer + "dec_attn.o_net.weight": (16, 16),
+                layer + "dec_attn.layer_norm.weight": (16,),
+                layer + "dec_attn.layer_norm.bias": (16,),
+                layer + "dec_attn.r_net.weight": (16, 16),
+                layer + "pos_ff.CoreNet.0.weight": (32, 16),
+                layer + "pos_ff.CoreNet.0.bias": (32,),
+                layer + "pos_ff.CoreNet.3.weight": (16, 32),
+                layer + "pos_ff.CoreNet.3.bias": (16,),
+                layer + "pos_ff.layer_norm.weight": (16,),
+                layer + "pos_ff.layer_norm.bias": (16,),
+            }
+        )
         if untie_r or shared_copies:
             names[layer + "dec_attn.r_w_bias"] = names[layer + "dec_attn.r_r_bias"] = (2, 8)
     return names
@@ -164,8 +166,14 @@ def _write(tensors, path):
     "damage, message",
     [
         (lambda t: t.pop("layers.1.pos_ff.CoreNet.3.bias"), "1 tensors are missing: layers.1.pos_ff.CoreNet.3.bias"),
-        (lambda t: t.update({"layers.0.dec_attn.mystery": torch.zeros(3)}), "have no place in the model: layers.0.dec_attn.mystery"),
-        (lambda t: t.update({"layers.1.pos_ff.CoreNet.0.weight": torch.zeros(31, 16)}), "has shape (31, 16), the inferred model expects (32, 16)"),
+        (
+            lambda t: t.update({"layers.0.dec_attn.mystery": torch.zeros(3)}),
+            "have no place in the model: layers.0.dec_attn.mystery",
+        ),
+        (
+            lambda t: t.update({"layers.1.pos_ff.CoreNet.0.weight": torch.zeros(31, 16)}),
+            "has shape (31, 16), the inferred model expects (32, 16)",
+        ),
         (lambda t: t.update({"pos_emb.inv_freq": torch.ones(8)}), "is not the standard sinusoid"),
     ],
 )
@@ -195,12 +203,45 @@ def test_import_then_eval_under_two_plans(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     _write(exported, tmp_path / "src" / "model.safetensors")
     (tmp_path / "src" / "config.json").write_text(json.dumps(config))
-    assert main(["import", str(tmp_path / "src" / "model.safetensors"), "--from", "transformers", "--config",
-                 str(tmp_path / "src" / "config.json"), "--out", str(tmp_path / "imported"), "--corpus", "pystdlib",
-                 "--tokenizer", "bytes"]) == 0
+    assert (
+        main(
+            [
+                "import",
+                str(tmp_path / "src" / "model.safetensors"),
+                "--from",
+                "transformers",
+                "--config",
+                str(tmp_path / "src" / "config.json"),
+                "--out",
+                str(tmp_path / "imported"),
+                "--corpus",
+                "pystdlib",
+                "--tokenizer",
+                "bytes",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["eval", str(tmp_path / "imported"), "--memory", "32", "--memory", "lrm=1@last:32,srm=4", "--tgt-len", "16",
-                 "--max-segments", "3", "--json", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "imported"),
+                "--memory",
+                "32",
+                "--memory",
+                "lrm=1@last:32,srm=4",
+                "--tgt-len",
+                "16",
+                "--max-segments",
+                "3",
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads(capsys.readouterr().out)["results"]
     assert [r["cached_positions"] for r in results] == [96, 40]
     assert all(r["bpb"] > 0 for r in results) and results[0]["loss"] != results[1]["loss"]
@@ -221,5 +262,8 @@ def test_export_command_writes_both_layouts(tmp_path, capsys):
         config = json.loads((tmp_path / layout / "config.json").read_text())
         model = import_state(back, layout, config)
         assert model.cfg.n_layer == 2
-    assert main(["export", str(tmp_path / "run"), "--to", "original", "--out", str(tmp_path / "bin"), "--format", "bin"]) == 0
+    assert (
+        main(["export", str(tmp_path / "run"), "--to", "original", "--out", str(tmp_path / "bin"), "--format", "bin"])
+        == 0
+    )
     assert len(read_state_dict(tmp_path / "bin" / "pytorch_model.bin")) > 10

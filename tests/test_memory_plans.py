@@ -7,7 +7,16 @@ import pytest
 
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.memory import MEMORY, RANGE, PlanError, format_plan, max_distance, parse_plan, placement_layers, reach_by_position
+from txl.memory import (
+    MEMORY,
+    RANGE,
+    PlanError,
+    format_plan,
+    max_distance,
+    parse_plan,
+    placement_layers,
+    reach_by_position,
+)
 from txl.plans import ATTENTION, apply_plans, describe
 
 
@@ -67,7 +76,8 @@ def test_round_trip_of_random_plans(kind):
 
 
 @pytest.mark.parametrize(
-    "text", ["24x512", "lrm=4@interleave:2304,srm=128", "lrm=6@last:2048,srm=256", "2304@first:3,128", "1,2,3," * 7 + "4,5,6"]
+    "text",
+    ["24x512", "lrm=4@interleave:2304,srm=128", "lrm=6@last:2048,srm=256", "2304@first:3,128", "1,2,3," * 7 + "4,5,6"],
 )
 def test_round_trip_of_written_plans(text):
     values = parse_plan(text, 24)
@@ -105,9 +115,7 @@ def test_unknown_attention_variant_lists_the_known():
         parse_plan("fancy@first:2", 4, ATTENTION)
 
 
-@pytest.mark.parametrize(
-    "plan", ["lrm=30@interleave:2304,srm=128", "-5", "lrm=4@middle:2304,srm=128"]
-)
+@pytest.mark.parametrize("plan", ["lrm=30@interleave:2304,srm=128", "-5", "lrm=4@middle:2304,srm=128"])
 def test_cli_reports_bad_plans_with_exit_code_2(plan, capsys):
     assert main(["budget", "--layers", "24", "--memory", plan]) == 2
     err = capsys.readouterr().err
@@ -153,7 +161,10 @@ def test_a_budget_of_a_billion_positions_costs_memory_of_the_segment_not_the_mem
     import tracemalloc
 
     tracemalloc.start()
-    assert main(["budget", "--layers", "24", "--memory", "1000000000", "--memory", "lrm=4@interleave:1000000000,srm=128"]) == 0
+    assert (
+        main(["budget", "--layers", "24", "--memory", "1000000000", "--memory", "lrm=4@interleave:1000000000,srm=128"])
+        == 0
+    )
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MiB"

@@ -27,19 +27,21 @@ def original_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
     t["pos_emb.inv_freq"] = 1.0 / (10000 ** (torch.arange(0.0, D, 2.0, dtype=torch.float64) / D))
     for i in range(L):
         p = f"layers.{i}."
-        t.update({
-            p + "dec_attn.qkv_net.weight": rnd(3 * H * DH, D),
-            p + "dec_attn.o_net.weight": rnd(D, H * DH),
-            p + "dec_attn.r_net.weight": rnd(H * DH, D),
-            p + "dec_attn.layer_norm.weight": 1 + rnd(D, scale=0.05),
-            p + "dec_attn.layer_norm.bias": rnd(D, scale=0.05),
-            p + "pos_ff.CoreNet.0.weight": rnd(DI, D),
-            p + "pos_ff.CoreNet.0.bias": rnd(DI, scale=0.05),
-            p + "pos_ff.CoreNet.3.weight": rnd(D, DI),
-            p + "pos_ff.CoreNet.3.bias": rnd(D, scale=0.05),
-            p + "pos_ff.layer_norm.weight": 1 + rnd(D, scale=0.05),
-            p + "pos_ff.layer_norm.bias": rnd(D, scale=0.05),
-        })
+        t.update(
+            {
+                p + "dec_attn.qkv_net.weight": rnd(3 * H * DH, D),
+                p + "dec_attn.o_net.weight": rnd(D, H * DH),
+                p + "dec_attn.r_net.weight": rnd(H * DH, D),
+                p + "dec_attn.layer_norm.weight": 1 + rnd(D, scale=0.05),
+                p + "dec_attn.layer_norm.bias": rnd(D, scale=0.05),
+                p + "pos_ff.CoreNet.0.weight": rnd(DI, D),
+                p + "pos_ff.CoreNet.0.bias": rnd(DI, scale=0.05),
+                p + "pos_ff.CoreNet.3.weight": rnd(D, DI),
+                p + "pos_ff.CoreNet.3.bias": rnd(D, scale=0.05),
+                p + "pos_ff.layer_norm.weight": 1 + rnd(D, scale=0.05),
+                p + "pos_ff.layer_norm.bias": rnd(D, scale=0.05),
+            }
+        )
     t["crit.out_layers.0.weight"] = t["word_emb.emb_layers.0.weight"]
     t["crit.out_layers.0.bias"] = rnd(V, scale=0.05)
     return t
@@ -99,8 +101,12 @@ def reference_losses(t, segments, targets, mem_len, clamp_len, make_mask):
             score = (ac + bd) * DH**-0.5
             prob = score.masked_fill(mask, -math.inf).softmax(-1)
             vec = torch.einsum("bhij,bjhd->bihd", prob, v).reshape(bsz, qlen, H * DH)
-            a = F.layer_norm(h + vec @ t[p + "dec_attn.o_net.weight"].T, (D,),
-                             t[p + "dec_attn.layer_norm.weight"], t[p + "dec_attn.layer_norm.bias"])
+            a = F.layer_norm(
+                h + vec @ t[p + "dec_attn.o_net.weight"].T,
+                (D,),
+                t[p + "dec_attn.layer_norm.weight"],
+                t[p + "dec_attn.layer_norm.bias"],
+            )
             ff = F.relu(a @ t[p + "pos_ff.CoreNet.0.weight"].T + t[p + "pos_ff.CoreNet.0.bias"])
             ff = ff @ t[p + "pos_ff.CoreNet.3.weight"].T + t[p + "pos_ff.CoreNet.3.bias"]
             h = F.layer_norm(a + ff, (D,), t[p + "pos_ff.layer_norm.weight"], t[p + "pos_ff.layer_norm.bias"])
@@ -137,19 +143,25 @@ def test_imported_model_matches_each_same_length_rule(rule, mem_len, tgt_len, cl
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)  # float64 throughout, the sinusoid included
     # and the two rules really differ once the memory is full (so the test can tell them apart)
     other = pytorch_mask if rule == "tf" else window_mask
-    assert not torch.allclose(reference_losses(t, segments, targets, mem_len, clamp_len, other)[:, 2 * tgt_len:],
-                              ref[:, 2 * tgt_len:], atol=1e-6)
+    assert not torch.allclose(
+        reference_losses(t, segments, targets, mem_len, clamp_len, other)[:, 2 * tgt_len :],
+        ref[:, 2 * tgt_len :],
+        atol=1e-6,
+    )
 
 
 def test_without_same_length_the_rules_agree():
     t = original_tensors()
-    model = import_state({k: v.clone() for k, v in t.items()}, "original", {"mem_len": 6, "dropout": 0.0}).double().eval()
+    model = (
+        import_state({k: v.clone() for k, v in t.items()}, "original", {"mem_len": 6, "dropout": 0.0}).double().eval()
+    )
     stream = torch.randint(0, V, (2, 21), generator=torch.Generator().manual_seed(2))
     segments = [stream[:, s : s + 5] for s in range(0, 20, 5)]
     targets = [stream[:, s + 1 : s + 6] for s in range(0, 20, 5)]
     causal = lambda q, m, mem_len: window_mask(q, m, 10**9)  # noqa: E731
-    torch.testing.assert_close(txl_losses(model, segments, targets), reference_losses(t, segments, targets, 6, None, causal),
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        txl_losses(model, segments, targets), reference_losses(t, segments, targets, 6, None, causal), rtol=0, atol=1e-6
+    )
 
 
 def test_div_val_without_cutoffs_imports_with_its_projection():

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import run_segments, tiny_config
+
 from txl.attention import VARIANTS, unbounded_layers
 from txl.attention.fastrpb import causal_conv_fft, toeplitz
 from txl.attention.las import causal_pool, head_alphas
@@ -58,7 +58,9 @@ def test_forward_and_backward(attn):
         loss, mems = model(tokens, mems, targets=tokens.roll(-1, 1))
         loss.mean().backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
-    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [n for n, g in grads.items() if g is None]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [
+        n for n, g in grads.items() if g is None
+    ]
     assert torch.isfinite(loss).all()
 
 
@@ -72,7 +74,9 @@ def test_segments_with_full_memory_equal_one_piece(attn):
 
 
 @pytest.mark.parametrize("attn", ALL)
-@pytest.mark.parametrize("plan", [dict(memory="5,2,7"), dict(memory="6,0,3", attn_range="3,inf,inf")], ids=["mem", "range"])
+@pytest.mark.parametrize(
+    "plan", [dict(memory="5,2,7"), dict(memory="6,0,3", attn_range="3,inf,inf")], ids=["mem", "range"]
+)
 def test_causality_across_segments(attn, plan, float64):
     if attn.startswith("sikf") and "attn_range" in plan:
         plan = dict(memory="6,0,3", attn_range="inf,inf,2")  # sikf layers cannot limit their range
@@ -88,7 +92,11 @@ def test_causality_across_segments(attn, plan, float64):
 
 @pytest.mark.parametrize("attn", ALL)
 def test_receptive_field_is_exact(attn, float64):
-    plan = dict(memory="5,2,3", attn_range="inf,inf,1") if attn.startswith("sikf") else dict(memory="5,2,3", attn_range="2,inf,1")
+    plan = (
+        dict(memory="5,2,3", attn_range="inf,inf,1")
+        if attn.startswith("sikf")
+        else dict(memory="5,2,3", attn_range="2,inf,1")
+    )
     model = build(attn, **plan)
     randomize_rpb(model)
     cfg = model.cfg
@@ -197,7 +205,9 @@ def test_fastrpb_with_zero_weights_equals_the_base_variant():
             if name.endswith("rpb.weight"):
                 torch.nn.init.zeros_(p)
         tokens = torch.randint(0, 23, (2, 12))
-        torch.testing.assert_close(run_segments(with_rpb, tokens, 4), run_segments(plain, tokens, 4), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            run_segments(with_rpb, tokens, 4), run_segments(plain, tokens, 4), rtol=1e-6, atol=1e-6
+        )
 
 
 def test_fastrpb_kernel_respects_range_and_max_len():
@@ -245,10 +255,16 @@ def test_sikf_carried_state_equals_one_piece(float64):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(attn="sikf", attn_range="4"), "model.layers.0: attention variant 'sikf' keeps running sums, not keys, so it cannot limit attn_range (4)"),
+        (
+            dict(attn="sikf", attn_range="4"),
+            "model.layers.0: attention variant 'sikf' keeps running sums, not keys, so it cannot limit attn_range (4)",
+        ),
         (dict(attn="sikf", same_length=True), "so model.same_length cannot apply"),
         (dict(attn="las", las_kernel=0), "model.las.kernel must be >= 1, got 0"),
-        (dict(attn="whatever"), "unknown attention variant 'whatever' (known: xl, las, las-local, las-smooth, alibi, t5, sikf)"),
+        (
+            dict(attn="whatever"),
+            "unknown attention variant 'whatever' (known: xl, las, las-local, las-smooth, alibi, t5, sikf)",
+        ),
     ],
 )
 def test_configuration_errors_are_one_line(change, message):

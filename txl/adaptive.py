@@ -87,7 +87,9 @@ class AdaptiveSoftmax(nn.Module):
         else:
             for i, (a, b, d) in enumerate(self.clusters):
                 self.out_layers.append(nn.Linear(d, b - a))
-                self.out_projs[str(i)] = embedding.emb_projs[i] if tie_projs[i] else nn.Parameter(torch.zeros(d_model, d))
+                self.out_projs[str(i)] = (
+                    embedding.emb_projs[i] if tie_projs[i] else nn.Parameter(torch.zeros(d_model, d))
+                )
         if cfg.tie_weight:
             for out, emb in zip(self.out_layers, embedding.emb_layers):
                 out.weight = emb.weight
@@ -105,7 +107,9 @@ class AdaptiveSoftmax(nn.Module):
         return weight, bias, self.out_projs[str(i)] if str(i) in self.out_projs else None
 
     @staticmethod
-    def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, proj: torch.Tensor | None) -> torch.Tensor:
+    def _logits(
+        hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, proj: torch.Tensor | None
+    ) -> torch.Tensor:
         if proj is not None:
             hidden = F.linear(hidden, proj.t())
         # at least float32 for the log-softmax: fp16 logits of large vocabularies overflow

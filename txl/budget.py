@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from txl.adaptive import cluster_dims
 from txl.attention import unbounded_layers, variant
 from txl.config import ModelConfig
+from txl.errors import TxlError
 from txl.memory import keys_per_query, max_distance, receptive_field
 from txl.plans import describe
-from txl.errors import TxlError
 from txl.table import format_table
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -142,7 +142,9 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
             )
         )
     out.params = param_count(cfg)
-    out.receptive_field = receptive_field(cfg.mem_lens, cfg.attn_ranges, tgt_len, cfg.same_length_mode, unbounded_layers(cfg))
+    out.receptive_field = receptive_field(
+        cfg.mem_lens, cfg.attn_ranges, tgt_len, cfg.same_length_mode, unbounded_layers(cfg)
+    )
     out.dense_flops_per_token = dense_flops_per_token(cfg)
     return out
 
@@ -229,7 +231,16 @@ def layer_table(b: Budget, markdown: bool = False) -> str:
         for layer in b.layers
     ]
     rows.append(["total", "", "", "", b.cached_positions, _mib(b.bytes), None, b.attn_flops_per_token / 1e6])
-    headers = ["layer", "attn", "mem_len", "range", "cached", f"MiB ({b.dtype}, batch {b.batch})", "keys/query", "attn MFLOP/token"]
+    headers = [
+        "layer",
+        "attn",
+        "mem_len",
+        "range",
+        "cached",
+        f"MiB ({b.dtype}, batch {b.batch})",
+        "keys/query",
+        "attn MFLOP/token",
+    ]
     return format_table(headers, rows, markdown)
 
 
@@ -237,11 +248,14 @@ def summary_lines(b: Budget) -> str:
     return "\n".join(
         [
             f"memory plan      {b.plan['memory']}   range {b.plan['range']}   attn {b.plan['attn']}",
-            f"cached positions {b.cached_positions:,} per sequence, {_mib(b.bytes):,.1f} MiB at {b.dtype} x batch {b.batch}",
-            f"long-range       {b.long_range_positions:,} positions in {b.long_range_layers} layers at the longest memory",
+            f"cached positions {b.cached_positions:,} per sequence, "
+            f"{_mib(b.bytes):,.1f} MiB at {b.dtype} x batch {b.batch}",
+            f"long-range       {b.long_range_positions:,} positions in {b.long_range_layers} layers "
+            "at the longest memory",
             f"receptive field  {_reach(b)} tokens (guaranteed..largest over a segment of {b.tgt_len})",
             f"attention        {b.attn_flops_per_token / 1e6:,.2f} MFLOP/token forward (scores and mixing)",
-            f"dense            {b.dense_flops_per_token / 1e6:,.2f} MFLOP/token forward (projections, feed-forward, output)",
+            f"dense            {b.dense_flops_per_token / 1e6:,.2f} MFLOP/token forward "
+            "(projections, feed-forward, output)",
             f"parameters       {b.params:,}",
         ]
     )
@@ -253,7 +267,10 @@ def step_lines(cfg: ModelConfig, b: Budget) -> str:
     for training in (True, False):
         parts = step_bytes(cfg, b, training)
         detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)
-        lines.append(f"{'training' if training else 'evaluation':<16} about {_gib(sum(parts.values()))} per step at batch {b.batch} ({detail})")
+        lines.append(
+            f"{'training' if training else 'evaluation':<16} about {_gib(sum(parts.values()))} per step "
+            f"at batch {b.batch} ({detail})"
+        )
     return "\n".join(lines)
 
 
@@ -275,7 +292,17 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
                 _reach(b),
             ]
         )
-    headers = ["memory", "range", "cached", "long-range", "long-range smaller", "cached smaller", "MiB", "attn MFLOP/token", "receptive field"]
+    headers = [
+        "memory",
+        "range",
+        "cached",
+        "long-range",
+        "long-range smaller",
+        "cached smaller",
+        "MiB",
+        "attn MFLOP/token",
+        "receptive field",
+    ]
     return format_table(headers, rows, markdown)
 
 

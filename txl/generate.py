@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -55,7 +55,13 @@ def sample(
 
 
 def generate_text(
-    model: TransformerXL, tokenizer: Tokenizer, prompt: str, n_tokens: int, seed: int = 0, on_piece: Callable[[str], None] | None = None, **kw
+    model: TransformerXL,
+    tokenizer: Tokenizer,
+    prompt: str,
+    n_tokens: int,
+    seed: int = 0,
+    on_piece: Callable[[str], None] | None = None,
+    **kw,
 ) -> str:
     ids = [int(i) for i in tokenizer.encode(prompt.encode("utf-8"))] if prompt else []
     words = tokenizer.unit == "word"
@@ -71,9 +77,9 @@ def generate_text(
         if on_piece is not None:
             text = tokenizer.decode(out)
             if not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
-                on_piece(text[len(shown):])
+                on_piece(text[len(shown) :])
                 shown = text
     text = tokenizer.decode(out)
     if on_piece is not None and len(text) > len(shown):
-        on_piece(text[len(shown):])
+        on_piece(text[len(shown) :])
     return text

@@ -32,7 +32,7 @@ class FolderLock:
         self.wait = wait  # seconds to keep trying before refusing (short critical sections, like appending a row)
         self._file = None
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         if self._file is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -49,12 +49,23 @@ class FolderLock:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     f.close()
-                    raise LockedError(f"{self.folder} is in use by {describe_holder(self.path)}; wait for it to finish, or stop it") from None
+                    raise LockedError(
+                        f"{self.folder} is in use by {describe_holder(self.path)}; wait for it to finish, or stop it"
+                    ) from None
                 time.sleep(0.05)
         f.seek(0)
         f.truncate()
-        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                            "command": " ".join(shlex.quote(a) for a in sys.argv)}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "command": " ".join(shlex.quote(a) for a in sys.argv),
+                }
+            )
+            + "\n"
+        )
         f.flush()
         self._file = f
         return self
@@ -77,7 +88,7 @@ class FolderLock:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> bool:

@@ -60,7 +60,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     try:
         from timm.optim import Lamb  # an optional dependency
     except ImportError:
-        raise TxlError("train.optimizer=lamb needs timm, which maintains a LAMB optimizer (pip install timm); or use adam/adamw") from None
+        raise TxlError(
+            "train.optimizer=lamb needs timm, which maintains a LAMB optimizer (pip install timm); or use adam/adamw"
+        ) from None
     return Lamb(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
 
 
@@ -71,8 +73,16 @@ class TrainStep:
     wrapped in DistributedDataParallel).
     """
 
-    def __init__(self, model: torch.nn.Module, net: torch.nn.Module, cfg: TrainConfig, device: torch.device,
-                 precision: str, world: int = 1, loss_on_mask: bool = False):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        net: torch.nn.Module,
+        cfg: TrainConfig,
+        device: torch.device,
+        precision: str,
+        world: int = 1,
+        loss_on_mask: bool = False,
+    ):
         self.model, self.net, self.cfg = model, net, cfg
         self.device, self.precision, self.world, self.loss_on_mask = device, precision, world, loss_on_mask
         self.chunks = cfg.grad_accum
@@ -121,6 +131,8 @@ class TrainStep:
         # a saved group carries the saving machine's `fused` flag, which loading would restore: keep this one's
         # (a GPU checkpoint resumed on a CPU must not switch to CPU fused Adam, nor a CPU one stay unfused on a GPU)
         opt_state = dict(state["optimizer"])
-        opt_state["param_groups"] = [dict(g, fused=self.optimizer.defaults.get("fused")) for g in opt_state["param_groups"]]
+        opt_state["param_groups"] = [
+            dict(g, fused=self.optimizer.defaults.get("fused")) for g in opt_state["param_groups"]
+        ]
         self.optimizer.load_state_dict(opt_state)
         self.scaler.load_state_dict(state["scaler"])

@@ -25,8 +25,10 @@ class Protocol:
     split: str = "test"
 
     def settings(self) -> str:
-        return (f"segments of {self.tgt_len}, memory {self.mem_len}, clamp_len {self.clamp_len}, "
-                f"same_length {'on' if self.same_length else 'off'}, {self.batch_size} streams, {self.split} split")
+        return (
+            f"segments of {self.tgt_len}, memory {self.mem_len}, clamp_len {self.clamp_len}, "
+            f"same_length {'on' if self.same_length else 'off'}, {self.batch_size} streams, {self.split} split"
+        )
 
 
 PROTOCOLS: dict[str, Protocol] = {

@@ -39,7 +39,7 @@ class StopRequests:
         self.signal, self._first = signum, time.monotonic()
         print(f"\n{signal.Signals(signum).name}: {self.message}", file=sys.stderr, flush=True)
 
-    def __enter__(self) -> "StopRequests":
+    def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 LEVEL = 0.95
 
@@ -37,7 +37,7 @@ class Interval:
     def half_width(self) -> float:
         return (self.hi - self.lo) / 2
 
-    def scaled(self, f: Callable[[float], float]) -> "Interval":
+    def scaled(self, f: Callable[[float], float]) -> Interval:
         return Interval(f(self.mean), f(self.lo), f(self.hi), self.n, self.kind)
 
 
@@ -49,7 +49,10 @@ def _betacf(a: float, b: float, x: float) -> float:
     h = d
     for m in range(1, 500):
         m2 = 2 * m
-        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)), -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+        for num in (
+            m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+            -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1)),
+        ):
             d = 1.0 + num * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + num / c
@@ -115,8 +118,12 @@ def paired_difference(values: dict[int, float], baseline: dict[int, float], leve
 
 
 def bootstrap_difference(
-    blocks: dict, baseline_blocks: dict, to_metric: Callable[[float], float] = lambda loss: loss,
-    level: float = LEVEL, resamples: int = 2000, seed: int = 0,
+    blocks: dict,
+    baseline_blocks: dict,
+    to_metric: Callable[[float], float] = lambda loss: loss,
+    level: float = LEVEL,
+    resamples: int = 2000,
+    seed: int = 0,
 ) -> Interval:
     """metric(blocks) - metric(baseline) with a paired percentile bootstrap over evaluation blocks.
 
@@ -127,7 +134,9 @@ def bootstrap_difference(
     la, ta, lb, tb = blocks["loss"], blocks["tokens"], baseline_blocks["loss"], baseline_blocks["tokens"]
     n = len(la)
     if n != len(lb) or ta != tb:
-        raise ValueError("the two results were not evaluated on the same blocks (split, segment length, batch or segments differ)")
+        raise ValueError(
+            "the two results were not evaluated on the same blocks (split, segment length, batch or segments differ)"
+        )
 
     def diff(idx: Sequence[int]) -> float:
         tokens = sum(ta[i] for i in idx) or 1.0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def _cell(value: Any) -> str:
@@ -37,7 +38,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown
     out = [title] if title else []
     out.append(line(list(headers)))
     if markdown:
-        out.append("|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|")
+        out.append(
+            "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+        )
     else:
         out.append("  ".join("-" * w for w in widths))
     out += [line(r) for r in cells]
@@ -58,17 +61,35 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str
         writer.writerows([["" if v is None else v for v in row] for row in rows])
         return buf.getvalue().rstrip("\n")
     if fmt == "latex":
-        numeric = [bool(rows) and all(isinstance(r[c], (int, float)) or r[c] is None for r in rows) for c in range(len(headers))]
+        numeric = [
+            bool(rows) and all(isinstance(r[c], (int, float)) or r[c] is None for r in rows)
+            for c in range(len(headers))
+        ]
         spec = "".join("r" if num else "l" for num in numeric)
-        lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(_tex(h) for h in headers) + r" \\", "\\midrule"]
+        lines = [
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\toprule",
+            " & ".join(_tex(h) for h in headers) + r" \\",
+            "\\midrule",
+        ]
         lines += [" & ".join(_tex(_cell(v)) for v in row) + r" \\" for row in rows]
         lines += ["\\bottomrule", "\\end{tabular}"]
         return "\n".join(lines)
     raise ValueError(f"unknown table format {fmt!r} (use {', '.join(FORMATS)})")
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def _tex(text: str) -> str:

@@ -22,7 +22,15 @@ def register(cls: type[Attention]) -> type[Attention]:
     return cls
 
 
-for _cls in (XLAttention, LaSAttention, LocalityAttention, SmoothnessAttention, ALiBiAttention, T5Attention, SIKFAttention):
+for _cls in (
+    XLAttention,
+    LaSAttention,
+    LocalityAttention,
+    SmoothnessAttention,
+    ALiBiAttention,
+    T5Attention,
+    SIKFAttention,
+):
     register(_cls)
 
 
@@ -47,4 +55,13 @@ def build_attention(cfg: ModelConfig, layer: LayerConfig) -> Attention:
     return VARIANTS[layer.attn](cfg, layer)
 
 
-__all__ = ["Attention", "AttnContext", "VARIANTS", "build_attention", "check_layer", "register", "unbounded_layers", "variant"]
+__all__ = [
+    "Attention",
+    "AttnContext",
+    "VARIANTS",
+    "build_attention",
+    "check_layer",
+    "register",
+    "unbounded_layers",
+    "variant",
+]

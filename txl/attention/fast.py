@@ -36,8 +36,10 @@ def resolve_impl(name: str, device: torch.device) -> str:
         from txl.attention.fused import available
 
         if not available(device):
-            raise TxlError("model.attn_impl=fused needs triton and a GPU (pip install -e '.[gpu]'; on a CPU only under "
-                           "TRITON_INTERPRET=1, for tests); use plain or sdpa")
+            raise TxlError(
+                "model.attn_impl=fused needs triton and a GPU (pip install -e '.[gpu]'; on a CPU only under "
+                "TRITON_INTERPRET=1, for tests); use plain or sdpa"
+            )
     return name
 
 
@@ -46,7 +48,12 @@ def attend_sdpa(attn, q, k, v, limit, ctx) -> torch.Tensor:
     bias = attn.score_bias(q, klen, ctx)
     mask = bias.masked_fill(~ctx.masks.visible(qlen, klen, limit), -math.inf).to(q.dtype)
     return F.scaled_dot_product_attention(
-        attn.content_query(q, ctx), k, v, attn_mask=mask, dropout_p=attn.dropatt.p if attn.training else 0.0, scale=attn.scale
+        attn.content_query(q, ctx),
+        k,
+        v,
+        attn_mask=mask,
+        dropout_p=attn.dropatt.p if attn.training else 0.0,
+        scale=attn.scale,
     )
 
 
@@ -90,4 +97,6 @@ def attend_flex(attn, q, k, v, limit, ctx) -> torch.Tensor:
     qlen, klen = q.size(2), k.size(2)
     mask = block_mask(qlen, klen, limit, str(q.device))
     score_mod = attn.flex_score_mod(q, klen, ctx)
-    return _flex_fn(q.device.type)(attn.content_query(q, ctx), k, v, score_mod=score_mod, block_mask=mask, scale=attn.scale)
+    return _flex_fn(q.device.type)(
+        attn.content_query(q, ctx), k, v, score_mod=score_mod, block_mask=mask, scale=attn.scale
+    )

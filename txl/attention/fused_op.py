@@ -22,8 +22,17 @@ def _launches(flat: list[int]) -> dict[str, Launch]:
 
 
 @torch.library.custom_op("txl::fused_attention_fwd", mutates_args=())
-def _fwd_op(qu: torch.Tensor, qv: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rd: torch.Tensor, limit: int,
-            scale: float, launches: list[int], prec: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fwd_op(
+    qu: torch.Tensor,
+    qv: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rd: torch.Tensor,
+    limit: int,
+    scale: float,
+    launches: list[int],
+    prec: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return fused.forward_launch(qu, qv, k, v, rd, limit, scale, _launches(launches)["fwd"], prec)
 
 
@@ -36,17 +45,36 @@ def _(qu, qv, k, v, rd, limit, scale, launches, prec):
 
 
 @torch.library.custom_op("txl::fused_attention_bwd", mutates_args=())
-def _bwd_op(do: torch.Tensor, qu: torch.Tensor, qv: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rd: torch.Tensor,
-            o: torch.Tensor, lse: torch.Tensor, limit: int, scale: float, launches: list[int], prec: str,
-            deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bwd_op(
+    do: torch.Tensor,
+    qu: torch.Tensor,
+    qv: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rd: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    limit: int,
+    scale: float,
+    launches: list[int],
+    prec: str,
+    deterministic: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     run = _launches(launches)
-    return fused.backward_launch(do, qu, qv, k, v, rd, o, lse, limit, scale, run["dq"], run["dkdv"], prec, deterministic)
+    return fused.backward_launch(
+        do, qu, qv, k, v, rd, o, lse, limit, scale, run["dq"], run["dkdv"], prec, deterministic
+    )
 
 
 @_bwd_op.register_fake
 def _(do, qu, qv, k, v, rd, o, lse, limit, scale, launches, prec, deterministic):
-    return (torch.empty_like(qu), torch.empty_like(qv), torch.empty_like(k), torch.empty_like(v),
-            rd.new_empty(rd.shape, dtype=torch.float32))
+    return (
+        torch.empty_like(qu),
+        torch.empty_like(qv),
+        torch.empty_like(k),
+        torch.empty_like(v),
+        rd.new_empty(rd.shape, dtype=torch.float32),
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -63,17 +91,26 @@ def _backward(ctx, do, _dlse, _dvisits):
         return None, None, None, None, None, None, None, None, None
     qu, qv, k, v, rd, o, lse = ctx.saved_tensors
     limit, scale, launches, prec = ctx.args
-    dqu, dqv, dk, dv, drd = _bwd_op(do, qu, qv, k, v, rd, o, lse, limit, scale, launches, prec,
-                                    torch.are_deterministic_algorithms_enabled())
+    dqu, dqv, dk, dv, drd = _bwd_op(
+        do, qu, qv, k, v, rd, o, lse, limit, scale, launches, prec, torch.are_deterministic_algorithms_enabled()
+    )
     return dqu, dqv, dk, dv, drd.to(rd.dtype), None, None, None, None
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def fused_attention(qu: torch.Tensor, qv: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rd: torch.Tensor,
-                    limit: float, scale: float, visits: list | None = None,
-                    launches: dict[str, Launch] | None = None) -> torch.Tensor:
+def fused_attention(
+    qu: torch.Tensor,
+    qv: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rd: torch.Tensor,
+    limit: float,
+    scale: float,
+    visits: list | None = None,
+    launches: dict[str, Launch] | None = None,
+) -> torch.Tensor:
     """(B, H, Q, D) qu = q + u and qv = q + v; (B, H, K, D) keys and values over [memory; segment]; (H, K, D)
     projected position embeddings by distance 0 .. K-1. Returns (B, H, Q, D). Keys at distance above `limit`
     are not seen. `visits`, when a list, receives the (B*H, query blocks) count of key blocks visited;

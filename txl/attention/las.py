@@ -55,7 +55,9 @@ class LaSAttention(XLAttention):
 
     @classmethod
     def mixing_flops(cls, cfg: ModelConfig, layer: LayerConfig, keys: float, klen: int, tgt_len: int) -> float:
-        extra = (cfg.n_head * keys if cls.locality else 0) + (cfg.n_head * keys * (cfg.las.kernel + 2) if cls.smoothness else 0)
+        extra = (cfg.n_head * keys if cls.locality else 0) + (
+            cfg.n_head * keys * (cfg.las.kernel + 2) if cls.smoothness else 0
+        )
         return super().mixing_flops(cfg, layer, keys, klen, tgt_len) + extra
 
     def attend(self, q, k, v, limit, ctx):

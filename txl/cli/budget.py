@@ -25,7 +25,11 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
-@command("budget", "what a memory plan costs: cached positions, bytes, FLOPs per token, parameters, receptive field", _budget_args)
+@command(
+    "budget",
+    "what a memory plan costs: cached positions, bytes, FLOPs per token, parameters, receptive field",
+    _budget_args,
+)
 def cmd_budget(args: argparse.Namespace) -> int:
     from txl.budget import budget, budgets_text, step_bytes
 
@@ -35,8 +39,13 @@ def cmd_budget(args: argparse.Namespace) -> int:
     cfgs = [model_config_from_args(args, plan) for plan in plans]
     budgets = [budget(cfg, args.tgt_len, args.batch, args.dtype, plan) for cfg, plan in zip(cfgs, plans)]
     if args.json:
-        out = [{**b.to_dict(), "step_bytes": {"training": step_bytes(c, b), "evaluation": step_bytes(c, b, training=False)}}
-               for c, b in zip(cfgs, budgets)]
+        out = [
+            {
+                **b.to_dict(),
+                "step_bytes": {"training": step_bytes(c, b), "evaluation": step_bytes(c, b, training=False)},
+            }
+            for c, b in zip(cfgs, budgets)
+        ]
         print(json.dumps(out if len(out) > 1 else out[0], indent=2))
     else:
         print(budgets_text(budgets, args.markdown, cfgs))

@@ -11,11 +11,17 @@ from txl.cli.args import command
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="run folders evaluated with txl eval (their evals.jsonl)")
     p.add_argument("--out", default=".", help="folder for compare.md, compare.csv and compare.png (default: here)")
-    p.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text", help="how to print the table")
+    p.add_argument(
+        "--format", choices=["text", "markdown", "csv", "latex"], default="text", help="how to print the table"
+    )
     p.add_argument("--no-plot", action="store_true")
 
 
-@command("compare", "several runs' saved evaluations side by side: one table, one plot of quality against memory", _compare_args)
+@command(
+    "compare",
+    "several runs' saved evaluations side by side: one table, one plot of quality against memory",
+    _compare_args,
+)
 def cmd_compare(args: argparse.Namespace) -> int:
     from txl.compare import compare
 

@@ -14,7 +14,10 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     for name, help in (
         ("stats", "split sizes, vocabulary and token counts (downloads and tokenizes if needed)"),
         ("prepare", "download and tokenize a corpus into the cache"),
-        ("verify", "check a corpus's token cache in full (checksums, ids within the vocabulary); rebuild it if damaged"),
+        (
+            "verify",
+            "check a corpus's token cache in full (checksums, ids within the vocabulary); rebuild it if damaged",
+        ),
     ):
         q = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
         add_data_args(q)

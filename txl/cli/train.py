@@ -13,7 +13,10 @@ from txl.errors import TxlError
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="start from a named configuration (txl list shows them; default small)")
-    p.add_argument("--run-dir", help="where the run's config, logs, TensorBoard files and checkpoints go (default runs/PRESET-TIME)")
+    p.add_argument(
+        "--run-dir",
+        help="where the run's config, logs, TensorBoard files and checkpoints go (default runs/PRESET-TIME)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
     p.add_argument("--memory", metavar="PLAN", help="training memory plan, e.g. 'lrm=2@interleave:256,srm=16'")
     add_model_args(p)
@@ -26,11 +29,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tgt-len", type=int, help="segment length")
     g.add_argument("--lr", type=float)
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--stop-at-step", type=int, metavar="N", help="stop (with a checkpoint) after step N; --resume continues")
+    g.add_argument(
+        "--stop-at-step", type=int, metavar="N", help="stop (with a checkpoint) after step N; --resume continues"
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@command("train", "train a language model: memory carried across segments, checkpoints, TensorBoard, resume", _train_args)
+@command(
+    "train", "train a language model: memory carried across segments, checkpoints, TensorBoard, resume", _train_args
+)
 def cmd_train(args: argparse.Namespace) -> int:
     from txl.distributed import finish_distributed
     from txl.runs import prepare_resume
@@ -58,8 +65,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"stopped after step {result['step']}; continue with: txl train --run-dir {run_dir} --resume")
         return 0
     final, metric = result["final"], result["metric"]
-    print(f"step {result['step']}: {run.eval.split} {metric} {final.get(metric, final['loss']):.4f} "
-          f"(loss {final['loss']:.4f} nats/token over {final['tokens']:,} tokens)")
+    print(
+        f"step {result['step']}: {run.eval.split} {metric} {final.get(metric, final['loss']):.4f} "
+        f"(loss {final['loss']:.4f} nats/token over {final['tokens']:,} tokens)"
+    )
     print(f"run folder   {run_dir}")
     print(f"tensorboard  tensorboard --logdir {run_dir}")
     return 0

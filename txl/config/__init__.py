@@ -21,7 +21,22 @@ from txl.config.sections import (
 )
 
 __all__ = [
-    "ConfigError", "DataConfig", "EvalConfig", "FastRPBConfig", "LaSConfig", "LayerConfig", "ModelConfig", "RunConfig",
-    "SIKFConfig", "SyntheticConfig", "T5Config", "TrainConfig",
-    "apply_overrides", "from_dict", "load_config", "save_config", "set_path", "to_dict",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "FastRPBConfig",
+    "LaSConfig",
+    "LayerConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SIKFConfig",
+    "SyntheticConfig",
+    "T5Config",
+    "TrainConfig",
+    "apply_overrides",
+    "from_dict",
+    "load_config",
+    "save_config",
+    "set_path",
+    "to_dict",
 ]

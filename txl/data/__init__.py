@@ -77,8 +77,11 @@ class Corpus:
         """What a result was measured on: corpus, source, tokenizer, tokens per split, and the cache key
         (a hash of the raw splits and the tokenizer settings) where there is one."""
         return {
-            "corpus": self.name, "source": self.source, "tokenizer": self.tokenizer.kind,
-            "vocab_size": self.vocab_size, "tokens": {s: int(len(ids)) for s, ids in self.splits.items()},
+            "corpus": self.name,
+            "source": self.source,
+            "tokenizer": self.tokenizer.kind,
+            "vocab_size": self.vocab_size,
+            "tokens": {s: int(len(ids)) for s, ids in self.splits.items()},
             "key": self.cache_dir.name if self.cache_dir is not None else None,
         }
 
@@ -163,7 +166,9 @@ def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) ->
             _say(True, f"token cache {cache} is damaged ({problem}); rebuilding it")
             aside = cache.with_name(f"{cache.name}.damaged-{owner_tag()}")
             try:
-                os.rename(cache, aside)  # one process wins; the others find it gone and rebuild or reuse the rebuilt one
+                os.rename(
+                    cache, aside
+                )  # one process wins; the others find it gone and rebuild or reuse the rebuilt one
             except OSError:
                 pass
             shutil.rmtree(aside, ignore_errors=True)
@@ -213,11 +218,15 @@ def _make_tokenizer(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, pr
     model = folder / f"sp-{cfg.sp_model_type}-{cfg.vocab_size}-{_sha256(raw.splits['train'])[:12]}.model"
     if model.exists():
         return SentencePieceTokenizer(model)
-    _say(progress, f"training a {cfg.sp_model_type} sentencepiece model of {cfg.vocab_size} pieces on the training split")
+    _say(
+        progress, f"training a {cfg.sp_model_type} sentencepiece model of {cfg.vocab_size} pieces on the training split"
+    )
     return SentencePieceTokenizer.train(raw.splits["train"], model, cfg.vocab_size, cfg.sp_model_type)
 
 
-def _build_cache(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, cache: Path, settings: dict, progress: bool) -> None:
+def _build_cache(
+    raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, cache: Path, settings: dict, progress: bool
+) -> None:
     start = time.time()
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _make_tokenizer(raw, kind, cfg, folder, progress)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from txl.config import DataConfig
 from txl.data.download import download, extract_member
@@ -61,7 +61,9 @@ def cache_root(cfg: DataConfig) -> Path:
 # --------------------------------------------------------------------------- splitting rules
 
 
-def split_contiguous(data: bytes, fractions: tuple[float, float] = (0.9, 0.05), at_newline: bool = True) -> dict[str, bytes]:
+def split_contiguous(
+    data: bytes, fractions: tuple[float, float] = (0.9, 0.05), at_newline: bool = True
+) -> dict[str, bytes]:
     """First 90% train, next 5% valid, last 5% test; cuts move to the next newline when `at_newline`."""
 
     def cut(f: float) -> int:
@@ -94,7 +96,11 @@ def assign_files(names: list[str]) -> dict[str, list[str]]:
         return out
     ordered = sorted(names, key=h)
     n_eval = max(1, len(names) // 20)
-    return {"train": sorted(ordered[: -2 * n_eval]), "valid": sorted(ordered[-2 * n_eval : -n_eval]), "test": sorted(ordered[-n_eval:])}
+    return {
+        "train": sorted(ordered[: -2 * n_eval]),
+        "valid": sorted(ordered[-2 * n_eval : -n_eval]),
+        "test": sorted(ordered[-n_eval:]),
+    }
 
 
 def _join_files(root: Path, names: list[str]) -> bytes:
@@ -152,10 +158,14 @@ def fetch_mahoney(name: str, checksum: str) -> Callable[[Path, DataConfig], RawC
 
     def fetch(root: Path, cfg: DataConfig) -> RawCorpus:
         folder = root / name / "download"
-        archive = download([f"{MAHONEY}{name}.zip", f"https://mattmahoney.net/dc/{name}.zip"], folder / f"{name}.zip", None)
+        archive = download(
+            [f"{MAHONEY}{name}.zip", f"https://mattmahoney.net/dc/{name}.zip"], folder / f"{name}.zip", None
+        )
         data = extract_member(archive, name, folder / name, checksum, size=100_000_000).read_bytes()
         m = 1_000_000
-        return RawCorpus(name, {"train": data[: 90 * m], "valid": data[90 * m : 95 * m], "test": data[95 * m :]}, source=str(archive))
+        return RawCorpus(
+            name, {"train": data[: 90 * m], "valid": data[90 * m : 95 * m], "test": data[95 * m :]}, source=str(archive)
+        )
 
     return fetch
 
@@ -166,7 +176,9 @@ def fetch_wikitext(version: str, checksum: str) -> Callable[[Path, DataConfig], 
         zip_name = f"wikitext-{version}-v1.zip"
         archive = download([m + zip_name for m in WIKITEXT_MIRRORS], folder / zip_name, checksum)
         splits = {
-            s: extract_member(archive, f"wikitext-{version}/wiki.{s}.tokens", folder / f"wiki.{s}.tokens", None).read_bytes()
+            s: extract_member(
+                archive, f"wikitext-{version}/wiki.{s}.tokens", folder / f"wiki.{s}.tokens", None
+            ).read_bytes()
             for s in SPLITS
         }
         return RawCorpus(f"wikitext-{version}", splits, source=str(archive))
@@ -206,11 +218,15 @@ def fetch_local(path: Path, cfg: DataConfig) -> RawCorpus:
             if candidate in names:
                 presplit[s] = candidate
     if cfg.split == "auto" and len(presplit) == 3:
-        return RawCorpus(name, {s: (path / presplit[s]).read_bytes() for s in SPLITS}, {s: 1 for s in SPLITS}, str(path))
+        return RawCorpus(
+            name, {s: (path / presplit[s]).read_bytes() for s in SPLITS}, {s: 1 for s in SPLITS}, str(path)
+        )
     if cfg.split == "auto" and len(presplit) == 2 and len(names) == 2:
         lacking = next(s for s in SPLITS if s not in presplit)
-        raise TxlError(f"folder {path} holds {' and '.join(presplit.values())} but no {lacking} file; add {lacking}.txt, "
-                       "or set data.split=files to split its files anew")
+        raise TxlError(
+            f"folder {path} holds {' and '.join(presplit.values())} but no {lacking} file; add {lacking}.txt, "
+            "or set data.split=files to split its files anew"
+        )
     if cfg.split == "contiguous":
         raw = split_contiguous(_join_files(path, names))
         return RawCorpus(name, raw, source=str(path))
@@ -290,7 +306,9 @@ for _task, _what in (
     ("pointer", "the query token picks which lag to copy (adaptive sparse memory)"),
     ("decay", "answer = sign of an exponentially or polynomially decaying sum (essentially sparse memory)"),
 ):
-    register(CorpusSpec(_task, f"synthetic: {_what}", "data.synthetic.*", "generated", "separate seeds", "synthetic", None))
+    register(
+        CorpusSpec(_task, f"synthetic: {_what}", "data.synthetic.*", "generated", "separate seeds", "synthetic", None)
+    )
 
 
 def corpus_spec(name: str) -> CorpusSpec | None:

@@ -9,8 +9,8 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from txl.errors import TxlError
 
@@ -65,7 +65,8 @@ def download(urls: Sequence[str], dest: str | Path, checksum: str | None, progre
             algorithm = checksum.partition(":")[0]
             got = file_digest(part, algorithm)
             raise TxlError(
-                f"checksum mismatch for {dest.name}: expected {checksum}, got {algorithm}:{got}; the download was removed"
+                f"checksum mismatch for {dest.name}: expected {checksum}, got {algorithm}:{got}; "
+                "the download was removed"
             )
         os.replace(part, dest)
         return dest
@@ -81,7 +82,9 @@ def _fetch(url: str, part: Path, progress: bool) -> None:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=part.name[: -len(".part")], file=sys.stderr, leave=False)
+            bar = tqdm(
+                total=total, unit="B", unit_scale=True, desc=part.name[: -len(".part")], file=sys.stderr, leave=False
+            )
         try:
             for block in iter(lambda: response.read(CHUNK), b""):
                 out.write(block)
@@ -92,7 +95,9 @@ def _fetch(url: str, part: Path, progress: bool) -> None:
                 bar.close()
 
 
-def extract_member(archive: str | Path, member: str, dest: str | Path, checksum: str | None, size: int | None = None) -> Path:
+def extract_member(
+    archive: str | Path, member: str, dest: str | Path, checksum: str | None, size: int | None = None
+) -> Path:
     """Extract one file from a zip archive, keeping it only if its size and checksum match."""
     dest = Path(dest)
     if dest.exists() and verify(dest, checksum) and (size is None or dest.stat().st_size == size):
@@ -105,7 +110,10 @@ def extract_member(archive: str | Path, member: str, dest: str | Path, checksum:
         except (zipfile.BadZipFile, KeyError) as e:
             raise TxlError(f"{archive} is not the expected archive ({e}); delete it and run again") from None
         if (size is not None and part.stat().st_size != size) or not verify(part, checksum):
-            raise TxlError(f"{member} in {archive} does not match its published checksum {checksum}; delete the archive and run again")
+            raise TxlError(
+                f"{member} in {archive} does not match its published checksum {checksum}; "
+                "delete the archive and run again"
+            )
         os.replace(part, dest)
         return dest
     finally:

@@ -11,8 +11,8 @@ divide evenly. With `shuffle`, each epoch starts the streams at a different offs
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -6,8 +6,8 @@ import collections
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -95,7 +95,7 @@ class CharTokenizer(Tokenizer):
         self._order = np.argsort(self._codes)
 
     @classmethod
-    def build(cls, texts: Iterable[bytes]) -> "CharTokenizer":
+    def build(cls, texts: Iterable[bytes]) -> CharTokenizer:
         seen: set[str] = set()
         for data in texts:
             seen |= set(as_text(data))
@@ -137,7 +137,7 @@ class WordTokenizer(Tokenizer):
         self.unk = self.index[UNK]
 
     @classmethod
-    def build(cls, train: bytes, min_freq: int = 1, max_size: int | None = None) -> "WordTokenizer":
+    def build(cls, train: bytes, min_freq: int = 1, max_size: int | None = None) -> WordTokenizer:
         counts = collections.Counter(as_text(train).split())
         counts.pop(EOS, None)
         counts.pop(UNK, None)
@@ -147,7 +147,7 @@ class WordTokenizer(Tokenizer):
         return cls([EOS, UNK] + kept)
 
     @classmethod
-    def from_list(cls, path: Path) -> "WordTokenizer":
+    def from_list(cls, path: Path) -> WordTokenizer:
         """A fixed vocabulary, one symbol per line in id order (e.g. a pretrained model's)."""
         symbols = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         for special in (EOS, UNK):
@@ -209,8 +209,13 @@ class SentencePieceTokenizer(Tokenizer):
 
     @classmethod
     def train(
-        cls, train: bytes, out_path: str | Path, vocab_size: int, model_type: str = "unigram", max_sentences: int = 2_000_000
-    ) -> "SentencePieceTokenizer":
+        cls,
+        train: bytes,
+        out_path: str | Path,
+        vocab_size: int,
+        model_type: str = "unigram",
+        max_sentences: int = 2_000_000,
+    ) -> SentencePieceTokenizer:
         """Train on the training split's lines; the model file is written atomically to out_path."""
         import sentencepiece as spm
 
