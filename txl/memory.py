@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,34 +125,38 @@ def _parse(text: str, n_layer: int, kind: PlanKind) -> list:
             seq.append((1, kind.parse_value(body), True))
 
     if placed:
-        if any(not bare for _, _, bare in seq):
-            raise ValueError("mixes runs (NxV) with placements (V@where:count); use one form")
-        if len(seq) > 1:
-            raise ValueError("gives more than one value for the remaining layers")
-        values: list[Any] = [_REQUIRED] * n_layer
-        for value, placement, count in placed:
-            if placement not in PLACEMENTS:
-                raise ValueError(f"unknown placement {placement!r} (use {', '.join(PLACEMENTS)})")
-            if count > n_layer:
-                raise ValueError(f"places {count} layers at {placement!r} but the model has {n_layer} layers")
-            for i in placement_layers(placement, count, n_layer):
-                if values[i] is not _REQUIRED:
-                    raise ValueError(f"places layer {i} twice")
-                values[i] = value
-        rest = seq[0][1] if seq else kind.default
-        missing = [i for i, v in enumerate(values) if v is _REQUIRED]
-        if missing and rest is _REQUIRED:
-            raise ValueError(
-                f"leaves {len(missing)} layers without a value: add one for the rest, e.g. ',srm=128' or ',128'"
-            )
-        return [rest if v is _REQUIRED else v for v in values]
-
+        return _place(placed, seq, n_layer, kind)
     if len(seq) == 1 and seq[0][2]:
         return [seq[0][1]] * n_layer
     values = [value for count, value, _ in seq for _ in range(count)]
     if len(values) != n_layer:
         raise ValueError(f"describes {len(values)} layers but the model has {n_layer}")
     return values
+
+
+def _place(placed: list, seq: list, n_layer: int, kind: PlanKind) -> list:
+    """Values placed at first/interleave/last, and one value (or the kind's default) for the other layers."""
+    if any(not bare for _, _, bare in seq):
+        raise ValueError("mixes runs (NxV) with placements (V@where:count); use one form")
+    if len(seq) > 1:
+        raise ValueError("gives more than one value for the remaining layers")
+    values: list[Any] = [_REQUIRED] * n_layer
+    for value, placement, count in placed:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown placement {placement!r} (use {', '.join(PLACEMENTS)})")
+        if count > n_layer:
+            raise ValueError(f"places {count} layers at {placement!r} but the model has {n_layer} layers")
+        for i in placement_layers(placement, count, n_layer):
+            if values[i] is not _REQUIRED:
+                raise ValueError(f"places layer {i} twice")
+            values[i] = value
+    rest = seq[0][1] if seq else kind.default
+    missing = [i for i, v in enumerate(values) if v is _REQUIRED]
+    if missing and rest is _REQUIRED:
+        raise ValueError(
+            f"leaves {len(missing)} layers without a value: add one for the rest, e.g. ',srm=128' or ',128'"
+        )
+    return [rest if v is _REQUIRED else v for v in values]
 
 
 def format_plan(values: Sequence, kind: PlanKind = MEMORY) -> str:

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from txl.adaptive import AdaptiveEmbedding, AdaptiveSoftmax
-from txl.attention import AttnContext, build_attention, check_layer, variant
+from txl.attention import AttnContext, build_attention, variant
 from txl.attention.fast import resolve_impl
 from txl.attention.masks import MaskCache
-from txl.config import ConfigError, ModelConfig
+from txl.config import ModelConfig
 from txl.memory import update_cache
-from txl.plans import check_model
+from txl.plans import MemoryPlan, check_model, planned_model_config
 
 Memory = list[dict[str, torch.Tensor]]
 
@@ -104,7 +104,8 @@ class TransformerXL(nn.Module):
     # ------------------------------------------------------------------ parameters
 
     def init_weights(self) -> None:
-        """The original's initialisation: N(0, init_std) weights, N(0, proj_init_std) projections, N(1, init_std) norms."""
+        """The original's initialisation: N(0, init_std) weights, N(0, proj_init_std) projections, N(1, init_std)
+        norms."""
         std, proj_std = self.cfg.init_std, self.cfg.proj_init_std
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -143,52 +144,31 @@ class TransformerXL(nn.Module):
         """Empty memory: one state dict per layer."""
         return [{} for _ in self.layers]
 
-    def set_memory(
-        self,
-        mem_lens: Sequence[int] | None = None,
-        attn_ranges: Sequence[int | None] | None = None,
-        same_length: bool | None = None,
-        clamp_len: int | None | str = "keep",
-    ) -> None:
-        """Change the memory plan in place (no parameter changes): longer or shorter memories at evaluation."""
-        n = len(self.layers)
-        for name, values in (("memory", mem_lens), ("range", attn_ranges)):
-            if values is not None and len(values) != n:
-                raise ConfigError(f"{name} plan has {len(values)} values but the model has {n} layers")
-        for i, layer in enumerate(self.cfg.layers):
-            trial = copy.copy(layer)
-            if mem_lens is not None:
-                trial.mem_len = mem_lens[i]
-            if attn_ranges is not None:
-                trial.attn_range = attn_ranges[i]
-            if trial.mem_len < 0 or (trial.attn_range is not None and trial.attn_range < 0):
-                raise ConfigError(f"model.layers.{i}: memory length and range must be >= 0")
-            check_layer(trial, f"model.layers.{i}", self.cfg.same_length if same_length is None else same_length)
-        for i, layer in enumerate(self.cfg.layers):
-            if mem_lens is not None:
-                layer.mem_len = mem_lens[i]
-            if attn_ranges is not None:
-                layer.attn_range = attn_ranges[i]
-        if same_length is not None:
-            self.cfg.same_length = same_length
-        if clamp_len != "keep":
-            self.cfg.clamp_len = clamp_len
-
     @contextlib.contextmanager
-    def memory_plan(self, **plan) -> Iterator["TransformerXL"]:
-        """Use another memory plan inside a `with` block, then restore the model's own."""
-        saved = (self.cfg.mem_lens, self.cfg.attn_ranges, self.cfg.same_length, self.cfg.clamp_len)
-        self.set_memory(**plan)
+    def memory_plan(self, plan: MemoryPlan | None = None, **lists) -> Iterator[TransformerXL]:
+        """Run under another memory plan inside a `with` block (no parameter changes): longer or shorter memories
+        at evaluation. `plan` is a MemoryPlan, or give its lists (`mem_lens=[...]`, `attn_ranges=`, `same_length=`,
+        `clamp_len=`). The model's own config is never changed: the block swaps in a planned copy, then swaps back."""
+        planned = planned_model_config(self.cfg, plan if plan is not None else MemoryPlan.of_lists(**lists))
+        own = self.cfg
+        self._use_config(planned)
         try:
             yield self
         finally:
-            self.set_memory(*saved)
+            self._use_config(own)
+
+    def _use_config(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+        for block, layer in zip(self.layers, cfg.layers):
+            block.attn.layer = layer
 
     # ------------------------------------------------------------------ forward
 
     def context(self, qlen: int, mems: Memory, device: torch.device) -> AttnContext:
         """What every layer of this forward pass shares."""
-        kmax = qlen + max([0] + [s["h"].size(1) for s in mems if "h" in s])  # no max(default=): torch.compile breaks on it
+        kmax = qlen + max(
+            [0] + [s["h"].size(1) for s in mems if "h" in s]
+        )  # no max(default=): torch.compile breaks on it
         cache: dict[str, torch.Tensor] = {}
 
         def pos_emb(klen: int) -> torch.Tensor:

@@ -1,18 +1,27 @@
-"""Plans applied to model configs, and the checks that need both the plan language and the variants.
+"""The memory-plan object, plans applied to model configs, and the checks that need plans and variants together.
 
-config.py checks each field on its own, memory.py reads and writes plans, and
-txl.attention knows what each variant can run. This module joins them: it writes
-plans into a model config, describes a config's plans, and completes the checks of
-a config (`check_model`, `check_run`) wherever one is built or loaded.
+config checks each field on its own, memory.py reads and writes the plan language, and
+txl.attention knows what each variant can run. This module joins them: `MemoryPlan` holds
+everything a plan says per layer (memory length, attention range, attention variant; a new
+per-layer memory dimension is one `Dimension` in `DIMENSIONS` and one `LayerConfig` field),
+and `MemoryPlan.apply` is the one place a plan is written into a model config, for
+training configs, evaluation-time plans, budgets and the plan search alike. It also
+describes a config's plans and completes the checks of a config (`check_model`,
+`check_run`) wherever one is built or loaded.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from txl.attention import VARIANTS, check_layer
 from txl.config import ConfigError, LayerConfig, ModelConfig, RunConfig
 from txl.memory import MEMORY, RANGE, PlanKind, format_plan, parse_plan
+
+KEEP = "keep"  # a plan's clamp_len that keeps the model's own (None is a real value: no clamping)
 
 
 def _parse_attn(text: str) -> str:
@@ -27,34 +36,127 @@ def _parse_attn(text: str) -> str:
 ATTENTION = PlanKind("attention", ("attn",), _parse_attn, str, "xl")
 
 
+def _set_attn(layer: LayerConfig, value: str) -> None:
+    layer.attn, _, addon = value.partition("+")
+    layer.fastrpb = addon == "fastrpb"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One per-layer quantity a plan can set: how the plan language writes it, and the layer field it lives in."""
+
+    kind: PlanKind
+    get: Callable[[LayerConfig], Any]
+    set: Callable[[LayerConfig, Any], None]
+
+
+DIMENSIONS: dict[str, Dimension] = {
+    "memory": Dimension(MEMORY, lambda layer: layer.mem_len, lambda layer, v: setattr(layer, "mem_len", v)),
+    "range": Dimension(RANGE, lambda layer: layer.attn_range, lambda layer, v: setattr(layer, "attn_range", v)),
+    "attn": Dimension(ATTENTION, lambda layer: layer.label, _set_attn),
+}
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What a memory plan says: per layer, a value for each dimension it names; a dimension it does not name,
+    `same_length=None` and `clamp_len=KEEP` keep the model's own. Immutable: applying it makes a new config."""
+
+    name: str = "plan"
+    layers: Mapping[str, tuple] = field(default_factory=dict)  # dimension name -> one value per layer
+    same_length: bool | None = None
+    clamp_len: int | None | str = KEEP
+
+    @classmethod
+    def parse(
+        cls,
+        n_layer: int,
+        name: str = "plan",
+        memory: str | None = None,
+        attn_range: str | None = None,
+        attn: str | None = None,
+        same_length: bool | None = None,
+        clamp_len: int | None | str = KEEP,
+    ) -> MemoryPlan:
+        """A plan from the plan language, one text per dimension (None keeps the model's; '' is an error)."""
+        texts = {"memory": memory, "range": attn_range, "attn": attn}
+        layers = {d: tuple(parse_plan(t, n_layer, DIMENSIONS[d].kind)) for d, t in texts.items() if t is not None}
+        return cls(name, layers, same_length, clamp_len)
+
+    @classmethod
+    def of_lists(
+        cls,
+        name: str = "plan",
+        mem_lens: Sequence[int] | None = None,
+        attn_ranges: Sequence[int | None] | None = None,
+        same_length: bool | None = None,
+        clamp_len: int | None | str = KEEP,
+    ) -> MemoryPlan:
+        """A plan from per-layer lists (None keeps the model's)."""
+        given = {"memory": mem_lens, "range": attn_ranges}
+        return cls(name, {d: tuple(v) for d, v in given.items() if v is not None}, same_length, clamp_len)
+
+    @classmethod
+    def of_config(cls, cfg: ModelConfig, name: str = "as configured") -> MemoryPlan:
+        """Everything the config's plan says, every dimension named."""
+        layers = {d: tuple(dim.get(layer) for layer in cfg.layers) for d, dim in DIMENSIONS.items()}
+        return cls(name, layers, cfg.same_length, cfg.clamp_len)
+
+    @property
+    def mem_lens(self) -> list[int] | None:
+        return list(self.layers["memory"]) if "memory" in self.layers else None
+
+    @property
+    def attn_ranges(self) -> list[int | None] | None:
+        return list(self.layers["range"]) if "range" in self.layers else None
+
+    def with_values(self, dimension: str, values: Sequence, name: str | None = None) -> MemoryPlan:
+        """This plan with one dimension's per-layer values replaced (and, given, another name)."""
+        layers = {**self.layers, dimension: tuple(values)}
+        return MemoryPlan(name or self.name, layers, self.same_length, self.clamp_len)
+
+    def settings(self) -> dict:
+        """What the plan keeps beside its memory lengths, in plain values: part of a search result's identity."""
+        return {"attn_ranges": self.attn_ranges, "same_length": self.same_length, "clamp_len": self.clamp_len}
+
+    def apply(self, cfg: ModelConfig) -> ModelConfig:
+        """A copy of `cfg` with this plan written in; `cfg` itself is never changed."""
+        out = copy.deepcopy(cfg)
+        n = out.n_layer
+        if len(out.layers) != n:
+            out.layers = [copy.deepcopy(out.layers[0]) if out.layers else LayerConfig() for _ in range(n)]
+        for d, values in self.layers.items():
+            if len(values) != n:
+                raise ConfigError(f"{d} plan has {len(values)} values but the model has {n} layers")
+            for layer, v in zip(out.layers, values):
+                DIMENSIONS[d].set(layer, v)
+        if self.same_length is not None:
+            out.same_length = self.same_length
+        if self.clamp_len != KEEP:
+            out.clamp_len = self.clamp_len
+        return out
+
+
 def apply_plans(
     cfg: ModelConfig, memory: str | None = None, attn_range: str | None = None, attn: str | None = None
 ) -> ModelConfig:
     """A copy of `cfg` with per-layer memory lengths, ranges and variants set from plans (None keeps them)."""
-    cfg = copy.deepcopy(cfg)
-    n = cfg.n_layer
-    if len(cfg.layers) != n:
-        cfg.layers = [copy.deepcopy(cfg.layers[0]) if cfg.layers else LayerConfig() for _ in range(n)]
-    if memory is not None:
-        for layer, m in zip(cfg.layers, parse_plan(memory, n, MEMORY)):
-            layer.mem_len = m
-    if attn_range is not None:
-        for layer, r in zip(cfg.layers, parse_plan(attn_range, n, RANGE)):
-            layer.attn_range = r
-    if attn is not None:
-        for layer, a in zip(cfg.layers, parse_plan(attn, n, ATTENTION)):
-            layer.attn, _, addon = a.partition("+")
-            layer.fastrpb = addon == "fastrpb"
-    return cfg
+    return MemoryPlan.parse(cfg.n_layer, memory=memory, attn_range=attn_range, attn=attn).apply(cfg)
+
+
+def planned_model_config(cfg: ModelConfig, plan: MemoryPlan) -> ModelConfig:
+    """`cfg` under an evaluation-time plan, checked layer by layer as a model would run it."""
+    out = plan.apply(cfg)
+    for i, layer in enumerate(out.layers):
+        if layer.mem_len < 0 or (layer.attn_range is not None and layer.attn_range < 0):
+            raise ConfigError(f"model.layers.{i}: memory length and range must be >= 0")
+        check_layer(layer, f"model.layers.{i}", out.same_length)
+    return out
 
 
 def describe(cfg: ModelConfig) -> dict[str, str]:
     """The model's plans in canonical form, for run names, logs and tables."""
-    return {
-        "memory": format_plan(cfg.mem_lens, MEMORY),
-        "range": format_plan(cfg.attn_ranges, RANGE),
-        "attn": format_plan([layer.label for layer in cfg.layers], ATTENTION),
-    }
+    return {d: format_plan([dim.get(layer) for layer in cfg.layers], dim.kind) for d, dim in DIMENSIONS.items()}
 
 
 def check_model(cfg: ModelConfig) -> ModelConfig:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from txl.config import ConfigError, LayerConfig, ModelConfig
 from txl.attention.masks import MaskCache
+from txl.config import ConfigError, LayerConfig, ModelConfig
 from txl.memory import max_distance
 
 
@@ -43,7 +44,7 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: LayerConfig):
         super().__init__()
-        self.layer = layer  # the model's own LayerConfig: evaluation-time plans change it in place
+        self.layer = layer  # the model config's LayerConfig; an evaluation-time plan swaps in a planned copy
         self.n_head, self.d_head = cfg.n_head, cfg.d_head
         inner = cfg.n_head * cfg.d_head
         self.qkv = nn.Linear(cfg.d_model, 3 * inner, bias=False)
@@ -117,7 +118,8 @@ class Attention(nn.Module):
         kv_in = x if mem is None or mem.size(1) == 0 else torch.cat([mem, x], dim=1)
         inner = self.n_head * self.d_head
         q = self._heads(F.linear(x, self.qkv.weight[:inner]))
-        # keys and values in one product: [memory; segment] is cast (under autocast) and kept for backward once, not twice
+        # keys and values in one product: [memory; segment] is cast (under autocast)
+        # and kept for backward once, not twice
         k, v = (self._heads(t) for t in F.linear(kv_in, self.qkv.weight[inner:]).chunk(2, dim=-1))
         y, extra = self.attend_stateful(q, k, v, limit, ctx, state)
         if self.rpb is not None:
@@ -140,12 +142,15 @@ class Attention(nn.Module):
         if impl != "plain":
             from txl.attention import fast
 
-            return {"sdpa": fast.attend_sdpa, "flex": fast.attend_flex, "fused": fast.attend_fused}[impl](self, q, k, v, limit, ctx)
+            return {"sdpa": fast.attend_sdpa, "flex": fast.attend_flex, "fused": fast.attend_fused}[impl](
+                self, q, k, v, limit, ctx
+            )
         scores = (self.content_query(q, ctx) @ k.transpose(-1, -2)) * self.scale + self.score_bias(q, k.size(2), ctx)
         return self.softmax_attend(scores, v, limit, ctx)
 
     def pick_impl(self, ctx: AttnContext) -> str:
-        """ctx.impl where this variant has it; flex and fused have no attention dropout, so sdpa stands in while it is on."""
+        """ctx.impl where this variant has it; flex and fused have no attention dropout,
+        so sdpa stands in while it is on."""
         impl = ctx.impl if ctx.impl in self.fast_impls else "plain"
         if impl in ("flex", "fused") and self.training and self.dropatt.p > 0:
             impl = "sdpa" if "sdpa" in self.fast_impls else "plain"
