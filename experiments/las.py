@@ -17,4 +17,4 @@ def locality_smoothness(scale: str) -> Experiment:
         for mem, plan in plans.items()
         for attn in ("xl", "las-local", "las-smooth", "las")
     ]
-    return Experiment("las/locality-smoothness", "locality and smoothness against memory", scale, base, variants)
+    return Experiment(scale, base, variants, summary="locality and smoothness against memory")

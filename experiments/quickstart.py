@@ -7,7 +7,10 @@ from txl.experiments import Experiment, Variant, experiment
 from txl.presets import get_preset
 
 
-@experiment("quickstart", "train a small model on the built-in corpus, evaluate it with memories from 0 to twice the trained length")
+@experiment(
+    "quickstart",
+    "train a small model on the built-in corpus, evaluate it with memories from 0 to twice the trained length",
+)
 def quickstart(scale: str) -> Experiment:
     run = get_preset("tiny" if scale == "tiny" else "small")
     trained_mem = run.model.layers[0].mem_len
@@ -28,9 +31,8 @@ def quickstart(scale: str) -> Experiment:
     for m in (0, trained_mem // 8, trained_mem // 4, trained_mem // 2, trained_mem * 2):
         variants.append(Variant(f"mem {m}", of=trained, memory=str(m)))
     return Experiment(
-        "quickstart",
-        "one model, its memory cut to nothing and stretched to twice the trained length at evaluation time",
         scale,
         run,
         sorted(variants, key=lambda v: int(v.memory)),
+        summary="one model, its memory cut to nothing and stretched to twice the trained length at evaluation time",
     )

@@ -22,8 +22,10 @@ def lrm_count(scale: str) -> Experiment:
     long, short = memory_lengths(scale)
     variants = [Variant(f"lrm={c}", memory=lrm_plan(c, long, short)) for c in lrm_counts(n)]
     # the cheap version: one all-LRM model, its memories truncated layer by layer at evaluation time
-    variants += [Variant(f"eval lrm={c}", of=f"lrm={n}", memory=lrm_plan(c, long, short)) for c in lrm_counts(n) if c < n]
-    return Experiment("rae2020/lrm-count", "number of long-range memory layers", scale, base, variants, baseline=f"lrm={n}")
+    variants += [
+        Variant(f"eval lrm={c}", of=f"lrm={n}", memory=lrm_plan(c, long, short)) for c in lrm_counts(n) if c < n
+    ]
+    return Experiment(scale, base, variants, summary="number of long-range memory layers", baseline=f"lrm={n}")
 
 
 @experiment("rae2020/lrm-placement", "the same number of long-range memory layers placed first, interleaved, or last")
@@ -31,9 +33,16 @@ def lrm_placement(scale: str) -> Experiment:
     base = lm_base(scale)
     count = max(2, base.model.n_layer // 6) if base.model.n_layer > 2 else 1
     long, short = memory_lengths(scale)
-    variants = [Variant(f"{p} x{count}", memory=lrm_plan(count, long, short, p)) for p in ("first", "interleave", "last")]
-    return Experiment("rae2020/lrm-placement", "placement of long-range memory layers", scale, base, variants,
-                      baseline=f"interleave x{count}")
+    variants = [
+        Variant(f"{p} x{count}", memory=lrm_plan(count, long, short, p)) for p in ("first", "interleave", "last")
+    ]
+    return Experiment(
+        scale,
+        base,
+        variants,
+        summary="placement of long-range memory layers",
+        baseline=f"interleave x{count}",
+    )
 
 
 @experiment("rae2020/srm-length", "the short-range memory length swept, long-range layers fixed")
@@ -43,7 +52,7 @@ def srm_length(scale: str) -> Experiment:
     long, short = memory_lengths(scale)
     lengths = sorted({0, short // 4, short // 2, short, short * 2, short * 4})
     variants = [Variant(f"srm={s}", memory=lrm_plan(count, long, s)) for s in lengths]
-    return Experiment("rae2020/srm-length", "short-range memory length", scale, base, variants)
+    return Experiment(scale, base, variants, summary="short-range memory length")
 
 
 @experiment("rae2020/lower-range", "attention range limited in the lower layers, long memories kept above")
@@ -54,7 +63,13 @@ def lower_range(scale: str) -> Experiment:
     memory = lrm_plan(max(1, n // 6), long, short)
     variants = []
     for k in sorted({0, n // 4, n // 2, 3 * n // 4}):
-        variants.append(Variant(f"range {short} in first {k}", memory=memory, attn_range=f"range={short}@first:{k}" if k else "inf"))
+        variants.append(
+            Variant(f"range {short} in first {k}", memory=memory, attn_range=f"range={short}@first:{k}" if k else "inf")
+        )
     return Experiment(
-        "rae2020/lower-range", "attention range of the lower layers", scale, base, variants, x_axis="attn_flops_per_token"
+        scale,
+        base,
+        variants,
+        summary="attention range of the lower layers",
+        x_axis="attn_flops_per_token",
     )

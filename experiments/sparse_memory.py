@@ -16,25 +16,44 @@ def copy_base(scale: str) -> RunConfig:
     tiny = scale == "tiny"
     model = apply_plans(
         ModelConfig(
-            vocab_size=17, n_layer=2, d_model=32 if tiny else 64, n_head=2 if tiny else 4, d_head=16,
-            d_inner=64 if tiny else 128, dropout=0.0, same_length=True,
+            vocab_size=17,
+            n_layer=2,
+            d_model=32 if tiny else 64,
+            n_head=2 if tiny else 4,
+            d_head=16,
+            d_inner=64 if tiny else 128,
+            dropout=0.0,
+            same_length=True,
         ),
         memory="0",
     )
-    syn = SyntheticConfig(lags=[12], symbols=8, query_every=4, train_tokens=60_000 if tiny else 200_000, eval_tokens=8_000)
+    syn = SyntheticConfig(
+        lags=[12], symbols=8, query_every=4, train_tokens=60_000 if tiny else 200_000, eval_tokens=8_000
+    )
     steps = {"tiny": 250, "small": 600, "paper": 3000}[scale]
     return RunConfig(
         model=model,
         data=DataConfig(corpus="copy", synthetic=syn),
         train=TrainConfig(
-            steps=steps, batch_size=16, tgt_len=16, lr=3e-3, warmup=20, clip=1.0, eval_every=0, save_every=0,
-            log_every=50, schedule="constant",
+            steps=steps,
+            batch_size=16,
+            tgt_len=16,
+            lr=3e-3,
+            warmup=20,
+            clip=1.0,
+            eval_every=0,
+            save_every=0,
+            log_every=50,
+            schedule="constant",
         ),
         eval=EvalConfig(split="valid", tgt_len=16, batch_size=16, max_segments=30),
     )
 
 
-@experiment("sparse-memory/lags", "copy tasks at fixed lags against plans whose receptive field falls short of or reaches the lag")
+@experiment(
+    "sparse-memory/lags",
+    "copy tasks at fixed lags against plans whose receptive field falls short of or reaches the lag",
+)
 def lags(scale: str) -> Experiment:
     base = copy_base(scale)
     lag_list = {"tiny": [12], "small": [12, 40], "paper": [12, 40, 200]}[scale]
@@ -43,6 +62,11 @@ def lags(scale: str) -> Experiment:
         for mem in sorted({lag // 2, lag - 2, lag, 2 * lag}):
             # layer 0 sees only itself; layer 1's memory alone sets the receptive field
             variants.append(
-                Variant(f"lag {lag} / mem {mem}", memory=f"0,{mem}", set=[f"data.synthetic.lags=[{lag}]"], group=f"lag {lag}")
+                Variant(
+                    f"lag {lag} / mem {mem}",
+                    memory=f"0,{mem}",
+                    set=[f"data.synthetic.lags=[{lag}]"],
+                    group=f"lag {lag}",
+                )
             )
-    return Experiment("sparse-memory/lags", "receptive field against task lag", scale, base, variants, x_axis="receptive_field")
+    return Experiment(scale, base, variants, summary="receptive field against task lag", x_axis="receptive_field")

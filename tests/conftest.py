@@ -67,3 +67,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def result_rows(*rows: dict) -> list:
+    """Hand-made results rows, as read back from a results file (fields a test does not care about filled in)."""
+    from txl.results import ResultRow
+
+    out = []
+    for r in rows:
+        full = {"scale": "tiny", "config_hash": "0" * 12, **r}
+        full["plan"] = {"memory": "", "range": "", "attn": "", **r.get("plan", {})}
+        full["budget"] = {"cached_positions": 0, "memory_bytes": 0, "receptive_field": 0, **r.get("budget", {})}
+        out.append(ResultRow.from_dict(full))
+    return out
+
+
+def tiny_run(tmp_path, **sets):
+    """The tiny preset, its data cached under tmp_path, with dotted overrides (`**{"train.steps": 20}`)."""
+    from txl.config import apply_overrides
+    from txl.plans import check_run
+    from txl.presets import get_preset
+
+    run = get_preset("tiny")
+    run.data.root = str(tmp_path / "data")
+    apply_overrides(run, [f"{k}={v}" for k, v in sets.items()])
+    return check_run(run)

@@ -1,6 +1,5 @@
 """The experiment registry, running with skip/resume, the results table, and reports."""
 
-import json
 import shutil
 
 import pytest
@@ -8,12 +7,9 @@ import torch
 from conftest import worker_failure
 
 import experiments  # noqa: F401  (registers every definition)
-
 from txl.cli import main
 from txl.experiments import (
     EXPERIMENTS,
-    Experiment,
-    Variant,
     experiment,
     get_experiment,
     jobs,
@@ -23,7 +19,6 @@ from txl.experiments import (
     shard,
 )
 from txl.io import read_jsonl
-from txl.memory import earliest_dependency
 from txl.model import TransformerXL
 from txl.plans import check_run
 from txl.train import Trainer
@@ -108,7 +103,7 @@ def test_interrupted_sweep_completes_without_redoing_or_duplicating(tmp_path, mo
     monkeypatch.setattr(Trainer, "fit", real_fit)
     said = []
     rows = run_experiment(exp, tmp_path / "results", progress=False, say=said.append)
-    keys = [(r["variant"], r["seed"]) for r in rows]
+    keys = [(r.variant, r.seed) for r in rows]
     assert len(keys) == len(set(keys)) == len(jobs(exp))
     assert any("lrm=0" in s and "skipped" in s for s in said) and any("lrm=1" in s and "resuming" in s for s in said)
     again = []
@@ -118,8 +113,22 @@ def test_interrupted_sweep_completes_without_redoing_or_duplicating(tmp_path, mo
 
 @pytest.mark.slow
 def test_reports_render_from_the_results_file_alone(tmp_path, capsys):
-    assert main(["run", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-progress",
-                 "--set", f"data.root={tmp_path / 'data'}"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "quickstart",
+                "--scale",
+                "tiny",
+                "--results",
+                str(tmp_path / "r"),
+                "--no-progress",
+                "--set",
+                f"data.root={tmp_path / 'data'}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mem 16 (trained)" in out and "pareto" in out
     shutil.rmtree(tmp_path / "r" / "quickstart" / "tiny" / "runs")  # no models needed to report
@@ -139,50 +148,34 @@ def test_reports_render_from_the_results_file_alone(tmp_path, capsys):
 @pytest.mark.slow
 def test_seeds_train_every_variant_and_the_report_pairs_them(tmp_path, capsys):
     results = tmp_path / "r"
-    assert main(["run", "quickstart", "--scale", "tiny", "--seeds", "2", "--results", str(results), "--no-progress",
-                 "--set", f"data.root={tmp_path / 'data'}"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "quickstart",
+                "--scale",
+                "tiny",
+                "--seeds",
+                "2",
+                "--results",
+                str(results),
+                "--no-progress",
+                "--set",
+                f"data.root={tmp_path / 'data'}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     rows = read_jsonl(results / "quickstart" / "tiny" / "results.jsonl")
-    assert sorted((r["variant"], r["seed"]) for r in rows if r["kind"] == "train") == [("mem 16 (trained)", 0), ("mem 16 (trained)", 1)]
+    assert sorted((r["variant"], r["seed"]) for r in rows if r["kind"] == "train") == [
+        ("mem 16 (trained)", 0),
+        ("mem 16 (trained)", 1),
+    ]
     assert {r["seed"] for r in rows if r["variant"] == "mem 0"} == {0, 1}  # evaluation-time plans on every seed's model
     assert all(len(r["blocks"]["loss"]) == len(r["blocks"]["tokens"]) > 1 for r in rows)
     assert "paired seeds, n=2" in out and "95% interval" in out
     assert main(["run", "quickstart", "--scale", "tiny", "--seeds", "0"]) == 2
-
-
-def test_report_marks_the_pareto_frontier_and_aggregates_seeds():
-    from txl.report import aggregate, mark_pareto
-
-    def row(variant, seed, cached, bpb):
-        return {"variant": variant, "seed": seed, "kind": "train", "plan": {"memory": "", "range": "", "attn": ""},
-                "budget": {"cached_positions": cached, "memory_bytes": 0, "receptive_field": 0}, "metrics": {"bpb": bpb}}
-
-    rows = [row("a", 0, 10, 2.0), row("a", 1, 10, 2.2), row("b", 0, 20, 1.5), row("c", 0, 30, 1.8), row("d", 0, 5, 3.0)]
-    groups = aggregate(rows, "bpb")
-    mark_pareto(groups, "bpb", "cached_positions")
-    by = {g.variant: g for g in groups}
-    assert by["a"].mean == pytest.approx(2.1) and by["a"].spread == pytest.approx(0.1414, abs=1e-3)
-    assert [g.variant for g in groups if g.pareto] == ["a", "b", "d"]  # c costs more than b and is worse
-
-
-def test_pareto_frontiers_are_drawn_within_each_task(tmp_path):
-    """Variants on different tasks never dominate each other: a cheap plan on an easy lag is no frontier for a hard one."""
-    from txl.report import build_report
-
-    def row(variant, group, reach, accuracy):
-        return {"variant": variant, "group": group, "seed": 0, "kind": "train", "plan": {"memory": "", "range": "", "attn": ""},
-                "budget": {"cached_positions": reach, "memory_bytes": 0, "receptive_field": float(reach)},
-                "metrics": {"accuracy": accuracy}}
-
-    rows = [row("easy/short", "lag 12", 6, 0.12), row("easy/long", "lag 12", 12, 0.99),
-            row("hard/short", "lag 40", 20, 0.12), row("hard/long", "lag 40", 40, 0.90)]
-    report = build_report(rows, "lags", tmp_path, x_axis="receptive_field")
-    front = {g.variant for g in report["groups"] if g.pareto}
-    assert front == {"easy/short", "easy/long", "hard/short", "hard/long"}  # pooled, easy/long would dominate both hard ones
-    assert report["table"].splitlines()[0].split()[0] == "group"
-    assert "40.000" not in report["table"] and " 40 " in report["table"]  # token counts print as whole numbers
-    assert [g.group for g in report["groups"]] == ["lag 12", "lag 12", "lag 40", "lag 40"]
-    assert (tmp_path / "report.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -198,13 +191,13 @@ def test_sparse_memory_lags_plumbing_matches_ground_truth(tmp_path):
     exp.base.data.root = str(tmp_path / "data")
     rows = run_experiment(exp, tmp_path / "results", progress=False, say=lambda s: None)
     for r in rows:
-        reach = r["budget"]["receptive_field"]
-        accuracy = r["metrics"]["accuracy"]
+        reach = r.budget["receptive_field"]
+        accuracy = r.metrics["accuracy"]
         if reach < 11:
-            assert accuracy < 0.25, (r["variant"], reach, accuracy)
+            assert accuracy < 0.25, (r.variant, reach, accuracy)
         else:
-            assert accuracy > 0.6, (r["variant"], reach, accuracy)
-    assert {r["budget"]["receptive_field"] >= 11 for r in rows} == {True, False}
+            assert accuracy > 0.6, (r.variant, reach, accuracy)
+    assert {r.budget["receptive_field"] >= 11 for r in rows} == {True, False}
 
 
 @pytest.mark.slow
@@ -215,10 +208,31 @@ def test_torchrun_sweep_records_each_result_once(tmp_path):
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "txl", "run",
-         "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--device", "cpu", "--no-progress",
-         "--set", f"data.root={tmp_path / 'data'}"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--standalone",
+            "-m",
+            "txl",
+            "run",
+            "quickstart",
+            "--scale",
+            "tiny",
+            "--results",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--set",
+            f"data.root={tmp_path / 'data'}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
     )
     assert proc.returncode == 0, worker_failure(proc)
     rows = read_jsonl(tmp_path / "r" / "quickstart" / "tiny" / "results.jsonl")
@@ -230,7 +244,15 @@ def test_torchrun_sweep_records_each_result_once(tmp_path):
 def test_the_same_experiment_on_two_corpora_gives_two_result_sets(tmp_path, capsys):
     other = tmp_path / "other.txt"
     other.write_text("".join(f"line {i} of another text, not the standard library\n" for i in range(3000)))
-    common = ["--scale", "tiny", "--results", str(tmp_path / "r"), "--no-progress", "--set", f"data.root={tmp_path / 'data'}"]
+    common = [
+        "--scale",
+        "tiny",
+        "--results",
+        str(tmp_path / "r"),
+        "--no-progress",
+        "--set",
+        f"data.root={tmp_path / 'data'}",
+    ]
     assert main(["run", "quickstart", *common]) == 0
     assert main(["run", "quickstart", *common, "--corpus", str(other)]) == 0
     capsys.readouterr()
@@ -238,9 +260,26 @@ def test_the_same_experiment_on_two_corpora_gives_two_result_sets(tmp_path, caps
     folders = [p for p in (tmp_path / "r" / "quickstart").iterdir() if p.name.startswith("tiny-on-other.txt-")]
     assert len(folders) == 1
     theirs = read_jsonl(folders[0] / "results.jsonl")
-    assert {r["data"]["corpus"] for r in mine} == {"pystdlib"} and {r["data"]["corpus"] for r in theirs} == {"other.txt"}
+    assert {r["data"]["corpus"] for r in mine} == {"pystdlib"} and {r["data"]["corpus"] for r in theirs} == {
+        "other.txt"
+    }
     assert len(mine) == len(theirs) == 6 and all(r["data"]["key"] for r in mine + theirs)
-    assert main(["report", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r"), "--corpus", str(other), "--no-plot"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "quickstart",
+                "--scale",
+                "tiny",
+                "--results",
+                str(tmp_path / "r"),
+                "--corpus",
+                str(other),
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "on other.txt (bytes" in (folders[0] / "report.md").read_text() and out.count("mem 16 (trained)") >= 1
 
@@ -265,7 +304,9 @@ def test_variants_are_chosen_on_valid_and_test_is_scored_once_apart(tmp_path, ca
         pair = [x for x in rows if x["variant"] == v]
         assert pair[0]["config_hash"] != pair[1]["config_hash"] and pair[0]["plan"] == pair[1]["plan"]
     folder = tmp_path / "r" / "quickstart" / "tiny"
-    assert "valid split" in (folder / "report.md").read_text() and "test split" in (folder / "report-test.md").read_text()
+    assert (
+        "valid split" in (folder / "report.md").read_text() and "test split" in (folder / "report-test.md").read_text()
+    )
     assert "test split" not in (folder / "report.md").read_text()
     capsys.readouterr()
     assert main(["run", "quickstart", *common, "--set", data, "--test"]) == 0

@@ -2,18 +2,17 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
-
 from conftest import run_segments, tiny_config
+
 from txl.attention.base import rel_shift
 from txl.attention.masks import MaskCache
 from txl.budget import budget, param_count
 from txl.config import ModelConfig
 from txl.memory import SAME_LENGTH_SHORTFALL, earliest_dependency, reach_by_position
-from txl.plans import apply_plans
 from txl.model import TransformerXL, sinusoid
+from txl.plans import apply_plans
 
 PLANS = [
     dict(memory="8"),
@@ -212,82 +211,6 @@ def test_bad_memory_shape_is_rejected():
     model = build(n_layer=2)
     with pytest.raises(ValueError, match="memory has 1 layers, the model 2"):
         model(torch.zeros(1, 4, dtype=torch.long), [{}])
-
-
-def test_context_ablation_sees_nothing_beyond_the_receptive_field():
-    from types import SimpleNamespace
-
-    from txl.analysis import context_curve, effective_context
-
-    torch.manual_seed(0)
-    model = TransformerXL(tiny_config(n_layer=2, memory="0", attn_range="2")).eval()  # reach: 2 tokens per layer, 4 in all
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(6)  # an untrained model barely uses context; larger weights make it matter
-    corpus = SimpleNamespace(splits={"valid": np.random.default_rng(0).integers(0, 23, 5000)})
-    rows = context_curve(model, corpus, "valid", [0, 1, 8, 32], score=4, windows=16, segment=64)  # one segment per window
-    assert [r["context"] for r in rows] == [0, 1, 8, 32]
-    for r in rows[2:]:  # 8 and 32 tokens of context: beyond the reach, so cutting, shuffling or replacing it changes nothing
-        assert r["cut"] == pytest.approx(r["shuffled"], abs=1e-5) and r["cut"] == pytest.approx(r["random"], abs=1e-5)
-        assert r["cut"] == pytest.approx(rows[-1]["cut"], abs=1e-5)
-    assert abs(rows[0]["cut"] - rows[-1]["cut"]) > 1e-2  # within the reach, it does
-    assert effective_context(rows, tolerance=1e-5) == 8
-
-
-def test_attention_mass_equals_brute_force_over_stored_probabilities():
-    from txl.analysis import AttentionMass, distance_edges
-
-    torch.manual_seed(0)
-    model = TransformerXL(tiny_config(n_layer=3, memory="6,2,5", attn_range="inf,inf,3", attn="attn=las@first:1,alibi@last:1,xl")).eval()
-    edges = distance_edges(12)
-    probe, stored = AttentionMass(model, edges, beyond=(2, 5)), []
-    layer = {id(block.attn): i for i, block in enumerate(model.layers)}
-
-    def both(attn, probs):
-        probe(attn, probs)
-        stored.append((layer[id(attn)], probs.detach().double().clone()))
-
-    model.probe = both
-    with torch.no_grad():
-        run_segments(model, torch.randint(0, 23, (2, 20)), 4)
-    mass, dist, memory, far, queries = np.zeros((3, 2, len(edges) - 1)), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((2, 3, 2)), np.zeros(3)
-    for i, p in stored:  # every probability, one by one
-        b, h, q, k = p.shape
-        queries[i] += b * q
-        for hh in range(h):
-            for qi in range(q):
-                for kj in range(k):
-                    d = (k - q) + qi - kj
-                    if d < 0:
-                        continue
-                    w = float(p[:, hh, qi, kj].sum())
-                    mass[i, hh, next(n for n in range(len(edges) - 1) if edges[n] <= d < edges[n + 1])] += w
-                    dist[i, hh] += w * d
-                    memory[i, hh] += w * (kj < k - q)
-                    for n, limit in enumerate((2, 5)):
-                        far[n, i, hh] += w * (d > limit)
-    got = probe.result()
-    np.testing.assert_allclose(np.array(got["mass"]), mass / queries[:, None, None], atol=1e-12)
-    np.testing.assert_allclose(np.array(got["mean_distance"]), dist / queries[:, None], atol=1e-12)
-    np.testing.assert_allclose(np.array(got["in_memory"]), memory / queries[:, None], atol=1e-12)
-    np.testing.assert_allclose(np.array(got["beyond"]["5"]), far[1] / queries[:, None], atol=1e-12)
-    assert np.allclose(np.array(got["mass"]).sum(-1), 1.0)  # every query's probabilities sum to one
-    assert got["layers_with_probabilities"] == [0, 1, 2]
-
-
-def test_attention_mass_is_the_same_whatever_path_the_model_runs_on():
-    from txl.analysis import attention_mass
-    from txl.config import DataConfig, SyntheticConfig
-    from txl.data import load_corpus
-
-    corpus = load_corpus(DataConfig(corpus="copy", synthetic=SyntheticConfig(lags=[4], train_tokens=4000, eval_tokens=2000)), progress=False)
-    results = []
-    for impl in ("plain", "sdpa"):
-        torch.manual_seed(0)
-        model = TransformerXL(tiny_config(n_layer=2, memory="6", vocab_size=corpus.vocab_size, attn_impl=impl)).eval()
-        results.append(attention_mass(model, corpus, "valid", 8, 4, 5))
-        assert model.cfg.attn_impl == impl and model.probe is None  # restored
-    assert results[0]["mass"] == results[1]["mass"] and results[0]["loss"] == results[1]["loss"]
 
 
 def test_a_forward_pass_traces_into_one_graph_for_torch_compile():

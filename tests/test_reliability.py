@@ -3,7 +3,6 @@ a second writer is refused, naming the holder."""
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import typing
@@ -20,9 +19,16 @@ from txl.locks import FolderLock
 
 # where each section sits in a run config
 SECTIONS = {
-    "model": "ModelConfig", "model.layers.0": "LayerConfig", "model.las": "LaSConfig", "model.t5": "T5Config",
-    "model.fastrpb": "FastRPBConfig", "model.sikf": "SIKFConfig", "data": "DataConfig",
-    "data.synthetic": "SyntheticConfig", "train": "TrainConfig", "eval": "EvalConfig",
+    "model": "ModelConfig",
+    "model.layers.0": "LayerConfig",
+    "model.las": "LaSConfig",
+    "model.t5": "T5Config",
+    "model.fastrpb": "FastRPBConfig",
+    "model.sikf": "SIKFConfig",
+    "data": "DataConfig",
+    "data.synthetic": "SyntheticConfig",
+    "train": "TrainConfig",
+    "eval": "EvalConfig",
 }
 
 
@@ -55,7 +61,9 @@ def cases():
         for f in dataclasses.fields(cls):
             if f.name not in DOMAINS[cls]:
                 continue
-            listed = typing.get_origin(hints[f.name]) is list or any(typing.get_origin(a) is list for a in typing.get_args(hints[f.name]))
+            listed = typing.get_origin(hints[f.name]) is list or any(
+                typing.get_origin(a) is list for a in typing.get_args(hints[f.name])
+            )
             for text in bad_values(DOMAINS[cls][f.name], hints[f.name]):
                 value = f"[{text}]" if listed else text
                 if f.name == "betas":
@@ -104,7 +112,10 @@ def test_out_of_domain_values_are_one_line_errors(key, value, tmp_path, capsys):
         (["plan", "nowhere", "--budget", "8", "--confirm", "0"], "--confirm must be >= 1"),
         (["plan", "nowhere", "--budget", "8"], "no checkpoint found at nowhere"),
         (["plan", "nowhere", "--budget-of", "2x8"], "no checkpoint found at nowhere"),
-        (["plan", "nowhere", "--budget", "8", "--split", "test", "--append", "quickstart"], "--append records plans chosen on valid"),
+        (
+            ["plan", "nowhere", "--budget", "8", "--split", "test", "--append", "quickstart"],
+            "--append records plans chosen on valid",
+        ),
     ],
 )
 def test_bad_flags_are_one_line_errors(argv, message, tmp_path, capsys, monkeypatch):
@@ -116,18 +127,38 @@ def test_bad_flags_are_one_line_errors(argv, message, tmp_path, capsys, monkeypa
 
 def test_a_huge_batch_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--preset", "tiny", "--batch-size", "1000000", "--run-dir", "run", "--set", f"data.root={tmp_path}"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--batch-size",
+                "1000000",
+                "--run-dir",
+                "run",
+                "--set",
+                f"data.root={tmp_path}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()  # the token cache's progress lines, then the error
     last = err.splitlines()[-1]
     assert last.startswith("txl train: error:") and "Traceback" not in err
-    assert "cannot make 1000000 streams" in last or "a training step needs about" in last  # whichever check sees it first
+    assert (
+        "cannot make 1000000 streams" in last or "a training step needs about" in last
+    )  # whichever check sees it first
 
 
 def test_the_run_config_default_passes():
     assert RunConfig().validate()
 
 
-HOLDER = "import sys, time; from txl.locks import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)"
+HOLDER = (
+    "import sys, time; from txl.locks import FolderLock; "
+    "lock = FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)"
+)
 
 
 @pytest.fixture
@@ -149,7 +180,9 @@ def hold():
 
 def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path, capsys, hold):
     proc = hold(tmp_path / "run")
-    code = main(["train", "--preset", "tiny", "--run-dir", str(tmp_path / "run"), "--set", f"data.root={tmp_path / 'data'}"])
+    code = main(
+        ["train", "--preset", "tiny", "--run-dir", str(tmp_path / "run"), "--set", f"data.root={tmp_path / 'data'}"]
+    )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and f"is in use by pid {proc.pid}" in err and "wait for it to finish" in err
     proc.kill()
@@ -213,7 +246,9 @@ def damaged_copy(trained, tmp_path, damage: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncated weights", "random weights", "config disagrees with the weights", "garbage config.json"])
+@pytest.mark.parametrize(
+    "damage", ["truncated weights", "random weights", "config disagrees with the weights", "garbage config.json"]
+)
 def test_a_damaged_checkpoint_is_one_line_naming_the_file(trained, tmp_path, capsys, damage):
     run = damaged_copy(trained, tmp_path, damage)
     assert main(["eval", str(run), "--max-segments", "1", "--no-progress"]) == 2
@@ -250,7 +285,9 @@ def test_written_files_follow_the_umask(tmp_path):
 
 def test_unwritable_places_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "file").write_text("a regular file")
-    code = main(["train", "--preset", "tiny", "--run-dir", str(tmp_path / "file" / "run"), "--set", f"data.root={tmp_path}"])
+    code = main(
+        ["train", "--preset", "tiny", "--run-dir", str(tmp_path / "file" / "run"), "--set", f"data.root={tmp_path}"]
+    )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err.startswith("txl train: error:") and "file" in err
 
@@ -269,8 +306,21 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
 
 
 def test_a_run_that_cannot_fit_is_refused_with_its_estimate(tmp_path, capsys):
-    code = main(["train", "--preset", "tiny", "--d-model", "100000", "--d-inner", "64", "--run-dir", str(tmp_path / "run"),
-                 "--set", f"data.root={tmp_path / 'data'}"])  # about 4 TB of weights and Adam state
+    code = main(
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--d-model",
+            "100000",
+            "--d-inner",
+            "64",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            f"data.root={tmp_path / 'data'}",
+        ]
+    )  # about 4 TB of weights and Adam state
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and "a training step needs about" in err and "optimizer" in err and "available" in err
     assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ same model and text on both sides, so only the data's noise enters; see txl.stat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 from pathlib import Path
@@ -17,21 +18,26 @@ import torch
 
 from txl.data import Corpus
 from txl.errors import TxlError
-from txl.evaluate import Plan, autocast, evaluate, metric_name
-from txl.io import atomic_write_json, atomic_write_text, save_figure
+from txl.evaluate import EvalResult, EvalSpec, autocast, evaluate, metric_name
+from txl.io import atomic_write_json, atomic_write_text, pyplot, save_figure
 from txl.model import TransformerXL
+from txl.plans import MemoryPlan
 from txl.stats import bootstrap_difference
 from txl.table import render_table
 
 
 def layer_sensitivity(
-    model: TransformerXL, corpus: Corpus, split: str, tgt_len: int, batch_size: int, max_segments: int | None,
-    precision: str = "fp32", short: int | None = None, progress: bool = False, say=lambda s: None,
-) -> tuple[dict, list[dict]]:
+    model: TransformerXL,
+    corpus: Corpus,
+    spec: EvalSpec,
+    short: int | None = None,
+    progress: bool = False,
+    say=lambda s: None,
+) -> tuple[EvalResult, list[dict]]:
     """The model as trained, then one row per (layer, cut length) with the loss rise and its interval."""
     trained = list(model.cfg.mem_lens)
     short = max(1, max(trained) // 8) if short is None else short
-    base = evaluate(model, corpus, split, tgt_len, batch_size, max_segments, precision, progress)
+    base = evaluate(model, corpus, spec, None, progress)
     rows = []
     for layer, mem in enumerate(trained):
         for length in sorted({0, short}):
@@ -40,31 +46,63 @@ def layer_sensitivity(
             lens = list(trained)
             lens[layer] = length
             say(f"layer {layer}: memory {mem} -> {length}")
-            out = evaluate(model, corpus, split, tgt_len, batch_size, max_segments, precision, progress,
-                           Plan(f"layer {layer} at {length}", mem_lens=lens))
-            rise = bootstrap_difference(out["blocks"], base["blocks"])
-            rows.append({"layer": layer, "trained_mem": mem, "mem_len": length, "loss": out["loss"],
-                         "rise": rise.mean, "rise_lo": rise.lo, "rise_hi": rise.hi, "beyond_noise": rise.excludes_zero})
+            out = evaluate(model, corpus, spec, MemoryPlan.of_lists(f"layer {layer} at {length}", lens), progress)
+            rise = bootstrap_difference(out.blocks, base.blocks)
+            rows.append(
+                {
+                    "layer": layer,
+                    "trained_mem": mem,
+                    "mem_len": length,
+                    "loss": out.loss,
+                    "rise": rise.mean,
+                    "rise_lo": rise.lo,
+                    "rise_hi": rise.hi,
+                    "beyond_noise": rise.excludes_zero,
+                }
+            )
     return base, rows
 
 
 def sensitivity_table(rows: list[dict], fmt: str = "text") -> str:
-    headers = ["layer", "trained memory", "cut to", "loss (nats)", "rise (nats)", "95% interval (blocks)", "beyond noise"]
-    table = [[r["layer"], r["trained_mem"], r["mem_len"], r["loss"], f"{r['rise']:+.4f}",
-              f"[{r['rise_lo']:+.4f}, {r['rise_hi']:+.4f}]", "yes" if r["beyond_noise"] else "no"] for r in rows]
+    headers = [
+        "layer",
+        "trained memory",
+        "cut to",
+        "loss (nats)",
+        "rise (nats)",
+        "95% interval (blocks)",
+        "beyond noise",
+    ]
+    table = [
+        [
+            r["layer"],
+            r["trained_mem"],
+            r["mem_len"],
+            r["loss"],
+            f"{r['rise']:+.4f}",
+            f"[{r['rise_lo']:+.4f}, {r['rise_hi']:+.4f}]",
+            "yes" if r["beyond_noise"] else "no",
+        ]
+        for r in rows
+    ]
     return render_table(headers, table, fmt)
 
 
-def write_sensitivity(base: dict, rows: list[dict], corpus: Corpus, out_dir: Path, title: str) -> dict[str, Path]:
+def write_sensitivity(base: EvalResult, rows: list[dict], corpus: Corpus, out_dir: Path, title: str) -> dict[str, Path]:
     """sensitivity.json, .md and a bar chart of the loss rise by layer (one bar per cut length, with intervals)."""
-    files = {"json": out_dir / "sensitivity.json", "markdown": out_dir / "sensitivity.md", "png": out_dir / "sensitivity.png"}
-    atomic_write_json(files["json"], {"title": title, "metric": metric_name(corpus), "base_loss": base["loss"], "rows": rows})
-    atomic_write_text(files["markdown"], f"# {title}\n\nas trained: loss {base['loss']:.4f} nats/token\n\n"
-                      + sensitivity_table(rows, "markdown") + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    files = {
+        "json": out_dir / "sensitivity.json",
+        "markdown": out_dir / "sensitivity.md",
+        "png": out_dir / "sensitivity.png",
+    }
+    atomic_write_json(
+        files["json"], {"title": title, "metric": metric_name(corpus), "base_loss": base.loss, "rows": rows}
+    )
+    atomic_write_text(
+        files["markdown"],
+        f"# {title}\n\nas trained: loss {base.loss:.4f} nats/token\n\n" + sensitivity_table(rows, "markdown") + "\n",
+    )
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     lengths = sorted({r["mem_len"] for r in rows})
@@ -92,21 +130,29 @@ CONDITIONS = ("cut", "shuffled", "random")
 
 @torch.no_grad()
 def context_curve(
-    model: TransformerXL, corpus: Corpus, split: str, lengths: list[int], score: int = 16, windows: int = 64,
-    segment: int = 32, seed: int = 0, precision: str = "fp32",
+    model: TransformerXL,
+    corpus: Corpus,
+    spec: EvalSpec,
+    lengths: list[int],
+    score: int = 16,
+    windows: int = 64,
+    seed: int = 0,
 ) -> list[dict]:
     """Loss on the last `score` tokens of a window as the usable context before them is limited to d tokens.
 
     After Khandelwal et al. (2018): `cut` gives the model only the d nearest tokens; `shuffled`
     keeps the farther ones (up to the largest d) in a random order; `random` replaces them by
-    text from elsewhere in the split. The text is read in segments of `segment` tokens with
-    the model's own memory plan, as in training; the same windows serve every d and condition.
+    text from elsewhere in the split. The text (`spec.split`) is read in segments of `spec.tgt_len` tokens
+    with the model's own memory plan, as in training; the same windows serve every d and condition.
     """
+    split, segment, precision = spec.split, spec.tgt_len, spec.precision
     ids = torch.as_tensor(np.asarray(corpus.splits[split], dtype=np.int64))
     far = max(lengths)
     span = far + score + 1
     if len(ids) < 2 * span:
-        raise TxlError(f"the {split} split has {len(ids):,} tokens, too few for windows of {span:,}; use smaller --lengths")
+        raise TxlError(
+            f"the {split} split has {len(ids):,} tokens, too few for windows of {span:,}; use smaller --lengths"
+        )
     g = torch.Generator().manual_seed(seed)
     ends = torch.randint(span, len(ids), (windows,), generator=g)
     donors = torch.randint(0, len(ids) - far, (windows,), generator=g)
@@ -181,7 +227,7 @@ def recl(curves: dict[str, list[dict]], r: float = 0.1, threshold: float = 0.01)
         found = (lengths[-1], True)
         for c, c2 in zip(lengths, lengths[1:]):
             base = np.min([loss[m][c] for m in curves], axis=0)
-            chosen = np.argsort(base)[-max(1, int(round(r * base.size))):]
+            chosen = np.argsort(base)[-max(1, int(round(r * base.size))) :]
             short = math.exp(base[chosen].mean())  # f_i(c, c): min(b, l_i(c)) is b itself
             long = math.exp(np.minimum(base, loss[name][c2])[chosen].mean())
             if (short - long) / short < threshold:
@@ -193,21 +239,29 @@ def recl(curves: dict[str, list[dict]], r: float = 0.1, threshold: float = 0.01)
 
 def context_table(curves: dict[str, list[dict]], fmt: str = "text") -> str:
     headers = ["run", "context (tokens)", "loss: cut", "loss: far shuffled", "loss: far random"]
-    return render_table(headers, [[name, r["context"], r["cut"], r["shuffled"], r["random"]] for name, rows in curves.items() for r in rows], fmt)
+    return render_table(
+        headers,
+        [[name, r["context"], r["cut"], r["shuffled"], r["random"]] for name, rows in curves.items() for r in rows],
+        fmt,
+    )
 
 
 def plot_context(curves: dict[str, list[dict]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for n, (name, rows) in enumerate(curves.items()):
         xs = [max(r["context"], 0.5) for r in rows]  # 0 drawn at 0.5 on the log axis
         for condition, style in zip(CONDITIONS, ("-", "--", ":")):
-            ax.plot(xs, [r[condition] for r in rows], style, marker="o", color=f"C{n}", markersize=3,
-                    label=f"{name}: {condition}" if len(curves) > 1 or condition != "cut" else name)
+            ax.plot(
+                xs,
+                [r[condition] for r in rows],
+                style,
+                marker="o",
+                color=f"C{n}",
+                markersize=3,
+                label=f"{name}: {condition}" if len(curves) > 1 or condition != "cut" else name,
+            )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("usable context before the scored tokens (tokens; 0 drawn at 1/2)")
     ax.set_ylabel("loss on the scored tokens (nats/token)")
@@ -252,7 +306,9 @@ class AttentionMass:
         i = self.layer[id(attn)]
         b, h, q, k = probs.shape
         p = probs.detach().double().sum(0).cpu()  # (H, Q, K)
-        d = (k - q + torch.arange(q)[:, None] - torch.arange(k)[None, :]).clamp(min=0).double()  # future keys have p = 0
+        d = (
+            (k - q + torch.arange(q)[:, None] - torch.arange(k)[None, :]).clamp(min=0).double()
+        )  # future keys have p = 0
         bucket = torch.bucketize(d, self.bounds, right=True).flatten()
         self.mass[i].index_add_(1, bucket, p.reshape(h, -1))
         self.distance[i] += (p * d).sum((1, 2))
@@ -275,18 +331,18 @@ class AttentionMass:
         }
 
 
-def attention_mass(model: TransformerXL, corpus: Corpus, split: str, tgt_len: int, batch_size: int,
-                   max_segments: int | None, precision: str = "fp32", progress: bool = False) -> dict:
+def attention_mass(model: TransformerXL, corpus: Corpus, spec: EvalSpec, progress: bool = False) -> dict:
     """Where each layer looks, over an evaluation: on the plain path (the fast ones give the same outputs, tested,
     but never form the probabilities)."""
-    edges = distance_edges(max(model.cfg.mem_lens) + tgt_len)
+    edges = distance_edges(max(model.cfg.mem_lens) + spec.tgt_len)
     probe = AttentionMass(model, edges)
-    impl, model.cfg.attn_impl, model.probe = model.cfg.attn_impl, "plain", probe
+    own = model.cfg
+    model.cfg, model.probe = dataclasses.replace(own, attn_impl="plain"), probe  # a copy: own is left as it is
     try:
-        out = evaluate(model, corpus, split, tgt_len, batch_size, max_segments, precision, progress)
+        out = evaluate(model, corpus, spec, None, progress)
     finally:
-        model.cfg.attn_impl, model.probe = impl, None
-    return {**probe.result(), "loss": out["loss"], "tokens": out["tokens"]}
+        model.cfg, model.probe = own, None
+    return {**probe.result(), "loss": out.loss, "tokens": out.tokens}
 
 
 def attention_table(result: dict, model_cfg, fmt: str = "text") -> str:
@@ -295,21 +351,34 @@ def attention_table(result: dict, model_cfg, fmt: str = "text") -> str:
     rows = []
     for i, layer in enumerate(model_cfg.layers):
         if i not in result["layers_with_probabilities"]:
-            rows.append([i, layer.label, layer.mem_len, "skipped: no attention probabilities (linear attention)", None,
-                         *[None for _ in result["beyond"]]])
+            rows.append(
+                [
+                    i,
+                    layer.label,
+                    layer.mem_len,
+                    "skipped: no attention probabilities (linear attention)",
+                    None,
+                    *[None for _ in result["beyond"]],
+                ]
+            )
             continue
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        rows.append([i, layer.label, layer.mem_len, mean(result["mean_distance"][i]), mean(result["in_memory"][i]),
-                     *[mean(v[i]) for v in result["beyond"].values()]])
+        rows.append(
+            [
+                i,
+                layer.label,
+                layer.mem_len,
+                mean(result["mean_distance"][i]),
+                mean(result["in_memory"][i]),
+                *[mean(v[i]) for v in result["beyond"].values()],
+            ]
+        )
     return render_table(headers, rows, fmt)
 
 
 def plot_attention(result: dict, path: Path, title: str) -> None:
     """A heat map: layers (rows, bottom layer at the bottom) by distance bucket, mass averaged over heads."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     mass = np.array(result["mass"]).mean(1)  # (layers, buckets)
     edges = result["edges"]

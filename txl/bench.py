@@ -51,15 +51,21 @@ def _sync(device: str) -> None:
 def run_attn_case(case: AttnCase) -> dict:
     """Forward + backward of one attention layer: median seconds and peak bytes above the inputs."""
     from txl.config import ModelConfig
-    from txl.plans import apply_plans
     from txl.model import TransformerXL
+    from txl.plans import apply_plans
 
     torch.manual_seed(0)
     device, dtype = torch.device(case.device), getattr(torch, case.dtype)
     attn = "xl" if case.attn == "fastrpb" else case.attn
     cfg = ModelConfig(
-        vocab_size=256, n_layer=1, d_model=case.d_model, n_head=case.n_head, d_head=case.d_head,
-        d_inner=case.d_model, dropout=0.0, dropatt=0.0,
+        vocab_size=256,
+        n_layer=1,
+        d_model=case.d_model,
+        n_head=case.n_head,
+        d_head=case.d_head,
+        d_inner=case.d_model,
+        dropout=0.0,
+        dropatt=0.0,
     )
     cfg.fastrpb.max_len = max(cfg.fastrpb.max_len, case.seq_len + case.mem_len)
     cfg = apply_plans(cfg, memory=str(case.mem_len), attn=attn)
@@ -72,7 +78,8 @@ def run_attn_case(case: AttnCase) -> dict:
         rpb = FastRPB(cfg).to(device)
     x = torch.randn(case.batch, case.seq_len, case.d_model, device=device, dtype=dtype, requires_grad=True)
     mem = torch.randn(case.batch, case.mem_len, case.d_model, device=device, dtype=dtype) if case.mem_len else None
-    v = torch.randn(case.batch, case.n_head, case.seq_len + case.mem_len, case.d_head, device=device, dtype=dtype, requires_grad=True)
+    klen = case.seq_len + case.mem_len
+    v = torch.randn(case.batch, case.n_head, klen, case.d_head, device=device, dtype=dtype, requires_grad=True)
     mems = [{"h": mem}] if mem is not None else [{}]
 
     def step() -> None:
@@ -84,30 +91,40 @@ def run_attn_case(case: AttnCase) -> dict:
                 out, _ = layer(x, mem, {}, ctx)
         out.float().square().mean().backward()
 
-    _sync(case.device)
+    seconds, peak = _time_and_peak(step, case.device, case.repeats)
+    return {"attn": case.attn, "seq_len": case.seq_len, "seconds": seconds, "peak_bytes": peak}
+
+
+def _time_and_peak(step, device_name: str, repeats: int) -> tuple[float, int]:
+    """Median seconds of `step` over `repeats` calls, and the peak bytes its first call adds (it also warms up)."""
+    device = torch.device(device_name)
+    _sync(device_name)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = _rss_bytes()
     step()  # the first call sets the peak (and warms up)
-    _sync(case.device)
+    _sync(device_name)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     times = []
-    for _ in range(case.repeats):
+    for _ in range(repeats):
         start = time.perf_counter()
         step()
-        _sync(case.device)
+        _sync(device_name)
         times.append(time.perf_counter() - start)
-    return {"attn": case.attn, "seq_len": case.seq_len, "seconds": statistics.median(times), "peak_bytes": max(peak, 0)}
+    return statistics.median(times), max(peak, 0)
 
 
 def _in_fresh_process(case: AttnCase) -> dict:
     # Peak RSS only rises, so on a CPU every case gets a process of its own.
-    code = "import json, sys; from txl.bench import AttnCase, run_attn_case; print(json.dumps(run_attn_case(AttnCase(**json.loads(sys.argv[1])))))"
+    code = (
+        "import json, sys; from txl.bench import AttnCase, run_attn_case; "
+        "print(json.dumps(run_attn_case(AttnCase(**json.loads(sys.argv[1])))))"
+    )
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(asdict(case))], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError((proc.stderr.strip().splitlines() or ["killed"])[-1])
@@ -129,7 +146,15 @@ def variants_benchmark(
         try:
             rows.append(run_attn_case(case) if device.startswith("cuda") else _in_fresh_process(case))
         except (RuntimeError, MemoryError) as e:  # out of memory at the longest lengths
-            rows.append({"attn": case.attn, "seq_len": case.seq_len, "seconds": math.nan, "peak_bytes": math.nan, "error": str(e)[:80]})
+            rows.append(
+                {
+                    "attn": case.attn,
+                    "seq_len": case.seq_len,
+                    "seconds": math.nan,
+                    "peak_bytes": math.nan,
+                    "error": str(e)[:80],
+                }
+            )
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -226,7 +251,9 @@ def _train_step(step, tokens, mems, i: int):
     return new_mems[0]
 
 
-def run_train_case(run, case: TrainCase, device: torch.device, precision: str, steps: int, warmup: int, eval_steps: int) -> dict:
+def run_train_case(
+    run, case: TrainCase, device: torch.device, precision: str, steps: int, warmup: int, eval_steps: int
+) -> dict:
     """Median time of whole training steps (forward, backward, Adam) and of evaluation forwards, memory carried."""
     from txl.budget import budget
     from txl.evaluate import autocast
@@ -279,8 +306,9 @@ def run_train_case(run, case: TrainCase, device: torch.device, precision: str, s
     }
 
 
-def profile_train_case(run, case: TrainCase, device: torch.device, precision: str, out_dir: Path, steps: int = 3,
-                       warmup: int = 2) -> tuple[Path, str]:
+def profile_train_case(
+    run, case: TrainCase, device: torch.device, precision: str, out_dir: Path, steps: int = 3, warmup: int = 2
+) -> tuple[Path, str]:
     """Where a training step's time goes: `steps` steps under torch.profiler after `warmup`; writes the operator
     table (by self time on the device, or on the CPU without one) and a Chrome trace; returns (table file, table)."""
     from torch.profiler import ProfilerActivity, profile
@@ -302,8 +330,11 @@ def profile_train_case(run, case: TrainCase, device: torch.device, precision: st
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", case.label).strip("-")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"profile-{slug}.txt"
-    atomic_write_text(path, f"{case.label}: {steps} profiled training steps after {warmup} warm-up steps (apart from the "
-                            f"timed ones), {precision}, sorted by {key}\n\n{table}\n")
+    atomic_write_text(
+        path,
+        f"{case.label}: {steps} profiled training steps after {warmup} warm-up steps (apart from the "
+        f"timed ones), {precision}, sorted by {key}\n\n{table}\n",
+    )
     prof.export_chrome_trace(str(out_dir / f"profile-{slug}.json"))
     return path, table
 
@@ -312,13 +343,30 @@ def train_table(rows: list[dict], markdown: bool = False) -> str:
     base = rows[0]
     out = []
     for r in rows:
-        out.append([
-            r["label"], r["impl"], r["memory"], round(r["tokens_per_s"]), r["tokens_per_s"] / base["tokens_per_s"],
-            r["ms_per_step"], "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
-            "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}",
-            None if r["eval_tokens_per_s"] is None else round(r["eval_tokens_per_s"]),
-        ])
-    headers = ["case", "impl", "memory", "tokens/s", f"x {base['label']}", "ms/step", "MFU", "peak GiB", "eval tokens/s"]
+        out.append(
+            [
+                r["label"],
+                r["impl"],
+                r["memory"],
+                round(r["tokens_per_s"]),
+                r["tokens_per_s"] / base["tokens_per_s"],
+                r["ms_per_step"],
+                "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
+                "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}",
+                None if r["eval_tokens_per_s"] is None else round(r["eval_tokens_per_s"]),
+            ]
+        )
+    headers = [
+        "case",
+        "impl",
+        "memory",
+        "tokens/s",
+        f"x {base['label']}",
+        "ms/step",
+        "MFU",
+        "peak GiB",
+        "eval tokens/s",
+    ]
     return format_table(headers, out, markdown)
 
 
@@ -331,11 +379,17 @@ def bench_device(name: str) -> str:
     return name
 
 
-
-
-def train_benchmark(run, impls: list[str], plans: list[str | None], device: torch.device, steps: int, warmup: int,
-                    eval_steps: int, say=lambda s: print(s, file=sys.stderr, flush=True),
-                    profile: Path | None = None) -> tuple[list[dict], str]:
+def train_benchmark(
+    run,
+    impls: list[str],
+    plans: list[str | None],
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    eval_steps: int,
+    say=lambda s: print(s, file=sys.stderr, flush=True),
+    profile: Path | None = None,
+) -> tuple[list[dict], str]:
     """One row per (plan, implementation), measured in this process; returns the rows and the precision used.
     With `profile` (a folder), each case is then profiled too (profile_train_case) and its row names the table."""
     from txl.devices import pick_precision

@@ -35,7 +35,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(
-    root: str | Path, step: int, model: torch.nn.Module, state: dict, config: dict, meta: dict, names: tuple[str, ...] = ("last",)
+    root: str | Path,
+    step: int,
+    model: torch.nn.Module,
+    state: dict,
+    config: dict,
+    meta: dict,
+    names: tuple[str, ...] = ("last",),
 ) -> Path:
     """Write step `step` (if not already written) and point each of `names` at it."""
     root = Path(root)
@@ -59,7 +65,8 @@ def save_checkpoint(
             _fsync_dir(root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    else:  # the same step again (the final evaluation after a scheduled save): the weights are the same, the state may not be
+    else:  # the same step again (the final evaluation after a scheduled save):
+        # the weights are the same, the state may not be
         with atomic_path(folder / "state.pt") as tmp_state:
             torch.save(state, tmp_state)
         atomic_write_json(folder / "meta.json", {**meta, "step": step})
@@ -113,6 +120,23 @@ def read_meta(folder: Path) -> dict:
     return _read_json(folder / "meta.json")
 
 
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def weights_dtype(folder: Path) -> torch.dtype | None:
+    """The floating dtype the checkpoint's weights are stored in (None when it cannot tell): a model built to
+    read them keeps it, so a float64 import evaluates in float64."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            kinds = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+    except Exception:  # unreadable: load_weights names the problem
+        return None
+    floats = [_SAFETENSORS_DTYPES[k] for k in sorted(kinds) if k in _SAFETENSORS_DTYPES]
+    return floats[0] if len(floats) == 1 else None
+
+
 def load_weights(model: torch.nn.Module, folder: Path, strict: bool = True) -> None:
     path = folder / "model.safetensors"
     try:
@@ -124,7 +148,8 @@ def load_weights(model: torch.nn.Module, folder: Path, strict: bool = True) -> N
         raise TxlError(f"cannot load {path} into the model its config.json describes ({first})") from None
     if strict and (missing or unexpected):
         raise TxlError(
-            f"checkpoint {folder} does not fit this model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            f"checkpoint {folder} does not fit this model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
         )
 
 
@@ -132,7 +157,9 @@ def load_state(folder: Path) -> dict:
     try:
         return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt file or one holding pickled objects
-        raise TxlError(f"cannot read {folder / 'state.pt'} as plain tensors ({type(e).__name__}); it is not a txl checkpoint") from None
+        raise TxlError(
+            f"cannot read {folder / 'state.pt'} as plain tensors ({type(e).__name__}); it is not a txl checkpoint"
+        ) from None
 
 
 def flatten_memory(mems_by_chunk: list[list[dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:

@@ -1,11 +1,12 @@
-"""Several runs side by side: their saved evaluations (`txl eval` keeps them in RUN/evals.jsonl) in one table and one plot."""
+"""Several runs side by side: their saved evaluations (`txl eval` keeps them in RUN/evals.jsonl)
+in one table and one plot."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from txl.errors import TxlError
-from txl.io import atomic_write_text, read_jsonl, save_figure
+from txl.io import atomic_write_text, pyplot, read_jsonl, save_figure
 from txl.table import render_table
 
 
@@ -17,7 +18,9 @@ def latest_evaluations(run: Path) -> list[dict]:
     latest: dict[tuple, dict] = {}
     for r in rows:
         latest[(r.get("plan"), r.get("split"), r.get("corpus"))] = r
-    return sorted(latest.values(), key=lambda r: (r.get("split", ""), r.get("corpus", ""), r.get("cached_positions", 0)))
+    return sorted(
+        latest.values(), key=lambda r: (r.get("split", ""), r.get("corpus", ""), r.get("cached_positions", 0))
+    )
 
 
 def compare_rows(runs: list[Path]) -> tuple[list[str], list[list], str]:
@@ -25,16 +28,33 @@ def compare_rows(runs: list[Path]) -> tuple[list[str], list[list], str]:
     by_run = {run: latest_evaluations(run) for run in runs}
     metrics = {r.get("metric") for rows in by_run.values() for r in rows}
     if len(metrics) != 1:
-        raise TxlError(f"the runs report different metrics ({', '.join(sorted(map(str, metrics)))}); compare runs on one kind of data")
+        raise TxlError(
+            f"the runs report different metrics ({', '.join(sorted(map(str, metrics)))}); "
+            "compare runs on one kind of data"
+        )
     metric = metrics.pop()
     headers = ["run", "memory plan", "corpus", "split", "cached", "receptive field", metric, "loss (nats)", "tokens"]
-    rows = [[str(run), r["plan"], r.get("corpus"), r.get("split"), r.get("cached_positions"), r.get("receptive_field"),
-             r.get(metric, r["loss"]), r["loss"], r.get("tokens")] for run, rs in by_run.items() for r in rs]
+    rows = [
+        [
+            str(run),
+            r["plan"],
+            r.get("corpus"),
+            r.get("split"),
+            r.get("cached_positions"),
+            r.get("receptive_field"),
+            r.get(metric, r["loss"]),
+            r["loss"],
+            r.get("tokens"),
+        ]
+        for run, rs in by_run.items()
+        for r in rs
+    ]
     return headers, rows, metric
 
 
 def compare(runs: list[Path], out_dir: Path, fmt: str = "text", plot: bool = True) -> dict:
-    """The table (printed in `fmt`; Markdown and CSV written to out_dir) and a plot of quality against cached positions."""
+    """The table (printed in `fmt`; Markdown and CSV written to out_dir)
+    and a plot of quality against cached positions."""
     headers, rows, metric = compare_rows(runs)
     files = {"markdown": out_dir / "compare.md", "csv": out_dir / "compare.csv"}
     atomic_write_text(files["markdown"], render_table(headers, rows, "markdown") + "\n")
@@ -46,10 +66,7 @@ def compare(runs: list[Path], out_dir: Path, fmt: str = "text", plot: bool = Tru
 
 
 def _plot(rows: list[list], metric: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for n, run in enumerate(dict.fromkeys(r[0] for r in rows)):

@@ -76,12 +76,18 @@ class Distributed:
         return box[0]
 
 
+def launched() -> Distributed:
+    """This process's place as torchrun describes it in the environment, without joining the process group."""
+    env = os.environ
+    return Distributed(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
+
+
 def setup_distributed(device_name: str) -> Distributed:
     """Join the process group that torchrun describes in the environment (nothing to do for one process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    place = launched()
+    world, rank, local = place.world, place.rank, place.local_rank
     if world == 1:
         return Distributed()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and not device_name.startswith("cpu")
         if use_cuda:

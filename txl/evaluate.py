@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from txl.budget import budget
-from txl.config import ModelConfig, RunConfig
+from txl.config import RunConfig
+from txl.config.sections import DOMAINS, EvalConfig
 from txl.data import Corpus
-from txl.memory import MEMORY, RANGE, parse_plan
+from txl.devices import pick_precision
+from txl.errors import TxlError
+from txl.memory import parse_plan
 from txl.model import TransformerXL
+from txl.plans import KEEP, MemoryPlan
+from txl.protocols import Protocol, get_protocol
 from txl.table import render_table
 
 LN2 = math.log(2)
@@ -48,127 +52,236 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-@dataclass
-class Plan:
-    """An evaluation-time memory plan; None fields (and clamp_len "keep") keep the model's own."""
+@dataclass(frozen=True)
+class EvalSpec:
+    """What an evaluation is, besides the model and the plan: which text, in what segments, how many, how precise.
 
-    name: str
-    mem_lens: list[int] | None = None
-    attn_ranges: list[int | None] | None = None
-    same_length: bool | None = None
-    clamp_len: int | None | str = "keep"
+    `plan` is the evaluation's own memory plan (the run's eval section, a protocol's, flags'): what `txl eval`
+    scores when no --memory is given, and what every other plan keeps beside its memory lengths.
+    Build one with `for_run`, the one place that decides which setting wins."""
+
+    split: str = "valid"
+    tgt_len: int = 128
+    batch_size: int = 10
+    max_segments: int | None = None
+    precision: str = "fp32"
+    plan: MemoryPlan = field(default_factory=lambda: MemoryPlan("eval"))
+    memory: str | None = None  # the plan's memory as written (None: as trained), which names it in tables
+    n_layer: int = 0  # the model's, to read plans written in the plan language
+    protocol: Protocol | None = None
+    corpus: str | None = None  # another corpus than the run's, read with the run's tokenizer
+    tokenizer: str | None = None  # with corpus: the tokenizer file, for a model saved without one
 
     @classmethod
-    def parse(
-        cls, name: str, n_layer: int, memory: str | None = None, attn_range: str | None = None,
-        same_length: bool | None = None, clamp_len: int | None | str = "keep",
-    ) -> "Plan":
+    def for_run(
+        cls,
+        run: RunConfig,
+        device: torch.device | None = None,
+        protocol: str | None = None,
+        *,
+        whole_split: bool = False,
+        **flags,
+    ) -> EvalSpec:
+        """The evaluation of a trained run: flags given win over the protocol, which wins over the run's eval
+        section, which wins over its training (the segment length). Flags are EvalSpec's and EvalConfig's
+        names (split, tgt_len, batch_size, max_segments, memory, attn_range, same_length, clamp_len, corpus,
+        tokenizer); None means not given. Numbers are checked against the config's own domains.
+        `whole_split`: without a max_segments flag, score the whole split (txl eval), not eval.max_segments.
+        Without a `device` the precision is left as the run names it (auto stays auto)."""
+        unknown = set(flags) - set(FLAGS)
+        if unknown:
+            raise TypeError(f"unknown evaluation settings {sorted(unknown)}")
+        given = {k: v for k, v in flags.items() if v is not None}
+        check_flags(given)
+        proto = get_protocol(protocol) if protocol else None
+        e = {f: getattr(run.eval, f) for f in FLAGS if hasattr(run.eval, f)}
+        if whole_split:
+            e["max_segments"] = None
+        if proto is not None:
+            e.update(split=proto.split, tgt_len=proto.tgt_len, memory=str(proto.mem_len), clamp_len=proto.clamp_len)
+            e.update(same_length=proto.same_length, batch_size=proto.batch_size)
+        e.update(given)
+        n = run.model.n_layer
+        plan = MemoryPlan.parse(
+            n,
+            "eval",
+            e["memory"],
+            e["attn_range"],
+            None,
+            e["same_length"],
+            KEEP if e["clamp_len"] is None else e["clamp_len"],
+        )
         return cls(
-            name,
-            parse_plan(memory, n_layer, MEMORY) if memory is not None else None,  # '' is an empty plan, an error
-            parse_plan(attn_range, n_layer, RANGE) if attn_range is not None else None,
-            same_length,
-            clamp_len,
+            split=e["split"],
+            tgt_len=e["tgt_len"] or run.train.tgt_len,
+            batch_size=e["batch_size"],
+            max_segments=e["max_segments"],
+            precision=run.train.precision if device is None else pick_precision(run.train.precision, device),
+            plan=plan,
+            memory=e["memory"],
+            n_layer=n,
+            protocol=proto,
+            corpus=e.get("corpus"),
+            tokenizer=e.get("tokenizer"),
         )
 
-    @classmethod
-    def of_run(cls, run: RunConfig) -> "Plan":
-        """The evaluation settings of run.eval (the original evaluates with a longer memory than it trains with)."""
-        e = run.eval
-        return cls.parse("eval", run.model.n_layer, e.memory, e.attn_range, e.same_length,
-                         e.clamp_len if e.clamp_len is not None else "keep")
-
-    def kwargs(self) -> dict:
-        return {"mem_lens": self.mem_lens, "attn_ranges": self.attn_ranges, "same_length": self.same_length, "clamp_len": self.clamp_len}
-
-    def config(self, cfg: ModelConfig) -> ModelConfig:
-        """The model config as this plan leaves it: what a budget of the evaluation should count."""
-        out = copy.deepcopy(cfg)
-        for i, layer in enumerate(out.layers):
-            if self.mem_lens is not None:
-                layer.mem_len = self.mem_lens[i]
-            if self.attn_ranges is not None:
-                layer.attn_range = self.attn_ranges[i]
-        if self.same_length is not None:
-            out.same_length = self.same_length
-        if self.clamp_len != "keep":
-            out.clamp_len = self.clamp_len
+    def plans(self, memories: list[str | None] | None = None) -> list[MemoryPlan]:
+        """The evaluation plan with each of these memories (plan language), named by them; none: the spec's own."""
+        out = []
+        for text in memories or [self.memory]:
+            plan = self.plan if text is None else self.plan.with_values("memory", parse_plan(text, self.n_layer))
+            out.append(replace(plan, name=text or "as trained"))
         return out
+
+
+FLAGS = (
+    "split",
+    "tgt_len",
+    "batch_size",
+    "max_segments",
+    "memory",
+    "attn_range",
+    "same_length",
+    "clamp_len",
+    "corpus",
+    "tokenizer",
+)
+
+
+def check_flags(given: dict) -> None:
+    """Numbers given as flags (None: not given), in the domains the config gives the same fields: one line naming
+    the flag. EvalSpec.for_run checks them too; a command calls this first to refuse bad flags before loading."""
+    domains = DOMAINS[EvalConfig]
+    for name, value in given.items():
+        if value is not None and name in domains and not isinstance(value, bool) and isinstance(value, (int, float)):
+            if value not in domains[name]:
+                raise TxlError(f"--{name.replace('_', '-')} must be {domains[name]}, got {value}")
+
+
+@dataclass
+class EvalResult:
+    """What one evaluation measured: loss and the corpus's metrics, where and how much, and the series beside."""
+
+    quality: dict[str, float]  # loss in nats per token, bits per token, and bpb, bpc or ppl (see `quality`)
+    split: str
+    tokens: int
+    segments: int
+    tgt_len: int
+    loss_by_position: list[float]
+    blocks: dict  # loss sums and token counts over contiguous blocks (see `blocks`)
+    accuracy: float | None = None  # a synthetic task's
+    plan: str | None = None
+    budget: dict | None = None  # cached_positions, memory_mib, receptive_field of the plan evaluated
+
+    @property
+    def loss(self) -> float:
+        return self.quality["loss"]
+
+    def value(self, metric: str) -> float:
+        """The named number (bpb, bpc, ppl, accuracy, loss), or the loss where the result has no such number."""
+        return self.scalars().get(metric, self.loss)
+
+    def to_dict(self) -> dict:
+        """The plain form kept in records, logs and result rows."""
+        out = {**self.quality, "split": self.split, "tokens": self.tokens, "segments": self.segments}
+        out.update(tgt_len=self.tgt_len, loss_by_position=self.loss_by_position, blocks=self.blocks)
+        if self.accuracy is not None:
+            out["accuracy"] = self.accuracy
+        if self.plan is not None:
+            out["plan"] = self.plan
+        return {**out, **(self.budget or {})}
+
+    def scalars(self) -> dict:
+        """Without the per-position and per-block lists: what a log row or a table holds."""
+        return scalars(self.to_dict())
+
+
+class _Tally:
+    """Loss sums by in-segment position, by segment and stream, and hits, in float64 on the model's device."""
+
+    def __init__(self, tgt_len: int, n_segments: int, batch_size: int, device: torch.device):
+        z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+        self.loss_sum, self.count, self.correct = z(tgt_len), z(tgt_len), z(())
+        self.seg_loss, self.seg_count = z(n_segments, batch_size), z(n_segments, batch_size)
+
+    def add(self, index: int, nll: torch.Tensor, mask: torch.Tensor | None, hits: torch.Tensor | None) -> None:
+        weight = mask.double() if mask is not None else torch.ones_like(nll, dtype=torch.float64)
+        n = nll.size(1)
+        scored = nll.double() * weight
+        self.loss_sum[:n] += scored.sum(0)
+        self.count[:n] += weight.sum(0)
+        self.seg_loss[index] = scored.sum(1)
+        self.seg_count[index] = weight.sum(1)
+        if hits is not None:
+            self.correct += (hits * weight).sum()
+
+    def result(self, corpus: Corpus, spec: EvalSpec, n_segments: int) -> EvalResult:
+        total = float(self.count.sum())
+        loss = float(self.loss_sum.sum()) / max(total, 1.0)
+        return EvalResult(
+            quality(loss, corpus, spec.split),
+            spec.split,
+            int(total),
+            n_segments,
+            spec.tgt_len,
+            (self.loss_sum / self.count.clamp(min=1)).tolist(),
+            blocks(self.seg_loss, self.seg_count),
+            float(self.correct) / max(total, 1.0) if corpus.task is not None else None,
+        )
+
+
+def _score(model: TransformerXL, seg, mems, task: bool, precision: str, device: torch.device):
+    """One segment: per-token NLL, hits on a synthetic task (else None), and the new memory."""
+    with autocast(device, precision):
+        if task:
+            logp, mems = model(seg.inputs, mems)
+            nll = -logp.float().gather(-1, seg.targets[..., None]).squeeze(-1)
+            return nll, (logp.argmax(-1) == seg.targets).double(), mems
+        nll, mems = model(seg.inputs, mems, seg.targets)
+        return nll, None, mems
 
 
 @torch.no_grad()
 def evaluate(
     model: TransformerXL,
     corpus: Corpus,
-    split: str = "valid",
-    tgt_len: int = 128,
-    batch_size: int = 10,
-    max_segments: int | None = None,
-    precision: str = "fp32",
+    spec: EvalSpec,
+    plan: MemoryPlan | None = None,
     progress: bool = False,
-    plan: Plan | None = None,
-) -> dict:
-    """Run the split in order with memory carried across segments; return loss, metrics and loss by position."""
+) -> EvalResult:
+    """Run the split in order with memory carried across segments; return loss, metrics and loss by position.
+    `plan` (default: the model as it is) is applied for this evaluation only."""
     device = next(model.parameters()).device
-    batch_size = max(1, min(batch_size, len(corpus.splits[split]) // (2 * tgt_len) or 1))
+    split, tgt_len = spec.split, spec.tgt_len
+    batch_size = max(1, min(spec.batch_size, len(corpus.splits[split]) // (2 * tgt_len) or 1))
     stream = corpus.stream(split, batch_size, tgt_len, device=device)
-    n_segments = len(stream) if max_segments is None else min(max_segments, len(stream))
+    n_segments = len(stream) if spec.max_segments is None else min(spec.max_segments, len(stream))
+    tally = _Tally(tgt_len, n_segments, batch_size, device)
+    bar = _bar(n_segments, split, plan) if progress else None
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros(tgt_len, dtype=torch.float64, device=device)
-    count = torch.zeros(tgt_len, dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.float64, device=device)
-    seg_loss = torch.zeros(n_segments, batch_size, dtype=torch.float64, device=device)  # per segment and stream
-    seg_count = torch.zeros(n_segments, batch_size, dtype=torch.float64, device=device)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_segments, desc=f"eval {split}" + (f" [{plan.name}]" if plan else ""), unit="seg", file=sys.stderr, leave=False)
-    scope = model.memory_plan(**plan.kwargs()) if plan is not None else contextlib.nullcontext()
     try:
-        with scope:
+        with model.memory_plan(plan) if plan is not None else contextlib.nullcontext():
             mems = None
             for seg in stream.epoch(0):
                 if seg.index >= n_segments:
                     break
-                with autocast(device, precision):
-                    if corpus.task is not None:
-                        logp, mems = model(seg.inputs, mems)
-                        nll = -logp.float().gather(-1, seg.targets[..., None]).squeeze(-1)
-                        hits = (logp.argmax(-1) == seg.targets).double()
-                    else:
-                        nll, mems = model(seg.inputs, mems, seg.targets)
-                        hits = None
-                weight = seg.mask.double() if seg.mask is not None else torch.ones_like(nll, dtype=torch.float64)
-                n = nll.size(1)
-                scored = nll.double() * weight
-                loss_sum[:n] += scored.sum(0)
-                count[:n] += weight.sum(0)
-                seg_loss[seg.index] = scored.sum(1)
-                seg_count[seg.index] = weight.sum(1)
-                if hits is not None:
-                    correct += (hits * weight).sum()
+                nll, hits, mems = _score(model, seg, mems, corpus.task is not None, spec.precision, device)
+                tally.add(seg.index, nll, seg.mask, hits)
                 if bar is not None:
                     bar.update(1)
     finally:
         if bar is not None:
             bar.close()
         model.train(was_training)
-    total = float(count.sum())
-    loss = float(loss_sum.sum()) / max(total, 1.0)
-    out = quality(loss, corpus, split)
-    out.update(
-        split=split,
-        tokens=int(total),
-        segments=n_segments,
-        tgt_len=tgt_len,
-        loss_by_position=(loss_sum / count.clamp(min=1)).tolist(),
-        blocks=blocks(seg_loss, seg_count),
-    )
-    if corpus.task is not None:
-        out["accuracy"] = float(correct) / max(total, 1.0)
-    return out
+    return tally.result(corpus, replace(spec, batch_size=batch_size), n_segments)
+
+
+def _bar(n_segments: int, split: str, plan: MemoryPlan | None):
+    from tqdm import tqdm
+
+    desc = f"eval {split}" + (f" [{plan.name}]" if plan else "")
+    return tqdm(total=n_segments, desc=desc, unit="seg", file=sys.stderr, leave=False)
 
 
 def blocks(seg_loss: torch.Tensor, seg_count: torch.Tensor, most: int = MAX_BLOCKS) -> dict:
@@ -200,32 +313,47 @@ def position_buckets(loss_by_position: list[float], buckets: int = 8) -> list[tu
 
 
 def evaluate_plans(
-    model: TransformerXL, corpus: Corpus, plans: list[Plan], split: str, tgt_len: int, batch_size: int,
-    max_segments: int | None, precision: str, progress: bool = False,
-) -> list[dict]:
+    model: TransformerXL, corpus: Corpus, spec: EvalSpec, plans: list[MemoryPlan], progress: bool = False
+) -> list[EvalResult]:
     """Evaluate one model under each plan; each result carries its plan's budget beside its quality."""
     results = []
     for plan in plans:
-        out = evaluate(model, corpus, split, tgt_len, batch_size, max_segments, precision, progress, plan)
-        b = budget(plan.config(model.cfg), tgt_len)
-        out.update(plan=plan.name, cached_positions=b.cached_positions, memory_mib=b.bytes / 2**20,
-                   receptive_field=b.receptive_field[0])
+        out = evaluate(model, corpus, spec, plan, progress)
+        b = budget(plan.apply(model.cfg), spec.tgt_len)
+        out.plan = plan.name
+        out.budget = {
+            "cached_positions": b.cached_positions,
+            "memory_mib": b.bytes / 2**20,
+            "receptive_field": b.receptive_field[0],
+        }
         results.append(out)
     return results
 
 
-def plans_tables(results: list[dict], metric: str, fmt: str = "text") -> str:
+def plans_tables(results: list[EvalResult], metric: str, fmt: str = "text") -> str:
     """Quality and budget per plan, then (as text or Markdown) loss by position within the segment per plan.
 
     The receptive field is the guaranteed one: what every position of a segment sees at least.
     """
-    rows = [[r["plan"], r["cached_positions"], r["memory_mib"], _whole(r["receptive_field"]), r.get(metric, r["loss"]), r["loss"], r["tokens"]]
-            for r in results]
-    first = render_table(["memory plan", "cached", "MiB/seq", "receptive field (guaranteed)", metric, "loss (nats)", "tokens"], rows, fmt)
+    rows = [
+        [
+            r.plan,
+            r.budget["cached_positions"],
+            r.budget["memory_mib"],
+            _whole(r.budget["receptive_field"]),
+            r.value(metric),
+            r.loss,
+            r.tokens,
+        ]
+        for r in results
+    ]
+    first = render_table(
+        ["memory plan", "cached", "MiB/seq", "receptive field (guaranteed)", metric, "loss (nats)", "tokens"], rows, fmt
+    )
     if fmt not in ("text", "markdown"):
         return first
-    buckets = [position_buckets(r["loss_by_position"]) for r in results]
-    rows = [[r["plan"]] + [v for _, v in b] for r, b in zip(results, buckets)]
+    buckets = [position_buckets(r.loss_by_position) for r in results]
+    rows = [[r.plan] + [v for _, v in b] for r, b in zip(results, buckets)]
     second = render_table(["memory plan"] + [name for name, _ in buckets[0]], rows, fmt)
     return f"{first}\n\nloss by position within the segment (more context to the right):\n{second}"
 

@@ -16,24 +16,22 @@ from __future__ import annotations
 import copy
 import fnmatch
 import hashlib
-import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from txl.checkpoint import find_checkpoint
 from txl.config import RunConfig, apply_overrides, to_dict
-from txl.data import load_corpus
-from txl.devices import pick_precision
+from txl.distributed import launched
 from txl.errors import TxlError
-from txl.evaluate import Plan, evaluate
+from txl.evaluate import EvalSpec, evaluate
 from txl.locks import LockedError
-from txl.plans import apply_plans, check_run
-from txl.runs import load_trained, prepare_resume
+from txl.plans import MemoryPlan, apply_plans, check_run
 from txl.results import append_result, config_hash, read_results, result_row
+from txl.runs import load_trained, prepare_resume
 from txl.train import Trainer
 
 SCALES = ("tiny", "small", "paper")
@@ -60,28 +58,34 @@ class Variant:
 
 @dataclass
 class Experiment:
-    name: str
-    description: str
+    """A named family of runs at one scale; `name` is filled in from `@experiment` (written once, there)."""
+
     scale: str
     base: RunConfig
     variants: list[Variant]
+    summary: str = ""  # a few words for report titles (`txl list` shows the longer description @experiment gives)
     seeds: list[int] = field(default_factory=lambda: [0])  # `txl run --seeds N` makes it 0..N-1
     x_axis: str = "cached_positions"  # what the report plots quality against
     baseline: str | None = None  # the variant others are compared with, paired by seed; None: the first
     data_tag: str = ""  # set when run on other data than its definition's: its results then go to a folder of their own
     after: Callable | None = None  # after(exp, root, split, say): run once every job is done (analyses that add rows)
+    name: str = ""
 
     def title(self, rows: list[dict]) -> str:
         """Name, scale and the data the rows were measured on (corpus, tokenizer, split and its size), for reports."""
-        data = next((r["data"] for r in rows if r.get("data")), None)
-        split = next((r["metrics"].get("split") for r in rows if r["metrics"].get("split")), None)
+        data = next((r.data for r in rows if r.data), None)
+        split = next((r.split for r in rows if r.split), None)
         on = ""
         if data:
             tokens = data.get("tokens", {}).get(split) if split else None
-            on = f" on {data['corpus']} ({data['tokenizer']}" + (f", {split} split of {tokens:,} tokens" if tokens else "") + ")"
+            on = (
+                f" on {data['corpus']} ({data['tokenizer']}"
+                + (f", {split} split of {tokens:,} tokens" if tokens else "")
+                + ")"
+            )
         elif split:
             on = f" ({split} split)"
-        return f"{self.name} ({self.scale}){on}: {self.description}"
+        return f"{self.name} ({self.scale}){on}: {self.summary}"
 
     @property
     def folder(self) -> str:
@@ -130,13 +134,18 @@ def get_experiment(name: str, scale: str = "small") -> Experiment:
     if scale not in SCALES:
         raise TxlError(f"unknown scale {scale!r} (use {', '.join(SCALES)})")
     exp = EXPERIMENTS[name][1](scale)
+    if exp.name and exp.name != name:
+        raise ValueError(f"experiment {name} builds an Experiment named {exp.name!r}: leave the name to @experiment")
+    exp.name = name
     names = [v.name for v in exp.variants]
     if len(set(names)) != len(names):
         raise ValueError(f"experiment {name} repeats a variant name")
     for v in exp.variants:
         if v.of is not None and v.of not in names:
             raise ValueError(f"experiment {name}: variant {v.name} evaluates unknown variant {v.of}")
-    if exp.baseline is not None and exp.baseline not in names and exp.after is None:  # `after` may add the baseline's rows
+    if (
+        exp.baseline is not None and exp.baseline not in names and exp.after is None
+    ):  # `after` may add the baseline's rows
         raise ValueError(f"experiment {name}: baseline {exp.baseline} is not one of its variants")
     return exp
 
@@ -195,7 +204,9 @@ def retarget(exp: Experiment, corpus: str | None = None, tokenizer: str | None =
     parts = []
     if corpus is not None:
         path = Path(corpus).expanduser()
-        parts.append(path.name + (f"-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:6]}" if path.exists() else ""))
+        parts.append(
+            path.name + (f"-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:6]}" if path.exists() else "")
+        )
     if tokenizer is not None:
         parts.append(Path(tokenizer).stem)
     exp.data_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")
@@ -203,7 +214,8 @@ def retarget(exp: Experiment, corpus: str | None = None, tokenizer: str | None =
 
 
 def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
-    """Where a variant's seed trains; the folder name keeps letters, digits and . _ = -, so no shell quoting is needed."""
+    """Where a variant's seed trains; the folder name keeps letters, digits and . _ = -, so no shell quoting is
+    needed."""
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", variant).strip("-") or "variant"
     return root / exp.folder / "runs" / slug / f"seed{seed}"
 
@@ -215,7 +227,12 @@ def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
     ident = {"train": to_dict(exp.config(trained, job.seed))}
     if job.variant.of:
         v = job.variant
-        ident["eval"] = {"memory": v.memory, "attn_range": v.attn_range, "tgt_len": v.eval_tgt_len, "same_length": v.same_length}
+        ident["eval"] = {
+            "memory": v.memory,
+            "attn_range": v.attn_range,
+            "tgt_len": v.eval_tgt_len,
+            "same_length": v.same_length,
+        }
     if split is not None and split != exp.base.eval.split:
         ident["split"] = split
     return ident
@@ -239,70 +256,87 @@ def run_experiment(
     check_run(exp.base)
     # Under torchrun every process runs the sweep: training jobs are shared (DDP), while evaluation-only
     # jobs, the results table and the messages belong to rank 0.
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = launched().main
     if not main:
         say = lambda s: None  # noqa: E731
     path = results_path(root, exp)
-    done = {(r["variant"], r["seed"], r["config_hash"]) for r in read_results(path, say)}
+    done = {(r.variant, r.seed, r.config_hash) for r in read_results(path, say)}
     todo = shard(jobs(exp), *shard_spec)
     final = split is not None and split != exp.base.eval.split
     held: set[tuple[str, int]] = set()  # (variant, seed) trained by another process right now
-    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
     for i, job in enumerate(todo, 1):
-        ident = job_identity(exp, job, split)
-        digest = config_hash(ident)
+        tag = f"[{i}/{len(todo)}] {exp.name} {job.key}"
+        digest = config_hash(job_identity(exp, job, split))
         if (job.variant.name, job.seed, digest) in done:
-            say(f"[{i}/{len(todo)}] {exp.name} {job.key}: done already, skipped")
+            say(f"{tag}: done already, skipped")
             continue
         start = time.time()
         if (job.variant.of, job.seed) in held:
-            say(f"[{i}/{len(todo)}] {exp.name} {job.key}: its model is being trained by another process, skipped")
+            say(f"{tag}: its model is being trained by another process, skipped")
             continue
         if job.variant.trains and not final:
-            folder = run_dir(root, exp, job.variant.name, job.seed)
-            run = exp.config(job.variant, job.seed)
-            resume = find_checkpoint(folder) is not None
-            say(f"[{i}/{len(todo)}] {exp.name} {job.key}: {'resuming' if resume else 'training'} in {folder}")
-            if resume:
-                run = prepare_resume(folder, [])
-            try:
-                trainer = Trainer(run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}")
-            except LockedError as e:
-                if not alone:  # under torchrun every rank must take the same path: stop the sweep
-                    raise
-                say(f"[{i}/{len(todo)}] {exp.name} {job.key}: {e}; skipped")
+            parts = _train_job(exp, job, root, progress, say, tag)
+            if parts is None:
                 held.add((job.variant.name, job.seed))
-                continue
-            result = trainer.fit()
-            metrics, tgt_len, data = result["final"], run.eval.tgt_len or run.train.tgt_len, result["data"]
-            model_cfg = Plan.of_run(run).config(run.model)
-            if not main:
                 continue
         elif not main:
             continue
         else:
             try:
-                metrics, model_cfg, tgt_len, folder, data = _evaluate_variant(exp, job, root, progress, say, i, len(todo), split)
+                parts = _evaluate_variant(exp, job, root, progress, say, tag, split)
             except NotTrained as e:
-                say(f"[{i}/{len(todo)}] {exp.name} {job.key}: {e}; skipped")
+                say(f"{tag}: {e}; skipped")
                 continue
-        row = result_row(exp, job.variant.name, "train" if job.variant.trains else "eval", job.seed, digest, metrics, model_cfg,
-                         tgt_len, folder, data, time.time() - start, of=job.variant.of,
-                         group=job.variant.group or (exp.variant(job.variant.of).group if job.variant.of else ""))
-        append_result(path, row)
-        done.add((job.variant.name, job.seed, digest))
+        if main:
+            append_result(path, _row(exp, job, digest, parts, time.time() - start))
+            done.add((job.variant.name, job.seed, digest))
     if held:
-        say(f"{len(held)} training runs were held by another process; run the same command again when it ends to fill them in")
+        say(
+            f"{len(held)} training runs were held by another process; "
+            "run the same command again when it ends to fill them in"
+        )
     elif exp.after is not None and main and shard_spec[1] == 1:
         exp.after(exp, root, split or exp.base.eval.split, say)  # analyses of the trained models, adding their own rows
     return read_results(path)
+
+
+def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, say, tag: str) -> tuple | None:
+    """Train (or resume) one variant's seed: (metrics, planned model config, segment length, folder, data), or
+    None when another process holds its run folder."""
+    folder = run_dir(root, exp, job.variant.name, job.seed)
+    run = exp.config(job.variant, job.seed)
+    resume = find_checkpoint(folder) is not None
+    say(f"{tag}: {'resuming' if resume else 'training'} in {folder}")
+    if resume:
+        run = prepare_resume(folder, [])
+    try:
+        trainer = Trainer(run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}")
+    except LockedError as e:
+        if launched().world > 1:  # under torchrun every rank must take the same path: stop the sweep
+            raise
+        say(f"{tag}: {e}; skipped")
+        return None
+    result = trainer.fit()
+    spec = EvalSpec.for_run(run)
+    return result["final"], spec.plan.apply(run.model), spec.tgt_len, folder, result["data"]
+
+
+def _row(exp: Experiment, job: Job, digest: str, parts: tuple, seconds: float) -> dict:
+    """The results row of a finished job, from what training or evaluating it gave."""
+    metrics, model_cfg, tgt_len, folder, data = parts
+    v = job.variant
+    group = v.group or (exp.variant(v.of).group if v.of else "")
+    kind = "train" if v.trains else "eval"
+    return result_row(
+        exp, v.name, kind, job.seed, digest, metrics, model_cfg, tgt_len, folder, data, seconds, of=v.of, group=group
+    )
 
 
 class NotTrained(TxlError):
     """An evaluation whose trained model is not there (yet)."""
 
 
-def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, i: int, n: int, split: str | None = None):
+def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, tag: str, split: str | None = None):
     """Score a trained model: another variant's under this variant's plan, or (for the test split) a training
     variant's own under its run's evaluation settings."""
     v = job.variant
@@ -311,17 +345,13 @@ def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say
         raise NotTrained(f"no trained model in {folder}; run 'txl run {exp.name} --scale {exp.scale}' first")
     split = split or exp.base.eval.split
     what = f"{v.of}'s model with memory {v.memory or 'as trained'}" if v.of else "its trained model"
-    say(f"[{i}/{n}] {exp.name} {job.key}: evaluating {what} on the {split} split")
-    model, run, _ = load_trained(folder, exp.base.train.device)
+    say(f"{tag}: evaluating {what} on the {split} split")
+    trained = load_trained(folder, exp.base.train.device)
+    spec = trained.spec(split=split, tgt_len=v.eval_tgt_len)
     if v.of:
-        plan = Plan.parse(v.name, run.model.n_layer, v.memory, v.attn_range, same_length=v.same_length)
+        plan = MemoryPlan.parse(trained.run.model.n_layer, v.name, v.memory, v.attn_range, same_length=v.same_length)
     else:
-        plan = Plan.of_run(run)
-    corpus = load_corpus(run.data, progress=progress)
-    tgt_len = v.eval_tgt_len or run.eval.tgt_len or run.train.tgt_len
-    device = next(model.parameters()).device
-    metrics = evaluate(
-        model, corpus, split, tgt_len, run.eval.batch_size, run.eval.max_segments,
-        pick_precision(run.train.precision, device), progress, plan,
-    )
-    return metrics, plan.config(run.model), tgt_len, folder, corpus.identity()
+        plan = spec.plan
+    corpus = trained.corpus(spec, progress=progress)
+    metrics = evaluate(trained.model, corpus, spec, plan, progress).to_dict()
+    return metrics, plan.apply(trained.run.model), spec.tgt_len, folder, corpus.identity()

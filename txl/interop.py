@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
 from safetensors.torch import load_file, save_file
 
 from txl.checkpoint import find_checkpoint, save_checkpoint
@@ -125,12 +124,15 @@ def rename(name: str, src: str, dst: str, layout: Layout) -> str | None:
 
 
 def export_state(model: TransformerXL, layout_name: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """The model's tensors under the layout's names (tied ones repeated, as a module's state_dict has them) and its config."""
+    """The model's tensors under the layout's names (tied ones repeated, as a module's state_dict has them)
+    and its config."""
     layout = LAYOUT[layout_name]
     cfg = model.cfg
     bad = [i for i, layer in enumerate(cfg.layers) if layer.attn != "xl" or layer.fastrpb]
     if bad:
-        raise InteropError(f"layers {bad} use attention variants the {layout_name} layout has no place for; only xl layers export")
+        raise InteropError(
+            f"layers {bad} use attention variants the {layout_name} layout has no place for; only xl layers export"
+        )
     out: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict(keep_vars=False).items():
         theirs = rename(name, "txl", layout_name, layout)
@@ -148,11 +150,22 @@ def export_state(model: TransformerXL, layout_name: str) -> tuple[dict[str, torc
 def source_config(cfg: ModelConfig, layout_name: str) -> dict:
     """The constructor arguments (original) or config.json (transformers) that rebuild this model there."""
     common = {
-        "n_layer": cfg.n_layer, "n_head": cfg.n_head, "d_model": cfg.d_model, "d_head": cfg.d_head,
-        "d_inner": cfg.d_inner, "d_embed": cfg.embed_dim, "div_val": cfg.div_val, "cutoffs": list(cfg.cutoffs),
-        "tie_projs": cfg.resolved_tie_projs(), "pre_lnorm": cfg.pre_lnorm, "same_length": cfg.same_length,
-        "clamp_len": cfg.clamp_len if cfg.clamp_len is not None else -1, "mem_len": max(cfg.mem_lens),
-        "dropout": cfg.dropout, "dropatt": cfg.dropatt, "untie_r": cfg.untie_r,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "d_model": cfg.d_model,
+        "d_head": cfg.d_head,
+        "d_inner": cfg.d_inner,
+        "d_embed": cfg.embed_dim,
+        "div_val": cfg.div_val,
+        "cutoffs": list(cfg.cutoffs),
+        "tie_projs": cfg.resolved_tie_projs(),
+        "pre_lnorm": cfg.pre_lnorm,
+        "same_length": cfg.same_length,
+        "clamp_len": cfg.clamp_len if cfg.clamp_len is not None else -1,
+        "mem_len": max(cfg.mem_lens),
+        "dropout": cfg.dropout,
+        "dropatt": cfg.dropatt,
+        "untie_r": cfg.untie_r,
         # the source's own code windows same_length at 0..mem_len-1; a txl model trained with the tf rule says so
         # here, and txl import reads it back (the source's code ignores it)
         "txl_same_length_rule": cfg.same_length_rule,
@@ -160,9 +173,18 @@ def source_config(cfg: ModelConfig, layout_name: str) -> dict:
     if layout_name == "original":
         return {"n_token": cfg.vocab_size, "tie_weight": cfg.tie_weight, "attn_type": 0, **common}
     return {
-        "model_type": "transfo-xl", "architectures": ["TransfoXLLMHeadModel"], "vocab_size": cfg.vocab_size,
-        "tie_word_embeddings": cfg.tie_weight, "adaptive": True, "attn_type": 0, "sample_softmax": -1,
-        "layer_norm_epsilon": 1e-5, "init": "normal", "init_std": cfg.init_std, "proj_init_std": cfg.proj_init_std, **common,
+        "model_type": "transfo-xl",
+        "architectures": ["TransfoXLLMHeadModel"],
+        "vocab_size": cfg.vocab_size,
+        "tie_word_embeddings": cfg.tie_weight,
+        "adaptive": True,
+        "attn_type": 0,
+        "sample_softmax": -1,
+        "layer_norm_epsilon": 1e-5,
+        "init": "normal",
+        "init_std": cfg.init_std,
+        "proj_init_std": cfg.proj_init_std,
+        **common,
     }
 
 
@@ -172,7 +194,10 @@ def source_config(cfg: ModelConfig, layout_name: str) -> dict:
 def _layer_count(tensors: dict, layout: Layout) -> int:
     found = {int(m.group(1)) for k in tensors if (m := re.match(re.escape(layout.prefix) + r"layers\.(\d+)\.", k))}
     if not found:
-        raise InteropError(f"no tensors named {layout.prefix}layers.N.* : this is not a Transformer-XL state dict in the {layout.name} layout")
+        raise InteropError(
+            f"no tensors named {layout.prefix}layers.N.* : "
+            f"this is not a Transformer-XL state dict in the {layout.name} layout"
+        )
     n = max(found) + 1
     if sorted(found) != list(range(n)):
         raise InteropError(f"layers {sorted(set(range(n)) - found)} are missing from the state dict")
@@ -185,49 +210,36 @@ def _need(tensors: dict, name: str) -> torch.Tensor:
     return tensors[name]
 
 
-def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict | None = None) -> ModelConfig:
-    """A ModelConfig read from the tensors' names and shapes; `hints` (a source config) fills what shapes cannot say."""
-    layout = LAYOUT[layout_name]
-    hints = dict(hints or {})
-    p = layout.prefix
-    n_layer = _layer_count(tensors, layout)
-    qkv = _need(tensors, f"{p}layers.0.dec_attn.qkv_net.weight")
-    d_model, inner = qkv.shape[1], qkv.shape[0] // 3
-    shared = f"{p}r_w_bias" in tensors
-    bias = tensors[f"{p}r_w_bias"] if shared else _need(tensors, f"{p}layers.0.dec_attn.r_w_bias")
-    n_head, d_head = bias.shape
-    untie_r = not shared
-    if n_head * d_head != inner:
-        raise InteropError(f"r_w_bias is {tuple(bias.shape)} but qkv_net projects to 3 x {inner}: inconsistent heads")
-    d_inner = _need(tensors, f"{p}layers.0.pos_ff.CoreNet.0.weight").shape[0]
+def _adaptive_input(tensors: dict, p: str, d_model: int, hints: dict) -> tuple[list, int, list[int], int]:
+    """The embedding tables' shapes, div_val, cutoffs and the output's tail clusters, from the tensors (and hints)."""
     tables = []
     while f"{p}word_emb.emb_layers.{len(tables)}.weight" in tensors:
         tables.append(tensors[f"{p}word_emb.emb_layers.{len(tables)}.weight"].shape)
     if not tables:
         raise InteropError(f"missing tensor {p}word_emb.emb_layers.0.weight")
-    vocab = sum(t[0] for t in tables)
-    d_embed = tables[0][1]
     n_clusters = tensors["crit.cluster_weight"].shape[0] if "crit.cluster_weight" in tensors else 0
     if len(tables) > 1:
-        div_val = tables[0][1] // tables[1][1]
         cutoffs = [sum(t[0] for t in tables[: i + 1]) for i in range(len(tables) - 1)]
-    elif f"{p}word_emb.emb_projs.0" in tensors and d_embed == d_model:
+        return tables, tables[0][1] // tables[1][1], cutoffs, n_clusters
+    cutoffs = list(hints.get("cutoffs") or [])
+    if f"{p}word_emb.emb_projs.0" in tensors and tables[0][1] == d_model:
         # one table with a square projection: the source had div_val > 1 and no cutoffs (with a single
         # cluster the value only decides that the projection exists)
-        div_val = max(2, int(hints.get("div_val") or 2))
-        cutoffs = list(hints.get("cutoffs") or [])
-    else:
-        div_val = 1
-        cutoffs = list(hints.get("cutoffs") or [])
-        if n_clusters and len(cutoffs) != n_clusters:
-            raise InteropError(
-                f"this checkpoint has {n_clusters} tail clusters in one output table, so its cutoffs cannot be read "
-                f"from the tensors: give them with --cutoffs (e.g. 20000,40000,200000 for WikiText-103)"
-            )
+        return tables, max(2, int(hints.get("div_val") or 2)), cutoffs, n_clusters
+    if n_clusters and len(cutoffs) != n_clusters:
+        raise InteropError(
+            f"this checkpoint has {n_clusters} tail clusters in one output table, so its cutoffs cannot be read "
+            f"from the tensors: give them with --cutoffs (e.g. 20000,40000,200000 for WikiText-103)"
+        )
+    return tables, 1, cutoffs, n_clusters
+
+
+def _ties(tensors: dict, p: str, n_tables: int, n_clusters: int, div_val: int, hints: dict) -> tuple[bool, list[bool]]:
+    """Whether the output layer shares the embedding weights, and each cluster's projection (hints win)."""
     tie_weight = all(
         f"crit.out_layers.{i}.weight" not in tensors
         or torch.equal(tensors[f"crit.out_layers.{i}.weight"], tensors[f"{p}word_emb.emb_layers.{i}.weight"])
-        for i in range(len(tables))
+        for i in range(n_tables)
     )
     if "tie_weight" in hints or "tie_word_embeddings" in hints:
         tie_weight = bool(hints.get("tie_weight", hints.get("tie_word_embeddings")))
@@ -241,6 +253,25 @@ def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
             tie_projs.append(out not in tensors or torch.equal(tensors[out], tensors[src]))
     if hints.get("tie_projs") is not None and len(hints["tie_projs"]) == n_clusters + 1:
         tie_projs = [bool(t) for t in hints["tie_projs"]]  # otherwise (the original's one-flag default) the tensors say
+    return tie_weight, tie_projs
+
+
+def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict | None = None) -> ModelConfig:
+    """A ModelConfig read from the tensors' names and shapes; `hints` (a source config) fills what shapes cannot say."""
+    layout = LAYOUT[layout_name]
+    hints = dict(hints or {})
+    p = layout.prefix
+    n_layer = _layer_count(tensors, layout)
+    qkv = _need(tensors, f"{p}layers.0.dec_attn.qkv_net.weight")
+    d_model, inner = qkv.shape[1], qkv.shape[0] // 3
+    shared = f"{p}r_w_bias" in tensors
+    bias = tensors[f"{p}r_w_bias"] if shared else _need(tensors, f"{p}layers.0.dec_attn.r_w_bias")
+    n_head, d_head = bias.shape
+    if n_head * d_head != inner:
+        raise InteropError(f"r_w_bias is {tuple(bias.shape)} but qkv_net projects to 3 x {inner}: inconsistent heads")
+    d_inner = _need(tensors, f"{p}layers.0.pos_ff.CoreNet.0.weight").shape[0]
+    tables, div_val, cutoffs, n_clusters = _adaptive_input(tensors, p, d_model, hints)
+    tie_weight, tie_projs = _ties(tensors, p, len(tables), n_clusters, div_val, hints)
     clamp = hints.get("clamp_len")
     if int(hints.get("ext_len") or 0) > 0:
         raise InteropError(
@@ -248,13 +279,25 @@ def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
             "(the published protocols use ext_len 0); set ext_len to 0 in the config to import the weights"
         )
     cfg = ModelConfig(
-        vocab_size=vocab, n_layer=n_layer, d_model=d_model, n_head=n_head, d_head=d_head, d_inner=d_inner,
-        d_embed=d_embed, div_val=div_val, cutoffs=cutoffs, tie_weight=tie_weight, tie_projs=tie_projs,
-        untie_r=untie_r, pre_lnorm=bool(hints.get("pre_lnorm", False)), same_length=bool(hints.get("same_length", False)),
+        vocab_size=sum(t[0] for t in tables),
+        n_layer=n_layer,
+        d_model=d_model,
+        n_head=n_head,
+        d_head=d_head,
+        d_inner=d_inner,
+        d_embed=tables[0][1],
+        div_val=div_val,
+        cutoffs=cutoffs,
+        tie_weight=tie_weight,
+        tie_projs=tie_projs,
+        untie_r=not shared,
+        pre_lnorm=bool(hints.get("pre_lnorm", False)),
+        same_length=bool(hints.get("same_length", False)),
         # both source layouts come from PyTorch code, whose window is 0..mem_len-1, unless txl exported it
         same_length_rule=hints.get("txl_same_length_rule", "pt"),
         clamp_len=clamp if clamp is not None and clamp > 0 else None,
-        dropout=float(hints.get("dropout", 0.1)), dropatt=float(hints.get("dropatt", 0.0)),
+        dropout=float(hints.get("dropout", 0.1)),
+        dropatt=float(hints.get("dropatt", 0.0)),
     )
     if cfg.same_length_rule not in ("tf", "pt"):
         raise InteropError(f"txl_same_length_rule must be tf or pt, got {cfg.same_length_rule!r}")
@@ -278,9 +321,15 @@ def import_state(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
         if name.endswith("pos_emb.inv_freq"):
             expected = 1.0 / (10000 ** (torch.arange(0.0, cfg.d_model, 2.0) / cfg.d_model))
             if tensor.shape != expected.shape or not torch.allclose(tensor.float(), expected, rtol=1e-5):
-                raise InteropError(f"{name} is not the standard sinusoid's inverse frequencies; this model cannot hold it")
+                raise InteropError(
+                    f"{name} is not the standard sinusoid's inverse frequencies; this model cannot hold it"
+                )
             continue
-        if layout.shared_bias_copies and not cfg.untie_r and re.match(re.escape(layout.prefix) + r"layers\.\d+\.dec_attn\.r_[wr]_bias$", name):
+        if (
+            layout.shared_bias_copies
+            and not cfg.untie_r
+            and re.match(re.escape(layout.prefix) + r"layers\.\d+\.dec_attn\.r_[wr]_bias$", name)
+        ):
             shared = tensors[layout.prefix + name.rsplit(".", 1)[1]]
             if not torch.equal(tensor, shared):
                 raise InteropError(f"{name} differs from the shared {layout.prefix}{name.rsplit('.', 1)[1]}")
@@ -290,7 +339,9 @@ def import_state(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
             unknown.append(name)
             continue
         if tuple(tensor.shape) != tuple(wanted[ours].shape):
-            raise InteropError(f"tensor {name} has shape {tuple(tensor.shape)}, the inferred model expects {tuple(wanted[ours].shape)}")
+            raise InteropError(
+                f"tensor {name} has shape {tuple(tensor.shape)}, the inferred model expects {tuple(wanted[ours].shape)}"
+            )
         loaded[ours] = tensor
     if unknown:
         raise InteropError(f"{len(unknown)} tensors have no place in the model: {', '.join(sorted(unknown)[:6])}")

@@ -9,8 +9,9 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from txl.errors import TxlError
 
@@ -42,6 +43,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         # On any failure (Ctrl-C included) the old file stays and the partial one goes.
         tmp_path.unlink(missing_ok=True)
+
+
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend: figures are written to files, never shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig: Any, *paths: str | os.PathLike) -> None:
@@ -136,7 +147,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_jsonl(path: str | os.PathLike, on_bad: Callable[[int, str], None] | None = None, numbered: bool = False) -> list:
+def read_jsonl(
+    path: str | os.PathLike, on_bad: Callable[[int, str], None] | None = None, numbered: bool = False
+) -> list:
     """Read a JSON-lines file of objects, skipping a torn last line left by a crash.
 
     A damaged line elsewhere (not JSON, or not an object) is passed to `on_bad(line number,

@@ -6,7 +6,7 @@ it and changing fields.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from txl.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from txl.errors import TxlError
@@ -36,7 +36,9 @@ def enwik8_base() -> RunConfig:
     return RunConfig(
         model=model,
         data=DataConfig(corpus="enwik8"),
-        train=TrainConfig(steps=400_000, batch_size=22, tgt_len=512, lr=2.5e-4, clip=0.25, eval_every=4000, save_every=4000),
+        train=TrainConfig(
+            steps=400_000, batch_size=22, tgt_len=512, lr=2.5e-4, clip=0.25, eval_every=4000, save_every=4000
+        ),
         eval=EvalConfig(tgt_len=80, memory="2100", clamp_len=820, same_length=True),
     )
 
@@ -44,11 +46,15 @@ def enwik8_base() -> RunConfig:
 @preset
 def enwik8_large() -> RunConfig:
     """The paper's enwik8 large model: 24 layers, d 1024, 0.99 bpc."""
-    model = apply_plans(ModelConfig(n_layer=24, d_model=1024, n_head=8, d_head=128, d_inner=3072, dropout=0.15), memory="768")
+    model = apply_plans(
+        ModelConfig(n_layer=24, d_model=1024, n_head=8, d_head=128, d_inner=3072, dropout=0.15), memory="768"
+    )
     return RunConfig(
         model=model,
         data=DataConfig(corpus="enwik8"),
-        train=TrainConfig(steps=400_000, batch_size=22, tgt_len=768, lr=2.5e-4, warmup=4000, eval_every=4000, save_every=4000),
+        train=TrainConfig(
+            steps=400_000, batch_size=22, tgt_len=768, lr=2.5e-4, warmup=4000, eval_every=4000, save_every=4000
+        ),
         eval=EvalConfig(tgt_len=128, memory="3800", clamp_len=1000, same_length=True),
     )
 
@@ -58,33 +64,59 @@ def wt103_base() -> RunConfig:
     """The original code's WikiText-103 base run: 16 layers, d 410, adaptive softmax, 24.0 perplexity."""
     model = apply_plans(
         ModelConfig(
-            vocab_size=267_735, n_layer=16, d_model=410, n_head=10, d_head=41, d_inner=2100,
-            dropout=0.1, cutoffs=[20_000, 40_000, 200_000], div_val=1,
+            vocab_size=267_735,
+            n_layer=16,
+            d_model=410,
+            n_head=10,
+            d_head=41,
+            d_inner=2100,
+            dropout=0.1,
+            cutoffs=[20_000, 40_000, 200_000],
+            div_val=1,
         ),
         memory="150",
     )
     return RunConfig(
         model=model,
         data=DataConfig(corpus="wikitext-103"),
-        train=TrainConfig(steps=200_000, batch_size=60, tgt_len=150, lr=2.5e-4, clip=0.25, eval_every=4000, save_every=4000),
+        train=TrainConfig(
+            steps=200_000, batch_size=60, tgt_len=150, lr=2.5e-4, clip=0.25, eval_every=4000, save_every=4000
+        ),
         eval=EvalConfig(tgt_len=64, memory="640", clamp_len=400, same_length=True),
     )
 
 
 @preset
 def wt103_base_gpu() -> RunConfig:
-    """A GPU-optimised port's WikiText-103 base: 16 layers, d 512, tgt = mem = 192, 23.2 perplexity (with LAMB, batch 256)."""
+    """A GPU-optimised port's WikiText-103 base: 16 layers, d 512, tgt = mem = 192, \
+23.2 perplexity (with LAMB, batch 256)."""
     model = apply_plans(
         ModelConfig(
-            vocab_size=267_735, n_layer=16, d_model=512, n_head=8, d_head=64, d_inner=2048,
-            dropout=0.1, cutoffs=[19_997, 39_997, 199_997], div_val=1,
+            vocab_size=267_735,
+            n_layer=16,
+            d_model=512,
+            n_head=8,
+            d_head=64,
+            d_inner=2048,
+            dropout=0.1,
+            cutoffs=[19_997, 39_997, 199_997],
+            div_val=1,
         ),
         memory="192",
     )
     return RunConfig(
         model=model,
         data=DataConfig(corpus="wikitext-103"),
-        train=TrainConfig(steps=40_000, batch_size=32, tgt_len=192, lr=1e-2, warmup=1000, optimizer="lamb", eval_every=2000, save_every=2000),
+        train=TrainConfig(
+            steps=40_000,
+            batch_size=32,
+            tgt_len=192,
+            lr=1e-2,
+            warmup=1000,
+            optimizer="lamb",
+            eval_every=2000,
+            save_every=2000,
+        ),
         eval=EvalConfig(tgt_len=64, memory="640", clamp_len=400, same_length=True),
     )
 
@@ -99,8 +131,16 @@ def small() -> RunConfig:
         model=model,
         data=DataConfig(corpus="pystdlib", max_tokens=2_000_000),
         train=TrainConfig(
-            steps=2000, batch_size=16, tgt_len=64, lr=1e-3, warmup=100, clip=0.25, eval_every=500, save_every=500,
-            eval_segments=50, log_every=25,
+            steps=2000,
+            batch_size=16,
+            tgt_len=64,
+            lr=1e-3,
+            warmup=100,
+            clip=0.25,
+            eval_every=500,
+            save_every=500,
+            eval_segments=50,
+            log_every=25,
         ),
         eval=EvalConfig(split="valid", tgt_len=32, batch_size=16, max_segments=200),
     )
@@ -116,7 +156,15 @@ def tiny() -> RunConfig:
         model=model,
         data=DataConfig(corpus="pystdlib", max_tokens=100_000),
         train=TrainConfig(
-            steps=40, batch_size=4, tgt_len=16, lr=3e-3, clip=0.25, eval_every=0, save_every=0, eval_segments=10, log_every=10,
+            steps=40,
+            batch_size=4,
+            tgt_len=16,
+            lr=3e-3,
+            clip=0.25,
+            eval_every=0,
+            save_every=0,
+            eval_segments=10,
+            log_every=10,
         ),
         eval=EvalConfig(split="valid", tgt_len=16, batch_size=4, max_segments=20),
     )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from txl.io import atomic_write_text, save_figure
+from txl.io import atomic_write_text, pyplot, save_figure
+from txl.results import ResultRow
 from txl.stats import Interval, bootstrap_difference, mean_interval, paired_difference
 from txl.table import format_table, render_table
 
@@ -23,9 +24,9 @@ X_AXES = {
 }
 
 
-def headline_metric(rows: list[dict]) -> str:
+def headline_metric(rows: list[ResultRow]) -> str:
     for m in METRICS:
-        if rows and all(m in r["metrics"] for r in rows):
+        if rows and all(m in r.metrics for r in rows):
             return m
     return "loss"
 
@@ -42,7 +43,7 @@ class Group:
     group: str = ""  # variants on the same task; each group has its own frontier
     pareto: bool = False
     by_seed: dict[int, float] = field(default_factory=dict)  # the metric per seed
-    rows: dict[int, dict] = field(default_factory=dict)  # the result row per seed (blocks, loss)
+    rows: dict[int, ResultRow] = field(default_factory=dict)  # the result row per seed (blocks, loss)
     interval: Interval | None = None  # of the mean over seeds
     vs_baseline: Interval | None = None  # the paired difference from the baseline variant
     near_frontier: bool = False  # off the frontier, but its interval reaches a frontier point's
@@ -56,51 +57,51 @@ class Group:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
 
-def rows_of_split(rows: list[dict], split: str | None = None) -> tuple[str | None, list[dict]]:
+def rows_of_split(rows: list[ResultRow], split: str | None = None) -> tuple[str | None, list[ResultRow]]:
     """The rows scored on one split, so a report never mixes choosing (valid) with reporting (test): `split`,
     or by default valid where there is any, else the one split the rows have."""
-    present = list(dict.fromkeys(r["metrics"].get("split") for r in rows))
+    present = list(dict.fromkeys(r.split for r in rows))
     if split is None:
         split = "valid" if "valid" in present else (present[0] if present else None)
-    return split, [r for r in rows if r["metrics"].get("split") == split]
+    return split, [r for r in rows if r.split == split]
 
 
-def superseded(rows: list[dict]) -> list[str]:
+def superseded(rows: list[ResultRow]) -> list[str]:
     """(variant, seed) pairs with rows of more than one configuration (a definition or an override changed
     between runs): the report shows the latest, and says so."""
     hashes: dict[tuple[str, int], set[str]] = {}
     for r in rows:
-        hashes.setdefault((r["variant"], r["seed"]), set()).add(r.get("config_hash", ""))
+        hashes.setdefault((r.variant, r.seed), set()).add(r.config_hash)
     return [f"{v} seed {s}" for (v, s), h in hashes.items() if len(h) > 1]
 
 
-def aggregate(rows: list[dict], metric: str) -> list[Group]:
+def aggregate(rows: list[ResultRow], metric: str) -> list[Group]:
     """One group per variant in the order first seen; the latest row wins when a (variant, seed) repeats."""
-    latest: dict[tuple[str, int], dict] = {}
+    latest: dict[tuple[str, int], ResultRow] = {}
     for r in rows:
-        latest[(r["variant"], r["seed"])] = r
+        latest[(r.variant, r.seed)] = r
     groups: dict[str, Group] = {}
     for (variant, seed), r in latest.items():
-        g = groups.setdefault(variant, Group(variant, r["kind"], r["plan"], r["budget"], [], r.get("group", "")))
-        g.values.append(float(r["metrics"][metric]))
-        g.by_seed[seed], g.rows[seed] = float(r["metrics"][metric]), r
+        g = groups.setdefault(variant, Group(variant, r.kind, r.plan, r.budget, [], r.group))
+        g.values.append(float(r.metrics[metric]))
+        g.by_seed[seed], g.rows[seed] = float(r.metrics[metric]), r
     for g in groups.values():
         g.interval = mean_interval(g.values)
-        plans = {r["plan"]["memory"] for r in g.rows.values()}
+        plans = {r.plan["memory"] for r in g.rows.values()}
         if len(plans) > 1:  # a plan searched per seed: the same budget, a plan of each seed's own
             g.plan = {**g.plan, "memory": f"one per seed ({len(plans)} differ)"}
             # the reach every seed's plan guarantees; costs are the same by construction (one budget)
-            g.budget = {**g.budget, "receptive_field": min(r["budget"]["receptive_field"] for r in g.rows.values())}
+            g.budget = {**g.budget, "receptive_field": min(r.budget["receptive_field"] for r in g.rows.values())}
     return list(groups.values())
 
 
-def _to_metric(row: dict, metric: str) -> Callable[[float], float] | None:
+def _to_metric(row: ResultRow, metric: str) -> Callable[[float], float] | None:
     """How a loss per token becomes this row's metric, for the block bootstrap (None: it cannot)."""
-    loss = row["metrics"].get("loss")
+    loss = row.metrics.get("loss")
     if metric == "ppl":
         return lambda x: math.exp(min(x, 700))
     if metric in ("bpb", "bpc", "loss") and loss:
-        factor = row["metrics"][metric] / loss
+        factor = row.metrics[metric] / loss
         return lambda x: x * factor
     return None
 
@@ -130,16 +131,17 @@ def compare_with_baseline(groups: list[Group], metric: str, baseline: str | None
         elif shared:
             row, ref = g.rows[shared[0]], base.rows[shared[0]]
             to_metric = _to_metric(row, metric)
-            if to_metric is not None and row.get("blocks") and ref.get("blocks"):
+            if to_metric is not None and row.blocks and ref.blocks:
                 try:
-                    g.vs_baseline = bootstrap_difference(row["blocks"], ref["blocks"], to_metric)
+                    g.vs_baseline = bootstrap_difference(row.blocks, ref.blocks, to_metric)
                 except ValueError:
                     g.vs_baseline = None
     return named if named is not None or len(bases) > 1 else next(iter(bases.values()))
 
 
 def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
-    """A variant is on the frontier if no other of its group is at least as cheap and at least as good, and better in one.
+    """A variant is on the frontier if no other of its group is at least as cheap and at least as good,
+    and better in one.
 
     Groups are tasks: a plan that is cheap on an easy task does not dominate one on a hard task.
     The frontier is drawn through means; a variant off it whose interval reaches the interval of
@@ -157,8 +159,12 @@ def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
         if g.pareto or g.interval is None or g.interval.kind == "one seed":
             continue
         g.near_frontier = any(
-            h.pareto and h.group == g.group and h.budget[x_axis] <= g.budget[x_axis] and h.interval is not None
-            and g.interval.lo <= h.interval.hi and h.interval.lo <= g.interval.hi
+            h.pareto
+            and h.group == g.group
+            and h.budget[x_axis] <= g.budget[x_axis]
+            and h.interval is not None
+            and g.interval.lo <= h.interval.hi
+            and h.interval.lo <= g.interval.hi
             for h in groups
         )
 
@@ -177,7 +183,9 @@ def _interval_text(i: Interval | None, signed: bool = False) -> str:
     return f"{fmt.format(i.mean)} [{fmt.format(i.lo)}, {fmt.format(i.hi)}]"
 
 
-def report_table(groups: list[Group], metric: str, x_axis: str, markdown: bool = False, baseline: str | None = None) -> str:
+def report_table(
+    groups: list[Group], metric: str, x_axis: str, markdown: bool = False, baseline: str | None = None
+) -> str:
     grouped = len({g.group for g in groups}) > 1
     compared = any(g.vs_baseline is not None for g in groups)
     rows = []
@@ -196,12 +204,25 @@ def report_table(groups: list[Group], metric: str, x_axis: str, markdown: bool =
         ]
         if compared:
             d = g.vs_baseline
-            row += [_interval_text(d, signed=True), "-" if d is None else f"{d.kind}, n={d.n}",
-                    "-" if d is None else ("yes" if d.excludes_zero else "no")]
+            row += [
+                _interval_text(d, signed=True),
+                "-" if d is None else f"{d.kind}, n={d.n}",
+                "-" if d is None else ("yes" if d.excludes_zero else "no"),
+            ]
         row.append("*" if g.pareto else ("~" if g.near_frontier else ""))
         rows.append(row)
-    headers = ["variant", "kind", "memory", "range", "attn", "cached", "MiB/seq", "receptive field",
-               f"{metric} [95% interval]", "seeds"]
+    headers = [
+        "variant",
+        "kind",
+        "memory",
+        "range",
+        "attn",
+        "cached",
+        "MiB/seq",
+        "receptive field",
+        f"{metric} [95% interval]",
+        "seeds",
+    ]
     if compared:
         headers += [f"- {baseline or 'baseline'} [95%]", "interval over", "beyond noise"]
     headers.append("pareto")
@@ -215,21 +236,74 @@ def _yerr(g: Group):
 
 def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -> tuple[list[str], list[list]]:
     """The report as raw numbers (intervals as separate columns), for CSV and LaTeX."""
-    headers = ["group", "variant", "kind", "memory", "range", "attn", "cached_positions", "memory_mib", "receptive_field",
-               metric, f"{metric}_lo", f"{metric}_hi", "seeds", "interval", f"minus_{baseline or 'baseline'}", "diff_lo", "diff_hi",
-               "diff_interval", "beyond_noise", "pareto"]
+    headers = [
+        "group",
+        "variant",
+        "kind",
+        "memory",
+        "range",
+        "attn",
+        "cached_positions",
+        "memory_mib",
+        "receptive_field",
+        metric,
+        f"{metric}_lo",
+        f"{metric}_hi",
+        "seeds",
+        "interval",
+        f"minus_{baseline or 'baseline'}",
+        "diff_lo",
+        "diff_hi",
+        "diff_interval",
+        "beyond_noise",
+        "pareto",
+    ]
     rows = []
     for g in groups:
         i, d = g.interval, g.vs_baseline
-        rows.append([
-            g.group, g.variant, g.kind, g.plan["memory"], g.plan["range"], g.plan["attn"], g.budget["cached_positions"],
-            g.budget["memory_bytes"] / 2**20, _whole(g.budget["receptive_field"]), i.mean,
-            None if i.kind == "one seed" else i.lo, None if i.kind == "one seed" else i.hi, len(g.values), i.kind,
-            None if d is None else d.mean, None if d is None or d.kind == "one seed" else d.lo,
-            None if d is None or d.kind == "one seed" else d.hi, None if d is None else d.kind,
-            None if d is None else d.excludes_zero, "frontier" if g.pareto else ("near" if g.near_frontier else ""),
-        ])
+        rows.append(
+            [
+                g.group,
+                g.variant,
+                g.kind,
+                g.plan["memory"],
+                g.plan["range"],
+                g.plan["attn"],
+                g.budget["cached_positions"],
+                g.budget["memory_bytes"] / 2**20,
+                _whole(g.budget["receptive_field"]),
+                i.mean,
+                None if i.kind == "one seed" else i.lo,
+                None if i.kind == "one seed" else i.hi,
+                len(g.values),
+                i.kind,
+                None if d is None else d.mean,
+                None if d is None or d.kind == "one seed" else d.lo,
+                None if d is None or d.kind == "one seed" else d.hi,
+                None if d is None else d.kind,
+                None if d is None else d.excludes_zero,
+                "frontier" if g.pareto else ("near" if g.near_frontier else ""),
+            ]
+        )
     return headers, rows
+
+
+def _legend_handles(colours: dict | None, one_budget: bool) -> list:
+    """The legend's entries: the two kinds of plan, and each group's frontier."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color="gray", label="trained with this plan"),
+        Line2D([], [], marker="s", linestyle="", color="gray", label="plan applied at evaluation"),
+    ]
+    if not one_budget:
+        if colours:
+            handles += [
+                Line2D([], [], color=c, marker="o", label=f"{name}: Pareto frontier") for name, c in colours.items()
+            ]
+        else:
+            handles.append(Line2D([], [], color="tab:red", label="Pareto frontier"))
+    return handles
 
 
 def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths: list[Path]) -> None:
@@ -240,11 +314,7 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
     """
     import textwrap
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     xs = [g.budget[x_axis] for g in groups]
@@ -256,8 +326,14 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
         colour = colours[g.group] if colours else ("tab:red" if g.pareto else "tab:blue")
         at = n if one_budget else x
         ax.errorbar(
-            at, g.mean, yerr=_yerr(g), fmt="o" if g.kind == "train" else "s",
-            color=colour, markerfacecolor=colour if (g.pareto or not colours) else "white", capsize=3, markersize=6,
+            at,
+            g.mean,
+            yerr=_yerr(g),
+            fmt="o" if g.kind == "train" else "s",
+            color=colour,
+            markerfacecolor=colour if (g.pareto or not colours) else "white",
+            capsize=3,
+            markersize=6,
         )
         if not one_budget:
             ax.annotate(g.variant, (x, g.mean), textcoords="offset points", xytext=(5, 6 if n % 2 else -11), fontsize=7)
@@ -273,15 +349,7 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
         if positive and max(positive) / min(positive) > 20:
             ax.set_xscale("symlog", linthresh=min(positive))  # zero stays at zero, the rest spreads logarithmically
         ax.set_xlabel(X_AXES.get(x_axis, x_axis))
-    handles = [
-        Line2D([], [], marker="o", linestyle="", color="gray", label="trained with this plan"),
-        Line2D([], [], marker="s", linestyle="", color="gray", label="plan applied at evaluation"),
-    ]
-    if not one_budget:
-        if colours:
-            handles += [Line2D([], [], color=c, marker="o", label=f"{name}: Pareto frontier") for name, c in colours.items()]
-        else:
-            handles.append(Line2D([], [], color="tab:red", label="Pareto frontier"))
+    handles = _legend_handles(colours, one_budget)
     ax.legend(handles=handles, fontsize=7, title="bars: 95% interval over seeds", title_fontsize=7)
     ax.set_ylabel(metric + (" (higher is better)" if metric in HIGHER_IS_BETTER else " (lower is better)"))
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
@@ -290,7 +358,7 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
     save_figure(fig, *paths)
 
 
-def write_hparams(rows: list[dict], metric: str, folder: Path) -> None:
+def write_hparams(rows: list[ResultRow], metric: str, folder: Path) -> None:
     """Every result in TensorBoard's HPARAMS view (rewritten from the table each time)."""
     import shutil
 
@@ -298,23 +366,36 @@ def write_hparams(rows: list[dict], metric: str, folder: Path) -> None:
 
     shutil.rmtree(folder, ignore_errors=True)
     for r in rows:
-        writer = SummaryWriter(str(folder / f"{r['variant']}-seed{r['seed']}"))
-        hp = {"variant": r["variant"], "group": r.get("group", ""), "kind": r["kind"], "memory": r["plan"]["memory"], "range": r["plan"]["range"],
-              "attn": r["plan"]["attn"], "seed": r["seed"]}
-        m = {f"hparam/{metric}": float(r["metrics"][metric]), "hparam/cached_positions": float(r["budget"]["cached_positions"]),
-             "hparam/memory_mib": r["budget"]["memory_bytes"] / 2**20}
+        writer = SummaryWriter(str(folder / f"{r.variant}-seed{r.seed}"))
+        hp = {
+            "variant": r.variant,
+            "group": r.group,
+            "kind": r.kind,
+            **{k: r.plan[k] for k in ("memory", "range", "attn")},
+        }
+        hp["seed"] = r.seed
+        m = {
+            f"hparam/{metric}": float(r.metrics[metric]),
+            "hparam/cached_positions": float(r.budget["cached_positions"]),
+            "hparam/memory_mib": r.budget["memory_bytes"] / 2**20,
+        }
         writer.add_hparams(hp, m, run_name=".")
         writer.close()
 
 
 def build_report(
-    rows: list[dict], title: str, out_dir: Path, x_axis: str = "cached_positions", plot: bool = True, baseline: str | None = None,
+    rows: list[ResultRow],
+    title: str,
+    out_dir: Path,
+    x_axis: str = "cached_positions",
+    plot: bool = True,
+    baseline: str | None = None,
     stem: str = "report",
 ) -> dict:
     """Table (terminal and Markdown), plot (PNG and SVG) and hparams, from result rows alone, written to
     out_dir/STEM.{md,csv,tex,png,svg} (and TensorBoard hparams in tb-hparams, or STEM-tb-hparams)."""
     metric = headline_metric(rows)
-    order = {name: i for i, name in enumerate(dict.fromkeys(r.get("group", "") for r in rows))}  # groups as first seen
+    order = {name: i for i, name in enumerate(dict.fromkeys(r.group for r in rows))}  # groups as first seen
     groups = aggregate(rows, metric)  # in the order the experiment lists its variants: a group's first is its baseline
     base = compare_with_baseline(groups, metric, baseline)
     groups.sort(key=lambda g: (order[g.group], g.budget[x_axis], g.variant))
@@ -335,8 +416,15 @@ def build_report(
         report_plot(groups, metric, x_axis, title, [files["png"], files["svg"]])
         files["tensorboard"] = out_dir / ("tb-hparams" if stem == "report" else f"{stem}-tb-hparams")
         write_hparams(rows, metric, files["tensorboard"])
-    return {"metric": metric, "groups": groups, "table": text, "markdown": markdown, **exports, "files": files,
-            "legend": legend(metric, x_axis, name)}
+    return {
+        "metric": metric,
+        "groups": groups,
+        "table": text,
+        "markdown": markdown,
+        **exports,
+        "files": files,
+        "legend": legend(metric, x_axis, name),
+    }
 
 
 def legend(metric: str, x_axis: str, baseline: str | None) -> str:

@@ -3,11 +3,14 @@ what it scored), read back whole line by line and appended under the folder's lo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from txl.budget import budget
 from txl.evaluate import scalars
@@ -21,20 +24,108 @@ def config_hash(data: dict) -> str:
 
 
 ROW_FIELDS = ("variant", "seed", "kind", "scale", "config_hash", "plan", "budget", "metrics")
+_NUMBER = (int, float)
 
 
-def read_results(path: Path, say: Callable[[str], None] | None = None) -> list[dict]:
-    """The whole rows of a results file; each damaged line (not JSON, not an object, a field missing) is
-    named through `say` and left out, so one bad line never hides the rest."""
+class RowError(ValueError):
+    """A results line of the wrong shape; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One line of a results table: what was run (variant, seed, plan, budget, data) and what it scored."""
+
+    variant: str
+    seed: int
+    kind: str  # "train": trained with its plan; "eval": a plan applied to another variant's model
+    scale: str
+    config_hash: str
+    plan: dict[str, str]  # memory, range, attn in the plan language
+    budget: dict[str, float]  # cached_positions, memory_bytes, receptive_field, ...
+    metrics: dict[str, Any]  # loss and the corpus's metrics, split, tokens, ...
+    experiment: str = ""
+    of: str | None = None
+    group: str = ""
+    data: dict | None = None
+    loss_by_position: list[float] | None = None
+    blocks: dict | None = None
+    run_dir: str = ""
+    seconds: float = 0.0
+    time: str = ""
+
+    @property
+    def split(self) -> str | None:
+        return self.metrics.get("split")
+
+    @classmethod
+    def from_dict(cls, row: dict) -> ResultRow:
+        """A row read back, every field checked for its type; RowError names the first one that is wrong."""
+        missing = [f for f in ROW_FIELDS if f not in row]
+        if missing:
+            raise RowError(f"lacks {', '.join(missing)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in row.items() if k in known}
+        _check_row(values)
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """The JSON object of the line, its keys in the order the table has always written them."""
+        return {k: getattr(self, k) for k in _ORDER}
+
+
+_ORDER = (
+    "experiment", "scale", "variant", "kind", "of", "group", "seed", "config_hash", "data", "plan", "budget",
+    "metrics", "loss_by_position", "blocks", "run_dir", "seconds", "time",
+)  # fmt: skip
+
+
+def _check_row(v: dict) -> None:
+    def need(ok: bool, name: str, what: str) -> None:
+        if not ok:
+            raise RowError(f"has {name} = {str(v.get(name))[:40]!r}, not {what}")
+
+    for name in ("variant", "scale", "config_hash", "experiment", "group", "run_dir", "time"):
+        need(isinstance(v.get(name, ""), str), name, "a string")
+    need(isinstance(v["seed"], int) and not isinstance(v["seed"], bool), "seed", "a whole number")
+    need(v["kind"] in ("train", "eval"), "kind", "train or eval")
+    need(v.get("of") is None or isinstance(v["of"], str), "of", "a variant name or null")
+    need(
+        isinstance(v["plan"], dict) and all(isinstance(v["plan"].get(k), str) for k in ("memory", "range", "attn")),
+        "plan",
+        "an object of memory, range and attn plans",
+    )
+    need(
+        isinstance(v["budget"], dict)
+        and all(isinstance(x, _NUMBER) for x in v["budget"].values())
+        and all(k in v["budget"] for k in ("cached_positions", "memory_bytes", "receptive_field")),
+        "budget",
+        "an object of numbers with cached_positions, memory_bytes and receptive_field",
+    )
+    need(
+        isinstance(v["metrics"], dict)
+        and isinstance(v["metrics"].get("loss", 0.0), _NUMBER)
+        and all(isinstance(x, _NUMBER + (str, type(None))) for x in v["metrics"].values()),
+        "metrics",
+        "an object of numbers",
+    )
+    for name in ("data", "blocks"):
+        need(v.get(name) is None or isinstance(v[name], dict), name, "an object or null")
+    need(v.get("loss_by_position") is None or isinstance(v["loss_by_position"], list), "loss_by_position", "a list")
+    need(isinstance(v.get("seconds", 0.0), _NUMBER), "seconds", "a number")
+
+
+def read_results(path: Path, say: Callable[[str], None] | None = None) -> list[ResultRow]:
+    """The whole rows of a results file, each checked for its shape; each damaged line (not JSON, not an object,
+    a field missing or of the wrong type) is named through `say` with its line and left out, so one bad line
+    never hides the rest."""
     problems: list[tuple[int, str]] = []
     numbered = read_jsonl(path, on_bad=lambda n, why: problems.append((n, why)), numbered=True)
     rows = []
     for n, row in numbered:
-        missing = [f for f in ROW_FIELDS if f not in row]
-        if missing:
-            problems.append((n, f"lacks {', '.join(missing)}"))
-        else:
-            rows.append(row)
+        try:
+            rows.append(ResultRow.from_dict(row))
+        except RowError as e:
+            problems.append((n, str(e)))
     if problems and say is not None:
         named = "; ".join(f"line {n} {why}" for n, why in sorted(problems)[:5])
         say(f"{path}: {len(problems)} damaged lines left out ({named})")
@@ -42,23 +133,34 @@ def read_results(path: Path, say: Callable[[str], None] | None = None) -> list[d
 
 
 def result_row(
-    exp, variant: str, kind: str, seed: int, digest: str, metrics: dict, model_cfg, tgt_len: int,
-    folder: Path, data: dict | None, seconds: float, of: str | None = None, group: str = "",
-) -> dict:
+    exp,
+    variant: str,
+    kind: str,
+    seed: int,
+    digest: str,
+    metrics: dict,
+    model_cfg,
+    tgt_len: int,
+    folder: Path,
+    data: dict | None,
+    seconds: float,
+    of: str | None = None,
+    group: str = "",
+) -> ResultRow:
     """One line of the results table: what was run (plan, budget, data) and what it scored."""
     b = budget(model_cfg, tgt_len)
-    return {
-        "experiment": exp.name,
-        "scale": exp.scale,
-        "variant": variant,
-        "kind": kind,
-        "of": of,
-        "group": group,
-        "seed": seed,
-        "config_hash": digest,
-        "data": data,
-        "plan": describe(model_cfg),
-        "budget": {
+    return ResultRow(
+        experiment=exp.name,
+        scale=exp.scale,
+        variant=variant,
+        kind=kind,
+        of=of,
+        group=group,
+        seed=seed,
+        config_hash=digest,
+        data=data,
+        plan=describe(model_cfg),
+        budget={
             "cached_positions": b.cached_positions,
             "long_range_positions": b.long_range_positions,
             "memory_bytes": b.bytes,
@@ -66,21 +168,21 @@ def result_row(
             "receptive_field": b.receptive_field[0],
             "params": b.params,
         },
-        "metrics": scalars(metrics),
-        "loss_by_position": metrics.get("loss_by_position"),
-        "blocks": metrics.get("blocks"),
-        "run_dir": str(folder),
-        "seconds": round(seconds, 1),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+        metrics=scalars(metrics),
+        loss_by_position=metrics.get("loss_by_position"),
+        blocks=metrics.get("blocks"),
+        run_dir=str(folder),
+        seconds=round(seconds, 1),
+        time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
 
 
-def append_result(path: Path, row: dict) -> bool:
+def append_result(path: Path, row: ResultRow) -> bool:
     """Append `row` unless a row of the same (variant, seed, config hash) is there; under the folder's lock,
     since another sweep (an overlapping --shard) may have written it meanwhile. True when appended."""
-    key = (row["variant"], row["seed"], row["config_hash"])
+    key = (row.variant, row.seed, row.config_hash)
     with FolderLock(path.parent, wait=120):
-        if key in {(r["variant"], r["seed"], r["config_hash"]) for r in read_results(path)}:
+        if key in {(r.variant, r.seed, r.config_hash) for r in read_results(path)}:
             return False
-        append_line(path, json.dumps(row))
+        append_line(path, json.dumps(row.to_dict()))
     return True

@@ -10,21 +10,23 @@ Only rank 0 writes; on other ranks a RunFolder is inert.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from txl import checkpoint as ckpt
 from txl.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, save_config, to_dict
-from txl.data import Corpus
+from txl.data import Corpus, load_corpus
 from txl.devices import pick_device
-from txl.evaluate import scalars
 from txl.errors import TxlError
+from txl.evaluate import EvalSpec, metric_name, scalars
 from txl.io import append_line, atomic_write_json, atomic_write_text, read_jsonl
 from txl.locks import FolderLock
 from txl.model import TransformerXL
@@ -48,7 +50,12 @@ class RunFolder:
     def unlock(self, remove_if_unused: bool = False) -> None:
         """Let the folder go; with `remove_if_unused`, remove it if nothing but the lock was written (while still
         holding the lock, so no other process can have taken it meanwhile)."""
-        if remove_if_unused and self._lock.held and self.path.is_dir() and [p.name for p in self.path.iterdir()] == [".lock"]:
+        if (
+            remove_if_unused
+            and self._lock.held
+            and self.path.is_dir()
+            and [p.name for p in self.path.iterdir()] == [".lock"]
+        ):
             (self.path / ".lock").unlink(missing_ok=True)
             self.path.rmdir()
         self._lock.release()
@@ -58,7 +65,9 @@ class RunFolder:
         if not self.writes:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "metrics.jsonl").unlink(missing_ok=True)  # left by an attempt that died before its first checkpoint
+        (self.path / "metrics.jsonl").unlink(
+            missing_ok=True
+        )  # left by an attempt that died before its first checkpoint
         save_config(run, self.path / "config.json")
         atomic_write_text(self.path / "command.txt", _command(command) + "\n")
         atomic_write_json(self.path / "versions.json", versions())
@@ -111,7 +120,9 @@ class RunFolder:
                 if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
                     self.writer.add_scalar(f"{prefix}/{key}", value, row["step"])
 
-    def save(self, step: int, model: torch.nn.Module, state: dict, run: RunConfig, meta: dict, names: tuple[str, ...]) -> None:
+    def save(
+        self, step: int, model: torch.nn.Module, state: dict, run: RunConfig, meta: dict, names: tuple[str, ...]
+    ) -> None:
         if self.writes:
             ckpt.save_checkpoint(self.path / "checkpoints", step, model, state, to_dict(run), meta, names)
 
@@ -132,19 +143,51 @@ def tokenizer_file(path: str | Path, run: RunConfig) -> str:
     """The tokenizer a trained model reads text with: the one saved in its run folder, else a tokenizer
     that needs no training data (bytes, or a file given at import)."""
     path = Path(path)
-    for folder in (path, path.parent.parent, path.parent.parent.parent):  # run folder, checkpoints/step-N, checkpoints/last
+    for folder in (
+        path,
+        path.parent.parent,
+        path.parent.parent.parent,
+    ):  # run folder, checkpoints/step-N, checkpoints/last
         if (folder / "tokenizer" / "vocab.json").is_file():
             return str((folder / "tokenizer" / "vocab.json").resolve())
     kind = run.data.tokenizer
     if kind == "bytes" or Path(kind).suffix in (".json", ".model", ".txt"):
         return kind
-    raise TxlError(f"{path} has no saved tokenizer, and a '{kind}' tokenizer built from other text would give other ids; "
-                   "give the model's vocabulary file with --tokenizer")
+    raise TxlError(
+        f"{path} has no saved tokenizer, and a '{kind}' tokenizer built from other text would give other ids; "
+        "give the model's vocabulary file with --tokenizer"
+    )
 
 
 def run_root(checkpoint: Path) -> Path:
     """The run folder a checkpoint folder belongs to (the folder itself when it is not under checkpoints/)."""
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
+
+
+def evaluation_record(trained: Trained, spec: EvalSpec, corpus: Corpus, results: list, command: str | None) -> dict:
+    """Everything an evaluation of several plans measured, with what it was measured on: one JSON record."""
+    return {
+        "checkpoint": str(trained.folder),
+        "corpus": corpus.name,
+        "data": corpus.identity(),
+        "split": spec.split,
+        "metric": metric_name(corpus),
+        "protocol": spec.protocol.name if spec.protocol else None,
+        "unknown_tokens": corpus.unknown.get(spec.split),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": command,
+        "results": [r.to_dict() for r in results],
+    }
+
+
+def evaluation_header(trained: Trained, spec: EvalSpec, corpus: Corpus) -> str:
+    """The line above an evaluation's tables: which checkpoint, split, how much text, segments and corpus."""
+    split = spec.split
+    purpose = "for choosing; report the test split once with --split test" if split == "valid" else "for reporting"
+    return (
+        f"checkpoint {trained.folder}; {split} split ({len(corpus.splits[split]):,} {corpus.unit}s, {purpose}), "
+        f"segments of {spec.tgt_len}, {corpus.name}"
+    )
 
 
 def record_evaluation(checkpoint: Path, record: dict, markdown: str) -> Path:
@@ -175,12 +218,21 @@ def versions() -> dict:
 
     commit = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"txl": __version__, "commit": commit, "torch": torch.__version__, "python": platform.python_version(),
-            "numpy": numpy.__version__}
+    return {
+        "txl": __version__,
+        "commit": commit,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+    }
 
 
 def prepare_resume(run_dir: Path, overrides: list[str]) -> RunConfig:
@@ -192,12 +244,52 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> RunConfig:
     for text in overrides:
         key = text.partition("=")[0].strip()
         if key not in RESUMABLE_KEYS:
-            raise ConfigError(f"--resume keeps the run's own settings; only {', '.join(RESUMABLE_KEYS)} may change, not {key}")
+            raise ConfigError(
+                f"--resume keeps the run's own settings; only {', '.join(RESUMABLE_KEYS)} may change, not {key}"
+            )
     return apply_overrides(run, overrides)
 
 
-def load_trained(path: str | Path, device: str = "auto", which: str = "last") -> tuple[TransformerXL, RunConfig, Path]:
-    """A trained model from a run folder or checkpoint folder, in eval mode.
+@dataclass
+class Trained:
+    """A trained model ready to use: the model (in eval mode, in its checkpoint's dtype, on its device), its run
+    config, the checkpoint folder it came from, and the path the user gave."""
+
+    model: TransformerXL
+    run: RunConfig
+    folder: Path
+    path: Path
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def root(self) -> Path:
+        """The run folder: where its evaluations and analyses are kept."""
+        return run_root(self.folder)
+
+    def spec(self, protocol: str | None = None, *, whole_split: bool = False, **flags) -> EvalSpec:
+        """How this model is evaluated: its run's settings, a protocol's and flags' (see EvalSpec.for_run)."""
+        return EvalSpec.for_run(self.run, self.device, protocol, whole_split=whole_split, **flags)
+
+    def corpus(self, spec: EvalSpec | None = None, progress: bool = False) -> Corpus:
+        """The text the spec scores: the run's corpus, or the spec's other corpus read with the run's own
+        tokenizer (unknown words map to its unknown symbol, and are counted)."""
+        data = copy.deepcopy(self.run.data)
+        if spec is not None and spec.corpus:
+            data.corpus = spec.corpus
+            data.tokenizer = spec.tokenizer or tokenizer_file(self.path, self.run)
+        corpus = load_corpus(data, progress=progress)
+        if corpus.vocab_size != self.run.model.vocab_size:
+            raise TxlError(
+                f"corpus {data.corpus!r} has {corpus.vocab_size} tokens, the model {self.run.model.vocab_size}"
+            )
+        return corpus
+
+
+def load_trained(path: str | Path, device: str = "auto", which: str = "last") -> Trained:
+    """A trained model from a run folder or checkpoint folder, in eval mode, in the dtype its weights are stored in.
 
     A run that is training may replace (and prune) the checkpoint between finding it and
     reading it; then the newer one is found and read.
@@ -209,10 +301,13 @@ def load_trained(path: str | Path, device: str = "auto", which: str = "last") ->
         try:
             run = from_dict(RunConfig, ckpt.read_config(folder))
             model = TransformerXL(run.model)
+            dtype = ckpt.weights_dtype(folder)
+            if dtype is not None and dtype != model.dtype:
+                model.to(dtype)
             ckpt.load_weights(model, folder)
             break
         except FileNotFoundError:
             if attempt == 4:
                 raise TxlError(f"the checkpoint at {path} kept changing while it was read; try again") from None
     model.to(pick_device(device))
-    return model.eval(), run, folder
+    return Trained(model.eval(), run, folder, Path(path))

@@ -12,19 +12,20 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from txl import checkpoint as ckpt
+from txl.attention.fast import resolve_impl
 from txl.budget import budget, ensure_fits
 from txl.config import RunConfig
 from txl.data import Corpus, load_corpus
 from txl.devices import capture_rng, pick_device, pick_precision, restore_rng
 from txl.distributed import setup_distributed
 from txl.errors import TxlError
-from txl.attention.fast import resolve_impl
-from txl.evaluate import LN2, Plan, evaluate, metric_name, scalars
+from txl.evaluate import LN2, EvalResult, EvalSpec, evaluate, metric_name, scalars
 from txl.model import TransformerXL
 from txl.optim import TrainStep, lr_at
 from txl.plans import check_run, describe
@@ -40,7 +41,14 @@ def due(step: int, every: int) -> bool:
 class Trainer:
     """Trains `run` into `run_dir`; `fit()` returns the final metrics."""
 
-    def __init__(self, run: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, command: str | None = None):
+    def __init__(
+        self,
+        run: RunConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        progress: bool = True,
+        command: str | None = None,
+    ):
         self.run, self.progress = run, progress
         tc = run.train
         self.dist = setup_distributed(tc.device)
@@ -50,8 +58,10 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = tc.tf32
             torch.backends.cudnn.allow_tf32 = tc.tf32
         if run.model.attn_impl == "flex" and self.device.type != "cuda":
-            raise TxlError("model.attn_impl=flex cannot train on a CPU (FlexAttention has no backward pass there); "
-                           "use plain or sdpa, or train on a GPU")
+            raise TxlError(
+                "model.attn_impl=flex cannot train on a CPU (FlexAttention has no backward pass there); "
+                "use plain or sdpa, or train on a GPU"
+            )
         if run.model.attn_impl == "fused":
             resolve_impl("fused", self.device)  # refused here, before a run folder is made, where it cannot run
         self.folder = RunFolder(run_dir, writes=self.dist.main)
@@ -67,7 +77,9 @@ class Trainer:
         run, progress, tc = self.run, self.progress, self.run.train
         existing = ckpt.find_checkpoint(self.folder.path)
         if existing is not None and not resume:
-            raise TxlError(f"{self.folder.path} already holds a run; continue it with --resume, or choose another --run-dir")
+            raise TxlError(
+                f"{self.folder.path} already holds a run; continue it with --resume, or choose another --run-dir"
+            )
         if resume and existing is None:
             raise TxlError(f"nothing to resume in {self.folder.path}: it has no checkpoint")
 
@@ -79,7 +91,9 @@ class Trainer:
             self.dist.barrier()
         run.model.vocab_size = self.corpus.vocab_size
         check_run(run)
-        ensure_fits(run.model, tc.tgt_len, tc.batch_size // tc.grad_accum, self.device)  # refuse early, with the estimate
+        ensure_fits(
+            run.model, tc.tgt_len, tc.batch_size // tc.grad_accum, self.device
+        )  # refuse early, with the estimate
 
         torch.manual_seed(tc.seed)  # the same initial weights on every rank
         self.model = TransformerXL(run.model).to(self.device)
@@ -91,8 +105,14 @@ class Trainer:
         loss_on_mask = tc.loss_on == "mask" or (tc.loss_on == "auto" and self.corpus.masks is not None)
         self.step_fn = TrainStep(self.model, net, tc, self.device, self.precision, self.dist.world, loss_on_mask)
         self.stream = self.corpus.stream(
-            "train", tc.batch_size, tc.tgt_len, rank=self.dist.rank, world=self.dist.world,
-            shuffle=tc.shuffle_streams, seed=tc.seed, device=self.device,
+            "train",
+            tc.batch_size,
+            tc.tgt_len,
+            rank=self.dist.rank,
+            world=self.dist.world,
+            shuffle=tc.shuffle_streams,
+            seed=tc.seed,
+            device=self.device,
         )
         # the committed state: what a checkpoint holds
         self.step, self.epoch, self.index = 0, 0, 0
@@ -132,7 +152,9 @@ class Trainer:
             with StopRequests() as stop:
                 while self.step < end:
                     segment = next(segments)
-                    mems = [None] * tc.grad_accum if segment.index == 0 else self.mems  # a new epoch restarts the streams
+                    mems = (
+                        [None] * tc.grad_accum if segment.index == 0 else self.mems
+                    )  # a new epoch restarts the streams
                     loss, norm, mems = self.step_fn(segment, mems, self.step)
                     self._commit(segment, mems, loss)
                     if bar is not None:
@@ -151,7 +173,10 @@ class Trainer:
                         self._save(tuple(names))
                     self.step_fn.updating = False  # the step, its log row and its saves are whole
                     if stopping:
-                        self._say(f"stopped after step {self.step}, saved; continue with: txl train --run-dir {self.folder.path} --resume")
+                        self._say(
+                            f"stopped after step {self.step}, saved; "
+                            f"continue with: txl train --run-dir {self.folder.path} --resume"
+                        )
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
             # Stopped at once (a second signal): the step in flight is discarded and the committed state saved,
@@ -181,19 +206,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def validate(self) -> dict:
+    def validate(self) -> EvalResult:
         """Validation during training, with the segment length of the final evaluation so the numbers compare."""
-        tc, e = self.run.train, self.run.eval
-        return evaluate(self.model, self.corpus, "valid", e.tgt_len or tc.tgt_len, e.batch_size, tc.eval_segments, self.precision)
+        spec = EvalSpec.for_run(self.run, self.device)
+        return evaluate(
+            self.model, self.corpus, replace(spec, split="valid", max_segments=self.run.train.eval_segments)
+        )
 
     def _evaluate_and_track(self) -> list[str]:
         """Validate (rank 0), log, and say whether this is the best checkpoint so far."""
         names = []
         if self.dist.main:
             row = self.validate()
-            self.folder.log({"step": self.step, **scalars(row)}, "valid")
-            if row["loss"] < self.best_valid:
-                self.best_valid = row["loss"]
+            self.folder.log({"step": self.step, **row.scalars()}, "valid")
+            if row.loss < self.best_valid:
+                self.best_valid = row.loss
                 names.append("best")
         return self.dist.broadcast(names)
 
@@ -201,15 +228,18 @@ class Trainer:
         """The final evaluation with the run's evaluation settings; result.json and TensorBoard's hparams."""
         final = None
         if self.dist.main:
-            e = self.run.eval
-            final = evaluate(
-                self.model, self.corpus, e.split, e.tgt_len or self.run.train.tgt_len, e.batch_size, e.max_segments,
-                self.precision, self.progress, Plan.of_run(self.run),
-            )
+            spec = EvalSpec.for_run(self.run, self.device)
+            final = evaluate(self.model, self.corpus, spec, spec.plan, self.progress).to_dict()
             self.folder.write_json("eval.json", final)
-            self.folder.log({"step": self.step, **scalars(final)}, e.split)
-        result = {"step": self.step, "metric": metric_name(self.corpus), "train": last_row,
-                  "valid_best_loss": self.best_valid, "final": final, "data": self.corpus.identity()}
+            self.folder.log({"step": self.step, **scalars(final)}, spec.split)
+        result = {
+            "step": self.step,
+            "metric": metric_name(self.corpus),
+            "train": last_row,
+            "valid_best_loss": self.best_valid,
+            "final": final,
+            "data": self.corpus.identity(),
+        }
         if self.dist.main:
             self.folder.write_json("result.json", result)
             self._hparams(final)
@@ -220,7 +250,9 @@ class Trainer:
 
     def _save(self, names: tuple[str, ...]) -> None:
         """Write the committed state (end of the last finished step); every rank's memory goes to rank 0."""
-        gathered = self.dist.gather({"mems": ckpt.flatten_memory(self.mems), "rng": self.rng, "interval": self.interval.state_dict()})
+        gathered = self.dist.gather(
+            {"mems": ckpt.flatten_memory(self.mems), "rng": self.rng, "interval": self.interval.state_dict()}
+        )
         state = {
             "step": self.step,
             "epoch": self.epoch,
@@ -239,13 +271,18 @@ class Trainer:
         ckpt.load_weights(self.model, folder)
         state = ckpt.load_state(folder)
         if state["world"] != self.dist.world:
-            raise TxlError(f"the checkpoint was written by {state['world']} processes, this run has {self.dist.world}; resume with the same number")
+            raise TxlError(
+                f"the checkpoint was written by {state['world']} processes, this run has {self.dist.world}; "
+                "resume with the same number"
+            )
         self.step_fn.load_state_dict(state)
         self.step, self.epoch, self.index = state["step"], state["epoch"], state["index"]
         self.best_valid = state["best_valid"]
         if "interval" in state:
             self.interval.load_state_dict(state["interval"][self.dist.rank])
-        self.mems = ckpt.unflatten_memory(state["mems"][self.dist.rank], self.run.train.grad_accum, self.run.model.n_layer, self.device)
+        self.mems = ckpt.unflatten_memory(
+            state["mems"][self.dist.rank], self.run.train.grad_accum, self.run.model.n_layer, self.device
+        )
         self.rng = state["rng"][self.dist.rank]
 
     # ------------------------------------------------------------------ logging
@@ -255,26 +292,51 @@ class Trainer:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=self.run.train.steps, initial=self.step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+        return tqdm(
+            total=self.run.train.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def _log_budget(self) -> None:
         tc = self.run.train
-        b = budget(self.run.model, tc.tgt_len, tc.batch_size * self.dist.world, "bfloat16" if self.precision == "bf16" else "float32")
-        self.folder.log({"step": 0, "cached_positions": b.cached_positions, "memory_mib": b.bytes / 2**20,
-                         "params": b.params, "receptive_field": b.receptive_field[0]}, "budget")
+        b = budget(
+            self.run.model,
+            tc.tgt_len,
+            tc.batch_size * self.dist.world,
+            "bfloat16" if self.precision == "bf16" else "float32",
+        )
+        self.folder.log(
+            {
+                "step": 0,
+                "cached_positions": b.cached_positions,
+                "memory_mib": b.bytes / 2**20,
+                "params": b.params,
+                "receptive_field": b.receptive_field[0],
+            },
+            "budget",
+        )
 
     def _banner(self, resume: bool) -> str:
         """What is about to train, on what, where: printed once at the start."""
         run, tc = self.run, self.run.train
         limit = f", capped at data.max_tokens={run.data.max_tokens:,}" if run.data.max_tokens else ""
-        return "\n".join([
-            f"{'resuming' if resume else 'training'}  {self.model.num_params():,} parameters, {run.model.n_layer} layers, "
-            f"memory {describe(run.model)['memory']}" + (f" from step {self.step}" if resume else ""),
-            f"device     {self.device} x {self.dist.world}, {self.precision}, batch {tc.batch_size} x {tc.tgt_len} tokens, "
-            f"{tc.steps:,} steps",
-            f"data       {self.corpus.name} ({self.corpus.tokenizer.kind}): {len(self.corpus.splits['train']):,} training "
-            f"{self.corpus.unit}s{limit}",
-        ])
+        return "\n".join(
+            [
+                f"{'resuming' if resume else 'training'}  {self.model.num_params():,} parameters, "
+                f"{run.model.n_layer} layers, "
+                f"memory {describe(run.model)['memory']}" + (f" from step {self.step}" if resume else ""),
+                f"device     {self.device} x {self.dist.world}, {self.precision}, "
+                f"batch {tc.batch_size} x {tc.tgt_len} tokens, "
+                f"{tc.steps:,} steps",
+                f"data       {self.corpus.name} ({self.corpus.tokenizer.kind}): "
+                f"{len(self.corpus.splits['train']):,} training "
+                f"{self.corpus.unit}s{limit}",
+            ]
+        )
 
     def _say(self, text: str) -> None:
         if self.dist.main:
@@ -303,9 +365,15 @@ class Trainer:
     def _hparams(self, final: dict) -> None:
         plan = describe(self.run.model)
         hp = {
-            "memory": plan["memory"], "range": plan["range"], "attn": plan["attn"],
-            "layers": self.run.model.n_layer, "d_model": self.run.model.d_model, "tgt_len": self.run.train.tgt_len,
-            "lr": self.run.train.lr, "steps": self.run.train.steps, "corpus": self.corpus.name,
+            "memory": plan["memory"],
+            "range": plan["range"],
+            "attn": plan["attn"],
+            "layers": self.run.model.n_layer,
+            "d_model": self.run.model.d_model,
+            "tgt_len": self.run.train.tgt_len,
+            "lr": self.run.train.lr,
+            "steps": self.run.train.steps,
+            "corpus": self.corpus.name,
         }
         b = budget(self.run.model, self.run.train.tgt_len)
         metrics = {"hparam/final_loss": final["loss"], "hparam/cached_positions": b.cached_positions}

@@ -35,7 +35,7 @@ ARCHES = {
     "sm_90": (90, 232448, "H100, H200"),
 }
 KINDS = ("half", "tf32", "fp32")  # operands: bf16/fp16, float32 on tensor cores, float32 exact
-_POINTERS = {"QU", "QV", "Kp", "V", "RD", "O", "DO", "DQU", "DQV", "DK", "DV"}
+_POINTERS = {"QU", "QV", "Kp", "V", "RD", "Op", "DO", "DQU", "DQV", "DK", "DV"}
 _FLOAT32_POINTERS = {"LSE", "DELTA", "DRD"}
 
 
@@ -48,7 +48,9 @@ def _tools() -> tuple[Path, Path]:
     bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     ptxas, cuobjdump = bin_dir / "ptxas", bin_dir / "cuobjdump"
     if not (ptxas.exists() and cuobjdump.exists()):
-        raise TxlError(f"triton's CUDA tools are missing from {bin_dir}: reinstall triton (pip install --force-reinstall triton)")
+        raise TxlError(
+            f"triton's CUDA tools are missing from {bin_dir}: reinstall triton (pip install --force-reinstall triton)"
+        )
     return ptxas, cuobjdump
 
 
@@ -73,8 +75,13 @@ def _compile_one(spec: dict, cuobjdump: Path) -> dict:
 
     kernel = getattr(fused, "_" + ("fwd" if spec["kernel"] == "fwd" else "bwd_" + spec["kernel"]))
     dtype = {"half": "bf16", "tf32": "fp32", "fp32": "fp32"}[spec["kind"]]
-    constants = dict(BM=spec["block"], BN=spec["block"], BD=head_block(spec["d_head"]),
-                     PREC="tf32" if spec["kind"] == "tf32" else "ieee", ATOMIC=True)
+    constants = dict(
+        BM=spec["block"],
+        BN=spec["block"],
+        BD=head_block(spec["d_head"]),
+        PREC="tf32" if spec["kind"] == "tf32" else "ieee",
+        ATOMIC=True,
+    )
     signature, constexprs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in constants:
@@ -83,26 +90,44 @@ def _compile_one(spec: dict, cuobjdump: Path) -> dict:
         elif name in _POINTERS:
             signature[name] = "*" + dtype
         else:
-            signature[name] = {"VISITS": "*i32", "scale": "fp32"}.get(name, "*fp32" if name in _FLOAT32_POINTERS else "i32")
+            signature[name] = {"VISITS": "*i32", "scale": "fp32"}.get(
+                name, "*fp32" if name in _FLOAT32_POINTERS else "i32"
+            )
     capability = ARCHES[spec["arch"]][0]
-    compiled = triton.compile(ASTSource(kernel, signature, constexprs=constexprs), target=GPUTarget("cuda", capability, 32),
-                              options=dict(num_warps=spec["warps"], num_stages=spec["stages"]))
+    compiled = triton.compile(
+        ASTSource(kernel, signature, constexprs=constexprs),
+        target=GPUTarget("cuda", capability, 32),
+        options=dict(num_warps=spec["warps"], num_stages=spec["stages"]),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
-        usage = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True, text=True, check=True).stdout
+        usage = subprocess.run(
+            [str(cuobjdump), "-res-usage", str(cubin)], capture_output=True, text=True, check=True
+        ).stdout
     ptx = compiled.asm["ptx"]
-    return dict(spec, registers=int(re.search(r"REG:(\d+)", usage).group(1)),
-                spilled=int(re.search(r"STACK:(\d+)", usage).group(1)), shared=int(compiled.metadata.shared),
-                warpgroup_mma="wgmma.mma_async" in ptx, atomics=len(re.findall(r"\bred\.global", ptx)))
+    return dict(
+        spec,
+        registers=int(re.search(r"REG:(\d+)", usage).group(1)),
+        spilled=int(re.search(r"STACK:(\d+)", usage).group(1)),
+        shared=int(compiled.metadata.shared),
+        warpgroup_mma="wgmma.mma_async" in ptx,
+        atomics=len(re.findall(r"\bred\.global", ptx)),
+    )
 
 
 def compile_kernels(specs: list[dict]) -> list[dict]:
-    """Compile each spec (kernel, kind, arch, block, warps, stages, d_head) in a child process without the interpreter."""
+    """Compile each spec (kernel, kind, arch, block, warps, stages, d_head) in a child process
+    without the interpreter."""
     _tools()
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "txl.attention.fused_launch"], input=json.dumps(specs),
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "txl.attention.fused_launch"],
+        input=json.dumps(specs),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise TxlError(f"compiling the fused kernels failed: {last}")
@@ -131,11 +156,35 @@ def fits(row: dict) -> bool:
 def resource_table(rows: list[dict], markdown: bool = False) -> str:
     from txl.table import format_table
 
-    headers = ["arch", "operands", "kernel", "block", "warps", "stages", "registers", "spilled B/thread", "shared KiB",
-               "fits", "wgmma"]
-    body = [[r["arch"], r["kind"], r["kernel"], r["block"], r["warps"], r["stages"], r["registers"], r["spilled"],
-             f"{r['shared'] / 1024:.0f} of {ARCHES[r['arch']][1] / 1024:.0f}", "yes" if fits(r) else "NO",
-             "yes" if r["warpgroup_mma"] else "-"] for r in rows]
+    headers = [
+        "arch",
+        "operands",
+        "kernel",
+        "block",
+        "warps",
+        "stages",
+        "registers",
+        "spilled B/thread",
+        "shared KiB",
+        "fits",
+        "wgmma",
+    ]
+    body = [
+        [
+            r["arch"],
+            r["kind"],
+            r["kernel"],
+            r["block"],
+            r["warps"],
+            r["stages"],
+            r["registers"],
+            r["spilled"],
+            f"{r['shared'] / 1024:.0f} of {ARCHES[r['arch']][1] / 1024:.0f}",
+            "yes" if fits(r) else "NO",
+            "yes" if r["warpgroup_mma"] else "-",
+        ]
+        for r in rows
+    ]
     return format_table(headers, body, markdown=markdown)
 
 
@@ -163,8 +212,18 @@ def _timer(device):
     return elapsed
 
 
-def time_launches(batch: int, heads: int, qlen: int, mlen: int, d_head: int, dtype, device, candidates=None,
-                  repeats: int = 10, say=print) -> list[dict]:
+def time_launches(
+    batch: int,
+    heads: int,
+    qlen: int,
+    mlen: int,
+    d_head: int,
+    dtype,
+    device,
+    candidates=None,
+    repeats: int = 10,
+    say=print,
+) -> list[dict]:
     """Forward and backward milliseconds at one shape: sdpa given the position term as a bias (the baseline), the
     fused kernel's default launches, then each candidate launch of each kernel (the others default), on the same
     inputs; max_diff is each output's largest difference from the baseline's."""
@@ -177,20 +236,15 @@ def time_launches(batch: int, heads: int, qlen: int, mlen: int, d_head: int, dty
     from txl.attention.launches import KERNELS, Launch
 
     klen = qlen + mlen
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    make = lambda *shape: torch.randn(*shape, generator=gen).to(device, dtype).requires_grad_()  # noqa: E731
-    qu, qv, k, v = make(batch, heads, qlen, d_head), make(batch, heads, qlen, d_head), make(batch, heads, klen, d_head), \
-        make(batch, heads, klen, d_head)
-    rd = make(heads, klen, d_head)
-    grad = torch.randn(batch, heads, qlen, d_head, generator=gen).to(device, dtype)
+    qu, qv, k, v, rd, grad = _timing_inputs(batch, heads, qlen, klen, d_head, dtype, device)
     scale, elapsed = d_head**-0.5, _timer(device)
 
     def measure(forward) -> tuple[float, float, torch.Tensor]:
         fwd, bwd = [], []
         for i in range(repeats + 1):  # the first call compiles
             out = [None]
-            f = elapsed(lambda: out.__setitem__(0, forward()))
-            b = elapsed(lambda: torch.autograd.grad(out[0], (qu, qv, k, v, rd), grad))
+            f = elapsed(lambda out=out: out.__setitem__(0, forward()))
+            b = elapsed(lambda out=out: torch.autograd.grad(out[0], (qu, qv, k, v, rd), grad))
             if i:
                 fwd.append(f)
                 bwd.append(b)
@@ -203,21 +257,50 @@ def time_launches(batch: int, heads: int, qlen: int, mlen: int, d_head: int, dty
         return F.scaled_dot_product_attention(qu, k, v, attn_mask=bias, scale=scale)
 
     def fused(kernel=None, launch=None):
-        return lambda: fused_attention(qu, qv, k, v, rd, float("inf"), scale, launches={kernel: launch} if kernel else None)
+        return lambda: fused_attention(
+            qu, qv, k, v, rd, float("inf"), scale, launches={kernel: launch} if kernel else None
+        )
 
     cases = [("sdpa (bias)", None, None, sdpa), ("fused", None, None, fused())]
     for kernel in KERNELS:
         for cand in candidates if candidates is not None else CANDIDATES:
             cases.append((f"fused {kernel}", kernel, Launch(*cand), fused(kernel, Launch(*cand))))
+    return _run_cases(cases, measure, say)
+
+
+def _timing_inputs(batch: int, heads: int, qlen: int, klen: int, d_head: int, dtype, device) -> tuple:
+    """qu, qv, k, v, rd (requiring gradients) and an output gradient, the same for every case (seeded)."""
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    make = lambda *shape: torch.randn(*shape, generator=gen).to(device, dtype).requires_grad_()  # noqa: E731
+    queries = [make(batch, heads, qlen, d_head) for _ in range(2)]
+    keys = [make(batch, heads, klen, d_head) for _ in range(2)]
+    rd = make(heads, klen, d_head)
+    return (*queries, *keys, rd, torch.randn(batch, heads, qlen, d_head, generator=gen).to(device, dtype))
+
+
+def _run_cases(cases: list, measure, say) -> list[dict]:
+    """One row per case: its times and its output's largest difference from the first case's."""
     rows, want = [], None
     for n, (name, kernel, launch, run) in enumerate(cases, 1):
         try:
             fwd, bwd, out = measure(run)
             want = out if want is None else want
-            rows.append(dict(case=name, kernel=kernel, launch=launch and launch._asdict(), fwd_ms=fwd, bwd_ms=bwd,
-                             max_diff=float((out - want).abs().max())))
+            rows.append(
+                dict(
+                    case=name,
+                    kernel=kernel,
+                    launch=launch and launch._asdict(),
+                    fwd_ms=fwd,
+                    bwd_ms=bwd,
+                    max_diff=float((out - want).abs().max()),
+                )
+            )
         except Exception as exc:  # a launch that does not fit this GPU (shared memory) is a row, not a crash
-            rows.append(dict(case=name, kernel=kernel, launch=launch and launch._asdict(), error=str(exc).splitlines()[0][:120]))
+            rows.append(
+                dict(case=name, kernel=kernel, launch=launch and launch._asdict(), error=str(exc).splitlines()[0][:120])
+            )
         say(f"[{n}/{len(cases)}] {name} {tuple(launch) if launch else ''}")
     return rows
 
@@ -233,10 +316,21 @@ def time_table(rows: list[dict], markdown: bool = False) -> str:
         if "error" in r:
             body.append([r["case"], launch or "default", "-", "-", "-", r["error"]])  # e.g. too much shared memory
             continue
-        body.append([r["case"], launch or "default", f"{r['fwd_ms']:.3f}", f"{r['bwd_ms']:.3f}",
-                     f"{total / (r['fwd_ms'] + r['bwd_ms']):.2f}x", f"{r['max_diff']:.1e}"])
-    return format_table(["case", "block/warps/stages", "forward ms", "backward ms", "speed vs sdpa", "max |diff|"], body,
-                        markdown=markdown)
+        body.append(
+            [
+                r["case"],
+                launch or "default",
+                f"{r['fwd_ms']:.3f}",
+                f"{r['bwd_ms']:.3f}",
+                f"{total / (r['fwd_ms'] + r['bwd_ms']):.2f}x",
+                f"{r['max_diff']:.1e}",
+            ]
+        )
+    return format_table(
+        ["case", "block/warps/stages", "forward ms", "backward ms", "speed vs sdpa", "max |diff|"],
+        body,
+        markdown=markdown,
+    )
 
 
 def main() -> None:  # the child process: specs as JSON on stdin, one JSON row per line on stdout

@@ -11,13 +11,42 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from txl.cli import analyze, bench, budget, compare, data, evaluate, experiments, generate, interop, listing, plan, train  # noqa: F401  (registers the commands)
+from txl.cli import (  # noqa: F401  (registers the commands)
+    analyze,
+    bench,
+    budget,
+    compare,
+    data,
+    evaluate,
+    experiments,
+    generate,
+    interop,
+    listing,
+    plan,
+    report,
+    train,
+)
 from txl.cli.args import COMMANDS, Parser
 from txl.errors import TxlError
 
-FIRST = ["run", "list", "report", "train", "eval", "compare", "analyze", "plan", "generate", "budget", "data", "import", "export", "bench"]
+FIRST = [
+    "run",
+    "list",
+    "report",
+    "train",
+    "eval",
+    "compare",
+    "analyze",
+    "plan",
+    "generate",
+    "budget",
+    "data",
+    "import",
+    "export",
+    "bench",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,13 +93,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not out_of_memory(e):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"txl {args.command}: error: out of memory ({first[:200]}); use a smaller batch, segment, memory or model, "
-              "or see what it needs with 'txl budget'", file=sys.stderr)
+        print(
+            f"txl {args.command}: error: out of memory ({first[:200]}); use a smaller batch, segment, memory or model, "
+            "or see what it needs with 'txl budget'",
+            file=sys.stderr,
+        )
         return 2
 
 
 def out_of_memory(e: BaseException) -> bool:
     """Whether an exception is the allocator giving up (CPU or GPU)."""
     text = str(e).lower()
-    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text \
+    return (
+        isinstance(e, MemoryError)
+        or type(e).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in text
         or "out of memory" in text
+    )

@@ -1,4 +1,5 @@
-"""txl analyze: what a trained model does with its memory (where each layer looks, per-layer sensitivity, context ablation)."""
+"""txl analyze: what a trained model does with its memory (where each layer looks, per-layer sensitivity, context
+ablation)."""
 
 from __future__ import annotations
 
@@ -13,36 +14,55 @@ from txl.errors import TxlError
 
 def _analyze_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="analysis", metavar="ANALYSIS", parser_class=Parser, required=True)
-    s = sub.add_parser("sensitivity", help="cut one layer's memory at a time: how much the loss rises, with intervals",
-                       description="Cut one layer's memory at a time (to 0 and to a short length), the others as trained, "
-                       "and measure the loss rise over the model as trained, with a paired bootstrap interval.")
+    s = sub.add_parser(
+        "sensitivity",
+        help="cut one layer's memory at a time: how much the loss rises, with intervals",
+        description="Cut one layer's memory at a time (to 0 and to a short length), the others as trained, "
+        "and measure the loss rise over the model as trained, with a paired bootstrap interval.",
+    )
     s.add_argument("path", help="a run folder or a checkpoint folder")
-    s.add_argument("--short", type=int, help="the short length to cut to besides 0 (default: an eighth of the longest memory)")
-    s.add_argument("--split", choices=["valid", "test"], default="valid", help="default valid: analyses choose, they do not report")
+    s.add_argument(
+        "--short", type=int, help="the short length to cut to besides 0 (default: an eighth of the longest memory)"
+    )
+    s.add_argument(
+        "--split", choices=["valid", "test"], default="valid", help="default valid: analyses choose, they do not report"
+    )
     s.add_argument("--max-segments", type=int, help="segments to evaluate (default: the run's eval.max_segments)")
     s.add_argument("--out", help="folder for sensitivity.json/.md/.png (default: RUN/analysis)")
     s.add_argument("--device", default="auto")
     s.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
     s.add_argument("--no-progress", action="store_true")
 
-    c = sub.add_parser("context", help="loss as the usable context is cut to d tokens (or the far part shuffled or replaced)",
-                       description="Context ablation after Khandelwal et al. (2018): loss on the last tokens of a window as the "
-                       "usable context before them is cut to d tokens, or the farther context is shuffled or replaced by other "
-                       "text; one curve per run, all runs on one plot, and each run's effective context.")
+    c = sub.add_parser(
+        "context",
+        help="loss as the usable context is cut to d tokens (or the far part shuffled or replaced)",
+        description="Context ablation after Khandelwal et al. (2018): loss on the last tokens of a window as the "
+        "usable context before them is cut to d tokens, or the farther context is shuffled or replaced by other "
+        "text; one curve per run, all runs on one plot, and each run's effective context.",
+    )
     c.add_argument("paths", nargs="+", help="run folders or checkpoint folders")
-    c.add_argument("--lengths", type=lambda t: sorted({0, *int_list(t)}), default=[0, 4, 16, 64, 256, 1024],
-                   help="context lengths d (0 is always added; default 0,4,16,64,256,1024)")
+    c.add_argument(
+        "--lengths",
+        type=lambda t: sorted({0, *int_list(t)}),
+        default=[0, 4, 16, 64, 256, 1024],
+        help="context lengths d (0 is always added; default 0,4,16,64,256,1024)",
+    )
     c.add_argument("--score", type=int, default=16, help="scored tokens at the end of each window (default 16)")
     c.add_argument("--windows", type=int, default=64, help="windows drawn from the split (default 64)")
-    c.add_argument("--tolerance", type=float, default=0.01, help="effective context: within this many nats of the longest")
+    c.add_argument(
+        "--tolerance", type=float, default=0.01, help="effective context: within this many nats of the longest"
+    )
     c.add_argument("--split", choices=["valid", "test"], default="valid")
     c.add_argument("--out", default=".", help="folder for context.json and context.png (default: here)")
     c.add_argument("--device", default="auto")
     c.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
 
-    a = sub.add_parser("attention", help="where each layer looks: attention mass by distance, in memory, beyond k tokens",
-                       description="Attention probability mass per layer and head by log-spaced distance, the mean "
-                       "attended distance and the mass in memory and beyond k tokens, summed over an evaluation.")
+    a = sub.add_parser(
+        "attention",
+        help="where each layer looks: attention mass by distance, in memory, beyond k tokens",
+        description="Attention probability mass per layer and head by log-spaced distance, the mean "
+        "attended distance and the mass in memory and beyond k tokens, summed over an evaluation.",
+    )
     a.add_argument("path", help="a run folder or a checkpoint folder")
     a.add_argument("--split", choices=["valid", "test"], default="valid")
     a.add_argument("--max-segments", type=int, help="segments to evaluate (default: the run's eval.max_segments)")
@@ -53,31 +73,29 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_attention(args: argparse.Namespace) -> int:
     from txl.analysis import attention_mass, attention_table, image_to_tensorboard, plot_attention
-    from txl.data import load_corpus
-    from txl.devices import pick_precision
+    from txl.evaluate import check_flags
     from txl.io import atomic_write_json
-    from txl.runs import load_trained, run_root
+    from txl.runs import load_trained
 
-    model, run, folder = load_trained(args.path, args.device)
-    corpus = load_corpus(run.data, progress=False)
-    e = run.eval
-    result = attention_mass(model, corpus, args.split, e.tgt_len or run.train.tgt_len, e.batch_size,
-                            args.max_segments or e.max_segments, pick_precision(run.train.precision, next(model.parameters()).device))
-    out = Path(args.out) if args.out else run_root(folder) / "analysis"
-    title = f"where each layer looks: {folder} on {corpus.name}, {args.split} split ({result['tokens']:,} tokens)"
+    check_flags({"max_segments": args.max_segments})
+    trained = load_trained(args.path, args.device)
+    spec = trained.spec(split=args.split, max_segments=args.max_segments)
+    corpus = trained.corpus(spec)
+    result = attention_mass(trained.model, corpus, spec)
+    out = Path(args.out) if args.out else trained.root / "analysis"
+    where = f"{trained.folder} on {corpus.name}, {args.split} split ({result['tokens']:,} tokens)"
+    title = f"where each layer looks: {where}"
     atomic_write_json(out / "attention.json", {"title": title, **result})
     plot_attention(result, out / "attention.png", title)
-    tb = image_to_tensorboard(out / "attention.png", run_root(folder) / "tb", "analysis/attention")
+    tb = image_to_tensorboard(out / "attention.png", trained.root / "tb", "analysis/attention")
     print(title)
-    print(attention_table(result, model.cfg, args.format))
+    print(attention_table(result, trained.model.cfg, args.format))
     print(f"json      {out / 'attention.json'}\npng       {out / 'attention.png'}\ntensorboard {tb} (images)")
     return 0
 
 
 def cmd_context(args: argparse.Namespace) -> int:
     from txl.analysis import context_curve, context_table, effective_context, image_to_tensorboard, plot_context, recl
-    from txl.data import load_corpus
-    from txl.devices import pick_precision
     from txl.io import atomic_write_json
     from txl.runs import load_trained
 
@@ -85,54 +103,67 @@ def cmd_context(args: argparse.Namespace) -> int:
         raise TxlError("--score and --windows must be >= 1")
     curves, effective = {}, {}
     for path in args.paths:
-        model, run, _ = load_trained(path, args.device)
-        corpus = load_corpus(run.data, progress=False)
-        precision = pick_precision(run.train.precision, next(model.parameters()).device)
-        print(f"{path}: {len(args.lengths)} context lengths x 3 conditions, {args.windows} windows ...", file=sys.stderr)
-        curves[path] = context_curve(model, corpus, args.split, args.lengths, args.score, args.windows,
-                                     run.eval.tgt_len or run.train.tgt_len, precision=precision)
+        trained = load_trained(path, args.device)
+        spec = trained.spec(split=args.split)
+        corpus = trained.corpus(spec)
+        print(
+            f"{path}: {len(args.lengths)} context lengths x 3 conditions, {args.windows} windows ...", file=sys.stderr
+        )
+        curves[path] = context_curve(trained.model, corpus, spec, args.lengths, args.score, args.windows)
         effective[path] = effective_context(curves[path], args.tolerance)
     out = Path(args.out)
-    atomic_write_json(out / "context.json", {"split": args.split, "score": args.score, "windows": args.windows,
-                                             "tolerance": args.tolerance, "curves": curves, "effective_context": effective})
-    plot_context(curves, out / "context.png", f"context ablation, {args.split} split, last {args.score} tokens of {args.windows} windows")
+    atomic_write_json(
+        out / "context.json",
+        {
+            "split": args.split,
+            "score": args.score,
+            "windows": args.windows,
+            "tolerance": args.tolerance,
+            "curves": curves,
+            "effective_context": effective,
+        },
+    )
+    plot_context(
+        curves,
+        out / "context.png",
+        f"context ablation, {args.split} split, last {args.score} tokens of {args.windows} windows",
+    )
     image_to_tensorboard(out / "context.png", out / "tb", "analysis/context")
     print(context_table(curves, args.format))
     for path, d in effective.items():
         print(f"effective context of {path}: {d} tokens (within {args.tolerance} nats of the longest context)")
     if len(curves) > 1:  # Dai et al.'s relative effective context length, over this group of runs
         for path, (c, bound) in recl(curves).items():
-            print(f"RECL of {path}: {'>= ' if bound else ''}{c} tokens (r = 0.1, relative gain under 0.01; this group of runs)")
+            at_least = ">= " if bound else ""
+            print(f"RECL of {path}: {at_least}{c} tokens (r = 0.1, relative gain under 0.01; this group of runs)")
     print(f"json      {out / 'context.json'}\npng       {out / 'context.png'}\ntensorboard {out / 'tb'} (images)")
     return 0
 
 
-@command("analyze", "what a trained model does with its memory: where each layer looks, sensitivity, context", _analyze_args)
+@command(
+    "analyze", "what a trained model does with its memory: where each layer looks, sensitivity, context", _analyze_args
+)
 def cmd_analyze(args: argparse.Namespace) -> int:
     if args.analysis == "context":
         return cmd_context(args)
     if args.analysis == "attention":
         return cmd_attention(args)
     from txl.analysis import image_to_tensorboard, layer_sensitivity, sensitivity_table, write_sensitivity
-    from txl.data import load_corpus
-    from txl.devices import pick_precision
-    from txl.runs import load_trained, run_root
+    from txl.runs import load_trained
 
     if (args.short is not None and args.short < 1) or (args.max_segments is not None and args.max_segments < 1):
         raise TxlError("--short and --max-segments must be >= 1")
-    model, run, folder = load_trained(args.path, args.device)
-    corpus = load_corpus(run.data, progress=not args.no_progress)
-    e = run.eval
+    trained = load_trained(args.path, args.device)
+    spec = trained.spec(split=args.split, max_segments=args.max_segments)
+    corpus = trained.corpus(spec, progress=not args.no_progress)
     start = time.time()
-    base, rows = layer_sensitivity(
-        model, corpus, args.split, e.tgt_len or run.train.tgt_len, e.batch_size, args.max_segments or e.max_segments,
-        pick_precision(run.train.precision, next(model.parameters()).device), args.short, not args.no_progress,
-        say=lambda s: None if args.no_progress else print(s, file=sys.stderr),
-    )
-    title = f"memory sensitivity of {folder} on {corpus.name}, {args.split} split"
-    files = write_sensitivity(base, rows, corpus, Path(args.out) if args.out else run_root(folder) / "analysis", title)
-    files["tensorboard"] = image_to_tensorboard(files["png"], run_root(folder) / "tb", "analysis/sensitivity")
-    print(f"{title}: as trained, loss {base['loss']:.4f} nats/token over {base['tokens']:,} tokens ({time.time() - start:.0f} s)")
+    say = (lambda s: None) if args.no_progress else (lambda s: print(s, file=sys.stderr))
+    base, rows = layer_sensitivity(trained.model, corpus, spec, args.short, not args.no_progress, say)
+    title = f"memory sensitivity of {trained.folder} on {corpus.name}, {args.split} split"
+    files = write_sensitivity(base, rows, corpus, Path(args.out) if args.out else trained.root / "analysis", title)
+    files["tensorboard"] = image_to_tensorboard(files["png"], trained.root / "tb", "analysis/sensitivity")
+    seconds = time.time() - start
+    print(f"{title}: as trained, loss {base.loss:.4f} nats/token over {base.tokens:,} tokens ({seconds:.0f} s)")
     print(sensitivity_table(rows, args.format))
     for kind, path in files.items():
         print(f"{kind:<9} {path}")

@@ -7,7 +7,7 @@ own options and keeps its body to a few lines that call the library.
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from txl.errors import TxlError
 
@@ -62,9 +62,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vocab", type=int, metavar="V", help="vocabulary size")
     g.add_argument("--same-length", action="store_true", default=None, help="every query sees at most mem_len keys")
     g.add_argument(
-        "--range", dest="attn_range", metavar="PLAN", help="attention range per layer, e.g. 'range=128@first:12' (default unlimited)"
+        "--range",
+        dest="attn_range",
+        metavar="PLAN",
+        help="attention range per layer, e.g. 'range=128@first:12' (default unlimited)",
     )
-    g.add_argument("--attn", metavar="PLAN", help="attention variant per layer, e.g. 'attn=las@first:6,xl' (default xl)")
+    g.add_argument(
+        "--attn", metavar="PLAN", help="attention variant per layer, e.g. 'attn=las@first:6,xl' (default xl)"
+    )
     add_overrides(g)
 
 
@@ -105,7 +110,9 @@ def model_config_from_args(args: argparse.Namespace, memory: str | None):
 
 def add_data_args(p: argparse.ArgumentParser, corpus_positional: bool = True) -> None:
     if corpus_positional:
-        p.add_argument("corpus", nargs="?", default="pystdlib", help="a corpus name (txl data list) or a path (default pystdlib)")
+        p.add_argument(
+            "corpus", nargs="?", default="pystdlib", help="a corpus name (txl data list) or a path (default pystdlib)"
+        )
     g = p.add_argument_group("data")
     g.add_argument("--tokenizer", help="auto, bytes, chars, words, sentencepiece, or a sentencepiece .model file")
     g.add_argument("--vocab-size", type=int, help="sentencepiece pieces, or the most frequent words to keep")
@@ -119,7 +126,12 @@ def data_config_from_args(args: argparse.Namespace, base=None):
     cfg = base or DataConfig()
     if getattr(args, "corpus", None):
         cfg.corpus = args.corpus
-    for name, field_name in (("tokenizer", "tokenizer"), ("vocab_size", "vocab_size"), ("split", "split"), ("data_root", "root")):
+    for name, field_name in (
+        ("tokenizer", "tokenizer"),
+        ("vocab_size", "vocab_size"),
+        ("split", "split"),
+        ("data_root", "root"),
+    ):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, field_name, value)
@@ -140,11 +152,21 @@ def run_config_from_args(args: argparse.Namespace):
     run = load_config(args.config) if args.config else get_preset(args.preset or "small")
     run.model = apply_model_flags(run.model, args, args.memory, fresh_widths=False)
     for flag, section, name in (
-        ("corpus", "data", "corpus"), ("tokenizer", "data", "tokenizer"), ("vocab_size", "data", "vocab_size"),
-        ("steps", "train", "steps"), ("batch_size", "train", "batch_size"), ("tgt_len", "train", "tgt_len"),
-        ("lr", "train", "lr"), ("device", "train", "device"),
+        ("corpus", "data", "corpus"),
+        ("tokenizer", "data", "tokenizer"),
+        ("vocab_size", "data", "vocab_size"),
+        ("steps", "train", "steps"),
+        ("batch_size", "train", "batch_size"),
+        ("tgt_len", "train", "tgt_len"),
+        ("lr", "train", "lr"),
+        ("device", "train", "device"),
     ):
         if getattr(args, flag, None) is not None:
             setattr(getattr(run, section), name, getattr(args, flag))
     apply_overrides(run, args.overrides)
     return check_run(run)
+
+
+def load_definitions() -> None:
+    """Register every definition in `experiments/` (imported on use, so `txl --help` need not load torch)."""
+    import experiments  # noqa: F401

@@ -1,4 +1,5 @@
-"""txl bench: training throughput, attention variants as segments grow, the fused kernels (measured here, not in tests)."""
+"""txl bench: training throughput, attention variants as segments grow,
+the fused kernels (measured here, not in tests)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,42 @@ from pathlib import Path
 
 from txl.cli.args import Parser, add_overrides, command, int_list
 from txl.cli.bench_kernel import bench_kernel, kernel_args
+
+
+def _train_args(sub) -> None:
+    t = sub.add_parser(
+        "train",
+        help="training-step and evaluation throughput, MFU and peak memory of a preset or config",
+        description="Whole training steps (forward, backward, Adam) with memory carried from step to step, after "
+        "a warm-up, median of --steps; evaluation forwards likewise. --compare runs the plain reference path "
+        "and the fast path in the same process; several --memory plans are measured side by side.",
+    )
+    t.add_argument("--preset", default="enwik8-base", help="a preset (default enwik8-base)")
+    t.add_argument("--config", help="a JSON run config instead of a preset")
+    t.add_argument(
+        "--memory", action="append", metavar="PLAN", help="memory plan(s) to measure (default: the config's)"
+    )
+    t.add_argument(
+        "--impl", default="auto", help="comma-separated attention implementations: auto, plain, sdpa, flex, fused"
+    )
+    t.add_argument(
+        "--compare", action="store_true", help="measure plain and the fast path (auto) and print their ratio"
+    )
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--tgt-len", type=int)
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default: the config's")
+    t.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    t.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    t.add_argument("--eval-steps", type=int, default=10)
+    t.add_argument("--device", default="auto")
+    add_overrides(t, help=None)
+    t.add_argument("--out", metavar="FILE.json")
+    t.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="also profile each case (torch.profiler): an operator table and a Chrome trace in DIR",
+    )
+    t.add_argument("--markdown", action="store_true")
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
@@ -18,9 +55,14 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         "each segment length, and how each grows from the shortest length to the longest. On a CPU each case "
         "runs in a fresh process so its peak memory can be measured.",
     )
-    v.add_argument("--variants", default="xl,las,las-local,las-smooth,alibi,t5,sikf,sikf+fastrpb,fastrpb",
-                   help="comma-separated; 'fastrpb' alone times the W V term by itself")
-    v.add_argument("--lengths", type=int_list, default=[512, 2048, 8192], help="segment lengths (default 512,2048,8192)")
+    v.add_argument(
+        "--variants",
+        default="xl,las,las-local,las-smooth,alibi,t5,sikf,sikf+fastrpb,fastrpb",
+        help="comma-separated; 'fastrpb' alone times the W V term by itself",
+    )
+    v.add_argument(
+        "--lengths", type=int_list, default=[512, 2048, 8192], help="segment lengths (default 512,2048,8192)"
+    )
     v.add_argument("--mem-len", type=int, default=0, help="memory positions in front of each segment (default 0)")
     v.add_argument("--d-model", type=int, default=256)
     v.add_argument("--n-head", type=int, default=4)
@@ -32,33 +74,15 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     v.add_argument("--out", metavar="FILE.json", help="also write the raw measurements here")
     v.add_argument("--markdown", action="store_true")
 
-    t = sub.add_parser(
-        "train",
-        help="training-step and evaluation throughput, MFU and peak memory of a preset or config",
-        description="Whole training steps (forward, backward, Adam) with memory carried from step to step, after "
-        "a warm-up, median of --steps; evaluation forwards likewise. --compare runs the plain reference path "
-        "and the fast path in the same process; several --memory plans are measured side by side.",
-    )
-    t.add_argument("--preset", default="enwik8-base", help="a preset (default enwik8-base)")
-    t.add_argument("--config", help="a JSON run config instead of a preset")
-    t.add_argument("--memory", action="append", metavar="PLAN", help="memory plan(s) to measure (default: the config's)")
-    t.add_argument("--impl", default="auto", help="comma-separated attention implementations: auto, plain, sdpa, flex, fused")
-    t.add_argument("--compare", action="store_true", help="measure plain and the fast path (auto) and print their ratio")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--tgt-len", type=int)
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default: the config's")
-    t.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
-    t.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    t.add_argument("--eval-steps", type=int, default=10)
-    t.add_argument("--device", default="auto")
-    add_overrides(t, help=None)
-    t.add_argument("--out", metavar="FILE.json")
-    t.add_argument("--profile", metavar="DIR", help="also profile each case (torch.profiler): an operator table and a Chrome trace in DIR")
-    t.add_argument("--markdown", action="store_true")
+    _train_args(sub)
     kernel_args(sub)
 
 
-@command("bench", "benchmarks: training throughput, and attention variants as segments grow (measured here, not in tests)", _bench_args)
+@command(
+    "bench",
+    "benchmarks: training throughput, and attention variants as segments grow (measured here, not in tests)",
+    _bench_args,
+)
 def cmd_bench(args: argparse.Namespace) -> int:
     from txl.bench import bench_device, variants_benchmark, variants_table
     from txl.io import atomic_write_json
@@ -75,17 +99,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if name != "fastrpb":
             parse_plan(name, 1, ATTENTION)  # unknown names fail here, listing the known ones
     rows = variants_benchmark(
-        names, args.lengths, device=device, mem_len=args.mem_len, batch=args.batch, d_model=args.d_model,
-        n_head=args.n_head, d_head=args.d_head, repeats=args.repeats, dtype=args.dtype,
+        names,
+        args.lengths,
+        device=device,
+        mem_len=args.mem_len,
+        batch=args.batch,
+        d_model=args.d_model,
+        n_head=args.n_head,
+        d_head=args.d_head,
+        repeats=args.repeats,
+        dtype=args.dtype,
     )
-    print(f"device {device}; one attention layer, d_model {args.d_model}, {args.n_head} heads of {args.d_head}, "
-          f"batch {args.batch}, memory {args.mem_len}, {args.dtype}, forward+backward, median of {args.repeats}")
+    print(
+        f"device {device}; one attention layer, d_model {args.d_model}, {args.n_head} heads of {args.d_head}, "
+        f"batch {args.batch}, memory {args.mem_len}, {args.dtype}, forward+backward, median of {args.repeats}"
+    )
     print(variants_table(rows, args.markdown, absolute=device.startswith("cuda")))
     for r in rows:
         if "error" in r:
             print(f"  {r['attn']} @{r['seq_len']}: {r['error']}")
     if args.out:
-        atomic_write_json(args.out, {"device": device, "args": {k: v for k, v in vars(args).items() if k != "func"}, "rows": rows})
+        atomic_write_json(
+            args.out, {"device": device, "args": {k: v for k, v in vars(args).items() if k != "func"}, "rows": rows}
+        )
     return 0
 
 
@@ -115,12 +151,22 @@ def bench_train(args: argparse.Namespace) -> int:
         notes.append("evaluation runs uncompiled")
     device = torch.device(bench_device(args.device))
     impls = ["plain", "auto"] if args.compare else [i.strip() for i in args.impl.split(",") if i.strip()]
-    rows, precision = train_benchmark(run, impls, args.memory or [None], device, args.steps, args.warmup, args.eval_steps,
-                                      profile=Path(args.profile) if args.profile else None)
+    rows, precision = train_benchmark(
+        run,
+        impls,
+        args.memory or [None],
+        device,
+        args.steps,
+        args.warmup,
+        args.eval_steps,
+        profile=Path(args.profile) if args.profile else None,
+    )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device {name}; {args.config or args.preset}: batch {run.train.batch_size} x {run.train.tgt_len} tokens, "
-          f"{precision}{', compiled' if run.train.compile else ''}, torch {torch.__version__}; the trainer's step "
-          f"(clipping, {run.train.optimizer}); median of {args.steps} steps after {args.warmup}")
+    print(
+        f"device {name}; {args.config or args.preset}: batch {run.train.batch_size} x {run.train.tgt_len} tokens, "
+        f"{precision}{', compiled' if run.train.compile else ''}, torch {torch.__version__}; the trainer's step "
+        f"(clipping, {run.train.optimizer}); median of {args.steps} steps after {args.warmup}"
+    )
     for note in notes:
         print(f"note: {note}")
     print(train_table(rows, args.markdown))
@@ -128,5 +174,7 @@ def bench_train(args: argparse.Namespace) -> int:
         if r.get("profile"):
             print(f"profile      {r['profile']} (and a Chrome trace beside it)")
     if args.out:
-        atomic_write_json(args.out, {"device": name, "precision": precision, "preset": args.config or args.preset, "rows": rows})
+        atomic_write_json(
+            args.out, {"device": name, "precision": precision, "preset": args.config or args.preset, "rows": rows}
+        )
     return 0

@@ -35,12 +35,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise TxlError(f"--top-k must be >= 0 (0 keeps every token), got {args.top_k}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise TxlError(f"--temperature must be a finite number > 0, got {args.temperature}")
-    model, run, folder = load_trained(args.path, args.device)
+    trained = load_trained(args.path, args.device)
+    model, run = trained.model, trained.run
     tokenizer = load_tokenizer(tokenizer_file(args.path, run))
     sys.stdout.write(args.prompt)
     generate_text(
-        model, tokenizer, args.prompt, args.tokens, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, chunk=run.train.tgt_len, on_piece=lambda piece: (sys.stdout.write(piece), sys.stdout.flush()),
+        model,
+        tokenizer,
+        args.prompt,
+        args.tokens,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        chunk=run.train.tgt_len,
+        on_piece=lambda piece: (sys.stdout.write(piece), sys.stdout.flush()),
     )
     sys.stdout.write("\n")
     return 0

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from txl.cli.args import command
-from txl.cli.experiments import load_definitions
+from txl.cli.args import command, load_definitions
 from txl.errors import TxlError
 
 
@@ -30,7 +29,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         print()
         print(format_table(["preset", "what it is"], [[n, (fn.__doc__ or "").strip()] for n, fn in PRESETS.items()]))
         print()
-        print(format_table(["attention", "what it does"], [[n, c.description] for n, c in VARIANTS.items()] + [["+fastrpb", "adds FastRPB's W V to any of them"]]))
+        print(
+            format_table(
+                ["attention", "what it does"],
+                [[n, c.description] for n, c in VARIANTS.items()] + [["+fastrpb", "adds FastRPB's W V to any of them"]],
+            )
+        )
         print()
-        print(format_table(["protocol (txl eval --protocol)", "model", "settings"], [[p.name, p.description, p.settings()] for p in PROTOCOLS.values()]))
+        print(
+            format_table(
+                ["protocol (txl eval --protocol)", "model", "settings"],
+                [[p.name, p.description, p.settings()] for p in PROTOCOLS.values()],
+            )
+        )
     return 0

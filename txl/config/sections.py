@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from txl.config.domains import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, ConfigError, Domain, check_domains
 
-
 # --------------------------------------------------------------------------- model
 
 
@@ -37,6 +36,23 @@ class LaSConfig:
     alphas: list[float] | None = None  # explicit per-head rates; overrides the schedule
     kernel: int = 3  # average-pooling width over keys; 1 turns smoothing off
 
+    def validate(self, n_head: int) -> LaSConfig:
+        """Checks of the LaS settings against a model of `n_head` heads."""
+        _positive(self, "model.las", ["kernel"])
+        if self.alphas is not None:
+            if len(self.alphas) != n_head:
+                raise ConfigError(f"model.las.alphas needs {n_head} values (one per head), got {len(self.alphas)}")
+            if any(a < 0 for a in self.alphas):
+                raise ConfigError(f"model.las.alphas must be >= 0, got {self.alphas}")
+        if not 0 <= self.global_heads <= n_head:
+            raise ConfigError(f"model.las.global_heads must be in 0..{n_head}, got {self.global_heads}")
+        if not 0 < self.alpha_min <= self.alpha_max:
+            raise ConfigError(
+                f"model.las.alpha_min and alpha_max must satisfy 0 < alpha_min <= alpha_max, "
+                f"got {self.alpha_min}, {self.alpha_max}"
+            )
+        return self
+
 
 @dataclass
 class T5Config:
@@ -44,6 +60,15 @@ class T5Config:
 
     num_buckets: int = 32
     max_distance: int = 128
+
+    def validate(self) -> T5Config:
+        _positive(self, "model.t5", ["num_buckets", "max_distance"])
+        if self.num_buckets < 2 or self.max_distance <= self.num_buckets // 2:
+            raise ConfigError(
+                f"model.t5.max_distance ({self.max_distance}) must exceed half of model.t5.num_buckets "
+                f"({self.num_buckets}), and num_buckets must be >= 2"
+            )
+        return self
 
 
 @dataclass
@@ -87,7 +112,9 @@ class ModelConfig:
     untie_r: bool = False  # per-layer content/position biases u, v instead of shared ones
     init_std: float = 0.02
     proj_init_std: float = 0.01
-    attn_impl: Literal["auto", "plain", "sdpa", "flex", "fused"] = "auto"  # auto: sdpa on a GPU, plain on a CPU; fused: txl.attention.fused
+    attn_impl: Literal["auto", "plain", "sdpa", "flex", "fused"] = (
+        "auto"  # auto: sdpa on a GPU, plain on a CPU; fused: txl.attention.fused
+    )
     layers: list[LayerConfig] = field(default_factory=list)
     las: LaSConfig = field(default_factory=LaSConfig)
     t5: T5Config = field(default_factory=T5Config)
@@ -122,7 +149,26 @@ class ModelConfig:
             return list(self.tie_projs)
         return [False] + [True] * len(self.cutoffs)
 
-    def validate(self) -> "ModelConfig":
+    def _check_adaptive(self) -> None:
+        """The adaptive input and softmax: cutoffs, div_val and tied projections that make sense together."""
+        bounds = [0, *self.cutoffs, self.vocab_size]
+        if any(b <= a for a, b in zip(bounds, bounds[1:])):
+            raise ConfigError(
+                f"model.cutoffs must increase strictly and stay below model.vocab_size ({self.vocab_size}), "
+                f"got {self.cutoffs}"
+            )
+        for i in range(len(self.cutoffs) + 1):
+            if self.embed_dim // self.div_val**i < 1:
+                raise ConfigError(
+                    f"model.div_val={self.div_val} leaves cluster {i} with no embedding width "
+                    f"(d_embed {self.embed_dim} // {self.div_val}**{i}); use a smaller div_val or fewer cutoffs"
+                )
+        if self.tie_projs is not None and len(self.tie_projs) != len(self.cutoffs) + 1:
+            raise ConfigError(
+                f"model.tie_projs needs one flag per cluster ({len(self.cutoffs) + 1}), got {len(self.tie_projs)}"
+            )
+
+    def validate(self) -> ModelConfig:
         """Check values and combinations of fields; raise ConfigError naming the field.
 
         The checks that need the plan language or the attention variants (an unknown
@@ -144,41 +190,9 @@ class ModelConfig:
                 f"model.layers has {len(self.layers)} entries but model.n_layer is {self.n_layer}: "
                 f"give a memory plan for {self.n_layer} layers (--memory) or set model.n_layer={len(self.layers)}"
             )
-        bounds = [0, *self.cutoffs, self.vocab_size]
-        if any(b <= a for a, b in zip(bounds, bounds[1:])):
-            raise ConfigError(
-                f"model.cutoffs must increase strictly and stay below model.vocab_size ({self.vocab_size}), "
-                f"got {self.cutoffs}"
-            )
-        for i in range(len(self.cutoffs) + 1):
-            if self.embed_dim // self.div_val**i < 1:
-                raise ConfigError(
-                    f"model.div_val={self.div_val} leaves cluster {i} with no embedding width "
-                    f"(d_embed {self.embed_dim} // {self.div_val}**{i}); use a smaller div_val or fewer cutoffs"
-                )
-        if self.tie_projs is not None and len(self.tie_projs) != len(self.cutoffs) + 1:
-            raise ConfigError(
-                f"model.tie_projs needs one flag per cluster ({len(self.cutoffs) + 1}), got {len(self.tie_projs)}"
-            )
-        _positive(self.las, "model.las", ["kernel"])
-        if self.las.alphas is not None:
-            if len(self.las.alphas) != self.n_head:
-                raise ConfigError(f"model.las.alphas needs {self.n_head} values (one per head), got {len(self.las.alphas)}")
-            if any(a < 0 for a in self.las.alphas):
-                raise ConfigError(f"model.las.alphas must be >= 0, got {self.las.alphas}")
-        if not 0 <= self.las.global_heads <= self.n_head:
-            raise ConfigError(f"model.las.global_heads must be in 0..{self.n_head}, got {self.las.global_heads}")
-        if not 0 < self.las.alpha_min <= self.las.alpha_max:
-            raise ConfigError(
-                f"model.las.alpha_min and alpha_max must satisfy 0 < alpha_min <= alpha_max, "
-                f"got {self.las.alpha_min}, {self.las.alpha_max}"
-            )
-        _positive(self.t5, "model.t5", ["num_buckets", "max_distance"])
-        if self.t5.num_buckets < 2 or self.t5.max_distance <= self.t5.num_buckets // 2:
-            raise ConfigError(
-                f"model.t5.max_distance ({self.t5.max_distance}) must exceed half of model.t5.num_buckets "
-                f"({self.t5.num_buckets}), and num_buckets must be >= 2"
-            )
+        self._check_adaptive()
+        self.las.validate(self.n_head)
+        self.t5.validate()
         _positive(self.fastrpb, "model.fastrpb", ["max_len"])
         _positive(self.sikf, "model.sikf", ["chunk"])
 
@@ -230,7 +244,7 @@ class DataConfig:
     max_tokens: int | None = None  # use only the first N training tokens (validation and test: N // 10)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
-    def validate(self) -> "DataConfig":
+    def validate(self) -> DataConfig:
         if self.vocab_size is not None and self.vocab_size < 2:
             raise ConfigError(f"data.vocab_size must be >= 2 or none, got {self.vocab_size}")
         if self.max_tokens is not None and self.max_tokens < 10:
@@ -281,14 +295,16 @@ class TrainConfig:
     eval_segments: int | None = 200  # validation segments per evaluation; none = the whole split
     save_every: int = 2000  # 0: save only at the end
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         _positive(self, "train", ["steps", "batch_size", "tgt_len", "grad_accum", "log_every"])
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"train.batch_size ({self.batch_size}) must be a multiple of train.grad_accum ({self.grad_accum})"
             )
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            raise ConfigError(f"train.lr must be > 0 and train.min_lr in [0, lr], got lr={self.lr}, min_lr={self.min_lr}")
+            raise ConfigError(
+                f"train.lr must be > 0 and train.min_lr in [0, lr], got lr={self.lr}, min_lr={self.min_lr}"
+            )
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"train.betas must be two values in [0, 1), got {self.betas}")
         for name in ("warmup", "eval_every", "save_every", "weight_decay", "clip"):
@@ -315,7 +331,7 @@ class EvalConfig:
     same_length: bool | None = None  # none = the model's
     max_segments: int | None = None  # none = the whole split
 
-    def validate(self) -> "EvalConfig":
+    def validate(self) -> EvalConfig:
         _positive(self, "eval", ["batch_size"])
         if self.tgt_len is not None and self.tgt_len < 1:
             raise ConfigError(f"eval.tgt_len must be >= 1 or none, got {self.tgt_len}")
@@ -327,22 +343,57 @@ class EvalConfig:
 
 DOMAINS: dict[type, dict[str, Domain]] = {
     LayerConfig: {"mem_len": AT_LEAST_0, "attn_range": AT_LEAST_0},
-    LaSConfig: {"global_heads": AT_LEAST_0, "alpha_min": POSITIVE, "alpha_max": POSITIVE, "alphas": AT_LEAST_0, "kernel": AT_LEAST_1},
+    LaSConfig: {
+        "global_heads": AT_LEAST_0,
+        "alpha_min": POSITIVE,
+        "alpha_max": POSITIVE,
+        "alphas": AT_LEAST_0,
+        "kernel": AT_LEAST_1,
+    },
     T5Config: {"num_buckets": Domain(2), "max_distance": AT_LEAST_1},
     FastRPBConfig: {"max_len": AT_LEAST_1, "init_scale": AT_LEAST_0},
     SIKFConfig: {"chunk": AT_LEAST_1},
     ModelConfig: {
-        "vocab_size": AT_LEAST_1, "n_layer": AT_LEAST_1, "d_model": Domain(2), "n_head": AT_LEAST_1, "d_head": AT_LEAST_1,
-        "d_inner": AT_LEAST_1, "d_embed": AT_LEAST_1, "dropout": FRACTION, "dropatt": FRACTION, "clamp_len": AT_LEAST_0,
-        "div_val": AT_LEAST_1, "init_std": AT_LEAST_0, "proj_init_std": AT_LEAST_0,
+        "vocab_size": AT_LEAST_1,
+        "n_layer": AT_LEAST_1,
+        "d_model": Domain(2),
+        "n_head": AT_LEAST_1,
+        "d_head": AT_LEAST_1,
+        "d_inner": AT_LEAST_1,
+        "d_embed": AT_LEAST_1,
+        "dropout": FRACTION,
+        "dropatt": FRACTION,
+        "clamp_len": AT_LEAST_0,
+        "div_val": AT_LEAST_1,
+        "init_std": AT_LEAST_0,
+        "proj_init_std": AT_LEAST_0,
     },
-    SyntheticConfig: {"lags": Domain(2), "symbols": Domain(2, 250), "query_every": AT_LEAST_1, "train_tokens": AT_LEAST_1,
-                      "eval_tokens": AT_LEAST_1, "decay_scale": POSITIVE, "seed": AT_LEAST_0},
+    SyntheticConfig: {
+        "lags": Domain(2),
+        "symbols": Domain(2, 250),
+        "query_every": AT_LEAST_1,
+        "train_tokens": AT_LEAST_1,
+        "eval_tokens": AT_LEAST_1,
+        "decay_scale": POSITIVE,
+        "seed": AT_LEAST_0,
+    },
     DataConfig: {"vocab_size": Domain(2), "min_freq": AT_LEAST_1, "max_tokens": Domain(10)},
     TrainConfig: {
-        "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "tgt_len": AT_LEAST_1, "grad_accum": AT_LEAST_1, "lr": POSITIVE,
-        "betas": FRACTION, "weight_decay": AT_LEAST_0, "warmup": AT_LEAST_0, "min_lr": AT_LEAST_0, "clip": AT_LEAST_0,
-        "seed": AT_LEAST_0, "log_every": AT_LEAST_1, "eval_every": AT_LEAST_0, "eval_segments": AT_LEAST_1, "save_every": AT_LEAST_0,
+        "steps": AT_LEAST_1,
+        "batch_size": AT_LEAST_1,
+        "tgt_len": AT_LEAST_1,
+        "grad_accum": AT_LEAST_1,
+        "lr": POSITIVE,
+        "betas": FRACTION,
+        "weight_decay": AT_LEAST_0,
+        "warmup": AT_LEAST_0,
+        "min_lr": AT_LEAST_0,
+        "clip": AT_LEAST_0,
+        "seed": AT_LEAST_0,
+        "log_every": AT_LEAST_1,
+        "eval_every": AT_LEAST_0,
+        "eval_segments": AT_LEAST_1,
+        "save_every": AT_LEAST_0,
     },
     EvalConfig: {"tgt_len": AT_LEAST_1, "batch_size": AT_LEAST_1, "clamp_len": AT_LEAST_0, "max_segments": AT_LEAST_1},
 }
@@ -361,7 +412,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Each section's field checks; txl.plans.check_run adds the plan and variant checks."""
         self.model.validate()
         self.data.validate()

@@ -9,13 +9,11 @@ import shlex
 import pytest
 
 import experiments  # noqa: F401  (registers every definition)
-
 from txl.budget import budget
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.evaluate import Plan
-from txl.plans import apply_plans
-from txl.planning import k_best, layer_costs, reference_plans
+from txl.plan_search import k_best, layer_costs, reference_plans
+from txl.plans import MemoryPlan, apply_plans
 
 
 def test_k_best_is_the_k_best_of_every_plan_within_the_budget():
@@ -26,7 +24,8 @@ def test_k_best_is_the_k_best_of_every_plan_within_the_budget():
         costs = [{v: float(v * rng.choice([1, 2])) for v in grid} for _ in range(n)]
         limit = rng.uniform(0, 40 * n)
         every = sorted(
-            (sum(rise[i][v] for i, v in enumerate(p)), list(p)) for p in itertools.product(grid, repeat=n)
+            (sum(rise[i][v] for i, v in enumerate(p)), list(p))
+            for p in itertools.product(grid, repeat=n)
             if sum(costs[i][v] for i, v in enumerate(p)) <= limit
         )
         got = k_best(rise, costs, limit, 5)
@@ -39,7 +38,7 @@ def test_costs_add_up_to_the_budget_of_the_plan_in_either_unit():
     for unit in ("positions", "mib"):
         costs = layer_costs(cfg, [0, 4, 16], 8, unit)
         plan = [16, 0, 4]
-        b = budget(Plan("p", mem_lens=plan).config(cfg), 8)
+        b = budget(MemoryPlan.of_lists("p", plan).apply(cfg), 8)
         want = b.cached_positions if unit == "positions" else b.bytes / 2**20
         assert sum(costs[i][v] for i, v in enumerate(plan)) == pytest.approx(want)
 
@@ -83,21 +82,42 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
     assert "analysis/attention" in events.Tags()["images"]  # the heat map beside the training curves
 
     capsys.readouterr()
-    assert main(["plan", folder, "--budget", "12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress"]) == 0
+    assert (
+        main(["plan", folder, "--budget", "12", "--lengths", "0,4,8,12,16", "--max-segments", "10", "--no-progress"])
+        == 0
+    )
     record = json.loads((tmp_path / "run" / "analysis" / "plan-12.json").read_text())
     best = record["plans"][0]
     assert best["within_budget"] and best["receptive_field"] >= 12 and best["mem_lens"] == [0, 12]
     for p in record["plans"]:
-        b = budget(Plan("p", mem_lens=p["mem_lens"]).config(run.model), run.eval.tgt_len)
+        b = budget(MemoryPlan.of_lists("p", p["mem_lens"]).apply(run.model), run.eval.tgt_len)
         assert p["cost"] == b.cached_positions and p["receptive_field"] == b.receptive_field[0]
         assert p["within_budget"] == (p["cost"] <= 12)
-        assert p["how"] in ("as trained", "sensitivity") or p["within_budget"]  # only the start and its cuts may exceed it
+        assert (
+            p["how"] in ("as trained", "sensitivity") or p["within_budget"]
+        )  # only the start and its cuts may exceed it
     capsys.readouterr()
     assert main(["eval", folder, "--memory", best["memory"], "--max-segments", "10", "--json", "--no-progress"]) == 0
     same = json.loads(capsys.readouterr().out)["results"][0]
     assert same["loss"] == pytest.approx(best["loss"], rel=1e-12)
-    assert main(["plan", folder, "--budget", "12", "--no-progress",
-                 "--append", "sparse-memory/lags", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "plan",
+                folder,
+                "--budget",
+                "12",
+                "--no-progress",
+                "--append",
+                "sparse-memory/lags",
+                "--scale",
+                "tiny",
+                "--results",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "is not a model of sparse-memory/lags (tiny)" in capsys.readouterr().err  # only an experiment's own models
     assert main(["plan", folder, "--budget-of", "0,12", "--lengths", "0,4,8,12,16", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -113,7 +133,15 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
 
 @pytest.mark.slow
 def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_path, capsys):
-    common = ["--scale", "tiny", "--results", str(tmp_path / "r"), "--no-progress", "--set", f"data.root={tmp_path / 'data'}"]
+    common = [
+        "--scale",
+        "tiny",
+        "--results",
+        str(tmp_path / "r"),
+        "--no-progress",
+        "--set",
+        f"data.root={tmp_path / 'data'}",
+    ]
     assert main(["run", "analysis/plan-search", *common]) == 0
     folder = tmp_path / "r" / "analysis" / "plan-search" / "tiny"
     analysis = folder / "runs" / "all-long" / "seed0" / "analysis"
@@ -125,7 +153,9 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
     assert sorted(r["metrics"]["split"] for r in searched) == ["test", "valid"]
     assert searched[0]["plan"] == searched[1]["plan"] and searched[0]["budget"]["cached_positions"] <= 20
     references = [r for r in rows if r["variant"].startswith("lrm=")]
-    assert references and all(r["budget"]["cached_positions"] == 20 for r in references)  # the budget's own long and short
+    assert references and all(
+        r["budget"]["cached_positions"] == 20 for r in references
+    )  # the budget's own long and short
     best = json.loads((analysis / "plan-20.json").read_text())["plans"][0]
     assert searched[0]["metrics"]["loss"] == pytest.approx(best["loss"], rel=1e-12)
     out = capsys.readouterr().out
@@ -136,5 +166,7 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
     assert re.search(r"appended   [1-9] rows", capsys.readouterr().out)
     assert main(["plan", seed0, "--budget", "16", *append]) == 0
     assert "appended   0 rows" in capsys.readouterr().out  # the same search on the same model adds nothing twice
-    assert main(["report", "analysis/plan-search", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-plot"]) == 0
+    assert (
+        main(["report", "analysis/plan-search", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-plot"]) == 0
+    )
     assert "searched (budget 16)" in capsys.readouterr().out

@@ -1,0 +1,171 @@
+"""txl.report: seeds aggregated with intervals, paired differences from a baseline, Pareto frontiers, plots."""
+
+import math
+
+import pytest
+from conftest import result_rows
+
+from txl.report import build_report
+
+
+def row(variant, seed, bpb, cached, kind="train", of=None, blocks=None):
+    return {
+        "variant": variant,
+        "seed": seed,
+        "kind": kind,
+        "of": of,
+        "group": "",
+        "scale": "tiny",
+        "plan": {"memory": variant, "range": "1xinf", "attn": "1xxl"},
+        "budget": {
+            "cached_positions": cached,
+            "long_range_positions": 0,
+            "memory_bytes": 4 * cached,
+            "attn_flops_per_token": 1.0,
+            "receptive_field": float(cached),
+            "params": 10,
+        },
+        "metrics": {"bpb": bpb, "loss": bpb * math.log(2)},
+        "blocks": blocks,
+    }
+
+
+def test_report_shows_intervals_and_paired_differences(tmp_path):
+    rows = [row("full", s, v, 64) for s, v in enumerate([2.0, 2.1, 2.2])]
+    rows += [row("short", s, v, 8) for s, v in enumerate([2.3, 2.42, 2.5])]
+    report = build_report(result_rows(*rows), "t", tmp_path, plot=False, baseline="full")
+    short = next(g for g in report["groups"] if g.variant == "short")
+    full = next(g for g in report["groups"] if g.variant == "full")
+    assert full.interval.hi - full.interval.mean == pytest.approx(4.302652730 * 0.1 / math.sqrt(3))
+    assert short.vs_baseline.mean == pytest.approx(0.30667, abs=1e-5) and short.vs_baseline.excludes_zero
+    assert full.vs_baseline is None
+    assert "2.1000 [1.8516, 2.3484]" in report["table"]
+    assert "+0.3067 [" in report["table"] and "paired seeds, n=3" in report["table"] and "yes" in report["table"]
+    assert "paired difference from full" in (tmp_path / "report.md").read_text()
+
+
+def test_one_seed_falls_back_to_the_block_bootstrap(tmp_path):
+    tokens = [10.0] * 30
+    base = {"loss": [20.0 + i % 5 for i in range(30)], "tokens": tokens}
+    worse = {"loss": [x + 1.0 for x in base["loss"]], "tokens": tokens}  # 0.1 nats per token worse
+    rows = [
+        row("full", 0, 2.0, 64, blocks=base),
+        row("eval short", 0, 2.0 + 0.1 / math.log(2), 8, "eval", "full", worse),
+    ]
+    report = build_report(result_rows(*rows), "t", tmp_path, plot=False, baseline="full")
+    d = next(g for g in report["groups"] if g.variant == "eval short").vs_baseline
+    assert d.kind == "blocks" and d.mean == pytest.approx(0.1 / math.log(2))  # in bits per byte, like the table
+    assert "blocks, n=30" in report["table"]
+
+
+def test_report_plot_draws_one_budget_by_variant(tmp_path):
+    rows = [
+        row(name, s, 2.0 + 0.1 * s + 0.01 * i, 32)
+        for i, name in enumerate(["first", "interleave", "last"])
+        for s in range(2)
+    ]
+    report = build_report(result_rows(*rows), "placement", tmp_path, baseline="interleave")
+    assert report["files"]["png"].stat().st_size > 0
+
+
+def test_each_task_group_is_compared_with_its_own_baseline(tmp_path):
+    rows = []
+    for group in ("lag 8", "lag 32"):
+        for s in range(3):
+            for i, (name, cached) in enumerate((("long", 64), ("short", 8))):
+                r = row(f"{group} {name}", s, 2.0 + 0.1 * i + 0.01 * s * (1 + i), cached)
+                r["group"] = group
+                rows.append(r)
+    report = build_report(result_rows(*rows), "t", tmp_path, plot=False)
+    shorts = [g for g in report["groups"] if g.variant.endswith("short")]
+    assert len(shorts) == 2 and all(
+        g.vs_baseline is not None and g.vs_baseline.mean == pytest.approx(0.11) for g in shorts
+    )
+
+
+def test_a_variant_whose_plan_differs_by_seed_says_so():
+    from txl.report import aggregate
+
+    def row(seed, memory, bpb):
+        return {
+            "variant": "searched",
+            "seed": seed,
+            "kind": "eval",
+            "plan": {"memory": memory},
+            "budget": {"cached_positions": 8, "receptive_field": 16 + seed},
+            "metrics": {"bpb": bpb},
+        }
+
+    same = aggregate(result_rows(row(0, "2x4", 1.0), row(1, "2x4", 1.1)), "bpb")
+    assert same[0].plan["memory"] == "2x4"
+    mixed = aggregate(result_rows(row(0, "2x4", 1.0), row(1, "1x0,1x8", 1.1)), "bpb")
+    assert mixed[0].plan["memory"] == "one per seed (2 differ)" and mixed[0].budget["receptive_field"] == 16
+
+
+def test_results_measured_under_two_configurations_are_named():
+    from txl.report import superseded
+
+    rows = [
+        {"variant": "a", "seed": 0, "config_hash": "x"},
+        {"variant": "a", "seed": 0, "config_hash": "y"},
+        {"variant": "b", "seed": 0, "config_hash": "x"},
+        {"variant": "b", "seed": 0, "config_hash": "x"},
+    ]
+    assert superseded(result_rows(*({**r, "kind": "train", "metrics": {}} for r in rows))) == ["a seed 0"]
+
+
+def test_report_marks_the_pareto_frontier_and_aggregates_seeds():
+    from txl.report import aggregate, mark_pareto
+
+    def row(variant, seed, cached, bpb):
+        return {
+            "variant": variant,
+            "seed": seed,
+            "kind": "train",
+            "plan": {"memory": "", "range": "", "attn": ""},
+            "budget": {"cached_positions": cached, "memory_bytes": 0, "receptive_field": 0},
+            "metrics": {"bpb": bpb},
+        }
+
+    rows = [row("a", 0, 10, 2.0), row("a", 1, 10, 2.2), row("b", 0, 20, 1.5), row("c", 0, 30, 1.8), row("d", 0, 5, 3.0)]
+    groups = aggregate(result_rows(*rows), "bpb")
+    mark_pareto(groups, "bpb", "cached_positions")
+    by = {g.variant: g for g in groups}
+    assert by["a"].mean == pytest.approx(2.1) and by["a"].spread == pytest.approx(0.1414, abs=1e-3)
+    assert [g.variant for g in groups if g.pareto] == ["a", "b", "d"]  # c costs more than b and is worse
+
+
+def test_pareto_frontiers_are_drawn_within_each_task(tmp_path):
+    """Variants on different tasks never dominate each other:
+    a cheap plan on an easy lag is no frontier for a hard one."""
+    from txl.report import build_report
+
+    def row(variant, group, reach, accuracy):
+        return {
+            "variant": variant,
+            "group": group,
+            "seed": 0,
+            "kind": "train",
+            "plan": {"memory": "", "range": "", "attn": ""},
+            "budget": {"cached_positions": reach, "memory_bytes": 0, "receptive_field": float(reach)},
+            "metrics": {"accuracy": accuracy},
+        }
+
+    rows = [
+        row("easy/short", "lag 12", 6, 0.12),
+        row("easy/long", "lag 12", 12, 0.99),
+        row("hard/short", "lag 40", 20, 0.12),
+        row("hard/long", "lag 40", 40, 0.90),
+    ]
+    report = build_report(result_rows(*rows), "lags", tmp_path, x_axis="receptive_field")
+    front = {g.variant for g in report["groups"] if g.pareto}
+    assert front == {
+        "easy/short",
+        "easy/long",
+        "hard/short",
+        "hard/long",
+    }  # pooled, easy/long would dominate both hard ones
+    assert report["table"].splitlines()[0].split()[0] == "group"
+    assert "40.000" not in report["table"] and " 40 " in report["table"]  # token counts print as whole numbers
+    assert [g.group for g in report["groups"]] == ["lag 12", "lag 12", "lag 40", "lag 40"]
+    assert (tmp_path / "report.png").stat().st_size > 0

@@ -1,0 +1,110 @@
+"""txl report: a named experiment's results, as a table and a plot of quality against memory budget."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from txl.cli.args import command, load_definitions
+from txl.errors import TxlError
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="an experiment name")
+    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--corpus", help="the results of a run with --corpus (as given to txl run)")
+    p.add_argument("--tokenizer", help="the results of a run with --tokenizer (as given to txl run)")
+    p.add_argument(
+        "--x-axis",
+        choices=["cached_positions", "long_range_positions", "memory_bytes", "attn_flops_per_token", "receptive_field"],
+        help="what quality is plotted against (default: the experiment's choice)",
+    )
+    p.add_argument("--markdown", action="store_true", help="print the Markdown table (as --format markdown)")
+    p.add_argument(
+        "--format",
+        choices=["text", "markdown", "csv", "latex"],
+        default="text",
+        help="what to print; report.md, report.csv and report.tex are written beside the results either way",
+    )
+    p.add_argument(
+        "--split",
+        choices=["valid", "test"],
+        help="which split's scores to show (default valid, where variants are chosen; test after 'txl run --test')",
+    )
+    p.add_argument("--no-plot", action="store_true")
+
+
+def show_report(
+    exp,
+    rows: list[dict],
+    root: Path,
+    split: str | None,
+    x_axis: str | None = None,
+    plot: bool = True,
+    fmt: str = "text",
+) -> dict:
+    """Build, print and return the report of one split's rows (report.* for valid, report-test.* for test)."""
+    from txl.experiments import results_path
+    from txl.report import build_report, rows_of_split, superseded
+
+    split, chosen = rows_of_split(rows, split)
+    where = f" --results {root}" if str(root) != "results" else ""
+    if not chosen:
+        raise TxlError(
+            f"no {split} results at {results_path(root, exp)}; run 'txl run {exp.name} --scale {exp.scale}{where}"
+            + (" --test'" if split == "test" else "'")
+        )
+    report = build_report(
+        chosen,
+        exp.title(chosen),
+        results_path(root, exp).parent,
+        x_axis or exp.x_axis,
+        plot=plot,
+        baseline=exp.baseline,
+        stem="report" if split == "valid" else f"report-{split}",
+    )
+    older = superseded(chosen)
+    if older:
+        print(
+            f"note: {len(older)} results were measured under more than one configuration; the latest is shown "
+            f"({', '.join(older[:3])}{' ...' if len(older) > 3 else ''})",
+            file=sys.stderr,
+        )
+    if fmt in ("text", "markdown"):
+        print(f"\n{'# ' if fmt == 'markdown' else ''}{exp.title(chosen)}\n")
+    print(report[{"text": "table"}.get(fmt, fmt)])
+    if fmt in ("text", "markdown"):
+        print(
+            report["legend"]
+            + ("\ntest split: report these numbers; choose plans and variants on valid" if split == "test" else "")
+        )
+    return report
+
+
+@command("report", "quality against memory budget from a results table: table, plot, Pareto frontier", _report_args)
+def cmd_report(args: argparse.Namespace) -> int:
+    from txl.experiments import get_experiment, results_path, retarget
+    from txl.results import read_results
+
+    load_definitions()
+    exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
+    path = results_path(Path(args.results), exp)
+    rows = [
+        r for r in read_results(path, say=lambda s: print(f"warning: {s}", file=sys.stderr)) if r.scale == args.scale
+    ]
+    if not rows:
+        raise TxlError(f"no results at {path}; run 'txl run {args.name} --scale {args.scale}' first")
+    report = show_report(
+        exp,
+        rows,
+        Path(args.results),
+        args.split,
+        args.x_axis,
+        not args.no_plot,
+        "markdown" if args.markdown else args.format,
+    )
+    for kind, file in report["files"].items():
+        print(f"{kind:<12} {file}")
+    return 0

@@ -1,0 +1,462 @@
+"""The per-layer memory plan that loses least under a budget, searched on a trained model.
+
+The search starts from the sensitivities (each layer's memory set to each length of a
+small grid, the others as trained), predicts a plan's loss as the trained loss plus the
+rises of its layers (an additive model), takes the plans within the budget that the
+prediction ranks best, and confirms each with an evaluation-time plan. A local search
+then moves one or two layers at a time from the best confirmed plan while evaluations
+improve it. Every evaluated plan is kept with its loss, cost and how it was found, and
+Rae & Razavi's plans of the same budget (k long-range layers first, interleaved or last,
+the rest short) are evaluated beside the winner on the same text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from txl.budget import budget
+from txl.data import Corpus
+from txl.errors import TxlError
+from txl.evaluate import EvalResult, EvalSpec, evaluate
+from txl.io import atomic_write_json, atomic_write_text, pyplot
+from txl.memory import MEMORY, PLACEMENTS, format_plan, parse_plan
+from txl.model import TransformerXL
+from txl.plans import MemoryPlan
+from txl.stats import Interval, bootstrap_difference
+
+UNITS = {"positions": "cached positions per sequence", "mib": "MiB of cache per sequence (float32)"}
+
+
+@dataclass
+class Evaluated:
+    """One evaluated plan: its per-layer memory, cost in the search's unit, loss, and how it was found."""
+
+    mem_lens: list[int]
+    cost: float
+    how: str
+    result: EvalResult
+    receptive_field: int = 0
+    predicted: float | None = None
+    plan: MemoryPlan | None = None  # what was evaluated: the memory with the run's other evaluation settings
+
+    @property
+    def loss(self) -> float:
+        return self.result.loss
+
+    @property
+    def memory(self) -> str:
+        return format_plan(self.mem_lens, MEMORY)
+
+
+@dataclass
+class Search:
+    limit: float
+    unit: str
+    lengths: list[int]
+    trained: Evaluated
+    evaluated: list[Evaluated] = field(default_factory=list)
+    best: Evaluated | None = None
+    references: list[Evaluated] = field(default_factory=list)
+    split: str = "valid"
+    settings: dict = field(default_factory=dict)  # how every plan was scored: part of a result row's identity
+
+    def versus_best(self, other: Evaluated) -> Interval:
+        """other's loss minus the best plan's, with a paired bootstrap over evaluation blocks."""
+        return bootstrap_difference(other.result.blocks, self.best.result.blocks)
+
+
+def default_lengths(trained: list[int]) -> list[int]:
+    """0 and the longest trained memory halved down to an eighth: 0, m/8, m/4, m/2, m."""
+    m = max(trained)
+    return sorted({0, m // 8, m // 4, m // 2, m})
+
+
+def layer_costs(
+    model_cfg, lengths: list[int], tgt_len: int, unit: str, base: MemoryPlan | None = None
+) -> list[dict[int, float]]:
+    """cost[layer][length]: what one layer with that memory adds to the plan's cost (costs add over layers)."""
+    costs: list[dict[int, float]] = [{} for _ in range(model_cfg.n_layer)]
+    base = base or MemoryPlan("cost")
+    for length in lengths:
+        b = budget(base.with_values("memory", [length] * model_cfg.n_layer).apply(model_cfg), tgt_len)
+        for i, layer in enumerate(b.layers):
+            costs[i][length] = float(layer.cached_positions) if unit == "positions" else layer.bytes / 2**20
+    return costs
+
+
+def plan_cost(
+    model_cfg, mem_lens: list[int], tgt_len: int, unit: str = "positions", base: MemoryPlan | None = None
+) -> float:
+    """What a whole plan costs in the search's unit: the sum of its layers' costs."""
+    costs = layer_costs(model_cfg, sorted(set(mem_lens)), tgt_len, unit, base)
+    return sum(c[v] for c, v in zip(costs, mem_lens))
+
+
+def check_budget(positions: float | None = None, mib: float | None = None) -> None:
+    """A budget flag is a number >= 0 (a command checks before loading anything)."""
+    if (positions is not None and positions < 0) or (mib is not None and not mib >= 0):
+        raise TxlError("the budget must be a number >= 0")
+
+
+def resolve_budget(
+    model_cfg, spec: EvalSpec, positions: float | None = None, mib: float | None = None, of: str | None = None
+) -> tuple[float, str, int | None, int | None]:
+    """(limit, unit, long, short) from the budget flags: cached positions, MiB, or the positions of a plan `of`
+    (whose longest and shortest lengths then make the reference plans; None: the search's defaults)."""
+    check_budget(positions, mib)
+    unit, limit = ("mib", mib) if mib is not None else ("positions", positions)
+    if of is None:
+        return limit, unit, None, None
+    try:
+        lens = parse_plan(of, model_cfg.n_layer, MEMORY)
+    except ValueError as err:
+        raise TxlError(f"--budget-of: {err}") from None
+    return plan_cost(model_cfg, lens, spec.tgt_len, unit, spec.plan), unit, max(lens), min(lens)
+
+
+def k_best(
+    rise: list[dict[int, float]], costs: list[dict[int, float]], limit: float, k: int
+) -> list[tuple[float, list[int]]]:
+    """The k plans within `limit` whose predicted rise (the sum of their layers' rises) is least: a dynamic
+    programme over layers whose states are the costs reached, each keeping its k best partial plans."""
+    states: dict[float, list[tuple[float, list[int]]]] = {0.0: [(0.0, [])]}
+    for layer in range(len(rise)):
+        nxt: dict[float, list[tuple[float, list[int]]]] = {}
+        for spent, partials in states.items():
+            for length, r in rise[layer].items():
+                c = round(spent + costs[layer][length], 9)
+                if c > limit + 1e-9:
+                    continue
+                nxt.setdefault(c, []).extend((p + r, lens + [length]) for p, lens in partials)
+        states = {c: sorted(v, key=lambda t: t[0])[:k] for c, v in nxt.items()}
+    return sorted((t for v in states.values() for t in v), key=lambda t: t[0])[:k]
+
+
+def reference_plans(
+    n_layer: int, long: int, short: int, fits: Callable[[list[int]], bool]
+) -> list[tuple[str, list[int]]]:
+    """Rae & Razavi's plans of the budget: the most long-range layers (memory `long`, the rest `short`) that fit,
+    placed first, interleaved and last; none when even all-short does not fit."""
+    for count in range(n_layer, -1, -1):
+        plans = [
+            (
+                f"lrm={count}" + (f"@{p}" if 0 < count < n_layer else ""),
+                parse_plan(f"lrm={count}@{p}:{long},srm={short}", n_layer, MEMORY),
+            )
+            for p in PLACEMENTS
+        ]
+        if all(fits(lens) for _, lens in plans):
+            return plans if 0 < count < n_layer else plans[:1]
+    return []
+
+
+class _Evaluator:
+    """Evaluates plans that differ from the spec's plan in their memory lengths, each once, and remembers them."""
+
+    def __init__(self, model: TransformerXL, corpus: Corpus, spec: EvalSpec, costs: list[dict[int, float]], say):
+        self.model, self.corpus, self.spec, self.costs, self.say = model, corpus, spec, costs, say
+        self.seen: dict[tuple[int, ...], Evaluated] = {}
+
+    def cost(self, lens: list[int]) -> float:
+        return sum(self.costs[i][v] for i, v in enumerate(lens))
+
+    def __call__(self, lens: list[int], how: str, predicted: float | None = None) -> Evaluated:
+        key = tuple(lens)
+        if key not in self.seen:
+            plan = self.spec.plan.with_values("memory", lens, name=how)
+            out = evaluate(self.model, self.corpus, self.spec, plan)
+            reach = budget(plan.apply(self.model.cfg), self.spec.tgt_len).receptive_field[0]
+            reach = int(reach) if math.isfinite(reach) else reach
+            e = self.seen[key] = Evaluated(list(lens), self.cost(lens), how, out, reach, predicted, plan)
+            self.say(f"[{len(self.seen)}] {how:<16} {e.memory:<22} cost {e.cost:g}  loss {e.loss:.4f}")
+        elif how not in self.seen[key].how.split(", "):
+            self.seen[key].how += f", {how}"  # found again another way (a reference plan the search had tried, say)
+        return self.seen[key]
+
+
+def search_plan(
+    model: TransformerXL,
+    corpus: Corpus,
+    spec: EvalSpec,
+    limit: float,
+    unit: str = "positions",
+    lengths: list[int] | None = None,
+    confirm: int = 6,
+    refine: int = 12,
+    say: Callable[[str], None] = lambda s: None,
+    long: int | None = None,
+    short: int | None = None,
+) -> Search:
+    """Search the memory plan of least validation loss whose cost is at most `limit` (see the module's words).
+    `spec.plan` holds the evaluation settings kept for every plan (ranges, same_length, clamp_len), as `txl eval`
+    applies them; its memory is what the search replaces. The reference plans keep `long` positions in their
+    long-range layers and `short` in the others (default: the longest trained memory and an eighth of it)."""
+    if unit not in UNITS:
+        raise TxlError(f"unknown budget unit {unit!r} (use {', '.join(UNITS)})")
+    cfg, trained_lens = model.cfg, list(model.cfg.mem_lens)
+    lengths = sorted(set(lengths)) if lengths else default_lengths(trained_lens)
+    if any(v < 0 for v in lengths):
+        raise TxlError(f"plan lengths must be >= 0, got {lengths}")
+    long = max(trained_lens) if long is None else long
+    short = (max(1, long // 8) if long else 0) if short is None else short
+    grid = sorted(set(lengths) | set(trained_lens) | {long, short})
+    run = _Evaluator(model, corpus, spec, layer_costs(cfg, grid, spec.tgt_len, unit, spec.plan), say)
+    cheapest = sum(min(c[v] for v in lengths) for c in run.costs)
+    if cheapest > limit + 1e-9:
+        raise TxlError(
+            f"a budget of {limit:g} {UNITS[unit]} is below the cheapest plan on the grid ({cheapest:g}, "
+            f"every layer at {min(lengths)}); raise --budget or add shorter --lengths"
+        )
+    base = run(trained_lens, "as trained")
+    rise = _sensitivities(run, trained_lens, lengths)
+    settings = {"batch_size": spec.batch_size, "max_segments": spec.max_segments, "tgt_len": spec.tgt_len}
+    settings.update(lengths=lengths, eval=spec.plan.settings())
+    search = Search(limit, unit, lengths, base, split=spec.split, settings=settings)
+    for predicted, lens in k_best(rise, run.costs, limit, confirm):
+        run(lens, "predicted", base.loss + predicted)
+    for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: run.cost(lens) <= limit + 1e-9):
+        e = run(lens, name)
+        if all(e is not r for r in search.references):  # one layer interleaved is one layer last
+            search.references.append(e)
+
+    def predict(lens: list[int]) -> float:
+        return base.loss + sum(rise[i].get(v, math.inf) for i, v in enumerate(lens))
+
+    _refine(run, limit, lengths, refine, predict)
+    search.best = min((e for e in run.seen.values() if e.cost <= limit + 1e-9), key=lambda e: e.loss)
+    search.evaluated = list(run.seen.values())
+    return search
+
+
+def _sensitivities(run: _Evaluator, trained_lens: list[int], lengths: list[int]) -> list[dict[int, float]]:
+    """rise[layer][length]: the loss rise of that one layer's memory set to that length, the others as trained."""
+    base = run(trained_lens, "as trained")
+    rise = [{trained_lens[i]: 0.0} for i in range(len(trained_lens))]
+    for i in range(len(trained_lens)):
+        for length in lengths:
+            if length != trained_lens[i]:
+                lens = list(trained_lens)
+                lens[i] = length
+                rise[i][length] = run(lens, "sensitivity").loss - base.loss
+    # the search moves on the grid; a trained length off the grid is only the start
+    return [{v: r for v, r in layer.items() if v in lengths} for layer in rise]
+
+
+def _refine(run: _Evaluator, limit: float, lengths: list[int], refine: int, predict) -> None:
+    """Local search from the best plan within the budget: move one or two layers at a time, evaluating the moves
+    predicted best (three at a time, `refine` at most) while they improve it."""
+    best = min((e for e in run.seen.values() if e.cost <= limit + 1e-9), key=lambda e: e.loss)
+    n_layer, spent = len(best.mem_lens), 0
+    while spent < refine:
+        moves = []
+        for i in range(n_layer):
+            for a in lengths:
+                one = best.mem_lens[:i] + [a] + best.mem_lens[i + 1 :]
+                moves.append(one)
+                for j in range(n_layer):
+                    if j != i:
+                        moves += [one[:j] + [b] + one[j + 1 :] for b in lengths]
+        fresh = {tuple(m) for m in moves if tuple(m) not in run.seen and run.cost(m) <= limit + 1e-9}
+        if not fresh:
+            break
+        tried = sorted(fresh, key=lambda m: predict(list(m)))[: min(3, refine - spent)]
+        spent += len(tried)
+        found = min((run(list(m), "refined", predict(list(m))) for m in tried), key=lambda e: e.loss)
+        if found.loss >= best.loss:
+            break
+        best = found
+
+
+def search_rows(search: Search) -> list[dict]:
+    """The best plan, then the references, then everything else evaluated: one plain dict per plan."""
+    order = [search.best, *[r for r in search.references if r is not search.best]]
+    order += [e for e in search.evaluated if all(e is not o for o in order)]
+    rows = []
+    for e in order:
+        d = search.versus_best(e) if e is not search.best else None
+        rows.append(
+            {
+                "how": e.how,
+                "memory": e.memory,
+                "mem_lens": e.mem_lens,
+                "cost": e.cost,
+                "receptive_field": e.receptive_field,
+                "within_budget": e.cost <= search.limit + 1e-9,
+                "loss": e.loss,
+                "predicted": e.predicted,
+                "metrics": e.result.scalars(),
+                "vs_best": None if d is None else {"mean": d.mean, "lo": d.lo, "hi": d.hi},
+            }
+        )
+    return rows
+
+
+def rescore(search_record: dict, model: TransformerXL, corpus: Corpus, spec: EvalSpec) -> Search:
+    """A saved search's best plan and references (its JSON record) scored on another split, as a Search of those
+    alone: the test split scored once for reporting what the valid split chose."""
+    costs = {tuple(r["mem_lens"]): r["cost"] for r in search_record["plans"]}
+
+    def score(lens: list[int], how: str) -> Evaluated:
+        plan = spec.plan.with_values("memory", lens, name=how)
+        out = evaluate(model, corpus, spec, plan)
+        reach = budget(plan.apply(model.cfg), spec.tgt_len).receptive_field[0]
+        return Evaluated(list(lens), costs[tuple(lens)], how, out, reach, None, plan)
+
+    rows = search_record["plans"]
+    best = score(rows[0]["mem_lens"], rows[0]["how"])
+    is_ref = lambda r: any(h.startswith("lrm=") for h in r["how"].split(", "))  # noqa: E731
+    refs = ([best] if is_ref(rows[0]) else []) + [score(r["mem_lens"], r["how"]) for r in rows[1:] if is_ref(r)]
+    settings = {**search_record.get("settings", {}), "batch_size": spec.batch_size}
+    settings.update(max_segments=spec.max_segments, tgt_len=spec.tgt_len)
+    budget_, unit, lengths = search_record["budget"], search_record["unit"], search_record["lengths"]
+    return Search(budget_, unit, lengths, best, [best, *refs], best, refs, spec.split, settings)
+
+
+def write_search(search: Search, out_dir, title: str, metric: str) -> Path:
+    """STEM.json (every plan evaluated), STEM.md and STEM.png under out_dir, STEM = plan-BUDGET[MiB]; returns STEM."""
+    stem = Path(out_dir) / (
+        f"plan-{search.limit:g}{'' if search.unit == 'positions' else 'MiB'}"
+        + ("" if search.split == "valid" else f"-{search.split}")
+    )
+    record = {
+        "title": title,
+        "split": search.split,
+        "unit": search.unit,
+        "budget": search.limit,
+        "lengths": search.lengths,
+        "settings": search.settings,
+        "metric": metric,
+        "best": search.best.memory,
+        "plans": search_rows(search),
+    }
+    atomic_write_json(f"{stem}.json", record)
+    atomic_write_text(f"{stem}.md", f"# {title}\n\n{search_table(search, metric, 'markdown')}\n")
+    plot_search(search, f"{stem}.png", title)
+    return stem
+
+
+def append_plan_search(exp, root, search: Search, run, folder, corpus: Corpus, tgt_len: int) -> int:
+    """Append the best plan and the reference plans to experiment `exp`'s results, one row each, named by the
+    budget, so `txl report` draws them beside the experiment's own variants. Returns how many rows were new
+    (a search repeated on the same model, split and budget adds none)."""
+    from pathlib import Path
+
+    from txl.experiments import results_path
+    from txl.results import append_result, config_hash, result_row
+
+    added = 0
+    refs = [(", ".join(h for h in r.how.split(", ") if h.startswith("lrm=")), r) for r in search.references]
+    for label, e in [("searched", search.best), *refs]:
+        digest = config_hash(
+            {
+                "plan_search": str(Path(folder).resolve()),
+                "memory": e.mem_lens,
+                "split": search.split,
+                "budget": search.limit,
+                "unit": search.unit,
+                "tgt_len": tgt_len,
+                "settings": search.settings,
+            }
+        )
+        row = result_row(
+            exp,
+            f"{label} (budget {search.limit:g})",
+            "eval",
+            run.train.seed,
+            digest,
+            e.result.to_dict(),
+            e.plan.apply(run.model),
+            tgt_len,
+            Path(folder),
+            corpus.identity(),
+            0.0,
+            group="",
+        )
+        added += append_result(results_path(Path(root), exp), row)
+    return added
+
+
+def search_table(search: Search, metric: str, fmt: str = "text", most: int | None = None) -> str:
+    """The best plan, the references, then (up to `most`) the other plans evaluated, best first."""
+    from txl.table import render_table
+
+    rows = search_rows(search)
+    head = rows[: 1 + len(search.references)]
+    rest = sorted(
+        rows[1 + len(search.references) :], key=lambda r: (not r["within_budget"], r["loss"])
+    )  # in budget first
+    rows = head + (rest if most is None else rest[:most])
+    unit = "cached" if search.unit == "positions" else "MiB/seq"
+    headers = [
+        "found as",
+        "memory plan",
+        unit,
+        "receptive field",
+        "loss (nats)",
+        metric,
+        "- best [95%, blocks]",
+        "in budget",
+    ]
+    table = []
+    for r in rows:
+        d = r["vs_best"]
+        table.append(
+            [
+                r["how"],
+                r["memory"],
+                f"{r['cost']:g}",
+                r["receptive_field"],
+                f"{r['loss']:.4f}",
+                f"{r['metrics'].get(metric, float('nan')):.4f}",
+                "best" if d is None else f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]",
+                "yes" if r["within_budget"] else "no",
+            ]
+        )
+    return render_table(headers, table, fmt)
+
+
+def plot_search(search: Search, path, title: str) -> None:
+    """Every evaluated plan's loss against its cost, the budget as a line, the best and the references marked."""
+    plt = pyplot()
+
+    from txl.io import save_figure
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    kinds = {"sensitivity": ("C0", "o"), "predicted": ("C1", "s"), "refined": ("C2", "D"), "as trained": ("black", "^")}
+    for kind, (color, marker) in kinds.items():
+        sel = [e for e in search.evaluated if e.how.split(", ")[0] == kind]
+        if sel:
+            ax.scatter(
+                [e.cost for e in sel], [e.loss for e in sel], c=color, marker=marker, s=22, alpha=0.7, label=kind
+            )
+    for n, e in enumerate(search.references):
+        ax.scatter(
+            [e.cost],
+            [e.loss],
+            marker="x",
+            s=60,
+            c=f"C{n + 3}",
+            label=", ".join(h for h in e.how.split(", ") if h.startswith("lrm=")),
+        )
+    ax.scatter(
+        [search.best.cost],
+        [search.best.loss],
+        marker="*",
+        s=220,
+        c="gold",
+        edgecolors="black",
+        zorder=5,
+        label=f"best: {search.best.memory}",
+    )
+    ax.axvline(search.limit, color="gray", linestyle="--", linewidth=1, label="budget")
+    ax.set_xlabel(UNITS[search.unit])
+    ax.set_ylabel("loss (nats/token)")
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
