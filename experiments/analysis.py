@@ -12,6 +12,7 @@ over seeds; `txl run ... --test` scores the chosen plans on the test split once.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from experiments.common import lm_base, memory_lengths
@@ -35,6 +36,8 @@ from txl.plans import MemoryPlan, apply_plans
 from txl.results import read_results
 from txl.runs import Trained, load_trained
 
+log = logging.getLogger(__name__)
+
 TRAINED = "all long"
 
 
@@ -46,7 +49,7 @@ def one_long_layer(run, scale: str, base: MemoryPlan | None = None) -> float:
     return plan_cost(run.model, lens, spec.tgt_len, "positions", base or spec.plan)
 
 
-def analyse(exp: Experiment, root: Path, split: str, say) -> None:
+def analyse(exp: Experiment, root: Path, split: str) -> None:
     """Analyses 1-4 of every seed's trained model (each skipped when its files are there), on `split`, at the
     budget `plan_search` names its baseline by (one_long_layer)."""
     for seed in exp.seeds:
@@ -56,14 +59,16 @@ def analyse(exp: Experiment, root: Path, split: str, say) -> None:
         if split != "valid":  # report: the plans valid chose, scored on this split once (the rows say which)
             _score_chosen(exp, root, trained, spec, seed, limit)
         else:
-            _analyse_seed(exp, root, trained, spec, seed, limit, say)
+            _analyse_seed(exp, root, trained, spec, seed, limit)
 
 
 def _score_chosen(exp: Experiment, root: Path, trained: Trained, spec: EvalSpec, seed: int, limit: float) -> None:
     """The plans valid chose for this seed, scored once on spec's split, in rows of their own."""
     stem = trained.root / "analysis" / f"plan-{limit:g}"
     scored = {
-        (r.seed, r.split) for r in read_results(results_path(root, exp)) if r.variant == f"searched (budget {limit:g})"
+        (r.seed, r.split)
+        for r in read_results(results_path(root, exp), warn=False)
+        if r.variant == f"searched (budget {limit:g})"
     }
     if (seed, spec.split) in scored:
         return  # scored once already
@@ -77,21 +82,21 @@ def _score_chosen(exp: Experiment, root: Path, trained: Trained, spec: EvalSpec,
     append_plan_search(exp, root, search, trained.run, trained.root, corpus, spec.tgt_len)
 
 
-def _analyse_seed(exp: Experiment, root: Path, trained: Trained, spec: EvalSpec, seed: int, limit: float, say) -> None:
+def _analyse_seed(exp: Experiment, root: Path, trained: Trained, spec: EvalSpec, seed: int, limit: float) -> None:
     """Where each layer looks, the context ablation, the sensitivities and the plan search, each once."""
     long, short = memory_lengths(exp.scale)
     model, corpus, out, split = trained.model, trained.corpus(spec), trained.root / "analysis", spec.split
     stem = out / f"plan-{limit:g}"
     where, made, named = f"{exp.name} seed {seed}", [], f"{TRAINED} ({exp.scale}, seed {seed})"
     if not (out / "attention.json").exists():
-        say(f"{where}: where each layer looks")
+        log.info(f"{where}: where each layer looks")
         mass = attention_mass(model, corpus, spec)
         title = f"where each layer looks: {named}, {split} split"
         plot_attention(mass, out / "attention.png", title)
         atomic_write_json(out / "attention.json", {"title": title, **mass})
         made.append("attention")
     if not (out / "context.json").exists():
-        say(f"{where}: context ablation")
+        log.info(f"{where}: context ablation")
         curve = context_curve(model, corpus, spec, sorted({0, 4, 16, 64, 4 * long} | {long}))
         plot_context({TRAINED: curve}, out / "context.png", f"context ablation: {named}, {split} split")
         effective = {TRAINED: effective_context(curve)}
@@ -100,14 +105,13 @@ def _analyse_seed(exp: Experiment, root: Path, trained: Trained, spec: EvalSpec,
         )
         made.append("context")
     if not (out / "sensitivity.json").exists():
-        say(f"{where}: per-layer memory sensitivity")
+        log.info(f"{where}: per-layer memory sensitivity")
         as_trained, rows = layer_sensitivity(model, corpus, spec, short)
         write_sensitivity(as_trained, rows, corpus, out, f"memory sensitivity: {named}, {split} split")
         made.append("sensitivity")
     if not Path(f"{stem}.json").exists():
-        say(f"{where}: the best plan within {limit:g} cached positions (the budget of lrm=1@interleave)")
-        indent = lambda s: say(f"  {s}")  # noqa: E731
-        search = search_plan(model, corpus, spec, limit, "positions", say=indent, long=long, short=short)
+        log.info(f"{where}: the best plan within {limit:g} cached positions (the budget of lrm=1@interleave)")
+        search = search_plan(model, corpus, spec, limit, "positions", long=long, short=short)
         # the rows first: the file marks it done
         append_plan_search(exp, root, search, trained.run, trained.root, corpus, spec.tgt_len)
         title = f"plan search: {named}, budget {limit:g}, {split} split"

@@ -92,3 +92,20 @@ def tiny_run(tmp_path, **sets):
     run.data.root = str(tmp_path / "data")
     apply_overrides(run, [f"{k}={v}" for k, v in sets.items()])
     return check_run(run)
+
+
+@pytest.fixture
+def messages(caplog):
+    """txl's log messages: `messages()` lists those since the last `messages.clear()` (INFO and up)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="txl")
+
+    class Messages:
+        def __call__(self) -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name.startswith("txl")]
+
+        def clear(self) -> None:
+            caplog.clear()
+
+    return Messages()

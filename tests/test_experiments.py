@@ -81,7 +81,7 @@ def test_unknown_experiment_and_scale(capsys):
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_completes_without_redoing_or_duplicating(tmp_path, monkeypatch):
+def test_interrupted_sweep_completes_without_redoing_or_duplicating(tmp_path, monkeypatch, messages):
     exp = get_experiment("rae2020/lrm-count", "tiny")
     exp.base.data.root = str(tmp_path / "data")
     exp.base.train.steps, exp.base.train.save_every = 6, 2
@@ -97,17 +97,19 @@ def test_interrupted_sweep_completes_without_redoing_or_duplicating(tmp_path, mo
 
     monkeypatch.setattr(Trainer, "fit", flaky_fit)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(exp, tmp_path / "results", progress=False, say=lambda s: None)
+        run_experiment(exp, tmp_path / "results", progress=False)
     rows = read_jsonl(results_path(tmp_path / "results", exp))
     assert [r["variant"] for r in rows] == ["lrm=0"]
     monkeypatch.setattr(Trainer, "fit", real_fit)
-    said = []
-    rows = run_experiment(exp, tmp_path / "results", progress=False, say=said.append)
+    messages.clear()
+    rows = run_experiment(exp, tmp_path / "results", progress=False)
+    said = messages()
     keys = [(r.variant, r.seed) for r in rows]
     assert len(keys) == len(set(keys)) == len(jobs(exp))
     assert any("lrm=0" in s and "skipped" in s for s in said) and any("lrm=1" in s and "resuming" in s for s in said)
-    again = []
-    run_experiment(exp, tmp_path / "results", progress=False, say=again.append)
+    messages.clear()
+    run_experiment(exp, tmp_path / "results", progress=False)
+    again = messages()
     assert all("skipped" in s for s in again) and len(read_jsonl(results_path(tmp_path / "results", exp))) == len(keys)
 
 
@@ -189,7 +191,7 @@ def test_sparse_memory_lags_plumbing_matches_ground_truth(tmp_path):
     exp = get_experiment("sparse-memory/lags", "small")
     exp.variants = [v for v in exp.variants if v.name.startswith("lag 12 ")]
     exp.base.data.root = str(tmp_path / "data")
-    rows = run_experiment(exp, tmp_path / "results", progress=False, say=lambda s: None)
+    rows = run_experiment(exp, tmp_path / "results", progress=False)
     for r in rows:
         reach = r.budget["receptive_field"]
         accuracy = r.metrics["accuracy"]

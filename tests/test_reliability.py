@@ -192,20 +192,20 @@ def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_sweep_skips_runs_another_process_trains_and_never_duplicates_rows(tmp_path, hold):
+def test_a_sweep_skips_runs_another_process_trains_and_never_duplicates_rows(tmp_path, hold, messages):
     exp = get_experiment("quickstart", "tiny")
     exp.base.data.root = str(tmp_path / "data")
     trained = exp.variants[[v.trains for v in exp.variants].index(True)].name
     proc = hold(run_dir(tmp_path / "r", exp, trained, 0))
-    said = []
-    rows = run_experiment(exp, tmp_path / "r", progress=False, say=said.append)
+    rows = run_experiment(exp, tmp_path / "r", progress=False)
+    said = messages()
     assert rows == [] and any(f"in use by pid {proc.pid}" in s for s in said)
     assert any("being trained by another process" in s for s in said) and "run the same command again" in said[-1]
     proc.kill()
     proc.wait()
-    rows = run_experiment(exp, tmp_path / "r", progress=False, say=said.append)
+    rows = run_experiment(exp, tmp_path / "r", progress=False)
     assert len(rows) == len(exp.variants)
-    again = run_experiment(exp, tmp_path / "r", progress=False, say=said.append)  # all done: nothing appended
+    again = run_experiment(exp, tmp_path / "r", progress=False)  # all done: nothing appended
     assert len(again) == len(rows)
 
 
@@ -260,7 +260,7 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(trained, tmp_path, cap
 def test_a_damaged_results_file_reports_its_good_rows_and_names_the_bad_lines(tmp_path, capsys):
     exp = get_experiment("quickstart", "tiny")
     exp.base.data.root = str(tmp_path / "data")
-    run_experiment(exp, tmp_path / "r", progress=False, say=lambda s: None)
+    run_experiment(exp, tmp_path / "r", progress=False)
     path = tmp_path / "r" / "quickstart" / "tiny" / "results.jsonl"
     lines = path.read_text().splitlines()
     broken = json.loads(lines[1])

@@ -45,12 +45,14 @@ def test_a_field_of_the_wrong_type_is_named(field, value, message):
         ResultRow.from_dict({**_good(), field: value})
 
 
-def test_a_results_file_names_each_malformed_line_and_keeps_the_rest(tmp_path):
+def test_a_results_file_names_each_malformed_line_and_keeps_the_rest(tmp_path, messages):
     path = tmp_path / "results.jsonl"
     lines = [_good(), {**_good(), "seed": "zero"}, {**_good(), "variant": "b"}, {**_good(), "budget": None}]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    said = []
-    rows = read_results(path, said.append)
+    rows = read_results(path)
+    said = messages()
     assert [r.variant for r in rows] == ["a", "b"]
     assert len(said) == 1 and "2 damaged lines left out" in said[0]
     assert "line 2 has seed = 'zero', not a whole number" in said[0] and "line 4 has budget" in said[0]
+    messages.clear()
+    assert len(read_results(path, warn=False)) == 2 and messages() == []

@@ -9,6 +9,7 @@ same model and text on both sides, so only the data's noise enters; see txl.stat
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import textwrap
 from pathlib import Path
@@ -25,6 +26,8 @@ from txl.plans import MemoryPlan
 from txl.stats import bootstrap_difference
 from txl.table import render_table
 
+log = logging.getLogger(__name__)
+
 
 def layer_sensitivity(
     model: TransformerXL,
@@ -32,7 +35,6 @@ def layer_sensitivity(
     spec: EvalSpec,
     short: int | None = None,
     progress: bool = False,
-    say=lambda s: None,
 ) -> tuple[EvalResult, list[dict]]:
     """The model as trained, then one row per (layer, cut length) with the loss rise and its interval."""
     trained = list(model.cfg.mem_lens)
@@ -45,7 +47,7 @@ def layer_sensitivity(
                 continue  # not a cut
             lens = list(trained)
             lens[layer] = length
-            say(f"layer {layer}: memory {mem} -> {length}")
+            log.info(f"layer {layer}: memory {mem} -> {length}")
             out = evaluate(model, corpus, spec, MemoryPlan.of_lists(f"layer {layer} at {length}", lens), progress)
             rise = bootstrap_difference(out.blocks, base.blocks)
             rows.append(

@@ -7,6 +7,7 @@ absolute times mean something only on the GPU they were taken on.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import resource
@@ -22,6 +23,8 @@ import torch
 from txl.attention.fast import IMPLS, resolve_impl
 from txl.errors import TxlError
 from txl.table import format_table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -387,7 +390,6 @@ def train_benchmark(
     steps: int,
     warmup: int,
     eval_steps: int,
-    say=lambda s: print(s, file=sys.stderr, flush=True),
     profile: Path | None = None,
 ) -> tuple[list[dict], str]:
     """One row per (plan, implementation), measured in this process; returns the rows and the precision used.
@@ -406,7 +408,7 @@ def train_benchmark(
     cases = [TrainCase(f"{impl}" + (f" {plan}" if plan else ""), impl, plan) for plan in plans for impl in impls]
     rows = []
     for case in cases:
-        say(f"measuring {case.label} ...")
+        log.info(f"measuring {case.label} ...")
         rows.append(run_train_case(run, case, device, precision, steps, warmup, eval_steps))
         if profile is not None:
             rows[-1]["profile"] = str(profile_train_case(run, case, device, precision, Path(profile))[0])

@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import hashlib
+import logging
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +33,8 @@ from txl.plans import MemoryPlan, apply_plans, check_run
 from txl.results import append_result, config_hash, read_results, result_row
 from txl.runs import load_trained, prepare_resume
 from txl.train import Trainer
+
+log = logging.getLogger(__name__)
 
 SCALES = ("tiny", "small", "paper")
 
@@ -68,7 +70,7 @@ class Experiment:
     x_axis: str = "cached_positions"  # what the report plots quality against
     baseline: str | None = None  # the variant others are compared with, paired by seed; None: the first
     data_tag: str = ""  # set when run on other data than its definition's: its results then go to a folder of their own
-    after: Callable | None = None  # after(exp, root, split, say): run once every job is done (analyses that add rows)
+    after: Callable | None = None  # after(exp, root, split): run once every job is done (analyses that add rows)
     name: str = ""
 
     def title(self, rows: list[dict]) -> str:
@@ -244,7 +246,6 @@ def run_experiment(
     shard_spec: tuple[int, int] = (0, 1),
     overrides: list[str] | None = None,
     progress: bool = True,
-    say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     split: str | None = None,
 ) -> list[dict]:
     """Run every job of this shard that has no result yet; return all rows of the results table.
@@ -256,11 +257,9 @@ def run_experiment(
     check_run(exp.base)
     # Under torchrun every process runs the sweep: training jobs are shared (DDP), while evaluation-only
     # jobs, the results table and the messages belong to rank 0.
-    main = launched().main
-    if not main:
-        say = lambda s: None  # noqa: E731
+    main = launched().main  # the messages too are rank 0's: the command line quiets the others
     path = results_path(root, exp)
-    done = {(r.variant, r.seed, r.config_hash) for r in read_results(path, say)}
+    done = {(r.variant, r.seed, r.config_hash) for r in read_results(path)}
     todo = shard(jobs(exp), *shard_spec)
     final = split is not None and split != exp.base.eval.split
     held: set[tuple[str, int]] = set()  # (variant, seed) trained by another process right now
@@ -268,14 +267,14 @@ def run_experiment(
         tag = f"[{i}/{len(todo)}] {exp.name} {job.key}"
         digest = config_hash(job_identity(exp, job, split))
         if (job.variant.name, job.seed, digest) in done:
-            say(f"{tag}: done already, skipped")
+            log.info(f"{tag}: done already, skipped")
             continue
         start = time.time()
         if (job.variant.of, job.seed) in held:
-            say(f"{tag}: its model is being trained by another process, skipped")
+            log.info(f"{tag}: its model is being trained by another process, skipped")
             continue
         if job.variant.trains and not final:
-            parts = _train_job(exp, job, root, progress, say, tag)
+            parts = _train_job(exp, job, root, progress, tag)
             if parts is None:
                 held.add((job.variant.name, job.seed))
                 continue
@@ -283,30 +282,30 @@ def run_experiment(
             continue
         else:
             try:
-                parts = _evaluate_variant(exp, job, root, progress, say, tag, split)
+                parts = _evaluate_variant(exp, job, root, progress, tag, split)
             except NotTrained as e:
-                say(f"{tag}: {e}; skipped")
+                log.info(f"{tag}: {e}; skipped")
                 continue
         if main:
             append_result(path, _row(exp, job, digest, parts, time.time() - start))
             done.add((job.variant.name, job.seed, digest))
     if held:
-        say(
+        log.info(
             f"{len(held)} training runs were held by another process; "
             "run the same command again when it ends to fill them in"
         )
     elif exp.after is not None and main and shard_spec[1] == 1:
-        exp.after(exp, root, split or exp.base.eval.split, say)  # analyses of the trained models, adding their own rows
-    return read_results(path)
+        exp.after(exp, root, split or exp.base.eval.split)  # analyses of the trained models, adding their own rows
+    return read_results(path, warn=False)  # its damaged lines were named above
 
 
-def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, say, tag: str) -> tuple | None:
+def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, tag: str) -> tuple | None:
     """Train (or resume) one variant's seed: (metrics, planned model config, segment length, folder, data), or
     None when another process holds its run folder."""
     folder = run_dir(root, exp, job.variant.name, job.seed)
     run = exp.config(job.variant, job.seed)
     resume = find_checkpoint(folder) is not None
-    say(f"{tag}: {'resuming' if resume else 'training'} in {folder}")
+    log.info(f"{tag}: {'resuming' if resume else 'training'} in {folder}")
     if resume:
         run = prepare_resume(folder, [])
     try:
@@ -314,7 +313,7 @@ def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, say, tag: 
     except LockedError as e:
         if launched().world > 1:  # under torchrun every rank must take the same path: stop the sweep
             raise
-        say(f"{tag}: {e}; skipped")
+        log.info(f"{tag}: {e}; skipped")
         return None
     result = trainer.fit()
     spec = EvalSpec.for_run(run)
@@ -336,7 +335,7 @@ class NotTrained(TxlError):
     """An evaluation whose trained model is not there (yet)."""
 
 
-def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say, tag: str, split: str | None = None):
+def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, tag: str, split: str | None = None):
     """Score a trained model: another variant's under this variant's plan, or (for the test split) a training
     variant's own under its run's evaluation settings."""
     v = job.variant
@@ -345,7 +344,7 @@ def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, say
         raise NotTrained(f"no trained model in {folder}; run 'txl run {exp.name} --scale {exp.scale}' first")
     split = split or exp.base.eval.split
     what = f"{v.of}'s model with memory {v.memory or 'as trained'}" if v.of else "its trained model"
-    say(f"{tag}: evaluating {what} on the {split} split")
+    log.info(f"{tag}: evaluating {what} on the {split} split")
     trained = load_trained(folder, exp.base.train.device)
     spec = trained.spec(split=split, tgt_len=v.eval_tgt_len)
     if v.of:

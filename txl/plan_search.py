@@ -12,6 +12,7 @@ the rest short) are evaluated beside the winner on the same text.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from txl.memory import MEMORY, PLACEMENTS, format_plan, parse_plan
 from txl.model import TransformerXL
 from txl.plans import MemoryPlan
 from txl.stats import Interval, bootstrap_difference
+
+log = logging.getLogger(__name__)
 
 UNITS = {"positions": "cached positions per sequence", "mib": "MiB of cache per sequence (float32)"}
 
@@ -156,8 +159,8 @@ def reference_plans(
 class _Evaluator:
     """Evaluates plans that differ from the spec's plan in their memory lengths, each once, and remembers them."""
 
-    def __init__(self, model: TransformerXL, corpus: Corpus, spec: EvalSpec, costs: list[dict[int, float]], say):
-        self.model, self.corpus, self.spec, self.costs, self.say = model, corpus, spec, costs, say
+    def __init__(self, model: TransformerXL, corpus: Corpus, spec: EvalSpec, costs: list[dict[int, float]]):
+        self.model, self.corpus, self.spec, self.costs = model, corpus, spec, costs
         self.seen: dict[tuple[int, ...], Evaluated] = {}
 
     def cost(self, lens: list[int]) -> float:
@@ -171,7 +174,7 @@ class _Evaluator:
             reach = budget(plan.apply(self.model.cfg), self.spec.tgt_len).receptive_field[0]
             reach = int(reach) if math.isfinite(reach) else reach
             e = self.seen[key] = Evaluated(list(lens), self.cost(lens), how, out, reach, predicted, plan)
-            self.say(f"[{len(self.seen)}] {how:<16} {e.memory:<22} cost {e.cost:g}  loss {e.loss:.4f}")
+            log.info(f"[{len(self.seen)}] {how:<16} {e.memory:<22} cost {e.cost:g}  loss {e.loss:.4f}")
         elif how not in self.seen[key].how.split(", "):
             self.seen[key].how += f", {how}"  # found again another way (a reference plan the search had tried, say)
         return self.seen[key]
@@ -186,7 +189,6 @@ def search_plan(
     lengths: list[int] | None = None,
     confirm: int = 6,
     refine: int = 12,
-    say: Callable[[str], None] = lambda s: None,
     long: int | None = None,
     short: int | None = None,
 ) -> Search:
@@ -203,7 +205,7 @@ def search_plan(
     long = max(trained_lens) if long is None else long
     short = (max(1, long // 8) if long else 0) if short is None else short
     grid = sorted(set(lengths) | set(trained_lens) | {long, short})
-    run = _Evaluator(model, corpus, spec, layer_costs(cfg, grid, spec.tgt_len, unit, spec.plan), say)
+    run = _Evaluator(model, corpus, spec, layer_costs(cfg, grid, spec.tgt_len, unit, spec.plan))
     cheapest = sum(min(c[v] for v in lengths) for c in run.costs)
     if cheapest > limit + 1e-9:
         raise TxlError(

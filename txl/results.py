@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from txl.evaluate import scalars
 from txl.io import append_line, read_jsonl
 from txl.locks import FolderLock
 from txl.plans import describe
+
+log = logging.getLogger(__name__)
 
 
 def config_hash(data: dict) -> str:
@@ -114,10 +116,10 @@ def _check_row(v: dict) -> None:
     need(isinstance(v.get("seconds", 0.0), _NUMBER), "seconds", "a number")
 
 
-def read_results(path: Path, say: Callable[[str], None] | None = None) -> list[ResultRow]:
+def read_results(path: Path, warn: bool = True) -> list[ResultRow]:
     """The whole rows of a results file, each checked for its shape; each damaged line (not JSON, not an object,
-    a field missing or of the wrong type) is named through `say` with its line and left out, so one bad line
-    never hides the rest."""
+    a field missing or of the wrong type) is left out, and named with its line in a warning unless `warn` is off,
+    so one bad line never hides the rest."""
     problems: list[tuple[int, str]] = []
     numbered = read_jsonl(path, on_bad=lambda n, why: problems.append((n, why)), numbered=True)
     rows = []
@@ -126,9 +128,9 @@ def read_results(path: Path, say: Callable[[str], None] | None = None) -> list[R
             rows.append(ResultRow.from_dict(row))
         except RowError as e:
             problems.append((n, str(e)))
-    if problems and say is not None:
+    if problems and warn:
         named = "; ".join(f"line {n} {why}" for n, why in sorted(problems)[:5])
-        say(f"{path}: {len(problems)} damaged lines left out ({named})")
+        log.warning(f"{path}: {len(problems)} damaged lines left out ({named})")
     return rows
 
 
@@ -182,7 +184,7 @@ def append_result(path: Path, row: ResultRow) -> bool:
     since another sweep (an overlapping --shard) may have written it meanwhile. True when appended."""
     key = (row.variant, row.seed, row.config_hash)
     with FolderLock(path.parent, wait=120):
-        if key in {(r.variant, r.seed, r.config_hash) for r in read_results(path)}:
+        if key in {(r.variant, r.seed, r.config_hash) for r in read_results(path, warn=False)}:
             return False
         append_line(path, json.dumps(row.to_dict()))
     return True

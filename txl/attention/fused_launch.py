@@ -19,6 +19,7 @@ under which kernels cannot be compiled, only interpreted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -26,6 +27,8 @@ import sys
 from pathlib import Path
 
 from txl.errors import TxlError
+
+log = logging.getLogger(__name__)
 
 # compute capability, the most shared memory one block may use (bytes), and the cards
 ARCHES = {
@@ -222,7 +225,6 @@ def time_launches(
     device,
     candidates=None,
     repeats: int = 10,
-    say=print,
 ) -> list[dict]:
     """Forward and backward milliseconds at one shape: sdpa given the position term as a bias (the baseline), the
     fused kernel's default launches, then each candidate launch of each kernel (the others default), on the same
@@ -265,7 +267,7 @@ def time_launches(
     for kernel in KERNELS:
         for cand in candidates if candidates is not None else CANDIDATES:
             cases.append((f"fused {kernel}", kernel, Launch(*cand), fused(kernel, Launch(*cand))))
-    return _run_cases(cases, measure, say)
+    return _run_cases(cases, measure)
 
 
 def _timing_inputs(batch: int, heads: int, qlen: int, klen: int, d_head: int, dtype, device) -> tuple:
@@ -280,7 +282,7 @@ def _timing_inputs(batch: int, heads: int, qlen: int, klen: int, d_head: int, dt
     return (*queries, *keys, rd, torch.randn(batch, heads, qlen, d_head, generator=gen).to(device, dtype))
 
 
-def _run_cases(cases: list, measure, say) -> list[dict]:
+def _run_cases(cases: list, measure) -> list[dict]:
     """One row per case: its times and its output's largest difference from the first case's."""
     rows, want = [], None
     for n, (name, kernel, launch, run) in enumerate(cases, 1):
@@ -301,7 +303,7 @@ def _run_cases(cases: list, measure, say) -> list[dict]:
             rows.append(
                 dict(case=name, kernel=kernel, launch=launch and launch._asdict(), error=str(exc).splitlines()[0][:120])
             )
-        say(f"[{n}/{len(cases)}] {name} {tuple(launch) if launch else ''}")
+        log.info(f"[{n}/{len(cases)}] {name} {tuple(launch) if launch else ''}")
     return rows
 
 

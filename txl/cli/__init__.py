@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _messages() -> None:
+    """The library's messages on stderr; under torchrun, rank 0's alone (errors aside)."""
+    import logging
+
+    from txl.distributed import launched
+    from txl.log import setup
+
+    setup(logging.INFO if launched().main else logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -75,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    _messages()
     try:
         return COMMANDS[args.command][2](args) or 0
     except TxlError as e:

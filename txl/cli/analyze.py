@@ -4,6 +4,7 @@ ablation)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -149,6 +150,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.analysis == "attention":
         return cmd_attention(args)
     from txl.analysis import image_to_tensorboard, layer_sensitivity, sensitivity_table, write_sensitivity
+    from txl.log import setup as setup_log
     from txl.runs import load_trained
 
     if (args.short is not None and args.short < 1) or (args.max_segments is not None and args.max_segments < 1):
@@ -157,8 +159,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     spec = trained.spec(split=args.split, max_segments=args.max_segments)
     corpus = trained.corpus(spec, progress=not args.no_progress)
     start = time.time()
-    say = (lambda s: None) if args.no_progress else (lambda s: print(s, file=sys.stderr))
-    base, rows = layer_sensitivity(trained.model, corpus, spec, args.short, not args.no_progress, say)
+    setup_log(logging.WARNING if args.no_progress else logging.INFO)  # each cut as it is evaluated
+    base, rows = layer_sensitivity(trained.model, corpus, spec, args.short, not args.no_progress)
     title = f"memory sensitivity of {trained.folder} on {corpus.name}, {args.split} split"
     files = write_sensitivity(base, rows, corpus, Path(args.out) if args.out else trained.root / "analysis", title)
     files["tensorboard"] = image_to_tensorboard(files["png"], trained.root / "tb", "analysis/sensitivity")

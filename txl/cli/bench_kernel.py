@@ -66,7 +66,6 @@ def bench_kernel(args: argparse.Namespace) -> int:
             getattr(torch, args.dtype),
             device,
             repeats=args.repeats,
-            say=lambda line: print(line, file=sys.stderr, flush=True),
         )
         name = (
             torch.cuda.get_device_name(device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -106,6 +107,7 @@ def _experiment_of(args: argparse.Namespace, run, folder):
 def cmd_plan(args: argparse.Namespace) -> int:
     from txl.analysis import image_to_tensorboard
     from txl.evaluate import check_flags, metric_name
+    from txl.log import setup as setup_log
     from txl.plan_search import UNITS, check_budget, resolve_budget, search_plan, write_search
     from txl.runs import load_trained
 
@@ -124,11 +126,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     limit, unit, long, short = resolve_budget(trained.run.model, spec, args.budget, args.budget_mib, args.budget_of)
     corpus = trained.corpus(spec, progress=not args.no_progress)
     metric = metric_name(corpus)
-    say = (lambda s: None) if args.no_progress else (lambda s: print(s, file=sys.stderr))
+    setup_log(logging.WARNING if args.no_progress else logging.INFO)  # each plan as it is evaluated
     start = time.time()
-    search = search_plan(
-        trained.model, corpus, spec, limit, unit, args.lengths, args.confirm, args.refine, say, long, short
-    )
+    search = search_plan(trained.model, corpus, spec, limit, unit, args.lengths, args.confirm, args.refine, long, short)
     title = (
         f"memory plan search on {trained.folder}: budget {limit:g} {UNITS[unit]}, {corpus.name} {args.split} split "
         f"({search.trained.result.tokens:,} tokens per plan)"

@@ -91,9 +91,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     load_definitions()
     exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
     path = results_path(Path(args.results), exp)
-    rows = [
-        r for r in read_results(path, say=lambda s: print(f"warning: {s}", file=sys.stderr)) if r.scale == args.scale
-    ]
+    rows = [r for r in read_results(path) if r.scale == args.scale]
     if not rows:
         raise TxlError(f"no results at {path}; run 'txl run {args.name} --scale {args.scale}' first")
     report = show_report(
