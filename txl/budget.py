@@ -14,6 +14,7 @@ from txl.config import ModelConfig
 from txl.errors import TxlError
 from txl.memory import keys_per_query, max_distance, receptive_field
 from txl.plans import describe
+from txl.quantize import stored_bytes
 from txl.table import format_table
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -61,6 +62,7 @@ class LayerBudget:
     bytes: int
     keys_per_query: float
     attn_flops_per_token: float
+    mem_dtype: str = "fp32"  # how the cached states are stored (txl.quantize); bytes count values and scales
 
 
 @dataclass
@@ -136,9 +138,10 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
                 attn_range=layer.attn_range,
                 cached_positions=cached,
                 state_values=state,
-                bytes=(cached * cfg.d_model + state) * size * batch,
+                bytes=(stored_bytes(layer.mem_dtype, cached, cfg.d_model, size) + state * size) * batch,
                 keys_per_query=keys,
                 attn_flops_per_token=flops,
+                mem_dtype=layer.mem_dtype,
             )
         )
     out.params = param_count(cfg)
@@ -231,6 +234,10 @@ def layer_table(b: Budget, markdown: bool = False) -> str:
         for layer in b.layers
     ]
     rows.append(["total", "", "", "", b.cached_positions, _mib(b.bytes), None, b.attn_flops_per_token / 1e6])
+    if _quantized(b):  # the stored dtype beside the bytes, when a layer stores fewer than the model's
+        rows = [[*r[:5], layer.mem_dtype, *r[5:]] for r, layer in zip(rows, b.layers)] + [
+            [*rows[-1][:5], "", *rows[-1][5:]]
+        ]
     headers = [
         "layer",
         "attn",
@@ -241,13 +248,20 @@ def layer_table(b: Budget, markdown: bool = False) -> str:
         "keys/query",
         "attn MFLOP/token",
     ]
+    if _quantized(b):
+        headers.insert(5, "stored as")
     return format_table(headers, rows, markdown)
+
+
+def _quantized(b: Budget) -> bool:
+    return any(layer.mem_dtype != "fp32" for layer in b.layers)
 
 
 def summary_lines(b: Budget) -> str:
     return "\n".join(
         [
-            f"memory plan      {b.plan['memory']}   range {b.plan['range']}   attn {b.plan['attn']}",
+            f"memory plan      {b.plan['memory']}   range {b.plan['range']}   attn {b.plan['attn']}"
+            + (f"   stored as {b.plan['dtype']}" if _quantized(b) else ""),
             f"cached positions {b.cached_positions:,} per sequence, "
             f"{_mib(b.bytes):,.1f} MiB at {b.dtype} x batch {b.batch}",
             f"long-range       {b.long_range_positions:,} positions in {b.long_range_layers} layers "
@@ -292,6 +306,9 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
                 _reach(b),
             ]
         )
+        if any(_quantized(x) for x in budgets):  # stored in fewer bytes: the dtypes, and bytes against the first
+            rows[-1][2:2] = [b.plan["dtype"]]
+            rows[-1][8:8] = [f"{base.bytes / b.bytes:.1f}x" if b.bytes else "-"]
     headers = [
         "memory",
         "range",
@@ -303,6 +320,9 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
         "attn MFLOP/token",
         "receptive field",
     ]
+    if any(_quantized(x) for x in budgets):
+        headers[2:2] = ["stored as"]
+        headers[8:8] = ["bytes smaller"]
     return format_table(headers, rows, markdown)
 
 

@@ -26,6 +26,7 @@ from txl.attention.masks import MaskCache
 from txl.config import ModelConfig
 from txl.memory import update_cache
 from txl.plans import MemoryPlan, check_model, planned_model_config
+from txl.quantize import dequantize, quantize
 
 Memory = list[dict[str, torch.Tensor]]
 
@@ -41,6 +42,11 @@ def sinusoid(pos: torch.Tensor, d_model: int, dtype: torch.dtype | None = None) 
     inv_freq = 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=pos.device, dtype=work) / d_model))
     angles = pos[:, None].to(work) * inv_freq[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
+
+
+def read_memory(state: dict, mem_dtype: str, dtype: torch.dtype) -> torch.Tensor | None:
+    """A layer's cached states as its attention reads them: as stored for fp32, else dequantized to `dtype`."""
+    return state.get("h") if mem_dtype == "fp32" else dequantize(state, dtype)
 
 
 class FeedForward(nn.Module):
@@ -66,7 +72,7 @@ class Block(nn.Module):
         self.ff_norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, h: torch.Tensor, state: dict, ctx: AttnContext) -> tuple[torch.Tensor, dict]:
-        mem = state.get("h")
+        mem = read_memory(state, self.attn.layer.mem_dtype, self.attn_norm.weight.dtype)
         if self.pre_lnorm:
             a, extra = self.attn(self.attn_norm(h), None if mem is None else self.attn_norm(mem), state, ctx)
             h2 = h + a
@@ -78,7 +84,7 @@ class Block(nn.Module):
         new_state = dict(extra)
         cache = update_cache(mem, h, self.attn.cache_len(self.attn.layer))
         if cache is not None:
-            new_state["h"] = cache
+            new_state.update(quantize(cache, self.attn.layer.mem_dtype))
         return out, new_state
 
 

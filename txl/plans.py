@@ -20,6 +20,7 @@ from typing import Any
 from txl.attention import VARIANTS, check_layer
 from txl.config import ConfigError, LayerConfig, ModelConfig, RunConfig
 from txl.memory import MEMORY, RANGE, PlanKind, format_plan, parse_plan
+from txl.quantize import check_dtype
 
 KEEP = "keep"  # a plan's clamp_len that keeps the model's own (None is a real value: no clamping)
 
@@ -34,6 +35,7 @@ def _parse_attn(text: str) -> str:
 
 
 ATTENTION = PlanKind("attention", ("attn",), _parse_attn, str, "xl")
+MEMORY_DTYPE = PlanKind("memory dtype", ("dtype",), check_dtype, str, "fp32")  # see txl.quantize
 
 
 def _set_attn(layer: LayerConfig, value: str) -> None:
@@ -54,6 +56,7 @@ DIMENSIONS: dict[str, Dimension] = {
     "memory": Dimension(MEMORY, lambda layer: layer.mem_len, lambda layer, v: setattr(layer, "mem_len", v)),
     "range": Dimension(RANGE, lambda layer: layer.attn_range, lambda layer, v: setattr(layer, "attn_range", v)),
     "attn": Dimension(ATTENTION, lambda layer: layer.label, _set_attn),
+    "dtype": Dimension(MEMORY_DTYPE, lambda layer: layer.mem_dtype, lambda layer, v: setattr(layer, "mem_dtype", v)),
 }
 
 
@@ -77,9 +80,10 @@ class MemoryPlan:
         attn: str | None = None,
         same_length: bool | None = None,
         clamp_len: int | None | str = KEEP,
+        memory_dtype: str | None = None,
     ) -> MemoryPlan:
         """A plan from the plan language, one text per dimension (None keeps the model's; '' is an error)."""
-        texts = {"memory": memory, "range": attn_range, "attn": attn}
+        texts = {"memory": memory, "range": attn_range, "attn": attn, "dtype": memory_dtype}
         layers = {d: tuple(parse_plan(t, n_layer, DIMENSIONS[d].kind)) for d, t in texts.items() if t is not None}
         return cls(name, layers, same_length, clamp_len)
 
@@ -138,10 +142,16 @@ class MemoryPlan:
 
 
 def apply_plans(
-    cfg: ModelConfig, memory: str | None = None, attn_range: str | None = None, attn: str | None = None
+    cfg: ModelConfig,
+    memory: str | None = None,
+    attn_range: str | None = None,
+    attn: str | None = None,
+    memory_dtype: str | None = None,
 ) -> ModelConfig:
-    """A copy of `cfg` with per-layer memory lengths, ranges and variants set from plans (None keeps them)."""
-    return MemoryPlan.parse(cfg.n_layer, memory=memory, attn_range=attn_range, attn=attn).apply(cfg)
+    """A copy of `cfg` with per-layer memory lengths, ranges, variants and memory dtypes set from plans (None keeps
+    them)."""
+    plan = MemoryPlan.parse(cfg.n_layer, memory=memory, attn_range=attn_range, attn=attn, memory_dtype=memory_dtype)
+    return plan.apply(cfg)
 
 
 def planned_model_config(cfg: ModelConfig, plan: MemoryPlan) -> ModelConfig:
@@ -156,7 +166,10 @@ def planned_model_config(cfg: ModelConfig, plan: MemoryPlan) -> ModelConfig:
 
 def describe(cfg: ModelConfig) -> dict[str, str]:
     """The model's plans in canonical form, for run names, logs and tables."""
-    return {d: format_plan([dim.get(layer) for layer in cfg.layers], dim.kind) for d, dim in DIMENSIONS.items()}
+    out = {d: format_plan([dim.get(layer) for layer in cfg.layers], dim.kind) for d, dim in DIMENSIONS.items()}
+    if all(layer.mem_dtype == "fp32" for layer in cfg.layers):
+        del out["dtype"]  # as before memory dtypes existed: result rows and tables keep their form
+    return out
 
 
 def check_model(cfg: ModelConfig) -> ModelConfig:
@@ -164,6 +177,10 @@ def check_model(cfg: ModelConfig) -> ModelConfig:
     cfg.validate()
     for i, layer in enumerate(cfg.layers):
         check_layer(layer, f"model.layers.{i}", cfg.same_length)
+        try:
+            check_dtype(layer.mem_dtype)
+        except ValueError as e:
+            raise ConfigError(f"model.layers.{i}.mem_dtype: {e}") from None
     return cfg
 
 

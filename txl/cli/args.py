@@ -70,6 +70,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--attn", metavar="PLAN", help="attention variant per layer, e.g. 'attn=las@first:6,xl' (default xl)"
     )
+    g.add_argument(
+        "--memory-dtype",
+        metavar="PLAN",
+        help="how each layer stores its memory: fp32 bf16 fp16 fp8 int8 int4, e.g. 'dtype=int8@first:4,fp32'",
+    )
     add_overrides(g)
 
 
@@ -91,7 +96,8 @@ def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_w
         cfg.d_inner = 4 * args.d_model
     if args.same_length:
         cfg.same_length = True
-    return apply_plans(cfg, memory=memory, attn_range=args.attn_range, attn=args.attn)
+    dtypes = getattr(args, "memory_dtype", None)
+    return apply_plans(cfg, memory=memory, attn_range=args.attn_range, attn=args.attn, memory_dtype=dtypes)
 
 
 def model_config_from_args(args: argparse.Namespace, memory: str | None):

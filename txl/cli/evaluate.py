@@ -24,6 +24,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         help="memory plan to evaluate with; repeat to compare plans (default: as trained)",
     )
     p.add_argument("--range", dest="attn_range", metavar="PLAN", help="attention range plan")
+    p.add_argument(
+        "--memory-dtype", metavar="PLAN", help="how each layer stores its memory (fp32 bf16 fp16 fp8 int8 int4)"
+    )
     p.add_argument("--tgt-len", type=int, help="segment length (default: the run's eval.tgt_len)")
     p.add_argument("--clamp-len", type=int, help="clamp relative distances at this value")
     p.add_argument(
@@ -48,7 +51,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from txl.evaluate import check_flags, evaluate_plans, metric_name, plans_tables
     from txl.runs import evaluation_header, evaluation_record, load_trained, record_evaluation
 
-    flags = {k: getattr(args, k) for k in ("split", "tgt_len", "batch_size", "max_segments", "attn_range")}
+    names = ("split", "tgt_len", "batch_size", "max_segments", "attn_range", "memory_dtype")
+    flags = {k: getattr(args, k) for k in names}
     flags.update(same_length=args.same_length, clamp_len=args.clamp_len, corpus=args.corpus, tokenizer=args.tokenizer)
     check_flags(flags)
     trained = load_trained(args.path, args.device, "best" if args.best else "last")

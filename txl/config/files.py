@@ -18,8 +18,23 @@ from txl.io import atomic_write_json
 
 
 def to_dict(cfg: Any) -> dict:
-    """A plain, JSON-ready dict of a config dataclass."""
-    return dataclasses.asdict(cfg)
+    """A plain, JSON-ready dict of a config dataclass (fields marked omit_default left out at their default)."""
+    out = dataclasses.asdict(cfg)
+    _omit_defaults(cfg, out)
+    return out
+
+
+def _omit_defaults(obj: Any, data: dict) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("omit_default") and value == f.default:
+            del data[f.name]
+        elif dataclasses.is_dataclass(value):
+            _omit_defaults(value, data[f.name])
+        elif isinstance(value, list):
+            for item, plain in zip(value, data[f.name]):
+                if dataclasses.is_dataclass(item):
+                    _omit_defaults(item, plain)
 
 
 def from_dict(cls: type, data: Any, path: str = "") -> Any:

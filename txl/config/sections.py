@@ -19,6 +19,9 @@ class LayerConfig:
     attn_range: int | None = None  # largest query-key distance allowed; None = unlimited
     attn: str = "xl"  # attention variant, a name in txl.attention.VARIANTS
     fastrpb: bool = False  # add FastRPB's W V term (Zubkov & Gavrilov) to this layer
+    # how the cached states are stored (txl.quantize: fp32 bf16 fp16 fp8 int8 int4); written to JSON only when not
+    # fp32, so configs and the config hashes of results from before it existed stay as they were
+    mem_dtype: str = field(default="fp32", metadata={"omit_default": True})
 
     @property
     def label(self) -> str:
