@@ -169,3 +169,28 @@ def test_pareto_frontiers_are_drawn_within_each_task(tmp_path):
     assert "40.000" not in report["table"] and " 40 " in report["table"]  # token counts print as whole numbers
     assert [g.group for g in report["groups"]] == ["lag 12", "lag 12", "lag 40", "lag 40"]
     assert (tmp_path / "report.png").stat().st_size > 0
+
+
+def test_memory_dtypes_get_a_column_and_bytes_an_axis(tmp_path):
+    from txl.cli import main
+
+    rows = result_rows(
+        {"variant": "fp32", "seed": 0, "kind": "train", "metrics": {"bpb": 2.0}, "budget": {"memory_bytes": 4096}},
+        {
+            "variant": "int8",
+            "seed": 0,
+            "kind": "eval",
+            "plan": {"dtype": "2xint8"},
+            "metrics": {"bpb": 2.1},
+            "budget": {"memory_bytes": 1152},
+        },
+    )
+    report = build_report(rows, "t", tmp_path, x_axis="memory_bytes", plot=False)
+    header, _, *lines = report["table"].splitlines()
+    by = {line.split()[0]: line.split() for line in lines}
+    assert "stored as" in header and by["int8"][2] == "2xint8" and by["fp32"][2] == "fp32"  # cheaper first
+    assert report["csv"].splitlines()[0].split(",")[6] == "stored_as"
+    assert [g.pareto for g in report["groups"]] == [True, True]  # cheaper in bytes, worse in bpb: both on the front
+    plain = build_report(rows[:1], "t", tmp_path, plot=False)
+    assert "stored as" not in plain["table"]
+    assert main(["report", "nothing/here", "--x", "bytes"]) == 2  # '--x bytes' parses (then no such experiment)

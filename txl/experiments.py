@@ -52,6 +52,7 @@ class Variant:
     eval_tgt_len: int | None = None
     same_length: bool | None = None
     group: str = ""  # variants that compare with each other (the same task); reports draw a frontier per group
+    memory_dtype: str | None = None  # how each layer stores its memory (txl.quantize), trained or at evaluation
 
     @property
     def trains(self) -> bool:
@@ -103,7 +104,13 @@ class Experiment:
     def config(self, variant: Variant, seed: int) -> RunConfig:
         """The resolved run config of a training variant."""
         run = copy.deepcopy(self.base)
-        run.model = apply_plans(run.model, memory=variant.memory, attn_range=variant.attn_range, attn=variant.attn)
+        run.model = apply_plans(
+            run.model,
+            memory=variant.memory,
+            attn_range=variant.attn_range,
+            attn=variant.attn,
+            memory_dtype=variant.memory_dtype,
+        )
         apply_overrides(run, variant.set)
         run.train.seed = seed
         return run
@@ -235,6 +242,8 @@ def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
             "tgt_len": v.eval_tgt_len,
             "same_length": v.same_length,
         }
+        if v.memory_dtype is not None:  # named only when set: the identities of older variants stay as they were
+            ident["eval"]["memory_dtype"] = v.memory_dtype
     if split is not None and split != exp.base.eval.split:
         ident["split"] = split
     return ident
@@ -348,7 +357,10 @@ def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, tag
     trained = load_trained(folder, exp.base.train.device)
     spec = trained.spec(split=split, tgt_len=v.eval_tgt_len)
     if v.of:
-        plan = MemoryPlan.parse(trained.run.model.n_layer, v.name, v.memory, v.attn_range, same_length=v.same_length)
+        n = trained.run.model.n_layer
+        plan = MemoryPlan.parse(
+            n, v.name, v.memory, v.attn_range, same_length=v.same_length, memory_dtype=v.memory_dtype
+        )
     else:
         plan = spec.plan
     corpus = trained.corpus(spec, progress=progress)

@@ -210,6 +210,9 @@ def report_table(
                 "-" if d is None else ("yes" if d.excludes_zero else "no"),
             ]
         row.append("*" if g.pareto else ("~" if g.near_frontier else ""))
+        if _stored(groups):  # memory dtypes (txl.quantize): beside the plan's other columns
+            at = (1 if grouped else 0) + 5
+            row.insert(at, g.plan.get("dtype", "fp32"))
         rows.append(row)
     headers = [
         "variant",
@@ -226,6 +229,8 @@ def report_table(
     if compared:
         headers += [f"- {baseline or 'baseline'} [95%]", "interval over", "beyond noise"]
     headers.append("pareto")
+    if _stored(groups):
+        headers.insert(5, "stored as")
     return format_table((["group"] if grouped else []) + headers, rows, markdown)
 
 
@@ -258,6 +263,8 @@ def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -
         "beyond_noise",
         "pareto",
     ]
+    if _stored(groups):
+        headers.insert(6, "stored_as")
     rows = []
     for g in groups:
         i, d = g.interval, g.vs_baseline
@@ -285,7 +292,14 @@ def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -
                 "frontier" if g.pareto else ("near" if g.near_frontier else ""),
             ]
         )
+        if _stored(groups):
+            rows[-1].insert(6, g.plan.get("dtype", "fp32"))
     return headers, rows
+
+
+def _stored(groups: list[Group]) -> bool:
+    """Whether any variant stores its memory in another dtype than fp32 (its plan then names the dtypes)."""
+    return any("dtype" in g.plan for g in groups)
 
 
 def _legend_handles(colours: dict | None, one_budget: bool) -> list:

@@ -18,8 +18,15 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="the results of a run with --tokenizer (as given to txl run)")
     p.add_argument(
         "--x-axis",
-        choices=["cached_positions", "long_range_positions", "memory_bytes", "attn_flops_per_token", "receptive_field"],
-        help="what quality is plotted against (default: the experiment's choice)",
+        choices=[
+            "cached_positions",
+            "long_range_positions",
+            "memory_bytes",
+            "bytes",
+            "attn_flops_per_token",
+            "receptive_field",
+        ],
+        help="what quality is plotted against (bytes: memory_bytes; default: the experiment's choice)",
     )
     p.add_argument("--markdown", action="store_true", help="print the Markdown table (as --format markdown)")
     p.add_argument(
@@ -99,7 +106,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         rows,
         Path(args.results),
         args.split,
-        args.x_axis,
+        {"bytes": "memory_bytes"}.get(args.x_axis, args.x_axis),
         not args.no_plot,
         "markdown" if args.markdown else args.format,
     )
