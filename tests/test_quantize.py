@@ -143,3 +143,22 @@ def test_a_run_with_quantized_memory_resumes_bit_for_bit(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     saved = ckpt.load_state(ckpt.find_checkpoint(tmp_path / "cut"))["mems"][0]  # rank 0's
     assert any(k.endswith(".h_scale") for k in saved) and saved["0.0.h"].dtype == torch.float8_e4m3fn
+
+
+def test_quantized_memory_is_refused_by_export_and_mixed_budgets_compare():
+    from txl.budget import budgets_text
+    from txl.interop import InteropError, export_state
+
+    cfg = tiny_config(n_layer=2, memory="4")
+    quantized = apply_plans(cfg, memory_dtype="dtype=int8@last:1,fp32")
+    with pytest.raises(InteropError, match=r"layers \[1\] store their memory quantized"):
+        export_state(TransformerXL(quantized), "original")
+    text = budgets_text([budget(cfg, 8), budget(quantized, 8)])  # one plan all fp32, one not
+    assert "stored as" in text and "1xfp32,1xint8" in text
+
+
+def test_memory_stored_quantized_reads_back_whatever_the_plan_says_now():
+    from txl.model import read_memory
+
+    state = quantize(torch.randn(1, 3, 8), "int8")
+    assert read_memory(state, "fp32", torch.float32).dtype == torch.float32  # dequantized, not the raw int8

@@ -307,7 +307,7 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
             ]
         )
         if any(_quantized(x) for x in budgets):  # stored in fewer bytes: the dtypes, and bytes against the first
-            rows[-1][2:2] = [b.plan["dtype"]]
+            rows[-1][2:2] = [b.plan.get("dtype", "fp32")]
             rows[-1][8:8] = [f"{base.bytes / b.bytes:.1f}x" if b.bytes else "-"]
     headers = [
         "memory",

@@ -133,6 +133,12 @@ def export_state(model: TransformerXL, layout_name: str) -> tuple[dict[str, torc
         raise InteropError(
             f"layers {bad} use attention variants the {layout_name} layout has no place for; only xl layers export"
         )
+    stored = [i for i, layer in enumerate(cfg.layers) if layer.mem_dtype != "fp32"]
+    if stored:
+        raise InteropError(
+            f"layers {stored} store their memory quantized (mem_dtype), which the {layout_name} code cannot; "
+            "export with fp32 memory (--set model.layers.N.mem_dtype=fp32) or keep the model in txl"
+        )
     out: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict(keep_vars=False).items():
         theirs = rename(name, "txl", layout_name, layout)

@@ -46,7 +46,9 @@ def sinusoid(pos: torch.Tensor, d_model: int, dtype: torch.dtype | None = None) 
 
 def read_memory(state: dict, mem_dtype: str, dtype: torch.dtype) -> torch.Tensor | None:
     """A layer's cached states as its attention reads them: as stored for fp32, else dequantized to `dtype`."""
-    return state.get("h") if mem_dtype == "fp32" else dequantize(state, dtype)
+    if mem_dtype == "fp32" and "h_scale" not in state:
+        return state.get("h")
+    return dequantize(state, dtype)
 
 
 class FeedForward(nn.Module):

@@ -42,9 +42,9 @@ def quantize(h: torch.Tensor, dtype: str) -> dict[str, torch.Tensor]:
     if dtype == "fp32":
         return {"h": h}
     if dtype == "bf16":
-        return {"h": h.to(torch.bfloat16)}
+        return {"h": h.to(torch.bfloat16, copy=True)}  # a copy: never a view of the longer [mem; h]
     if dtype == "fp16":
-        return {"h": h.to(torch.float16)}
+        return {"h": h.to(torch.float16, copy=True)}
     x = h.float()
     scale = x.abs().amax(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / _LEVELS[dtype]
     if dtype == "fp8":
