@@ -171,7 +171,7 @@ def test_pareto_frontiers_are_drawn_within_each_task(tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 0
 
 
-def test_memory_dtypes_get_a_column_and_bytes_an_axis(tmp_path):
+def test_memory_dtypes_get_a_column_and_bytes_an_axis(tmp_path, capsys):
     from txl.cli import main
 
     rows = result_rows(
@@ -193,4 +193,7 @@ def test_memory_dtypes_get_a_column_and_bytes_an_axis(tmp_path):
     assert [g.pareto for g in report["groups"]] == [True, True]  # cheaper in bytes, worse in bpb: both on the front
     plain = build_report(rows[:1], "t", tmp_path, plot=False)
     assert "stored as" not in plain["table"]
+    capsys.readouterr()
     assert main(["report", "nothing/here", "--x", "bytes"]) == 2  # '--x bytes' parses (then no such experiment)
+    err = capsys.readouterr().err
+    assert "unknown experiment 'nothing/here'" in err and "invalid choice" not in err
