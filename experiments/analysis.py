@@ -16,22 +16,15 @@ import logging
 from pathlib import Path
 
 from experiments.common import lm_base, memory_lengths
-from txl.analysis import (
-    attention_mass,
-    context_curve,
-    effective_context,
-    image_to_tensorboard,
-    layer_sensitivity,
-    plot_attention,
-    plot_context,
-    write_sensitivity,
-)
+from txl.analysis import attention_mass, image_to_tensorboard, layer_sensitivity, plot_attention, write_sensitivity
+from txl.context_ablation import context_curve, effective_context, plot_context
 from txl.errors import TxlError
 from txl.evaluate import EvalSpec, metric_name
 from txl.experiments import Experiment, Variant, experiment, results_path, run_dir
 from txl.io import atomic_write_json
 from txl.memory import MEMORY, parse_plan
-from txl.plan_search import append_plan_search, plan_cost, rescore, search_plan, write_search
+from txl.plan_results import append_plan_search, write_search
+from txl.plan_search import plan_cost, rescore, search_plan
 from txl.plans import MemoryPlan, apply_plans
 from txl.results import read_results
 from txl.runs import Trained, load_trained

@@ -17,7 +17,7 @@ from txl.train import Trainer
 def test_context_ablation_sees_nothing_beyond_the_receptive_field():
     from types import SimpleNamespace
 
-    from txl.analysis import context_curve, effective_context
+    from txl.context_ablation import context_curve, effective_context
 
     torch.manual_seed(0)
     model = TransformerXL(
@@ -111,7 +111,7 @@ def test_recl_is_where_the_relative_gain_over_the_group_stops():
     import numpy as np
     import pytest
 
-    from txl.analysis import recl
+    from txl.context_ablation import recl
     from txl.errors import TxlError
 
     rng = np.random.default_rng(0)

@@ -96,7 +96,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 
 def cmd_context(args: argparse.Namespace) -> int:
-    from txl.analysis import context_curve, context_table, effective_context, image_to_tensorboard, plot_context, recl
+    from txl.analysis import image_to_tensorboard
+    from txl.context_ablation import context_curve, context_table, effective_context, plot_context, recl
     from txl.io import atomic_write_json
     from txl.runs import load_trained
 

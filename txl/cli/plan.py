@@ -108,7 +108,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from txl.analysis import image_to_tensorboard
     from txl.evaluate import check_flags, metric_name
     from txl.log import setup as setup_log
-    from txl.plan_search import UNITS, check_budget, resolve_budget, search_plan, write_search
+    from txl.plan_results import write_search
+    from txl.plan_search import UNITS, check_budget, resolve_budget, search_plan
     from txl.runs import load_trained
 
     for flag, least in (("confirm", 1), ("refine", 0)):
@@ -136,7 +137,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     stem = write_search(search, Path(args.out) if args.out else trained.root / "analysis", title, metric)
     _print_search(args, trained, spec, search, stem, title, metric, time.time() - start)
     if args.append:
-        from txl.plan_search import append_plan_search
+        from txl.plan_results import append_plan_search
 
         added = append_plan_search(exp, Path(args.results), search, trained.run, trained.folder, corpus, spec.tgt_len)
         where = f" --scale {args.scale}" + (f" --results {args.results}" if args.results != "results" else "")
@@ -155,7 +156,7 @@ def _info(args: argparse.Namespace):
 
 
 def _print_search(args, trained, spec, search, stem: Path, title: str, metric: str, seconds: float) -> None:
-    from txl.plan_search import search_table
+    from txl.plan_results import search_table
 
     info = _info(args)
     info(title)

@@ -1,0 +1,180 @@
+"""A plan search's outputs: its table, its files (JSON, Markdown, plot) and its rows in an experiment's results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from txl.data import Corpus
+from txl.io import atomic_write_json, atomic_write_text, pyplot
+from txl.plan_search import UNITS, Search
+from txl.table import render_table
+
+
+def search_rows(search: Search) -> list[dict]:
+    """The best plan, then the references, then everything else evaluated: one plain dict per plan."""
+    order = [search.best, *[r for r in search.references if r is not search.best]]
+    order += [e for e in search.evaluated if all(e is not o for o in order)]
+    rows = []
+    for e in order:
+        d = search.versus_best(e) if e is not search.best else None
+        rows.append(
+            {
+                "how": e.how,
+                "memory": e.memory,
+                "mem_lens": e.mem_lens,
+                "cost": e.cost,
+                "receptive_field": e.receptive_field,
+                "within_budget": e.cost <= search.limit + 1e-9,
+                "loss": e.loss,
+                "predicted": e.predicted,
+                "metrics": e.result.scalars(),
+                "vs_best": None if d is None else {"mean": d.mean, "lo": d.lo, "hi": d.hi},
+            }
+        )
+    return rows
+
+
+def write_search(search: Search, out_dir, title: str, metric: str) -> Path:
+    """STEM.json (every plan evaluated), STEM.md and STEM.png under out_dir, STEM = plan-BUDGET[MiB]; returns STEM."""
+    stem = Path(out_dir) / (
+        f"plan-{search.limit:g}{'' if search.unit == 'positions' else 'MiB'}"
+        + ("" if search.split == "valid" else f"-{search.split}")
+    )
+    record = {
+        "title": title,
+        "split": search.split,
+        "unit": search.unit,
+        "budget": search.limit,
+        "lengths": search.lengths,
+        "settings": search.settings,
+        "metric": metric,
+        "best": search.best.memory,
+        "plans": search_rows(search),
+    }
+    atomic_write_json(f"{stem}.json", record)
+    atomic_write_text(f"{stem}.md", f"# {title}\n\n{search_table(search, metric, 'markdown')}\n")
+    plot_search(search, f"{stem}.png", title)
+    return stem
+
+
+def append_plan_search(exp, root, search: Search, run, folder, corpus: Corpus, tgt_len: int) -> int:
+    """Append the best plan and the reference plans to experiment `exp`'s results, one row each, named by the
+    budget, so `txl report` draws them beside the experiment's own variants. Returns how many rows were new
+    (a search repeated on the same model, split and budget adds none)."""
+    from pathlib import Path
+
+    from txl.experiments import results_path
+    from txl.results import append_result, config_hash, result_row
+
+    added = 0
+    refs = [(", ".join(h for h in r.how.split(", ") if h.startswith("lrm=")), r) for r in search.references]
+    for label, e in [("searched", search.best), *refs]:
+        digest = config_hash(
+            {
+                "plan_search": str(Path(folder).resolve()),
+                "memory": e.mem_lens,
+                "split": search.split,
+                "budget": search.limit,
+                "unit": search.unit,
+                "tgt_len": tgt_len,
+                "settings": search.settings,
+            }
+        )
+        row = result_row(
+            exp,
+            f"{label} (budget {search.limit:g})",
+            "eval",
+            run.train.seed,
+            digest,
+            e.result.to_dict(),
+            e.plan.apply(run.model),
+            tgt_len,
+            Path(folder),
+            corpus.identity(),
+            0.0,
+            group="",
+        )
+        added += append_result(results_path(Path(root), exp), row)
+    return added
+
+
+def search_table(search: Search, metric: str, fmt: str = "text", most: int | None = None) -> str:
+    """The best plan, the references, then (up to `most`) the other plans evaluated, best first."""
+
+    rows = search_rows(search)
+    head = rows[: 1 + len(search.references)]
+    rest = sorted(
+        rows[1 + len(search.references) :], key=lambda r: (not r["within_budget"], r["loss"])
+    )  # in budget first
+    rows = head + (rest if most is None else rest[:most])
+    unit = "cached" if search.unit == "positions" else "MiB/seq"
+    headers = [
+        "found as",
+        "memory plan",
+        unit,
+        "receptive field",
+        "loss (nats)",
+        metric,
+        "- best [95%, blocks]",
+        "in budget",
+    ]
+    table = []
+    for r in rows:
+        d = r["vs_best"]
+        table.append(
+            [
+                r["how"],
+                r["memory"],
+                f"{r['cost']:g}",
+                r["receptive_field"],
+                f"{r['loss']:.4f}",
+                f"{r['metrics'].get(metric, float('nan')):.4f}",
+                "best" if d is None else f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]",
+                "yes" if r["within_budget"] else "no",
+            ]
+        )
+    return render_table(headers, table, fmt)
+
+
+def plot_search(search: Search, path, title: str) -> None:
+    """Every evaluated plan's loss against its cost, the budget as a line, the best and the references marked."""
+    plt = pyplot()
+
+    from txl.io import save_figure
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    kinds = {"sensitivity": ("C0", "o"), "predicted": ("C1", "s"), "refined": ("C2", "D"), "as trained": ("black", "^")}
+    for kind, (color, marker) in kinds.items():
+        sel = [e for e in search.evaluated if e.how.split(", ")[0] == kind]
+        if sel:
+            ax.scatter(
+                [e.cost for e in sel], [e.loss for e in sel], c=color, marker=marker, s=22, alpha=0.7, label=kind
+            )
+    for n, e in enumerate(search.references):
+        ax.scatter(
+            [e.cost],
+            [e.loss],
+            marker="x",
+            s=60,
+            c=f"C{n + 3}",
+            label=", ".join(h for h in e.how.split(", ") if h.startswith("lrm=")),
+        )
+    ax.scatter(
+        [search.best.cost],
+        [search.best.loss],
+        marker="*",
+        s=220,
+        c="gold",
+        edgecolors="black",
+        zorder=5,
+        label=f"best: {search.best.memory}",
+    )
+    ax.axvline(search.limit, color="gray", linestyle="--", linewidth=1, label="budget")
+    ax.set_xlabel(UNITS[search.unit])
+    ax.set_ylabel("loss (nats/token)")
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
