@@ -57,5 +57,5 @@ def test_a_plan_of_the_wrong_length_or_a_negative_value_is_refused():
     cfg = tiny_config(n_layer=2)
     with pytest.raises(ConfigError, match="range plan has 3 values but the model has 2 layers"):
         MemoryPlan.of_lists(attn_ranges=[1, 2, 3]).apply(cfg)
-    with pytest.raises(ConfigError, match="model.layers.1: memory length and range must be >= 0"):
+    with pytest.raises(ConfigError, match="model.layers.1: memory length, range and sinks must be >= 0"):
         planned_model_config(cfg, MemoryPlan.of_lists(mem_lens=[1, -1]))

@@ -197,3 +197,23 @@ def test_memory_dtypes_get_a_column_and_bytes_an_axis(tmp_path, capsys):
     assert main(["report", "nothing/here", "--x", "bytes"]) == 2  # '--x bytes' parses (then no such experiment)
     err = capsys.readouterr().err
     assert "unknown experiment 'nothing/here'" in err and "invalid choice" not in err
+
+
+def test_sinks_get_a_column_beside_the_memory_dtypes(tmp_path):
+    rows = result_rows(
+        {"variant": "window", "seed": 0, "kind": "train", "metrics": {"bpb": 2.0}, "budget": {"memory_bytes": 512}},
+        {
+            "variant": "window+sinks",
+            "seed": 0,
+            "kind": "eval",
+            "plan": {"sinks": "2x4", "dtype": "2xint8"},
+            "metrics": {"bpb": 1.9},
+            "budget": {"memory_bytes": 640},
+        },
+    )
+    report = build_report(rows, "t", tmp_path, x_axis="memory_bytes", plot=False)
+    header, _, *lines = report["table"].splitlines()
+    by = {line.split()[0]: line.split() for line in lines}
+    assert header.index("stored as") < header.index("sinks")
+    assert by["window+sinks"][2:4] == ["2xint8", "2x4"] and by["window"][2:4] == ["fp32", "0"]
+    assert report["csv"].splitlines()[0].split(",")[6:8] == ["stored_as", "sinks"]

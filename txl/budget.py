@@ -63,6 +63,7 @@ class LayerBudget:
     keys_per_query: float
     attn_flops_per_token: float
     mem_dtype: str = "fp32"  # how the cached states are stored (txl.quantize); bytes count values and scales
+    sinks: int = 0  # of the cached positions, the stream's first states kept for good (txl.memory.take_sinks)
 
 
 @dataclass
@@ -83,14 +84,15 @@ class Budget:
 
     @property
     def long_range_positions(self) -> int:
-        """Positions cached by the layers at the plan's longest memory length."""
-        longest = max((layer.cached_positions for layer in self.layers), default=0)
-        return sum(layer.cached_positions for layer in self.layers if layer.cached_positions == longest)
+        """Positions cached by the layers at the plan's longest memory length (sinks are not memory length)."""
+        recent = [layer.cached_positions - layer.sinks for layer in self.layers]
+        return sum(r for r in recent if r == max(recent, default=0))
 
     @property
     def long_range_layers(self) -> int:
-        longest = max((layer.cached_positions for layer in self.layers), default=0)
-        return sum(1 for layer in self.layers if layer.cached_positions == longest and longest > 0)
+        recent = [layer.cached_positions - layer.sinks for layer in self.layers]
+        longest = max(recent, default=0)
+        return sum(1 for r in recent if r == longest and longest > 0)
 
     @property
     def bytes(self) -> int:
@@ -125,10 +127,10 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
     out = Budget(plan=plan, label=label or plan["memory"], tgt_len=tgt_len, batch=batch, dtype=dtype)
     for i, layer in enumerate(cfg.layers):
         cls = variant(layer.attn)
-        cached = cls.cache_len(layer)
+        cached = cls.cache_len(layer) + layer.sinks
         state = cls.state_numel(cfg, layer)
-        seen = min(layer.mem_len, max_distance(layer.mem_len, layer.attn_range, cfg.same_length_mode))
-        keys = keys_per_query(layer.mem_len, layer.attn_range, tgt_len, cfg.same_length_mode)
+        seen = min(layer.mem_len, max_distance(layer.mem_len, layer.attn_range, cfg.same_length_mode)) + layer.sinks
+        keys = keys_per_query(layer.mem_len, layer.attn_range, tgt_len, cfg.same_length_mode) + layer.sinks
         flops = cls.core_flops(cfg, layer, keys, int(seen) + tgt_len, tgt_len)
         out.layers.append(
             LayerBudget(
@@ -142,6 +144,7 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
                 keys_per_query=keys,
                 attn_flops_per_token=flops,
                 mem_dtype=layer.mem_dtype,
+                sinks=layer.sinks,
             )
         )
     out.params = param_count(cfg)
@@ -234,9 +237,14 @@ def layer_table(b: Budget, markdown: bool = False) -> str:
         for layer in b.layers
     ]
     rows.append(["total", "", "", "", b.cached_positions, _mib(b.bytes), None, b.attn_flops_per_token / 1e6])
+    if _sinks(b):  # how many of the cached positions are sinks
+        rows = [[*r[:4], layer.sinks, *r[4:]] for r, layer in zip(rows, b.layers)] + [
+            [*rows[-1][:4], sum(layer.sinks for layer in b.layers), *rows[-1][4:]]
+        ]
     if _quantized(b):  # the stored dtype beside the bytes, when a layer stores fewer than the model's
-        rows = [[*r[:5], layer.mem_dtype, *r[5:]] for r, layer in zip(rows, b.layers)] + [
-            [*rows[-1][:5], "", *rows[-1][5:]]
+        at = 6 if _sinks(b) else 5
+        rows = [[*r[:at], layer.mem_dtype, *r[at:]] for r, layer in zip(rows, b.layers)] + [
+            [*rows[-1][:at], "", *rows[-1][at:]]
         ]
     headers = [
         "layer",
@@ -248,8 +256,10 @@ def layer_table(b: Budget, markdown: bool = False) -> str:
         "keys/query",
         "attn MFLOP/token",
     ]
+    if _sinks(b):
+        headers.insert(4, "sinks")
     if _quantized(b):
-        headers.insert(5, "stored as")
+        headers.insert(6 if _sinks(b) else 5, "stored as")
     return format_table(headers, rows, markdown)
 
 
@@ -257,16 +267,23 @@ def _quantized(b: Budget) -> bool:
     return any(layer.mem_dtype != "fp32" for layer in b.layers)
 
 
+def _sinks(b: Budget) -> int:
+    """The most sinks a layer keeps (0: none)."""
+    return max((layer.sinks for layer in b.layers), default=0)
+
+
 def summary_lines(b: Budget) -> str:
     return "\n".join(
         [
             f"memory plan      {b.plan['memory']}   range {b.plan['range']}   attn {b.plan['attn']}"
-            + (f"   stored as {b.plan['dtype']}" if _quantized(b) else ""),
+            + (f"   stored as {b.plan['dtype']}" if _quantized(b) else "")
+            + (f"   sinks {b.plan['sinks']}" if _sinks(b) else ""),
             f"cached positions {b.cached_positions:,} per sequence, "
             f"{_mib(b.bytes):,.1f} MiB at {b.dtype} x batch {b.batch}",
             f"long-range       {b.long_range_positions:,} positions in {b.long_range_layers} layers "
             "at the longest memory",
-            f"receptive field  {_reach(b)} tokens (guaranteed..largest over a segment of {b.tgt_len})",
+            f"receptive field  {_reach(b)} tokens (guaranteed..largest over a segment of {b.tgt_len})"
+            + (f", and the stream's first {_sinks(b)} through sinks" if _sinks(b) else ""),
             f"attention        {b.attn_flops_per_token / 1e6:,.2f} MFLOP/token forward (scores and mixing)",
             f"dense            {b.dense_flops_per_token / 1e6:,.2f} MFLOP/token forward "
             "(projections, feed-forward, output)",
@@ -309,6 +326,8 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
         if any(_quantized(x) for x in budgets):  # stored in fewer bytes: the dtypes, and bytes against the first
             rows[-1][2:2] = [b.plan.get("dtype", "fp32")]
             rows[-1][8:8] = [f"{base.bytes / b.bytes:.1f}x" if b.bytes else "-"]
+        if any(_sinks(x) for x in budgets):
+            rows[-1][2:2] = [b.plan.get("sinks", "0")]
     headers = [
         "memory",
         "range",
@@ -323,6 +342,8 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
     if any(_quantized(x) for x in budgets):
         headers[2:2] = ["stored as"]
         headers[8:8] = ["bytes smaller"]
+    if any(_sinks(x) for x in budgets):
+        headers[2:2] = ["sinks"]
     return format_table(headers, rows, markdown)
 
 

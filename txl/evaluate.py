@@ -67,7 +67,7 @@ class EvalSpec:
     precision: str = "fp32"
     plan: MemoryPlan = field(default_factory=lambda: MemoryPlan("eval"))
     memory: str | None = None  # the plan's memory as written (None: as trained), which names it in tables
-    memory_dtype: str | None = None  # the plan's memory dtypes as written, when given: they name it too
+    named: dict[str, str] = field(default_factory=dict)  # the plan's other dimensions as written (NAMING), when given
     n_layer: int = 0  # the model's, to read plans written in the plan language
     protocol: Protocol | None = None
     corpus: str | None = None  # another corpus than the run's, read with the run's tokenizer
@@ -85,8 +85,8 @@ class EvalSpec:
     ) -> EvalSpec:
         """The evaluation of a trained run: flags given win over the protocol, which wins over the run's eval
         section, which wins over its training (the segment length). Flags are EvalSpec's and EvalConfig's
-        names (split, tgt_len, batch_size, max_segments, memory, attn_range, same_length, clamp_len,
-        memory_dtype, corpus, tokenizer); None means not given. Numbers are checked against the config's own domains.
+        names (split, tgt_len, batch_size, max_segments, memory, attn_range, same_length, clamp_len, memory_dtype,
+        sinks, corpus, tokenizer); None means not given. Numbers are checked against the config's own domains.
         `whole_split`: without a max_segments flag, score the whole split (txl eval), not eval.max_segments.
         Without a `device` the precision is left as the run names it (auto stays auto)."""
         unknown = set(flags) - set(FLAGS)
@@ -103,15 +103,10 @@ class EvalSpec:
             e.update(same_length=proto.same_length, batch_size=proto.batch_size)
         e.update(given)
         n = run.model.n_layer
+        named = {f: e[f] for f in NAMING if e.get(f) is not None}
+        clamp = KEEP if e["clamp_len"] is None else e["clamp_len"]
         plan = MemoryPlan.parse(
-            n,
-            "eval",
-            e["memory"],
-            e["attn_range"],
-            None,
-            e["same_length"],
-            KEEP if e["clamp_len"] is None else e["clamp_len"],
-            e.get("memory_dtype"),
+            n, "eval", e["same_length"], clamp, memory=e["memory"], attn_range=e["attn_range"], **named
         )
         return cls(
             split=e["split"],
@@ -121,7 +116,7 @@ class EvalSpec:
             precision=run.train.precision if device is None else pick_precision(run.train.precision, device),
             plan=plan,
             memory=e["memory"],
-            memory_dtype=e.get("memory_dtype"),
+            named=named,
             n_layer=n,
             protocol=proto,
             corpus=e.get("corpus"),
@@ -133,8 +128,8 @@ class EvalSpec:
         out = []
         for text in memories or [self.memory]:
             plan = self.plan if text is None else self.plan.with_values("memory", parse_plan(text, self.n_layer))
-            stored = f", stored as {self.memory_dtype}" if self.memory_dtype else ""
-            out.append(replace(plan, name=(text or "as trained") + stored))
+            suffix = "".join(f", {NAMING[f]} {t}" for f, t in self.named.items())
+            out.append(replace(plan, name=(text or "as trained") + suffix))
         return out
 
 
@@ -148,9 +143,11 @@ FLAGS = (
     "same_length",
     "clamp_len",
     "memory_dtype",
+    "sinks",
     "corpus",
     "tokenizer",
 )
+NAMING = {"memory_dtype": "stored as", "sinks": "sinks"}  # plan dimensions that, given, name evaluation plans
 
 
 def check_flags(given: dict) -> None:

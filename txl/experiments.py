@@ -53,6 +53,12 @@ class Variant:
     same_length: bool | None = None
     group: str = ""  # variants that compare with each other (the same task); reports draw a frontier per group
     memory_dtype: str | None = None  # how each layer stores its memory (txl.quantize), trained or at evaluation
+    sinks: str | None = None  # attention sinks per layer (txl.memory.take_sinks), trained or at evaluation
+
+    def plan_texts(self) -> dict[str, str | None]:
+        """The plan dimensions this variant sets, by flag name (see txl.plans.PLAN_FLAGS)."""
+        texts = {"memory": self.memory, "attn_range": self.attn_range, "memory_dtype": self.memory_dtype}
+        return {**texts, "sinks": self.sinks, **({"attn": self.attn} if self.trains else {})}
 
     @property
     def trains(self) -> bool:
@@ -104,13 +110,7 @@ class Experiment:
     def config(self, variant: Variant, seed: int) -> RunConfig:
         """The resolved run config of a training variant."""
         run = copy.deepcopy(self.base)
-        run.model = apply_plans(
-            run.model,
-            memory=variant.memory,
-            attn_range=variant.attn_range,
-            attn=variant.attn,
-            memory_dtype=variant.memory_dtype,
-        )
+        run.model = apply_plans(run.model, **variant.plan_texts())
         apply_overrides(run, variant.set)
         run.train.seed = seed
         return run
@@ -242,8 +242,12 @@ def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
             "tgt_len": v.eval_tgt_len,
             "same_length": v.same_length,
         }
-        if v.memory_dtype is not None:  # named only when set: the identities of older variants stay as they were
-            ident["eval"]["memory_dtype"] = v.memory_dtype
+        for name in (
+            "memory_dtype",
+            "sinks",
+        ):  # named only when set: the identities of older variants stay as they were
+            if getattr(v, name) is not None:
+                ident["eval"][name] = getattr(v, name)
     if split is not None and split != exp.base.eval.split:
         ident["split"] = split
     return ident
@@ -358,9 +362,7 @@ def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, tag
     spec = trained.spec(split=split, tgt_len=v.eval_tgt_len)
     if v.of:
         n = trained.run.model.n_layer
-        plan = MemoryPlan.parse(
-            n, v.name, v.memory, v.attn_range, same_length=v.same_length, memory_dtype=v.memory_dtype
-        )
+        plan = MemoryPlan.parse(n, v.name, same_length=v.same_length, **v.plan_texts())
     else:
         plan = spec.plan
     corpus = trained.corpus(spec, progress=progress)

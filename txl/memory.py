@@ -12,6 +12,7 @@ variant it uses. The language, for a model of L layers:
     range=128@first:12       attention range 128 in the first 12 layers, unlimited above
     attn=las@first:6,xl      LaS in the first 6 layers, Transformer-XL attention above
                              (the attention kind lives in txl.plans, beside the variant names)
+    sinks=4@last:2,0         the top 2 layers keep the stream's first 4 states for good (attention sinks)
 
 Placements: `first` (layers 0..k-1), `last` (L-k..L-1) and `interleave`
 (layers floor((i+1)L/k)-1 for i < k: evenly spread, always including the top layer).
@@ -79,6 +80,7 @@ class PlanKind:
 
 MEMORY = PlanKind("memory", ("mem", "srm"), lambda t: _whole(t, "a memory length"), str, _REQUIRED)
 RANGE = PlanKind("range", ("range",), _parse_range, lambda v: "inf" if v is None else str(v), None)
+SINKS = PlanKind("sinks", ("sinks",), lambda t: _whole(t, "a number of sinks"), str, 0)
 
 
 def parse_plan(text: str, n_layer: int, kind: PlanKind = MEMORY) -> list:
@@ -181,6 +183,23 @@ def update_cache(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> tor
     return cat[:, -mem_len:].detach()
 
 
+def take_sinks(sinks: torch.Tensor | None, h: torch.Tensor, n_sinks: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Attention sinks (StreamingLLM): the layer keeps the first `n_sinks` states of the stream for good.
+
+    Returns the sinks after this segment (the old ones, topped up from the front of `h` until there
+    are `n_sinks`; detached) and the rest of `h`, which goes on to the recent memory: a state is a sink
+    or in the memory, never both. The memory starts empty with the stream, so the sinks are its first
+    states. Keys are then [sinks; memory; segment]: the sinks sit just before the oldest memory, at the
+    next distances, as StreamingLLM places them by cache position.
+    """
+    have = 0 if sinks is None else sinks.size(1)
+    need = max(n_sinks - have, 0)
+    if need == 0:
+        return sinks, h
+    head = h[:, :need].detach()
+    return (head if sinks is None else torch.cat([sinks, head], dim=1)), h[:, need:]
+
+
 # --------------------------------------------------------------------------- receptive field
 
 
@@ -212,26 +231,56 @@ def earliest_dependency(
     position: int,
     same_length: bool | str = False,
     unbounded: Sequence[bool] | None = None,
+    sinks: Sequence[int] | None = None,
 ) -> int:
     """The first token whose value can change the top layer's output at `position`.
 
     Exact for a stream processed segment by segment (segments of `tgt_len`, memory
     starting empty), by following every path down through the layers. A layer marked
-    `unbounded` with memory carries a summary of everything before it.
+    `unbounded` with memory carries a summary of everything before it; a layer with
+    `sinks` k sees the stream's first k states besides its window (whose memory then
+    holds the states after them).
     """
     unbounded = unbounded or [False] * len(mem_lens)
+    sinks = sinks or [0] * len(mem_lens)
     pos = np.arange(position + 1)
     idx = pos % tgt_len
     seg_start = pos - idx
     lo = pos.copy()  # layer 0 (the embedding) at s depends on token s alone
-    for m, r, free in zip(mem_lens, attn_ranges, unbounded):
+    for m, r, free, k in zip(mem_lens, attn_ranges, unbounded, sinks):
         if free and m > 0:
             lo = np.minimum.accumulate(lo)
             continue
-        reach = _windows(max_distance(m, r, same_length), idx, np.minimum(m, seg_start))
+        filled = np.minimum(m, np.maximum(seg_start - k, 0))  # the memory holds states after the sinks
+        reach = _windows(max_distance(m, r, same_length), idx, filled)
         left = pos - reach
-        lo = np.array([lo[a : s + 1].min() for a, s in zip(left, pos)])
+        lo = np.array([min(lo[a : s + 1].min(), lo[: min(k, s + 1)].min(initial=s)) for a, s in zip(left, pos)])
     return int(lo[position])
+
+
+def dependencies(
+    mem_lens: Sequence[int],
+    attn_ranges: Sequence[int | None],
+    tgt_len: int,
+    position: int,
+    same_length: bool | str = False,
+    sinks: Sequence[int] | None = None,
+) -> list[int]:
+    """Every token whose value can change the top layer's output at `position` (not only the earliest): with
+    sinks a layer's keys are not one window, so the set has gaps. Work grows as position^2 per layer."""
+    sinks = sinks or [0] * len(mem_lens)
+    pos = np.arange(position + 1)
+    seg_start = pos - pos % tgt_len
+    dep = np.eye(len(pos), dtype=bool)  # dep[s, t]: token t reaches position s of the layer's input
+    for m, r, k in zip(mem_lens, attn_ranges, sinks):
+        limit = max_distance(m, r, same_length)
+        filled = np.minimum(m, np.maximum(seg_start - k, 0))
+        lo = seg_start - filled  # the oldest memory position
+        s, t = pos[:, None], pos[None, :]
+        seen = (t >= lo[:, None]) & (t <= s) & (s - t <= limit)
+        seen |= t < np.minimum(k, seg_start)[:, None]  # sinks already kept
+        dep = (seen.astype(np.int64) @ dep.astype(np.int64)) > 0
+    return [int(t) for t in np.flatnonzero(dep[position])]
 
 
 def reach_by_position(

@@ -24,7 +24,7 @@ from txl.attention import AttnContext, build_attention, variant
 from txl.attention.fast import resolve_impl
 from txl.attention.masks import MaskCache
 from txl.config import ModelConfig
-from txl.memory import update_cache
+from txl.memory import take_sinks, update_cache
 from txl.plans import MemoryPlan, check_model, planned_model_config
 from txl.quantize import dequantize, quantize
 
@@ -44,11 +44,16 @@ def sinusoid(pos: torch.Tensor, d_model: int, dtype: torch.dtype | None = None) 
     return torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
 
 
-def read_memory(state: dict, mem_dtype: str, dtype: torch.dtype) -> torch.Tensor | None:
-    """A layer's cached states as its attention reads them: as stored for fp32, else dequantized to `dtype`."""
-    if mem_dtype == "fp32" and "h_scale" not in state:
-        return state.get("h")
-    return dequantize(state, dtype)
+def read_memory(state: dict, mem_dtype: str, dtype: torch.dtype, key: str = "h") -> torch.Tensor | None:
+    """A layer's cached states as its attention reads them: as stored for fp32, else dequantized to `dtype`.
+    `key`: "h" for the recent memory, "sink" for the attention sinks."""
+    if mem_dtype == "fp32" and f"{key}_scale" not in state:
+        return state.get(key)
+    return dequantize(state, dtype, key)
+
+
+def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else torch.cat([a, b], dim=1)
 
 
 class FeedForward(nn.Module):
@@ -74,19 +79,29 @@ class Block(nn.Module):
         self.ff_norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, h: torch.Tensor, state: dict, ctx: AttnContext) -> tuple[torch.Tensor, dict]:
-        mem = read_memory(state, self.attn.layer.mem_dtype, self.attn_norm.weight.dtype)
+        layer = self.attn.layer
+        mem = read_memory(state, layer.mem_dtype, self.attn_norm.weight.dtype)
+        sinks = read_memory(state, layer.mem_dtype, self.attn_norm.weight.dtype, "sink") if layer.sinks else None
+        keys = _cat(sinks, mem)  # sinks just before the oldest memory
         if self.pre_lnorm:
-            a, extra = self.attn(self.attn_norm(h), None if mem is None else self.attn_norm(mem), state, ctx)
+            a, extra = self.attn(self.attn_norm(h), None if keys is None else self.attn_norm(keys), state, ctx)
             h2 = h + a
             out = h2 + self.ff(self.ff_norm(h2))
         else:
-            a, extra = self.attn(h, mem, state, ctx)
+            a, extra = self.attn(h, keys, state, ctx)
             h2 = self.attn_norm(h + a)
             out = self.ff_norm(h2 + self.ff(h2))
         new_state = dict(extra)
-        cache = update_cache(mem, h, self.attn.cache_len(self.attn.layer))
+        recent = h
+        if layer.sinks:
+            kept, recent = take_sinks(sinks, h, layer.sinks)
+            if kept is sinks:  # already full: kept as stored, never quantized again
+                new_state.update({k: v for k, v in state.items() if k.startswith("sink")})
+            else:
+                new_state.update(quantize(kept, layer.mem_dtype, "sink"))
+        cache = update_cache(mem, recent, self.attn.cache_len(layer))
         if cache is not None:
-            new_state.update(quantize(cache, self.attn.layer.mem_dtype))
+            new_state.update(quantize(cache, layer.mem_dtype))
         return out, new_state
 
 
@@ -174,9 +189,9 @@ class TransformerXL(nn.Module):
 
     def context(self, qlen: int, mems: Memory, device: torch.device) -> AttnContext:
         """What every layer of this forward pass shares."""
-        kmax = qlen + max(
-            [0] + [s["h"].size(1) for s in mems if "h" in s]
-        )  # no max(default=): torch.compile breaks on it
+        kmax = qlen + max(  # no max(default=): torch.compile breaks on it
+            [0] + [sum(s[key].size(1) for key in ("h", "sink") if key in s) for s in mems]
+        )
         cache: dict[str, torch.Tensor] = {}
 
         def pos_emb(klen: int) -> torch.Tensor:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from txl.attention import VARIANTS, check_layer
 from txl.config import ConfigError, LayerConfig, ModelConfig, RunConfig
-from txl.memory import MEMORY, RANGE, PlanKind, format_plan, parse_plan
+from txl.memory import MEMORY, RANGE, SINKS, PlanKind, format_plan, parse_plan
 from txl.quantize import check_dtype
 
 KEEP = "keep"  # a plan's clamp_len that keeps the model's own (None is a real value: no clamping)
@@ -45,19 +45,29 @@ def _set_attn(layer: LayerConfig, value: str) -> None:
 
 @dataclass(frozen=True)
 class Dimension:
-    """One per-layer quantity a plan can set: how the plan language writes it, and the layer field it lives in."""
+    """One per-layer quantity a plan can set: how the plan language writes it, the layer field it lives in, the
+    keyword (and command-line flag) that gives it, and whether `describe` names it when every layer has the
+    default (the dimensions added after results were first written are named only when used)."""
 
     kind: PlanKind
     get: Callable[[LayerConfig], Any]
     set: Callable[[LayerConfig, Any], None]
+    flag: str
+    always: bool = True
+
+
+def _field(name: str) -> tuple[Callable, Callable]:
+    return (lambda layer: getattr(layer, name)), (lambda layer, v: setattr(layer, name, v))
 
 
 DIMENSIONS: dict[str, Dimension] = {
-    "memory": Dimension(MEMORY, lambda layer: layer.mem_len, lambda layer, v: setattr(layer, "mem_len", v)),
-    "range": Dimension(RANGE, lambda layer: layer.attn_range, lambda layer, v: setattr(layer, "attn_range", v)),
-    "attn": Dimension(ATTENTION, lambda layer: layer.label, _set_attn),
-    "dtype": Dimension(MEMORY_DTYPE, lambda layer: layer.mem_dtype, lambda layer, v: setattr(layer, "mem_dtype", v)),
+    "memory": Dimension(MEMORY, *_field("mem_len"), "memory"),
+    "range": Dimension(RANGE, *_field("attn_range"), "attn_range"),
+    "attn": Dimension(ATTENTION, lambda layer: layer.label, _set_attn, "attn"),
+    "dtype": Dimension(MEMORY_DTYPE, *_field("mem_dtype"), "memory_dtype", always=False),
+    "sinks": Dimension(SINKS, *_field("sinks"), "sinks", always=False),
 }
+PLAN_FLAGS = tuple(dim.flag for dim in DIMENSIONS.values())  # the keywords MemoryPlan.parse and apply_plans take
 
 
 @dataclass(frozen=True)
@@ -75,16 +85,20 @@ class MemoryPlan:
         cls,
         n_layer: int,
         name: str = "plan",
-        memory: str | None = None,
-        attn_range: str | None = None,
-        attn: str | None = None,
         same_length: bool | None = None,
         clamp_len: int | None | str = KEEP,
-        memory_dtype: str | None = None,
+        **texts: str | None,
     ) -> MemoryPlan:
-        """A plan from the plan language, one text per dimension (None keeps the model's; '' is an error)."""
-        texts = {"memory": memory, "range": attn_range, "attn": attn, "dtype": memory_dtype}
-        layers = {d: tuple(parse_plan(t, n_layer, DIMENSIONS[d].kind)) for d, t in texts.items() if t is not None}
+        """A plan from the plan language, one text per dimension, by its flag name (`memory`, `attn_range`, `attn`,
+        `memory_dtype`, `sinks`; None keeps the model's; '' is an error)."""
+        unknown = set(texts) - set(PLAN_FLAGS)
+        if unknown:
+            raise TypeError(f"unknown plan dimensions {sorted(unknown)} (known: {', '.join(PLAN_FLAGS)})")
+        layers = {
+            d: tuple(parse_plan(texts[dim.flag], n_layer, dim.kind))
+            for d, dim in DIMENSIONS.items()
+            if texts.get(dim.flag) is not None
+        }
         return cls(name, layers, same_length, clamp_len)
 
     @classmethod
@@ -141,46 +155,59 @@ class MemoryPlan:
         return out
 
 
-def apply_plans(
-    cfg: ModelConfig,
-    memory: str | None = None,
-    attn_range: str | None = None,
-    attn: str | None = None,
-    memory_dtype: str | None = None,
-) -> ModelConfig:
-    """A copy of `cfg` with per-layer memory lengths, ranges, variants and memory dtypes set from plans (None keeps
-    them)."""
-    plan = MemoryPlan.parse(cfg.n_layer, memory=memory, attn_range=attn_range, attn=attn, memory_dtype=memory_dtype)
-    return plan.apply(cfg)
+def apply_plans(cfg: ModelConfig, **texts: str | None) -> ModelConfig:
+    """A copy of `cfg` with per-layer values set from plans, one text per dimension by its flag name (`memory`,
+    `attn_range`, `attn`, `memory_dtype`, `sinks`); None keeps the model's."""
+    return MemoryPlan.parse(cfg.n_layer, **texts).apply(cfg)
 
 
 def planned_model_config(cfg: ModelConfig, plan: MemoryPlan) -> ModelConfig:
     """`cfg` under an evaluation-time plan, checked layer by layer as a model would run it."""
     out = plan.apply(cfg)
     for i, layer in enumerate(out.layers):
-        if layer.mem_len < 0 or (layer.attn_range is not None and layer.attn_range < 0):
-            raise ConfigError(f"model.layers.{i}: memory length and range must be >= 0")
-        check_layer(layer, f"model.layers.{i}", out.same_length)
+        if layer.mem_len < 0 or (layer.attn_range is not None and layer.attn_range < 0) or layer.sinks < 0:
+            raise ConfigError(f"model.layers.{i}: memory length, range and sinks must be >= 0")
+        _check_planned_layer(layer, f"model.layers.{i}", out.same_length)
     return out
 
 
 def describe(cfg: ModelConfig) -> dict[str, str]:
-    """The model's plans in canonical form, for run names, logs and tables."""
-    out = {d: format_plan([dim.get(layer) for layer in cfg.layers], dim.kind) for d, dim in DIMENSIONS.items()}
-    if all(layer.mem_dtype == "fp32" for layer in cfg.layers):
-        del out["dtype"]  # as before memory dtypes existed: result rows and tables keep their form
+    """The model's plans in canonical form, for run names, logs and tables. A dimension added after results were
+    first written (memory dtypes, sinks) is named only when a layer uses it: older rows and tables keep their form."""
+    out = {}
+    for d, dim in DIMENSIONS.items():
+        values = [dim.get(layer) for layer in cfg.layers]
+        if dim.always or any(v != dim.kind.default for v in values):
+            out[d] = format_plan(values, dim.kind)
     return out
 
 
+def _check_planned_layer(layer: LayerConfig, where: str, same_length: bool | str) -> None:
+    """A layer's variant against its plan, its memory dtype, and its sinks against its window."""
+    check_layer(layer, where, same_length)
+    try:
+        check_dtype(layer.mem_dtype)
+    except ValueError as e:
+        raise ConfigError(f"{where}.mem_dtype: {e}") from None
+    if layer.sinks and (layer.attn_range is not None or same_length):
+        raise ConfigError(
+            f"{where}: attention sinks are seen by every query, beyond any window, so the layer cannot also limit "
+            f"its attention ({'same_length' if same_length else f'range {layer.attn_range}'}); "
+            "its memory is the window: give sinks to layers with range inf, or drop the sinks"
+        )
+    if layer.sinks and VARIANTS[layer.attn].unbounded(replace(layer, mem_len=max(layer.mem_len, 1))):
+        raise ConfigError(
+            f"{where}: attention variant {layer.attn!r} carries its whole past in running sums, so sinks add nothing; "
+            "give sinks to a softmax layer"
+        )
+
+
 def check_model(cfg: ModelConfig) -> ModelConfig:
-    """Every check of a model config: its fields, then each layer's variant against the layer's plan."""
+    """Every check of a model config: its fields, then each layer's variant, memory dtype and sinks against the
+    layer's plan."""
     cfg.validate()
     for i, layer in enumerate(cfg.layers):
-        check_layer(layer, f"model.layers.{i}", cfg.same_length)
-        try:
-            check_dtype(layer.mem_dtype)
-        except ValueError as e:
-            raise ConfigError(f"model.layers.{i}.mem_dtype: {e}") from None
+        _check_planned_layer(layer, f"model.layers.{i}", cfg.same_length)
     return cfg
 
 

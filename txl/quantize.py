@@ -36,9 +36,13 @@ def stored_bytes(dtype: str, positions: int, width: int, full_bytes: int = 4) ->
     return values + (positions * SCALE_BYTES if dtype in SCALED else 0)
 
 
-def quantize(h: torch.Tensor, dtype: str) -> dict[str, torch.Tensor]:
-    """(B, M, D) hidden states as a layer's memory stores them: {"h": values} and, for the scaled kinds,
-    {"h_scale": (B, M, 1) float32}. fp32 returns `h` itself."""
+def quantize(h: torch.Tensor, dtype: str, key: str = "h") -> dict[str, torch.Tensor]:
+    """(B, M, D) hidden states as a layer's memory stores them: {key: values} and, for the scaled kinds,
+    {key + "_scale": (B, M, 1) float32}. fp32 returns `h` itself. `key`: "h" for the memory, "sink" for sinks."""
+    return {(key if name == "h" else f"{key}_scale"): t for name, t in _quantize(h, dtype).items()}
+
+
+def _quantize(h: torch.Tensor, dtype: str) -> dict[str, torch.Tensor]:
     if dtype == "fp32":
         return {"h": h}
     if dtype == "bf16":
@@ -56,12 +60,12 @@ def quantize(h: torch.Tensor, dtype: str) -> dict[str, torch.Tensor]:
     return {"h": q, "h_scale": scale}
 
 
-def dequantize(state: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor | None:
+def dequantize(state: dict[str, torch.Tensor], dtype: torch.dtype, key: str = "h") -> torch.Tensor | None:
     """The cached states of a layer's memory (`quantize`'s output) in `dtype`, or None when it holds none."""
-    q = state.get("h")
+    q = state.get(key)
     if q is None:
         return None
-    scale = state.get("h_scale")
+    scale = state.get(f"{key}_scale")
     if scale is None:
         return q if q.dtype == dtype else q.to(dtype)
     if q.dtype == torch.uint8:  # int4: unpack, then sign-extend each nibble

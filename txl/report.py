@@ -210,9 +210,8 @@ def report_table(
                 "-" if d is None else ("yes" if d.excludes_zero else "no"),
             ]
         row.append("*" if g.pareto else ("~" if g.near_frontier else ""))
-        if _stored(groups):  # memory dtypes (txl.quantize): beside the plan's other columns
-            at = (1 if grouped else 0) + 5
-            row.insert(at, g.plan.get("dtype", "fp32"))
+        at = (1 if grouped else 0) + 5  # memory dtypes and sinks, where used: beside the plan's other columns
+        row[at:at] = [g.plan.get(d, default) for d, _, default in _optional(groups)]
         rows.append(row)
     headers = [
         "variant",
@@ -229,8 +228,7 @@ def report_table(
     if compared:
         headers += [f"- {baseline or 'baseline'} [95%]", "interval over", "beyond noise"]
     headers.append("pareto")
-    if _stored(groups):
-        headers.insert(5, "stored as")
+    headers[5:5] = [title for _, title, _ in _optional(groups)]
     return format_table((["group"] if grouped else []) + headers, rows, markdown)
 
 
@@ -263,8 +261,7 @@ def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -
         "beyond_noise",
         "pareto",
     ]
-    if _stored(groups):
-        headers.insert(6, "stored_as")
+    headers[6:6] = [title.replace(" ", "_") for _, title, _ in _optional(groups)]
     rows = []
     for g in groups:
         i, d = g.interval, g.vs_baseline
@@ -292,14 +289,16 @@ def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -
                 "frontier" if g.pareto else ("near" if g.near_frontier else ""),
             ]
         )
-        if _stored(groups):
-            rows[-1].insert(6, g.plan.get("dtype", "fp32"))
+        rows[-1][6:6] = [g.plan.get(d, default) for d, _, default in _optional(groups)]
     return headers, rows
 
 
-def _stored(groups: list[Group]) -> bool:
-    """Whether any variant stores its memory in another dtype than fp32 (its plan then names the dtypes)."""
-    return any("dtype" in g.plan for g in groups)
+# plan dimensions a report shows only when a variant uses them (its plan then names them): name, title, default
+OPTIONAL = (("dtype", "stored as", "fp32"), ("sinks", "sinks", "0"))
+
+
+def _optional(groups: list[Group]) -> list[tuple[str, str, str]]:
+    return [o for o in OPTIONAL if any(o[0] in g.plan for g in groups)]
 
 
 def _legend_handles(colours: dict | None, one_budget: bool) -> list:

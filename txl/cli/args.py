@@ -75,7 +75,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="PLAN",
         help="how each layer stores its memory: fp32 bf16 fp16 fp8 int8 int4, e.g. 'dtype=int8@first:4,fp32'",
     )
+    g.add_argument("--sinks", metavar="PLAN", help=SINKS_HELP)
     add_overrides(g)
+
+
+SINKS_HELP = "attention sinks per layer: the stream's first N states kept for good, e.g. 'sinks=4@last:2,0' (default 0)"
 
 
 def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_widths: bool):
@@ -96,8 +100,8 @@ def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_w
         cfg.d_inner = 4 * args.d_model
     if args.same_length:
         cfg.same_length = True
-    dtypes = getattr(args, "memory_dtype", None)
-    return apply_plans(cfg, memory=memory, attn_range=args.attn_range, attn=args.attn, memory_dtype=dtypes)
+    plans = {name: getattr(args, name, None) for name in ("attn_range", "attn", "memory_dtype", "sinks")}
+    return apply_plans(cfg, memory=memory, **plans)
 
 
 def model_config_from_args(args: argparse.Namespace, memory: str | None):

@@ -22,6 +22,9 @@ class LayerConfig:
     # how the cached states are stored (txl.quantize: fp32 bf16 fp16 fp8 int8 int4); written to JSON only when not
     # fp32, so configs and the config hashes of results from before it existed stay as they were
     mem_dtype: str = field(default="fp32", metadata={"omit_default": True})
+    # attention sinks: the first states of the stream this layer keeps for good beside its memory (StreamingLLM;
+    # txl.memory.take_sinks); written to JSON only when not 0, as mem_dtype
+    sinks: int = field(default=0, metadata={"omit_default": True})
 
     @property
     def label(self) -> str:
@@ -205,6 +208,8 @@ class ModelConfig:
                 raise ConfigError(f"{where}.mem_len must be >= 0, got {layer.mem_len}")
             if layer.attn_range is not None and layer.attn_range < 0:
                 raise ConfigError(f"{where}.attn_range must be >= 0 or none, got {layer.attn_range}")
+            if layer.sinks < 0:
+                raise ConfigError(f"{where}.sinks must be >= 0, got {layer.sinks}")
         check_domains(DOMAINS, self, "model")
         return self
 

@@ -1,0 +1,35 @@
+"""Attention sinks (StreamingLLM, Xiao et al. 2023): the stream's first few states kept for good beside a window.
+
+StreamingLLM keeps 4 initial tokens beside a window of recent ones, because a model trained
+with a full context puts much of its attention on them. A Transformer-XL layer's window is its
+memory; its sinks (txl.memory.take_sinks) sit just before the oldest memory. Here a model trained
+with long memory is cut to a short window with 0, 4 or 16 sinks per layer at evaluation time, and
+models trained with the short window, with and without 4 sinks, sit beside them: do the sinks buy
+back what the window loses, and is the answer different for a model trained with them? Plotted
+against memory bytes (sinks cost bytes too).
+"""
+
+from __future__ import annotations
+
+from experiments.common import lm_base, memory_lengths
+from txl.experiments import Experiment, Variant, experiment
+from txl.plans import apply_plans
+
+TRAINED = "long memory (trained)"
+SINKS = (0, 4, 16)
+
+
+@experiment("streaming/sinks", "a short window with 0, 4 or 16 attention sinks per layer, trained and at evaluation")
+def sinks(scale: str) -> Experiment:
+    base = lm_base(scale)
+    long, short = memory_lengths(scale)
+    base.model = apply_plans(base.model, memory=str(long))
+    variants = [
+        Variant(TRAINED, memory=str(long)),
+        Variant(f"window {short} (trained)", memory=str(short)),
+        Variant(f"window {short} + 4 sinks (trained)", memory=str(short), sinks="4"),
+    ]
+    variants += [Variant(f"window {short} + {k} sinks", of=TRAINED, memory=str(short), sinks=str(k)) for k in SINKS]
+    return Experiment(
+        scale, base, variants, summary="attention sinks beside a short window", x_axis="memory_bytes", baseline=TRAINED
+    )
