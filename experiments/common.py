@@ -41,3 +41,8 @@ def memory_lengths(scale: str) -> tuple[int, int]:
 def lrm_counts(n_layer: int) -> list[int]:
     """Rae & Razavi's counts 0, 1, 2, 4, 6, 12, 24 of 24 layers, scaled to n_layer."""
     return sorted(c for c in {0, 1, 2, n_layer // 6, n_layer // 4, n_layer // 2, n_layer} if c <= n_layer)
+
+
+def adapt_steps(scale: str) -> int:
+    """How long an adapted variant trains the source's model under its plan: a quarter of a small run."""
+    return {"tiny": 2, "small": 200, "paper": 20_000}[scale]

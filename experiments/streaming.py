@@ -4,14 +4,15 @@ StreamingLLM keeps 4 initial tokens beside a window of recent ones, because a mo
 with a full context puts much of its attention on them. A Transformer-XL layer's window is its
 memory; its sinks (txl.memory.take_sinks) sit just before the oldest memory. Here a model trained
 with long memory is cut to a short window with 0, 4 or 16 sinks per layer at evaluation time, and
-models trained with the short window, with and without 4 sinks, sit beside them: do the sinks buy
+models trained with the short window, with and without 4 sinks, sit beside them, and the long
+model adapted to the short window (with 0 or 4 sinks) for a quarter of a run: do the sinks buy
 back what the window loses, and is the answer different for a model trained with them? Plotted
 against memory bytes (sinks cost bytes too).
 """
 
 from __future__ import annotations
 
-from experiments.common import lm_base, memory_lengths
+from experiments.common import adapt_steps, lm_base, memory_lengths
 from txl.experiments import Experiment, Variant, experiment
 from txl.plans import apply_plans
 
@@ -30,6 +31,11 @@ def sinks(scale: str) -> Experiment:
         Variant(f"window {short} + 4 sinks (trained)", memory=str(short), sinks="4"),
     ]
     variants += [Variant(f"window {short} + {k} sinks", of=TRAINED, memory=str(short), sinks=str(k)) for k in SINKS]
+    steps = adapt_steps(scale)
+    variants += [
+        Variant(f"window {short} + {k} sinks (adapted)", of=TRAINED, memory=str(short), sinks=str(k), adapt_steps=steps)
+        for k in (0, 4)
+    ]
     return Experiment(
         scale, base, variants, summary="attention sinks beside a short window", x_axis="memory_bytes", baseline=TRAINED
     )

@@ -27,7 +27,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def tiny_config(n_layer: int = 2, memory: str = "8", **overrides) -> ModelConfig:
     """A model small enough to run hundreds of times in a test, dropout off."""
     fields = dict(vocab_size=23, n_layer=n_layer, d_model=16, n_head=2, d_head=8, d_inner=32, dropout=0.0, dropatt=0.0)
-    plans = {k: overrides.pop(k) for k in ("attn_range", "attn", "memory_dtype", "sinks") if k in overrides}
+    plans = {k: overrides.pop(k) for k in ("attn_range", "attn", "memory_dtype", "sinks", "compress") if k in overrides}
     fields.update(overrides)
     return apply_plans(ModelConfig(**fields), memory=memory, **plans)
 

@@ -31,7 +31,7 @@ def test_every_experiment_builds_valid_configs_and_trains_a_step(name, tmp_path)
     exp = get_experiment(name, "tiny")
     assert exp.variants and all(v.of is None or v.of in {w.name for w in exp.variants} for v in exp.variants)
     for variant in exp.variants:
-        if not variant.trains:
+        if not (variant.trains or variant.adapts):
             continue
         run = exp.config(variant, exp.seeds[0])
         run.data.root = str(tmp_path / "data")
@@ -52,7 +52,7 @@ def test_paper_and_small_scales_validate(name):
     for scale in ("small", "paper"):
         exp = get_experiment(name, scale)
         for variant in exp.variants:
-            if variant.trains:
+            if variant.trains or variant.adapts:
                 check_run(exp.config(variant, 0))
 
 

@@ -267,3 +267,35 @@ def test_export_command_writes_both_layouts(tmp_path, capsys):
         == 0
     )
     assert len(read_state_dict(tmp_path / "bin" / "pytorch_model.bin")) > 10
+
+
+@pytest.mark.parametrize(
+    "fields, plans, message",
+    [
+        (dict(), dict(memory="8,4"), "gives layers different lengths"),
+        (dict(), dict(attn_range="range=4@first:1,inf"), "limit their attention range"),
+        (dict(same_length=True), dict(), "same_length under txl's tf rule"),
+        (dict(), dict(memory_dtype="int8"), "store their memory quantized"),
+    ],
+)
+def test_export_refuses_in_one_line_what_the_layout_cannot_run(fields, plans, message, tmp_path, capsys):
+    model = model_of(**fields)
+    model = TransformerXL(apply_plans(model.cfg, **plans)).eval()
+    for layout in ("original", "transformers"):
+        with pytest.raises(TxlError, match=message):
+            export_state(model, layout)
+    from conftest import tiny_run
+
+    from txl.runs import load_trained  # and the command says so in one line, writing nothing
+    from txl.train import Trainer
+
+    if fields:  # a trained run with tf same_length: refused, then exported under the pt rule with --set
+        run = tiny_run(tmp_path, **{"train.steps": 1, "model.same_length": "true"})
+        Trainer(run, tmp_path / "run", progress=False).fit()
+        capsys.readouterr()
+        assert main(["export", str(tmp_path / "run"), "--to", "original", "--out", str(tmp_path / "a")]) == 2
+        assert "same_length under txl's tf rule" in capsys.readouterr().err and not (tmp_path / "a").exists()
+        argv = ["export", str(tmp_path / "run"), "--to", "original", "--out", str(tmp_path / "b")]
+        assert main([*argv, "--set", "model.same_length_rule=pt"]) == 0
+        assert json.loads((tmp_path / "b" / "config.json").read_text())["txl_same_length_rule"] == "pt"
+        assert load_trained(tmp_path / "run").model.cfg.same_length_rule == "tf"  # the run itself is unchanged

@@ -175,3 +175,23 @@ def test_div_val_without_cutoffs_imports_with_its_projection():
     with torch.no_grad():
         emb = t["word_emb.emb_layers.0.weight"][tokens] @ t["word_emb.emb_projs.0"].T * math.sqrt(D)
         torch.testing.assert_close(model.embed(tokens), emb)
+
+
+def test_an_exported_model_scores_the_same_under_the_originals_equations():
+    """A txl model (one memory length, same_length under the pt rule) exported to the original layout, then scored
+    by the reference above from the exported tensors and config alone: the losses agree to float64 rounding."""
+    from txl.config import ModelConfig
+    from txl.interop import export_state
+    from txl.model import TransformerXL
+    from txl.plans import apply_plans
+
+    torch.manual_seed(3)
+    fields = dict(vocab_size=V, n_layer=L, d_model=D, n_head=H, d_head=DH, d_inner=DI, dropout=0.0, dropatt=0.0)
+    cfg = apply_plans(ModelConfig(**fields, same_length=True, same_length_rule="pt"), memory="6")
+    model = TransformerXL(cfg).double().eval()
+    tensors, config = export_state(model, "original")
+    stream = torch.randint(0, V, (2, 21), generator=torch.Generator().manual_seed(4))
+    segments = [stream[:, s : s + 5] for s in range(0, 20, 5)]
+    targets = [stream[:, s + 1 : s + 6] for s in range(0, 20, 5)]
+    ref = reference_losses(tensors, segments, targets, config["mem_len"], None, pytorch_mask)
+    torch.testing.assert_close(txl_losses(model, segments, targets), ref, rtol=0, atol=1e-10)

@@ -31,7 +31,7 @@ def test_a_row_reads_back_as_it_was_written(tmp_path):
     [
         ("seed", "0", "has seed = '0', not a whole number"),
         ("seed", True, "not a whole number"),
-        ("kind", "other", "not train or eval"),
+        ("kind", "other", "not train, eval, adapt"),
         ("plan", {"memory": 4}, "not an object of memory, range and attn plans"),
         ("budget", {"cached_positions": "8"}, "not an object of numbers"),
         ("metrics", {"loss": "low"}, "has metrics"),

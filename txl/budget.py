@@ -12,7 +12,7 @@ from txl.adaptive import cluster_dims
 from txl.attention import unbounded_layers, variant
 from txl.config import ModelConfig
 from txl.errors import TxlError
-from txl.memory import keys_per_query, max_distance, receptive_field
+from txl.memory import Compression, keys_per_query, max_distance, receptive_field
 from txl.plans import describe
 from txl.quantize import stored_bytes
 from txl.table import format_table
@@ -41,7 +41,16 @@ def param_count(cfg: ModelConfig) -> int:
     per_block = 4 * d_model + 2 * d_model * cfg.d_inner + cfg.d_inner + d_model  # two LayerNorms, feed-forward
     for layer in cfg.layers:
         n += per_block + variant(layer.attn).param_count(cfg, layer)
+        if layer.cmem_len and layer.cmem_fn == "conv":  # the learned compressor: a Conv1d of kernel and stride rate
+            n += d_model * d_model * layer.cmem_rate + d_model
     return n
+
+
+def reach_lens(cfg: ModelConfig) -> list[int]:
+    """Each layer's memory as its receptive field counts it: compressed slots at their span (length x rate), just
+    before the raw memory. Exact when evictions come in whole groups (memory and segment lengths multiples of the
+    rate); otherwise a last group of fewer states spans less (txl.memory.dependencies follows it exactly)."""
+    return [layer.mem_len + layer.cmem_len * layer.cmem_rate for layer in cfg.layers]
 
 
 def dense_flops_per_token(cfg: ModelConfig) -> float:
@@ -64,6 +73,7 @@ class LayerBudget:
     attn_flops_per_token: float
     mem_dtype: str = "fp32"  # how the cached states are stored (txl.quantize); bytes count values and scales
     sinks: int = 0  # of the cached positions, the stream's first states kept for good (txl.memory.take_sinks)
+    compress: str = "0"  # the compressed memory, LENGTH/RATE:FN; its slots are among the cached positions
 
 
 @dataclass
@@ -127,10 +137,11 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
     out = Budget(plan=plan, label=label or plan["memory"], tgt_len=tgt_len, batch=batch, dtype=dtype)
     for i, layer in enumerate(cfg.layers):
         cls = variant(layer.attn)
-        cached = cls.cache_len(layer) + layer.sinks
+        extra = layer.sinks + layer.cmem_len  # sinks and compressed slots: every query sees them
+        cached = cls.cache_len(layer) + extra
         state = cls.state_numel(cfg, layer)
-        seen = min(layer.mem_len, max_distance(layer.mem_len, layer.attn_range, cfg.same_length_mode)) + layer.sinks
-        keys = keys_per_query(layer.mem_len, layer.attn_range, tgt_len, cfg.same_length_mode) + layer.sinks
+        seen = min(layer.mem_len, max_distance(layer.mem_len, layer.attn_range, cfg.same_length_mode)) + extra
+        keys = keys_per_query(layer.mem_len, layer.attn_range, tgt_len, cfg.same_length_mode) + extra
         flops = cls.core_flops(cfg, layer, keys, int(seen) + tgt_len, tgt_len)
         out.layers.append(
             LayerBudget(
@@ -145,11 +156,14 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
                 attn_flops_per_token=flops,
                 mem_dtype=layer.mem_dtype,
                 sinks=layer.sinks,
+                compress=str(
+                    Compression(layer.cmem_len, layer.cmem_rate, layer.cmem_fn) if layer.cmem_len else Compression()
+                ),
             )
         )
     out.params = param_count(cfg)
     out.receptive_field = receptive_field(
-        cfg.mem_lens, cfg.attn_ranges, tgt_len, cfg.same_length_mode, unbounded_layers(cfg)
+        reach_lens(cfg), cfg.attn_ranges, tgt_len, cfg.same_length_mode, unbounded_layers(cfg)
     )
     out.dense_flops_per_token = dense_flops_per_token(cfg)
     return out
@@ -237,12 +251,17 @@ def layer_table(b: Budget, markdown: bool = False) -> str:
         for layer in b.layers
     ]
     rows.append(["total", "", "", "", b.cached_positions, _mib(b.bytes), None, b.attn_flops_per_token / 1e6])
+    if _compressed(b):  # the compressed memory beside the raw memory
+        rows = [[*r[:3], layer.compress, *r[3:]] for r, layer in zip(rows, b.layers)] + [
+            [*rows[-1][:3], "", *rows[-1][3:]]
+        ]
     if _sinks(b):  # how many of the cached positions are sinks
-        rows = [[*r[:4], layer.sinks, *r[4:]] for r, layer in zip(rows, b.layers)] + [
-            [*rows[-1][:4], sum(layer.sinks for layer in b.layers), *rows[-1][4:]]
+        at = 5 if _compressed(b) else 4
+        rows = [[*r[:at], layer.sinks, *r[at:]] for r, layer in zip(rows, b.layers)] + [
+            [*rows[-1][:at], sum(layer.sinks for layer in b.layers), *rows[-1][at:]]
         ]
     if _quantized(b):  # the stored dtype beside the bytes, when a layer stores fewer than the model's
-        at = 6 if _sinks(b) else 5
+        at = 5 + bool(_sinks(b)) + _compressed(b)
         rows = [[*r[:at], layer.mem_dtype, *r[at:]] for r, layer in zip(rows, b.layers)] + [
             [*rows[-1][:at], "", *rows[-1][at:]]
         ]
@@ -256,15 +275,21 @@ def layer_table(b: Budget, markdown: bool = False) -> str:
         "keys/query",
         "attn MFLOP/token",
     ]
+    if _compressed(b):
+        headers.insert(3, "compressed")
     if _sinks(b):
-        headers.insert(4, "sinks")
+        headers.insert(4 + _compressed(b), "sinks")
     if _quantized(b):
-        headers.insert(6 if _sinks(b) else 5, "stored as")
+        headers.insert(5 + bool(_sinks(b)) + _compressed(b), "stored as")
     return format_table(headers, rows, markdown)
 
 
 def _quantized(b: Budget) -> bool:
     return any(layer.mem_dtype != "fp32" for layer in b.layers)
+
+
+def _compressed(b: Budget) -> bool:
+    return any(layer.compress != "0" for layer in b.layers)
 
 
 def _sinks(b: Budget) -> int:
@@ -277,7 +302,8 @@ def summary_lines(b: Budget) -> str:
         [
             f"memory plan      {b.plan['memory']}   range {b.plan['range']}   attn {b.plan['attn']}"
             + (f"   stored as {b.plan['dtype']}" if _quantized(b) else "")
-            + (f"   sinks {b.plan['sinks']}" if _sinks(b) else ""),
+            + (f"   sinks {b.plan['sinks']}" if _sinks(b) else "")
+            + (f"   compressed {b.plan['compress']}" if _compressed(b) else ""),
             f"cached positions {b.cached_positions:,} per sequence, "
             f"{_mib(b.bytes):,.1f} MiB at {b.dtype} x batch {b.batch}",
             f"long-range       {b.long_range_positions:,} positions in {b.long_range_layers} layers "
@@ -328,6 +354,8 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
             rows[-1][8:8] = [f"{base.bytes / b.bytes:.1f}x" if b.bytes else "-"]
         if any(_sinks(x) for x in budgets):
             rows[-1][2:2] = [b.plan.get("sinks", "0")]
+        if any(_compressed(x) for x in budgets):
+            rows[-1][2:2] = [b.plan.get("compress", "0")]
     headers = [
         "memory",
         "range",
@@ -344,6 +372,8 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
         headers[8:8] = ["bytes smaller"]
     if any(_sinks(x) for x in budgets):
         headers[2:2] = ["sinks"]
+    if any(_compressed(x) for x in budgets):
+        headers[2:2] = ["compressed"]
     return format_table(headers, rows, markdown)
 
 

@@ -86,7 +86,7 @@ class EvalSpec:
         """The evaluation of a trained run: flags given win over the protocol, which wins over the run's eval
         section, which wins over its training (the segment length). Flags are EvalSpec's and EvalConfig's
         names (split, tgt_len, batch_size, max_segments, memory, attn_range, same_length, clamp_len, memory_dtype,
-        sinks, corpus, tokenizer); None means not given. Numbers are checked against the config's own domains.
+        sinks, compress, corpus, tokenizer); None means not given. Numbers are checked against the config's own domains.
         `whole_split`: without a max_segments flag, score the whole split (txl eval), not eval.max_segments.
         Without a `device` the precision is left as the run names it (auto stays auto)."""
         unknown = set(flags) - set(FLAGS)
@@ -144,10 +144,15 @@ FLAGS = (
     "clamp_len",
     "memory_dtype",
     "sinks",
+    "compress",
     "corpus",
     "tokenizer",
 )
-NAMING = {"memory_dtype": "stored as", "sinks": "sinks"}  # plan dimensions that, given, name evaluation plans
+NAMING = {
+    "memory_dtype": "stored as",
+    "sinks": "sinks",
+    "compress": "compressed",
+}  # plan dimensions that, given, name evaluation plans
 
 
 def check_flags(given: dict) -> None:

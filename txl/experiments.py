@@ -54,15 +54,29 @@ class Variant:
     group: str = ""  # variants that compare with each other (the same task); reports draw a frontier per group
     memory_dtype: str | None = None  # how each layer stores its memory (txl.quantize), trained or at evaluation
     sinks: str | None = None  # attention sinks per layer (txl.memory.take_sinks), trained or at evaluation
+    compress: str | None = None  # compressed memory per layer (txl.memory.Compression), trained or at evaluation
+    adapt_steps: int | None = None  # with `of`: train of's model under this plan for so many steps (fresh optimizer)
 
     def plan_texts(self) -> dict[str, str | None]:
         """The plan dimensions this variant sets, by flag name (see txl.plans.PLAN_FLAGS)."""
         texts = {"memory": self.memory, "attn_range": self.attn_range, "memory_dtype": self.memory_dtype}
-        return {**texts, "sinks": self.sinks, **({"attn": self.attn} if self.trains else {})}
+        texts.update(sinks=self.sinks, compress=self.compress)
+        return {**texts, **({"attn": self.attn} if self.trains else {})}
 
     @property
     def trains(self) -> bool:
+        """Trained from scratch (neither evaluated nor adapted from another variant's model)."""
         return self.of is None
+
+    @property
+    def adapts(self) -> bool:
+        """Trained for `adapt_steps` from `of`'s trained model, under this variant's plan."""
+        return self.of is not None and self.adapt_steps is not None
+
+    @property
+    def kind(self) -> str:
+        """As results rows name it: train, adapt or eval."""
+        return "train" if self.trains else "adapt" if self.adapts else "eval"
 
 
 @dataclass
@@ -108,8 +122,13 @@ class Experiment:
         raise TxlError(f"experiment {self.name} has no variant {name!r}")
 
     def config(self, variant: Variant, seed: int) -> RunConfig:
-        """The resolved run config of a training variant."""
-        run = copy.deepcopy(self.base)
+        """The resolved run config of a training variant; of an adapted one, its source's config under its plan
+        for its steps (the source's checkpoint, `train.init_from`, is set where it trains)."""
+        if variant.adapts:
+            run = self.config(self.variant(variant.of), seed)
+            run.train.steps = variant.adapt_steps
+        else:
+            run = copy.deepcopy(self.base)
         run.model = apply_plans(run.model, **variant.plan_texts())
         apply_overrides(run, variant.set)
         run.train.seed = seed
@@ -152,6 +171,8 @@ def get_experiment(name: str, scale: str = "small") -> Experiment:
     for v in exp.variants:
         if v.of is not None and v.of not in names:
             raise ValueError(f"experiment {name}: variant {v.name} evaluates unknown variant {v.of}")
+        if v.of is not None and not exp.variant(v.of).trains:
+            raise ValueError(f"experiment {name}: variant {v.name} needs {v.of}, which is not trained from scratch")
     if (
         exp.baseline is not None and exp.baseline not in names and exp.after is None
     ):  # `after` may add the baseline's rows
@@ -232,9 +253,13 @@ def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
 def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
     """Everything that makes a result what it is; its hash decides whether a job is already done. A `split`
     other than the experiment's own (the test split, scored once for reporting) is part of it."""
-    trained = exp.variant(job.variant.of) if job.variant.of else job.variant
-    ident = {"train": to_dict(exp.config(trained, job.seed))}
-    if job.variant.of:
+    if job.variant.adapts:  # its own training config, and the source's it starts from
+        ident = {"train": to_dict(exp.config(job.variant, job.seed))}
+        ident["from"] = to_dict(exp.config(exp.variant(job.variant.of), job.seed))
+    else:
+        trained = exp.variant(job.variant.of) if job.variant.of else job.variant
+        ident = {"train": to_dict(exp.config(trained, job.seed))}
+    if job.variant.of and not job.variant.adapts:
         v = job.variant
         ident["eval"] = {
             "memory": v.memory,
@@ -286,19 +311,21 @@ def run_experiment(
         if (job.variant.of, job.seed) in held:
             log.info(f"{tag}: its model is being trained by another process, skipped")
             continue
-        if job.variant.trains and not final:
-            parts = _train_job(exp, job, root, progress, tag)
-            if parts is None:
-                held.add((job.variant.name, job.seed))
-                continue
-        elif not main:
+        trains = (job.variant.trains or job.variant.adapts) and not final
+        if not (trains or main):
             continue
-        else:
-            try:
-                parts = _evaluate_variant(exp, job, root, progress, tag, split)
-            except NotTrained as e:
-                log.info(f"{tag}: {e}; skipped")
-                continue
+        try:
+            parts = (
+                _train_job(exp, job, root, progress, tag)
+                if trains
+                else _evaluate_variant(exp, job, root, progress, tag, split)
+            )
+        except NotTrained as e:
+            log.info(f"{tag}: {e}; skipped")
+            continue
+        if parts is None:
+            held.add((job.variant.name, job.seed))
+            continue
         if main:
             append_result(path, _row(exp, job, digest, parts, time.time() - start))
             done.add((job.variant.name, job.seed, digest))
@@ -318,7 +345,10 @@ def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, tag: str) 
     folder = run_dir(root, exp, job.variant.name, job.seed)
     run = exp.config(job.variant, job.seed)
     resume = find_checkpoint(folder) is not None
-    log.info(f"{tag}: {'resuming' if resume else 'training'} in {folder}")
+    if job.variant.adapts and not resume:  # from the source's trained model
+        source = find_checkpoint(_trained_folder(exp, root, job.variant.of, job.seed))
+        run.train.init_from = str(source.resolve())
+    log.info(f"{tag}: {'resuming' if resume else 'adapting' if job.variant.adapts else 'training'} in {folder}")
     if resume:
         run = prepare_resume(folder, [])
     try:
@@ -338,29 +368,35 @@ def _row(exp: Experiment, job: Job, digest: str, parts: tuple, seconds: float) -
     metrics, model_cfg, tgt_len, folder, data = parts
     v = job.variant
     group = v.group or (exp.variant(v.of).group if v.of else "")
-    kind = "train" if v.trains else "eval"
     return result_row(
-        exp, v.name, kind, job.seed, digest, metrics, model_cfg, tgt_len, folder, data, seconds, of=v.of, group=group
+        exp, v.name, v.kind, job.seed, digest, metrics, model_cfg, tgt_len, folder, data, seconds, of=v.of, group=group
     )
 
 
 class NotTrained(TxlError):
-    """An evaluation whose trained model is not there (yet)."""
+    """An evaluation (or adaptation) whose trained model is not there (yet)."""
+
+
+def _trained_folder(exp: Experiment, root: Path, variant: str, seed: int) -> Path:
+    """The run folder of a variant's trained seed; NotTrained when it holds no checkpoint."""
+    folder = run_dir(root, exp, variant, seed)
+    if find_checkpoint(folder) is None:
+        raise NotTrained(f"no trained model in {folder}; run 'txl run {exp.name} --scale {exp.scale}' first")
+    return folder
 
 
 def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, tag: str, split: str | None = None):
     """Score a trained model: another variant's under this variant's plan, or (for the test split) a training
     variant's own under its run's evaluation settings."""
     v = job.variant
-    folder = run_dir(root, exp, v.of or v.name, job.seed)
-    if find_checkpoint(folder) is None:
-        raise NotTrained(f"no trained model in {folder}; run 'txl run {exp.name} --scale {exp.scale}' first")
+    at_eval = v.of is not None and not v.adapts  # a plan applied to another variant's model
+    folder = _trained_folder(exp, root, v.of if at_eval else v.name, job.seed)
     split = split or exp.base.eval.split
-    what = f"{v.of}'s model with memory {v.memory or 'as trained'}" if v.of else "its trained model"
+    what = f"{v.of}'s model with memory {v.memory or 'as trained'}" if at_eval else "its trained model"
     log.info(f"{tag}: evaluating {what} on the {split} split")
     trained = load_trained(folder, exp.base.train.device)
     spec = trained.spec(split=split, tgt_len=v.eval_tgt_len)
-    if v.of:
+    if at_eval:
         n = trained.run.model.n_layer
         plan = MemoryPlan.parse(n, v.name, same_length=v.same_length, **v.plan_texts())
     else:

@@ -15,6 +15,7 @@ checkpoint leaves tied output weights out): they are taken from what they are ti
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from txl.checkpoint import find_checkpoint, save_checkpoint
-from txl.config import ModelConfig, RunConfig, to_dict
+from txl.config import ModelConfig, RunConfig, apply_overrides, to_dict
 from txl.errors import TxlError
 from txl.io import atomic_path, atomic_write_json
+from txl.memory import format_plan
 from txl.model import TransformerXL
 from txl.plans import apply_plans
 
@@ -133,12 +135,7 @@ def export_state(model: TransformerXL, layout_name: str) -> tuple[dict[str, torc
         raise InteropError(
             f"layers {bad} use attention variants the {layout_name} layout has no place for; only xl layers export"
         )
-    stored = [i for i, layer in enumerate(cfg.layers) if layer.mem_dtype != "fp32"]
-    if stored:
-        raise InteropError(
-            f"layers {stored} store their memory quantized (mem_dtype), which the {layout_name} code cannot; "
-            "export with fp32 memory (--set model.layers.N.mem_dtype=fp32) or keep the model in txl"
-        )
+    _refuse_lossy(cfg, layout_name)
     out: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict(keep_vars=False).items():
         theirs = rename(name, "txl", layout_name, layout)
@@ -151,6 +148,50 @@ def export_state(model: TransformerXL, layout_name: str) -> tuple[dict[str, torc
             out[f"{layout.prefix}layers.{i}.dec_attn.r_r_bias"] = out[f"{layout.prefix}r_r_bias"].clone()
     out[f"{layout.prefix}pos_emb.inv_freq"] = 1.0 / (10000 ** (torch.arange(0.0, cfg.d_model, 2.0) / cfg.d_model))
     return out, source_config(cfg, layout_name)
+
+
+def with_overrides(model: TransformerXL, overrides: list[str]) -> TransformerXL:
+    """The same weights under its config changed by dotted `model.*` overrides (a memory plan, same_length's rule):
+    what `txl export --set` writes. A change the weights cannot follow (another width) is refused in one line."""
+    bad = [o for o in overrides if not o.strip().startswith("model.")]
+    if bad:
+        raise InteropError(f"--set {bad[0]}: export changes model settings only (model.KEY=VALUE)")
+    run = apply_overrides(RunConfig(model=copy.deepcopy(model.cfg)), overrides)
+    out = TransformerXL(run.model).to(model.dtype).eval()
+    try:
+        out.load_state_dict(model.state_dict())
+    except RuntimeError:
+        raise InteropError(f"--set {' '.join(overrides)} changes the model's weights, which export cannot") from None
+    return out
+
+
+def _refuse_lossy(cfg: ModelConfig, layout_name: str) -> None:
+    """Refuse, in one line naming what would be lost, a plan the layout's code cannot run: it has one memory length
+    for every layer, no attention range, sinks, compressed or quantized memory, and windows same_length at
+    0..mem_len-1 (txl's pt rule)."""
+    for field_name, default, what in (
+        ("mem_dtype", "fp32", "store their memory quantized"),
+        ("sinks", 0, "keep attention sinks"),
+        ("cmem_len", 0, "keep a compressed memory"),
+        ("attn_range", None, "limit their attention range"),
+    ):
+        layers = [i for i, layer in enumerate(cfg.layers) if getattr(layer, field_name) != default]
+        if layers:
+            raise InteropError(
+                f"layers {layers} {what} ({field_name}), which the {layout_name} code cannot; export with "
+                f"--set model.layers.N.{field_name}={'none' if default is None else default} or keep the model in txl"
+            )
+    if len(set(cfg.mem_lens)) > 1:
+        raise InteropError(
+            f"the memory plan {format_plan(cfg.mem_lens)} gives layers different lengths; the {layout_name} code has "
+            "one mem_len for every layer: export with one length (--set model.layers.N.mem_len=...) or keep it in txl"
+        )
+    if cfg.same_length and cfg.same_length_rule != "pt":
+        raise InteropError(
+            f"same_length under txl's {cfg.same_length_rule} rule (keys at distances 0..mem_len) differs from the "
+            f"{layout_name} code's (0..mem_len-1): export with --set model.same_length_rule=pt (it then scores as the "
+            "source does) or keep the model in txl"
+        )
 
 
 def source_config(cfg: ModelConfig, layout_name: str) -> dict:

@@ -81,6 +81,37 @@ class PlanKind:
 MEMORY = PlanKind("memory", ("mem", "srm"), lambda t: _whole(t, "a memory length"), str, _REQUIRED)
 RANGE = PlanKind("range", ("range",), _parse_range, lambda v: "inf" if v is None else str(v), None)
 SINKS = PlanKind("sinks", ("sinks",), lambda t: _whole(t, "a number of sinks"), str, 0)
+COMPRESS_FNS = ("mean", "max", "conv")
+
+
+@dataclass(frozen=True)
+class Compression:
+    """A layer's compressed memory (Rae et al. 2019): up to `length` slots, each pooling `rate` states evicted from
+    the memory with `fn` (mean, max, or a learned strided convolution). Written LENGTH/RATE:FN, or 0 for none."""
+
+    length: int = 0
+    rate: int = 4
+    fn: str = "mean"
+
+    def __str__(self) -> str:
+        return f"{self.length}/{self.rate}:{self.fn}" if self.length else "0"
+
+
+def _parse_compress(text: str) -> Compression:
+    if text == "0":
+        return Compression()
+    m = re.fullmatch(r"(\d+)/(\d+)(?::(\w+))?", text)
+    if not m:
+        raise ValueError(f"a compressed memory is LENGTH/RATE[:FN], e.g. 16/4:mean, or 0 for none; got {text!r}")
+    length, rate, fn = int(m.group(1)), int(m.group(2)), m.group(3) or "mean"
+    if rate < 1:
+        raise ValueError(f"the compression rate must be >= 1, got {text!r}")
+    if fn not in COMPRESS_FNS:
+        raise ValueError(f"unknown compression function {fn!r} (use {', '.join(COMPRESS_FNS)})")
+    return Compression(length, rate, fn) if length else Compression()
+
+
+COMPRESS = PlanKind("compressed memory", ("compress",), _parse_compress, str, Compression())
 
 
 def parse_plan(text: str, n_layer: int, kind: PlanKind = MEMORY) -> list:
@@ -183,6 +214,34 @@ def update_cache(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> tor
     return cat[:, -mem_len:].detach()
 
 
+def evict(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The layer's next memory (as update_cache) and the states that fall out of it, oldest first (None: none)."""
+    cat = h if mem is None or mem.size(1) == 0 else torch.cat([mem, h], dim=1)
+    out = cat.size(1) - mem_len
+    kept = None if mem_len == 0 else cat[:, max(out, 0) :].detach()
+    return kept, (cat[:, :out].detach() if out > 0 else None)
+
+
+def pool_groups(states: torch.Tensor, rate: int, fn: str, conv: torch.nn.Module | None = None) -> torch.Tensor:
+    """(B, N, D) evicted states -> (B, ceil(N / rate), D) compressed slots: each `rate` consecutive states pooled by
+    mean, max or `conv` (a Conv1d of kernel and stride `rate`). A last group of fewer states (when evictions are
+    not a multiple of the rate) is a slot of its own: mean and max pool what it holds, conv repeats its last state."""
+    b, n, d = states.shape
+    short = -n % rate
+    if fn == "conv":
+        padded = torch.cat([states, states[:, -1:].expand(b, short, d)], dim=1) if short else states
+        return conv(padded.transpose(1, 2)).transpose(1, 2)
+    full = n - n % rate
+    parts = []
+    if full:
+        groups = states[:, :full].reshape(b, full // rate, rate, d)
+        parts.append(groups.mean(2) if fn == "mean" else groups.amax(2))
+    if short:
+        tail = states[:, full:]
+        parts.append(tail.mean(1, keepdim=True) if fn == "mean" else tail.amax(1, keepdim=True))
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
 def take_sinks(sinks: torch.Tensor | None, h: torch.Tensor, n_sinks: int) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Attention sinks (StreamingLLM): the layer keeps the first `n_sinks` states of the stream for good.
 
@@ -265,22 +324,41 @@ def dependencies(
     position: int,
     same_length: bool | str = False,
     sinks: Sequence[int] | None = None,
+    compress: Sequence[tuple[int, int]] | None = None,
 ) -> list[int]:
     """Every token whose value can change the top layer's output at `position` (not only the earliest): with
-    sinks a layer's keys are not one window, so the set has gaps. Work grows as position^2 per layer."""
+    sinks a layer's keys are not one window, so the set has gaps. `compress`: per layer (slots, rate) of a
+    compressed memory, each slot depending on the states it pooled, followed group by group as the model forms
+    them. Work grows as position^2 per layer."""
     sinks = sinks or [0] * len(mem_lens)
+    compress = compress or [(0, 1)] * len(mem_lens)
     pos = np.arange(position + 1)
     seg_start = pos - pos % tgt_len
     dep = np.eye(len(pos), dtype=bool)  # dep[s, t]: token t reaches position s of the layer's input
-    for m, r, k in zip(mem_lens, attn_ranges, sinks):
+    for m, r, k, (slots, rate) in zip(mem_lens, attn_ranges, sinks, compress):
         limit = max_distance(m, r, same_length)
         filled = np.minimum(m, np.maximum(seg_start - k, 0))
         lo = seg_start - filled  # the oldest memory position
         s, t = pos[:, None], pos[None, :]
         seen = (t >= lo[:, None]) & (t <= s) & (s - t <= limit)
         seen |= t < np.minimum(k, seg_start)[:, None]  # sinks already kept
+        if slots:
+            for start in np.unique(seg_start):
+                for a, b in compressed_groups(k, m, slots, rate, tgt_len, start // tgt_len):
+                    seen[seg_start == start, a:b] = True
         dep = (seen.astype(np.int64) @ dep.astype(np.int64)) > 0
     return [int(t) for t in np.flatnonzero(dep[position])]
+
+
+def compressed_groups(sinks: int, mem_len: int, slots: int, rate: int, tgt_len: int, segment: int) -> list:
+    """The stream positions [a, b) each compressed slot of a layer pools when segment number `segment` starts:
+    at the end of each segment the states that fall out of the memory (those after the sinks) are grouped by
+    `rate` from the oldest, a last group of fewer states a slot of its own; the newest `slots` are kept."""
+    groups: list[tuple[int, int]] = []
+    for i in range(segment):
+        a, b = max(sinks, i * tgt_len - mem_len), max(sinks, (i + 1) * tgt_len - mem_len)
+        groups += [(g, min(g + rate, b)) for g in range(a, b, rate)]
+    return groups[-slots:] if slots else []
 
 
 def reach_by_position(

@@ -24,7 +24,7 @@ from txl.attention import AttnContext, build_attention, variant
 from txl.attention.fast import resolve_impl
 from txl.attention.masks import MaskCache
 from txl.config import ModelConfig
-from txl.memory import take_sinks, update_cache
+from txl.memory import evict, pool_groups, take_sinks, update_cache
 from txl.plans import MemoryPlan, check_model, planned_model_config
 from txl.quantize import dequantize, quantize
 
@@ -73,16 +73,22 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, index: int):
         super().__init__()
         self.pre_lnorm = cfg.pre_lnorm
-        self.attn = build_attention(cfg, cfg.layers[index])
+        layer = cfg.layers[index]
+        self.attn = build_attention(cfg, layer)
         self.attn_norm = nn.LayerNorm(cfg.d_model)
         self.ff = FeedForward(cfg)
         self.ff_norm = nn.LayerNorm(cfg.d_model)
+        learned = layer.cmem_len and layer.cmem_fn == "conv"  # f_c of a compressed memory, trained by reconstruction
+        self.compressor = (
+            nn.Conv1d(cfg.d_model, cfg.d_model, layer.cmem_rate, stride=layer.cmem_rate) if learned else None
+        )
 
     def forward(self, h: torch.Tensor, state: dict, ctx: AttnContext) -> tuple[torch.Tensor, dict]:
-        layer = self.attn.layer
-        mem = read_memory(state, layer.mem_dtype, self.attn_norm.weight.dtype)
-        sinks = read_memory(state, layer.mem_dtype, self.attn_norm.weight.dtype, "sink") if layer.sinks else None
-        keys = _cat(sinks, mem)  # sinks just before the oldest memory
+        layer, dtype = self.attn.layer, self.attn_norm.weight.dtype
+        mem = read_memory(state, layer.mem_dtype, dtype)
+        sinks = read_memory(state, layer.mem_dtype, dtype, "sink") if layer.sinks else None
+        cmem = read_memory(state, layer.mem_dtype, dtype, "c") if layer.cmem_len else None
+        keys = _cat(_cat(sinks, cmem), mem)  # sinks, then compressed slots, just before the oldest memory
         if self.pre_lnorm:
             a, extra = self.attn(self.attn_norm(h), None if keys is None else self.attn_norm(keys), state, ctx)
             h2 = h + a
@@ -91,18 +97,54 @@ class Block(nn.Module):
             a, extra = self.attn(h, keys, state, ctx)
             h2 = self.attn_norm(h + a)
             out = self.ff_norm(h2 + self.ff(h2))
-        new_state = dict(extra)
+        return out, {**extra, **self._next_memory(state, h, mem, sinks, cmem)}
+
+    def _next_memory(self, state: dict, h: torch.Tensor, mem, sinks, cmem) -> dict:
+        """What the layer keeps for the next segment: sinks, compressed slots and memory, stored in its dtype."""
+        layer, out = self.attn.layer, {}
         recent = h
         if layer.sinks:
             kept, recent = take_sinks(sinks, h, layer.sinks)
             if kept is sinks:  # already full: kept as stored, never quantized again
-                new_state.update({k: v for k, v in state.items() if k.startswith("sink")})
+                out.update({k: v for k, v in state.items() if k.startswith("sink")})
             else:
-                new_state.update(quantize(kept, layer.mem_dtype, "sink"))
-        cache = update_cache(mem, recent, self.attn.cache_len(layer))
+                out.update(quantize(kept, layer.mem_dtype, "sink"))
+        if not layer.cmem_len:
+            cache = update_cache(mem, recent, self.attn.cache_len(layer))
+        else:
+            cache, old = evict(mem, recent, self.attn.cache_len(layer))
+            if old is None:
+                out.update({k: v for k, v in state.items() if k == "c" or k == "c_scale"})
+            else:
+                slots = pool_groups(old, layer.cmem_rate, layer.cmem_fn, self.compressor).detach()
+                out.update(quantize(_cat(cmem, slots)[:, -layer.cmem_len :], layer.mem_dtype, "c"))
+                if self.compressor is not None and self.training:
+                    out["recon_loss"] = self.reconstruction_loss(h, old)
         if cache is not None:
-            new_state.update(quantize(cache, layer.mem_dtype))
-        return out, new_state
+            out.update(quantize(cache, layer.mem_dtype))
+        return out
+
+    def reconstruction_loss(self, h: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """Rae et al.'s attention-reconstruction loss: the segment's content attention over the evicted states and
+        over their compression, compared by mean squared error. Every weight but the compressor's is detached: its
+        gradient reaches f_c alone."""
+        attn, inner = self.attn, self.attn.n_head * self.attn.d_head
+        w = attn.qkv.weight.detach()
+        see = (
+            (lambda t: F.layer_norm(t, t.shape[-1:], self.attn_norm.weight.detach(), self.attn_norm.bias.detach()))
+            if self.pre_lnorm
+            else (lambda t: t)
+        )
+        q = attn._heads(F.linear(see(h.detach()), w[:inner]))
+
+        def content_attention(m: torch.Tensor) -> torch.Tensor:
+            k, v = (attn._heads(t) for t in F.linear(see(m), w[inner:]).chunk(2, dim=-1))
+            return ((q @ k.transpose(-1, -2)) * attn.scale).softmax(-1) @ v
+
+        with torch.no_grad():
+            target = content_attention(old)
+        compressed = pool_groups(old.detach(), self.attn.layer.cmem_rate, "conv", self.compressor)
+        return F.mse_loss(content_attention(compressed), target)
 
 
 class TransformerXL(nn.Module):
@@ -122,6 +164,7 @@ class TransformerXL(nn.Module):
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.head = AdaptiveSoftmax(cfg, self.embed)
         self.probe = None  # set by an analysis to see attention probabilities (txl.analysis); never saved
+        self.recon_loss: torch.Tensor | None = None  # the last forward's reconstruction loss (learned compression)
         self.init_weights()
 
     # ------------------------------------------------------------------ parameters
@@ -139,6 +182,12 @@ class TransformerXL(nn.Module):
                 nn.init.normal_(module.weight, 0.0, std)
             elif isinstance(module, nn.LayerNorm):
                 nn.init.normal_(module.weight, 1.0, std)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv1d):  # a learned compressor starts as mean pooling
+                with torch.no_grad():
+                    module.weight.copy_(
+                        torch.eye(module.in_channels)[:, :, None].expand_as(module.weight) / module.kernel_size[0]
+                    )
                 nn.init.zeros_(module.bias)
         for name, p in self.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
@@ -190,7 +239,7 @@ class TransformerXL(nn.Module):
     def context(self, qlen: int, mems: Memory, device: torch.device) -> AttnContext:
         """What every layer of this forward pass shares."""
         kmax = qlen + max(  # no max(default=): torch.compile breaks on it
-            [0] + [sum(s[key].size(1) for key in ("h", "sink") if key in s) for s in mems]
+            [0] + [sum(s[key].size(1) for key in ("h", "sink", "c") if key in s) for s in mems]
         )
         cache: dict[str, torch.Tensor] = {}
 
@@ -223,9 +272,18 @@ class TransformerXL(nn.Module):
         h = self.drop(self.embed(tokens))
         ctx = self.context(tokens.size(1), mems, tokens.device)
         new_mems = []
+        self.recon_loss = None
         for block, state in zip(self.layers, mems):
             h, state = block(h, state, ctx)
+            recon = state.pop("recon_loss", None)
+            if recon is not None:  # learned compression's reconstruction loss, for the trainer
+                self.recon_loss = recon if self.recon_loss is None else self.recon_loss + recon
             new_mems.append(state)
+        if self.training and self.recon_loss is None and any(b.compressor is not None for b in self.layers):
+            # nothing evicted yet: a zero that still reaches every compressor, so DDP sees each parameter used
+            self.recon_loss = (
+                sum(p.sum() for b in self.layers if b.compressor is not None for p in b.compressor.parameters()) * 0.0
+            )
         return self.drop(h), new_mems
 
     def forward(

@@ -110,7 +110,9 @@ class TrainStep:
                     nll, chunk_mems = self.net(segment.inputs[part], mems[c], segment.targets[part])
                 w = weights[part] if weights is not None else None
                 loss = ((nll * w) if w is not None else nll).sum() / total
-                self.scaler.scale(loss).backward()
+                recon = self.model.recon_loss  # learned memory compression's own loss (it reaches f_c alone)
+                extra = 0.0 if recon is None else self.cfg.recon_weight * recon / self.chunks
+                self.scaler.scale(loss + extra).backward()
             loss_value += loss.detach().float()
             new_mems.append(chunk_mems)
         self.scaler.unscale_(self.optimizer)

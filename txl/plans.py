@@ -19,7 +19,7 @@ from typing import Any
 
 from txl.attention import VARIANTS, check_layer
 from txl.config import ConfigError, LayerConfig, ModelConfig, RunConfig
-from txl.memory import MEMORY, RANGE, SINKS, PlanKind, format_plan, parse_plan
+from txl.memory import COMPRESS, MEMORY, RANGE, SINKS, Compression, PlanKind, format_plan, parse_plan
 from txl.quantize import check_dtype
 
 KEEP = "keep"  # a plan's clamp_len that keeps the model's own (None is a real value: no clamping)
@@ -60,12 +60,21 @@ def _field(name: str) -> tuple[Callable, Callable]:
     return (lambda layer: getattr(layer, name)), (lambda layer, v: setattr(layer, name, v))
 
 
+def _get_compression(layer: LayerConfig) -> Compression:
+    return Compression(layer.cmem_len, layer.cmem_rate, layer.cmem_fn) if layer.cmem_len else Compression()
+
+
+def _set_compression(layer: LayerConfig, value: Compression) -> None:
+    layer.cmem_len, layer.cmem_rate, layer.cmem_fn = value.length, value.rate, value.fn
+
+
 DIMENSIONS: dict[str, Dimension] = {
     "memory": Dimension(MEMORY, *_field("mem_len"), "memory"),
     "range": Dimension(RANGE, *_field("attn_range"), "attn_range"),
     "attn": Dimension(ATTENTION, lambda layer: layer.label, _set_attn, "attn"),
     "dtype": Dimension(MEMORY_DTYPE, *_field("mem_dtype"), "memory_dtype", always=False),
     "sinks": Dimension(SINKS, *_field("sinks"), "sinks", always=False),
+    "compress": Dimension(COMPRESS, _get_compression, _set_compression, "compress", always=False),
 }
 PLAN_FLAGS = tuple(dim.flag for dim in DIMENSIONS.values())  # the keywords MemoryPlan.parse and apply_plans take
 
@@ -90,7 +99,7 @@ class MemoryPlan:
         **texts: str | None,
     ) -> MemoryPlan:
         """A plan from the plan language, one text per dimension, by its flag name (`memory`, `attn_range`, `attn`,
-        `memory_dtype`, `sinks`; None keeps the model's; '' is an error)."""
+        `memory_dtype`, `sinks`, `compress`; None keeps the model's; '' is an error)."""
         unknown = set(texts) - set(PLAN_FLAGS)
         if unknown:
             raise TypeError(f"unknown plan dimensions {sorted(unknown)} (known: {', '.join(PLAN_FLAGS)})")
@@ -157,17 +166,23 @@ class MemoryPlan:
 
 def apply_plans(cfg: ModelConfig, **texts: str | None) -> ModelConfig:
     """A copy of `cfg` with per-layer values set from plans, one text per dimension by its flag name (`memory`,
-    `attn_range`, `attn`, `memory_dtype`, `sinks`); None keeps the model's."""
+    `attn_range`, `attn`, `memory_dtype`, `sinks`, `compress`); None keeps the model's."""
     return MemoryPlan.parse(cfg.n_layer, **texts).apply(cfg)
 
 
 def planned_model_config(cfg: ModelConfig, plan: MemoryPlan) -> ModelConfig:
     """`cfg` under an evaluation-time plan, checked layer by layer as a model would run it."""
     out = plan.apply(cfg)
-    for i, layer in enumerate(out.layers):
+    for i, (layer, own) in enumerate(zip(out.layers, cfg.layers)):
         if layer.mem_len < 0 or (layer.attn_range is not None and layer.attn_range < 0) or layer.sinks < 0:
             raise ConfigError(f"model.layers.{i}: memory length, range and sinks must be >= 0")
         _check_planned_layer(layer, f"model.layers.{i}", out.same_length)
+        learned = _get_compression(layer).fn == "conv"
+        if learned and (_get_compression(own).fn != "conv" or own.cmem_rate != layer.cmem_rate):
+            raise ConfigError(
+                f"model.layers.{i}: conv compression is learned, and this model has no compressor of rate "
+                f"{layer.cmem_rate} in that layer; at evaluation use mean or max, or train with conv"
+            )
     return out
 
 
@@ -200,6 +215,14 @@ def _check_planned_layer(layer: LayerConfig, where: str, same_length: bool | str
             f"{where}: attention variant {layer.attn!r} carries its whole past in running sums, so sinks add nothing; "
             "give sinks to a softmax layer"
         )
+    if layer.cmem_len:
+        if layer.attn_range is not None or same_length:
+            raise ConfigError(
+                f"{where}: compressed memory sits beyond the raw memory, so the layer cannot also limit its attention "
+                f"({'same_length' if same_length else f'range {layer.attn_range}'}); give it range inf, or no compress"
+            )
+        if VARIANTS[layer.attn].unbounded(replace(layer, mem_len=max(layer.mem_len, 1))):
+            raise ConfigError(f"{where}: attention variant {layer.attn!r} keeps no memory to compress")
 
 
 def check_model(cfg: ModelConfig) -> ModelConfig:

@@ -106,6 +106,24 @@ def _to_metric(row: ResultRow, metric: str) -> Callable[[float], float] | None:
     return None
 
 
+def difference(g: Group, base: Group, metric: str) -> Interval | None:
+    """g's metric minus base's, paired: t over the seeds both have (two or more), or with one shared seed a block
+    bootstrap over the evaluation text (when both rows carry the same blocks); None when neither can be made."""
+    shared = sorted(set(g.by_seed) & set(base.by_seed))
+    if len(shared) >= 2:
+        return paired_difference(g.by_seed, base.by_seed)
+    if not shared:
+        return None
+    row, ref = g.rows[shared[0]], base.rows[shared[0]]
+    to_metric = _to_metric(row, metric)
+    if to_metric is None or not (row.blocks and ref.blocks):
+        return None
+    try:
+        return bootstrap_difference(row.blocks, ref.blocks, to_metric)
+    except ValueError:
+        return None
+
+
 def compare_with_baseline(groups: list[Group], metric: str, baseline: str | None) -> Group | None:
     """Each variant's difference from the baseline of its task group, paired by seed.
 
@@ -125,17 +143,7 @@ def compare_with_baseline(groups: list[Group], metric: str, baseline: str | None
         base = bases.get(g.group)
         if base is None or g is base:
             continue
-        shared = sorted(set(g.by_seed) & set(base.by_seed))
-        if len(shared) >= 2:
-            g.vs_baseline = paired_difference(g.by_seed, base.by_seed)
-        elif shared:
-            row, ref = g.rows[shared[0]], base.rows[shared[0]]
-            to_metric = _to_metric(row, metric)
-            if to_metric is not None and row.blocks and ref.blocks:
-                try:
-                    g.vs_baseline = bootstrap_difference(row.blocks, ref.blocks, to_metric)
-                except ValueError:
-                    g.vs_baseline = None
+        g.vs_baseline = difference(g, base, metric)
     return named if named is not None or len(bases) > 1 else next(iter(bases.values()))
 
 
@@ -294,14 +302,17 @@ def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -
 
 
 # plan dimensions a report shows only when a variant uses them (its plan then names them): name, title, default
-OPTIONAL = (("dtype", "stored as", "fp32"), ("sinks", "sinks", "0"))
+OPTIONAL = (("dtype", "stored as", "fp32"), ("sinks", "sinks", "0"), ("compress", "compressed", "0"))
 
 
 def _optional(groups: list[Group]) -> list[tuple[str, str, str]]:
     return [o for o in OPTIONAL if any(o[0] in g.plan for g in groups)]
 
 
-def _legend_handles(colours: dict | None, one_budget: bool) -> list:
+MARKERS = {"train": "o", "eval": "s", "adapt": "^"}
+
+
+def _legend_handles(colours: dict | None, one_budget: bool, adapted: bool = False) -> list:
     """The legend's entries: the two kinds of plan, and each group's frontier."""
     from matplotlib.lines import Line2D
 
@@ -309,6 +320,8 @@ def _legend_handles(colours: dict | None, one_budget: bool) -> list:
         Line2D([], [], marker="o", linestyle="", color="gray", label="trained with this plan"),
         Line2D([], [], marker="s", linestyle="", color="gray", label="plan applied at evaluation"),
     ]
+    if adapted:
+        handles.append(Line2D([], [], marker="^", linestyle="", color="gray", label="adapted to the plan"))
     if not one_budget:
         if colours:
             handles += [
@@ -342,7 +355,7 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
             at,
             g.mean,
             yerr=_yerr(g),
-            fmt="o" if g.kind == "train" else "s",
+            fmt=MARKERS.get(g.kind, "s"),
             color=colour,
             markerfacecolor=colour if (g.pareto or not colours) else "white",
             capsize=3,
@@ -362,7 +375,7 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
         if positive and max(positive) / min(positive) > 20:
             ax.set_xscale("symlog", linthresh=min(positive))  # zero stays at zero, the rest spreads logarithmically
         ax.set_xlabel(X_AXES.get(x_axis, x_axis))
-    handles = _legend_handles(colours, one_budget)
+    handles = _legend_handles(colours, one_budget, any(g.kind == "adapt" for g in groups))
     ax.legend(handles=handles, fontsize=7, title="bars: 95% interval over seeds", title_fontsize=7)
     ax.set_ylabel(metric + (" (higher is better)" if metric in HIGHER_IS_BETTER else " (lower is better)"))
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)

@@ -25,6 +25,7 @@ def config_hash(data: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
+KINDS = ("train", "eval", "adapt")
 ROW_FIELDS = ("variant", "seed", "kind", "scale", "config_hash", "plan", "budget", "metrics")
 _NUMBER = (int, float)
 
@@ -39,7 +40,8 @@ class ResultRow:
 
     variant: str
     seed: int
-    kind: str  # "train": trained with its plan; "eval": a plan applied to another variant's model
+    kind: str  # "train": trained with its plan; "eval": a plan applied to another variant's model; "adapt": another
+    # variant's model trained on under the plan for a few steps
     scale: str
     config_hash: str
     plan: dict[str, str]  # memory, range, attn in the plan language
@@ -89,7 +91,7 @@ def _check_row(v: dict) -> None:
     for name in ("variant", "scale", "config_hash", "experiment", "group", "run_dir", "time"):
         need(isinstance(v.get(name, ""), str), name, "a string")
     need(isinstance(v["seed"], int) and not isinstance(v["seed"], bool), "seed", "a whole number")
-    need(v["kind"] in ("train", "eval"), "kind", "train or eval")
+    need(v["kind"] in KINDS, "kind", ", ".join(KINDS))
     need(v.get("of") is None or isinstance(v["of"], str), "of", "a variant name or null")
     need(
         isinstance(v["plan"], dict) and all(isinstance(v["plan"].get(k), str) for k in ("memory", "range", "attn")),

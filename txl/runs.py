@@ -159,6 +159,19 @@ def tokenizer_file(path: str | Path, run: RunConfig) -> str:
     )
 
 
+def init_from_config(source: str | Path) -> RunConfig:
+    """The config a fresh run started from `source`'s weights begins with (txl train --init-from): the source's
+    own (a txl run or an import), reading text with the source's tokenizer, `train.init_from` naming its checkpoint
+    folder. Flags then change the plan, the corpus and the training; the widths, layers and vocabulary stay."""
+    folder = ckpt.find_checkpoint(source, "last")
+    if folder is None:
+        raise TxlError(f"--init-from {source}: no checkpoint there (give a run folder or a checkpoint folder)")
+    run = from_dict(RunConfig, ckpt.read_config(folder))
+    run.data.tokenizer = tokenizer_file(source, run)
+    run.train.init_from = str(folder.resolve())
+    return run
+
+
 def run_root(checkpoint: Path) -> Path:
     """The run folder a checkpoint folder belongs to (the folder itself when it is not under checkpoints/)."""
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint

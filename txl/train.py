@@ -97,6 +97,8 @@ class Trainer:
 
         torch.manual_seed(tc.seed)  # the same initial weights on every rank
         self.model = TransformerXL(run.model).to(self.device)
+        if tc.init_from and not resume:  # a resumed run reads its own checkpoint below
+            self._start_from(Path(tc.init_from))
         net = torch.compile(self.model) if tc.compile else self.model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -266,6 +268,18 @@ class Trainer:
         }
         meta = {"metric": metric_name(self.corpus), "best_valid_loss": self.best_valid, "time": time.time()}
         self.folder.save(self.step, self.model, state, self.run, meta, names)
+
+    def _start_from(self, folder: Path) -> None:
+        """A fresh run's first weights, read from another run's checkpoint (train.init_from)."""
+        if not (folder / "model.safetensors").is_file():
+            raise TxlError(f"train.init_from: no checkpoint in {folder} (model.safetensors is missing)")
+        try:
+            ckpt.load_weights(self.model, folder)
+        except TxlError as e:
+            raise TxlError(
+                f"--init-from: {e}; keep the source's widths, layers, vocabulary and attention variants "
+                "(memory, range, dtype and sink plans may change)"
+            ) from None
 
     def _resume(self, folder: Path) -> None:
         ckpt.load_weights(self.model, folder)

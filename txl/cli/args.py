@@ -76,9 +76,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="how each layer stores its memory: fp32 bf16 fp16 fp8 int8 int4, e.g. 'dtype=int8@first:4,fp32'",
     )
     g.add_argument("--sinks", metavar="PLAN", help=SINKS_HELP)
+    g.add_argument("--compress", metavar="PLAN", help=COMPRESS_HELP)
     add_overrides(g)
 
 
+COMPRESS_HELP = (
+    "compressed memory per layer, LENGTH/RATE:FN (FN mean, max or conv), e.g. 'compress=16/4:mean@last:2,0' "
+    "(default 0: none)"
+)
 SINKS_HELP = "attention sinks per layer: the stream's first N states kept for good, e.g. 'sinks=4@last:2,0' (default 0)"
 
 
@@ -100,7 +105,7 @@ def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_w
         cfg.d_inner = 4 * args.d_model
     if args.same_length:
         cfg.same_length = True
-    plans = {name: getattr(args, name, None) for name in ("attn_range", "attn", "memory_dtype", "sinks")}
+    plans = {name: getattr(args, name, None) for name in ("attn_range", "attn", "memory_dtype", "sinks", "compress")}
     return apply_plans(cfg, memory=memory, **plans)
 
 
@@ -151,15 +156,18 @@ def data_config_from_args(args: argparse.Namespace, base=None):
 # --------------------------------------------------------------------------- a whole run
 
 
-def run_config_from_args(args: argparse.Namespace):
-    """Preset or --config, then flags, then --set: the run a command describes, checked."""
+def run_config_from_args(args: argparse.Namespace, base=None):
+    """Preset, --config or `base` (a RunConfig), then flags, then --set: the run a command describes, checked."""
     from txl.config import apply_overrides, load_config
     from txl.plans import check_run
     from txl.presets import get_preset
 
     if args.preset and args.config:
         raise TxlError("give --preset or --config, not both")
-    run = load_config(args.config) if args.config else get_preset(args.preset or "small")
+    if base is not None:
+        run = base
+    else:
+        run = load_config(args.config) if args.config else get_preset(args.preset or "small")
     run.model = apply_model_flags(run.model, args, args.memory, fresh_widths=False)
     for flag, section, name in (
         ("corpus", "data", "corpus"),

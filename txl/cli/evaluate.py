@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from txl.cli.args import SINKS_HELP, command
+from txl.cli.args import COMPRESS_HELP, SINKS_HELP, command
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         "--memory-dtype", metavar="PLAN", help="how each layer stores its memory (fp32 bf16 fp16 fp8 int8 int4)"
     )
     p.add_argument("--sinks", metavar="PLAN", help=SINKS_HELP)
+    p.add_argument("--compress", metavar="PLAN", help=COMPRESS_HELP)
     p.add_argument("--tgt-len", type=int, help="segment length (default: the run's eval.tgt_len)")
     p.add_argument("--clamp-len", type=int, help="clamp relative distances at this value")
     p.add_argument(
@@ -52,7 +53,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from txl.evaluate import check_flags, evaluate_plans, metric_name, plans_tables
     from txl.runs import evaluation_header, evaluation_record, load_trained, record_evaluation
 
-    names = ("split", "tgt_len", "batch_size", "max_segments", "attn_range", "memory_dtype", "sinks")
+    names = ("split", "tgt_len", "batch_size", "max_segments", "attn_range", "memory_dtype", "sinks", "compress")
     flags = {k: getattr(args, k) for k in names}
     flags.update(same_length=args.same_length, clamp_len=args.clamp_len, corpus=args.corpus, tokenizer=args.tokenizer)
     check_flags(flags)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from txl.cli.args import command, int_list
+from txl.cli.args import add_overrides, command, int_list
 from txl.errors import TxlError
 
 
@@ -83,6 +83,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
         default="safetensors",
         help="bin: a torch.save'd state dict of tensors, for code that expects pytorch_model.bin",
     )
+    add_overrides(p, "a model setting to export with, e.g. model.same_length_rule=pt (repeatable)")
 
 
 @command("export", "write a txl model's weights in the original or transformers layout", _export_args)
@@ -91,6 +92,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from txl.runs import load_trained
 
     model = load_trained(args.path, "cpu").model
+    if args.overrides:
+        from txl.interop import with_overrides
+
+        model = with_overrides(model, args.overrides)
     target, n_tensors = export_checkpoint(model, args.layout, args.out, args.format)
     print(f"wrote {n_tensors} tensors in the {args.layout} layout to {target}, and {Path(args.out) / 'config.json'}")
     return 0

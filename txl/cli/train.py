@@ -18,6 +18,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="where the run's config, logs, TensorBoard files and checkpoints go (default runs/PRESET-TIME)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
+    p.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from this run's (or import's) weights and settings, with a fresh optimizer; "
+        "flags change the plan, corpus and training",
+    )
     p.add_argument("--memory", metavar="PLAN", help="training memory plan, e.g. 'lrm=2@interleave:256,srm=16'")
     add_model_args(p)
     g = p.add_argument_group("data and training")
@@ -44,9 +50,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from txl.train import Trainer
 
     if args.resume:
+        if args.init_from:
+            raise TxlError("--resume continues a run, which remembers where it started; drop --init-from")
         if not args.run_dir:
             raise TxlError("--resume needs --run-dir (the run folder to continue)")
         run = prepare_resume(Path(args.run_dir), args.overrides + ([f"train.steps={args.steps}"] if args.steps else []))
+    elif args.init_from:
+        from txl.runs import init_from_config
+
+        if args.preset or args.config:
+            raise TxlError("--init-from starts from the source run's settings; give flags, not --preset or --config")
+        run = run_config_from_args(args, base=init_from_config(args.init_from))
     else:
         run = run_config_from_args(args)
     run_dir = Path(args.run_dir or Path("runs") / f"{args.preset or 'small'}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -25,6 +25,11 @@ class LayerConfig:
     # attention sinks: the first states of the stream this layer keeps for good beside its memory (StreamingLLM;
     # txl.memory.take_sinks); written to JSON only when not 0, as mem_dtype
     sinks: int = field(default=0, metadata={"omit_default": True})
+    # compressed memory (Rae et al. 2019; txl.memory.pool_groups): up to cmem_len slots, each pooling cmem_rate states
+    # evicted from the memory by cmem_fn (mean, max, conv); 0 slots: none. Written to JSON only when not default
+    cmem_len: int = field(default=0, metadata={"omit_default": True})
+    cmem_rate: int = field(default=4, metadata={"omit_default": True})
+    cmem_fn: str = field(default="mean", metadata={"omit_default": True})
 
     @property
     def label(self) -> str:
@@ -210,6 +215,12 @@ class ModelConfig:
                 raise ConfigError(f"{where}.attn_range must be >= 0 or none, got {layer.attn_range}")
             if layer.sinks < 0:
                 raise ConfigError(f"{where}.sinks must be >= 0, got {layer.sinks}")
+            if layer.cmem_len < 0 or layer.cmem_rate < 1:
+                raise ConfigError(
+                    f"{where}: cmem_len must be >= 0 and cmem_rate >= 1, got {layer.cmem_len}, {layer.cmem_rate}"
+                )
+            if layer.cmem_fn not in ("mean", "max", "conv"):
+                raise ConfigError(f"{where}.cmem_fn must be mean, max or conv, got {layer.cmem_fn!r}")
         check_domains(DOMAINS, self, "model")
         return self
 
@@ -298,13 +309,20 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     shuffle_streams: bool = False  # start the streams at a new offset each epoch
     loss_on: Literal["auto", "all", "mask"] = "auto"  # mask: only scored targets (auto: mask for synthetic tasks)
+    # a checkpoint folder whose weights a fresh run starts from, with a fresh optimizer (txl train --init-from);
+    # written to JSON only when set, so the config hashes of other runs stay as they were
+    init_from: str | None = field(default=None, metadata={"omit_default": True})
+    # the weight of the attention-reconstruction loss that trains learned (conv) memory compression (Rae et al. 2019)
+    recon_weight: float = field(default=1.0, metadata={"omit_default": True})
     log_every: int = 50
     eval_every: int = 2000  # 0: evaluate only at the end
     eval_segments: int | None = 200  # validation segments per evaluation; none = the whole split
     save_every: int = 2000  # 0: save only at the end
 
     def validate(self) -> TrainConfig:
-        _positive(self, "train", ["steps", "batch_size", "tgt_len", "grad_accum", "log_every"])
+        _positive(self, "train", ["batch_size", "tgt_len", "grad_accum", "log_every"])
+        if self.steps < (0 if self.init_from else 1):  # 0 steps: a run that scores the weights it starts from
+            raise ConfigError(f"train.steps must be >= 1 (0 only with train.init_from), got {self.steps}")
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"train.batch_size ({self.batch_size}) must be a multiple of train.grad_accum ({self.grad_accum})"
@@ -387,13 +405,14 @@ DOMAINS: dict[type, dict[str, Domain]] = {
     },
     DataConfig: {"vocab_size": Domain(2), "min_freq": AT_LEAST_1, "max_tokens": Domain(10)},
     TrainConfig: {
-        "steps": AT_LEAST_1,
+        "steps": AT_LEAST_0,
         "batch_size": AT_LEAST_1,
         "tgt_len": AT_LEAST_1,
         "grad_accum": AT_LEAST_1,
         "lr": POSITIVE,
         "betas": FRACTION,
         "weight_decay": AT_LEAST_0,
+        "recon_weight": AT_LEAST_0,
         "warmup": AT_LEAST_0,
         "min_lr": AT_LEAST_0,
         "clip": AT_LEAST_0,
