@@ -142,6 +142,10 @@ def test_layer_sensitivity_equals_evaluating_each_cut_plan(tmp_path, capsys):
     spec = EvalSpec(split="valid", tgt_len=16, batch_size=4, max_segments=6)
     base, rows = layer_sensitivity(model, corpus, spec, short=4)
     assert [(r["layer"], r["mem_len"]) for r in rows] == [(0, 0), (0, 4), (1, 0), (1, 4)]  # memory 16 in both layers
+    from txl.stats import holm  # the four cuts are tested at once: beyond noise after Holm's adjustment
+
+    assert [r["p_holm"] for r in rows] == holm([r["p"] for r in rows])
+    assert all(r["beyond_noise"] == (r["p_holm"] < 0.05) for r in rows)
     assert (
         main(
             [

@@ -23,7 +23,7 @@ from txl.evaluate import EvalResult, EvalSpec, evaluate, metric_name
 from txl.io import atomic_write_json, atomic_write_text, pyplot, save_figure
 from txl.model import TransformerXL
 from txl.plans import MemoryPlan
-from txl.stats import bootstrap_difference
+from txl.stats import bootstrap_difference, holm
 from txl.table import render_table
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def layer_sensitivity(
             lens[layer] = length
             log.info(f"layer {layer}: memory {mem} -> {length}")
             out = evaluate(model, corpus, spec, MemoryPlan.of_lists(f"layer {layer} at {length}", lens), progress)
-            rise = bootstrap_difference(out.blocks, base.blocks)
+            rise = bootstrap_difference(out.blocks, base.blocks, resamples=4000)
             rows.append(
                 {
                     "layer": layer,
@@ -59,9 +59,12 @@ def layer_sensitivity(
                     "rise": rise.mean,
                     "rise_lo": rise.lo,
                     "rise_hi": rise.hi,
-                    "beyond_noise": rise.excludes_zero,
+                    "p": rise.p,
                 }
             )
+    # every cut is tested at once: a cut is beyond the noise when its p-value survives Holm's adjustment
+    for row, adjusted in zip(rows, holm([r["p"] for r in rows])):
+        row.update(p_holm=adjusted, beyond_noise=adjusted < 0.05)
     return base, rows
 
 
@@ -73,7 +76,8 @@ def sensitivity_table(rows: list[dict], fmt: str = "text") -> str:
         "loss (nats)",
         "rise (nats)",
         "95% interval (blocks)",
-        "beyond noise",
+        "p (Holm)",
+        "beyond noise (Holm)",
     ]
     table = [
         [
@@ -83,6 +87,7 @@ def sensitivity_table(rows: list[dict], fmt: str = "text") -> str:
             r["loss"],
             f"{r['rise']:+.4f}",
             f"[{r['rise_lo']:+.4f}, {r['rise_hi']:+.4f}]",
+            r.get("p_holm"),
             "yes" if r["beyond_noise"] else "no",
         ]
         for r in rows

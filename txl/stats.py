@@ -28,6 +28,7 @@ class Interval:
     hi: float
     n: int  # seeds, or blocks for a bootstrap
     kind: str  # "seeds", "paired seeds", "blocks", or "one seed" (no interval)
+    p: float | None = None  # two-sided p-value of "no difference", for a paired difference (t, or the bootstrap)
 
     @property
     def excludes_zero(self) -> bool:
@@ -38,7 +39,7 @@ class Interval:
         return (self.hi - self.lo) / 2
 
     def scaled(self, f: Callable[[float], float]) -> Interval:
-        return Interval(f(self.mean), f(self.lo), f(self.hi), self.n, self.kind)
+        return Interval(f(self.mean), f(self.lo), f(self.hi), self.n, self.kind, self.p)
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -114,7 +115,32 @@ def paired_difference(values: dict[int, float], baseline: dict[int, float], leve
     shared = sorted(set(values) & set(baseline))
     if not shared:
         return None
-    return mean_interval([values[s] - baseline[s] for s in shared], level, kind="paired seeds")
+    diffs = [values[s] - baseline[s] for s in shared]
+    out = mean_interval(diffs, level, kind="paired seeds")
+    if len(diffs) >= 2:
+        out.p = t_test(diffs)
+    return out
+
+
+def t_test(diffs: Sequence[float]) -> float:
+    """The two-sided p-value of a one-sample t test that the mean of `diffs` is zero (at least 2 values)."""
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    t = mean / (sd / math.sqrt(len(diffs)))
+    return min(1.0, 2.0 * (1.0 - t_cdf(abs(t), len(diffs) - 1)))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for testing them all at once (the family-wise error rate): the
+    k-th smallest is multiplied by (m - k + 1), then made non-decreasing in that order; capped at 1."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [0.0] * m, 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * pvalues[i]))
+        out[i] = running
+    return out
 
 
 def bootstrap_difference(
@@ -145,4 +171,7 @@ def bootstrap_difference(
     rng = random.Random(seed)
     draws = sorted(diff([rng.randrange(n) for _ in range(n)]) for _ in range(resamples))
     k = int(round((1.0 - level) / 2.0 * resamples))  # round, not floor: (1 - 0.9) / 2 * 2000 is 99.999...
-    return Interval(diff(range(n)), draws[k], draws[resamples - 1 - k], n, "blocks")
+    # the p-value: twice the share of resamples on the far side of zero (a percentile bootstrap test)
+    far = min(sum(d <= 0 for d in draws), sum(d >= 0 for d in draws))
+    p = min(1.0, 2.0 * (far + 1) / (resamples + 1))
+    return Interval(diff(range(n)), draws[k], draws[resamples - 1 - k], n, "blocks", p)

@@ -41,6 +41,11 @@ def _report_args(p: argparse.ArgumentParser) -> None:
         help="which split's scores to show (default valid, where variants are chosen; test after 'txl run --test')",
     )
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--pairs",
+        action="store_true",
+        help="also compare every pair of variants (paired differences, Holm-adjusted p-values): pairs.md, pairs.csv",
+    )
 
 
 def show_report(
@@ -72,6 +77,7 @@ def show_report(
         baseline=exp.baseline,
         stem="report" if split == "valid" else f"report-{split}",
     )
+    report["split"] = split
     older = superseded(chosen)
     if older:
         print(
@@ -110,6 +116,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         not args.no_plot,
         "markdown" if args.markdown else args.format,
     )
+    if args.pairs:
+        from txl.pairs import pairs_legend, pairs_table, pairwise, write_pairs
+
+        pairs = pairwise(report["groups"], report["metric"])
+        table_fmt = "markdown" if args.markdown else args.format
+        print(f"\n{pairs_table(pairs, report['metric'], table_fmt)}\n{pairs_legend(pairs)}")
+        stem = "pairs" if report["split"] in (None, "valid") else f"pairs-{report['split']}"
+        report["files"].update(write_pairs(pairs, report["metric"], path.parent, stem))
     for kind, file in report["files"].items():
         print(f"{kind:<12} {file}")
     return 0

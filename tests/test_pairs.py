@@ -1,0 +1,67 @@
+"""Pairwise comparisons of variants with Holm's correction, and the p-values beneath them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from conftest import result_rows
+
+import experiments  # noqa: F401  (registers every definition)
+from txl.cli import main
+from txl.experiments import get_experiment, results_path
+from txl.pairs import pairwise
+from txl.report import aggregate
+from txl.results import append_result
+from txl.stats import bootstrap_difference, holm, paired_difference, t_test
+
+
+def test_holms_adjustment_by_hand():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> kept at 0.06 (non-decreasing)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # 0.5 x 2 capped at 1, and none after it below
+    assert holm([]) == []
+
+
+def test_the_t_test_and_the_bootstrap_give_p_values_that_can_go_either_way():
+    assert t_test([1.0, 2.0, 3.0]) == pytest.approx(0.0742, abs=5e-4)  # t = 3.464 on 2 degrees of freedom
+    assert t_test([1.0, -1.0, 0.5, -0.5]) == pytest.approx(1.0)
+    assert paired_difference({0: 2.0, 1: 3.0, 2: 4.0}, {0: 1.0, 1: 1.0, 2: 1.0}).p == pytest.approx(0.0742, abs=5e-4)
+    same = {"loss": [1.0, 2.0, 1.5, 1.2] * 5, "tokens": [10] * 20}
+    worse = {"loss": [x + 0.5 for x in same["loss"]], "tokens": [10] * 20}
+    assert bootstrap_difference(worse, same).p < 0.01
+    noisy = {"loss": [x + (0.3 if i % 2 else -0.3) for i, x in enumerate(same["loss"])], "tokens": [10] * 20}
+    assert bootstrap_difference(noisy, same).p > 0.5
+
+
+def _rows():
+    spec = {"a": [2.00, 2.01, 2.02], "b": [2.10, 2.11, 2.12], "c": [2.005, 2.03, 2.00]}  # b clearly worst
+    return result_rows(
+        *[
+            {"variant": v, "seed": s, "kind": "train", "metrics": {"bpb": x}}
+            for v, xs in spec.items()
+            for s, x in enumerate(xs)
+        ]
+    )
+
+
+def test_every_pair_is_compared_better_first_and_holm_decides_beyond_noise():
+    pairs = pairwise(aggregate(_rows(), "bpb"), "bpb")
+    assert [(p.a, p.b) for p in pairs] == [("a", "c"), ("a", "b"), ("c", "b")]
+    by = {(p.a, p.b): p for p in pairs}
+    assert by[("a", "b")].diff.mean == pytest.approx(-0.1) and by[("a", "b")].beyond_noise
+    assert not by[("a", "c")].beyond_noise  # overlapping seeds
+    raw = [p.diff.p for p in pairs]
+    assert [p.p_holm for p in pairs] == pytest.approx(holm(raw)) and all(p.p_holm >= q for p, q in zip(pairs, raw))
+
+
+def test_txl_report_pairs_prints_and_writes_the_pairs(tmp_path, capsys):
+    exp = get_experiment("rae2020/lrm-count", "tiny")
+    path = results_path(tmp_path, exp)
+    for row in _rows():
+        append_result(path, replace(row, experiment=exp.name))
+    argv = ["report", exp.name, "--scale", "tiny", "--results", str(tmp_path), "--no-plot", "--pairs"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "beyond noise (Holm)" in out and "Holm's adjustment over the 3 pairs" in out
+    assert (path.parent / "pairs.md").is_file() and (path.parent / "pairs.csv").read_text().count("\n") == 4
