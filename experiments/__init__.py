@@ -4,4 +4,15 @@ A new definition is a module here with functions decorated by txl.experiments.ex
 added to the imports below (tests/test_experiments.py then builds and trains it at scale tiny).
 """
 
-from experiments import analysis, fastrpb, las, quantized, quickstart, rae2019, rae2020, sparse_memory, streaming  # noqa: F401
+from experiments import (  # noqa: F401
+    analysis,
+    fastrpb,
+    frontier,
+    las,
+    quantized,
+    quickstart,
+    rae2019,
+    rae2020,
+    sparse_memory,
+    streaming,
+)
