@@ -107,9 +107,15 @@ def test_out_of_domain_values_are_one_line_errors(key, value, tmp_path, capsys):
         (["eval", "nowhere", "--tgt-len", "0"], "--tgt-len must be >= 1"),
         (["eval", "nowhere", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["eval", "nowhere", "--max-segments", "0"], "--max-segments must be >= 1"),
-        (["plan", "nowhere", "--budget", "-1"], "the budget must be a number >= 0"),
-        (["plan", "nowhere", "--budget-mib", "nan"], "the budget must be a number >= 0"),
+        (["plan", "nowhere", "--budget", "-1"], "the budget must be a finite number >= 0"),
+        (["plan", "nowhere", "--budget-mib", "nan"], "the budget must be a finite number >= 0"),
         (["plan", "nowhere", "--budget", "8", "--confirm", "0"], "--confirm must be >= 1"),
+        (["plan", "nowhere", "--budget-mib", "inf"], "the budget must be a finite number >= 0"),
+        (["plan", "nowhere", "--budget-of", ""], "--budget-of needs a memory plan"),
+        (["run", "quickstart", "--scale", "tiny", "--seeds", "100000000000"], "--seeds must be in 1..1000"),
+        (["analyze", "context", "nowhere", "--tolerance", "nan"], "--tolerance must be a finite number"),
+        (["analyze", "context", "nowhere", "--tolerance", "-1"], "--tolerance must be a finite number"),
+        (["train", "--preset", "tiny", "--steps", "2", "--set", "train.device=cuda:x"], "train.device must be"),
         (["plan", "nowhere", "--budget", "8"], "no checkpoint found at nowhere"),
         (["plan", "nowhere", "--budget-of", "2x8"], "no checkpoint found at nowhere"),
         (
@@ -330,3 +336,12 @@ def test_budget_prints_what_a_step_needs(capsys):
     assert main(["budget", "--layers", "12", "--memory", "512"]) == 0
     out = capsys.readouterr().out
     assert "training         about 1.4 GiB per step at batch 1" in out and "evaluation       about" in out
+
+
+@pytest.mark.parametrize("name", ["bogus", "mps", "cuda:x", "cpu:0:1"])
+def test_a_device_name_torch_does_not_take_is_a_txl_error(name):
+    from txl.devices import pick_device
+    from txl.errors import TxlError
+
+    with pytest.raises(TxlError, match=r"device|cuda"):
+        pick_device(name)

@@ -417,13 +417,14 @@ def test_eval_on_another_corpus_reads_it_with_the_runs_own_tokenizer(tmp_path, c
     out = json.loads(capsys.readouterr().out)
     tokenizer = load_tokenizer(tmp_path / "run" / "tokenizer" / "vocab.json")
     split = out["results"][0]["split"]
-    raw = fetch_local(other, DataConfig(corpus=str(other))).splits[split]  # the evaluated text as the loader reads it
-    expected = tokenizer.encode(raw)
+    assert split == "whole"  # another text is scored whole: its three parts in order
+    raws = fetch_local(other, DataConfig(corpus=str(other))).splits  # the evaluated text as the loader reads it
+    expected = np.concatenate([tokenizer.encode(raws[s]) for s in ("train", "valid", "test")])
     assert out["unknown_tokens"] == int((expected == tokenizer.unk_id).sum()) > 0
     used = load_corpus(
         DataConfig(corpus=str(other), tokenizer=str(tmp_path / "run" / "tokenizer" / "vocab.json"), root=run.data.root),
         progress=False,
-    )
+    ).with_whole()
     assert np.array_equal(
         np.array(used.splits[split]), expected
     )  # the run's ids, not a vocabulary rebuilt from the other text

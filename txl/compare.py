@@ -23,9 +23,14 @@ def latest_evaluations(run: Path) -> list[dict]:
     )
 
 
-def compare_rows(runs: list[Path]) -> tuple[list[str], list[list], str]:
-    """One row per run and plan, and the metric they share."""
-    by_run = {run: latest_evaluations(run) for run in runs}
+def compare_rows(runs: list[Path], split: str | None = None) -> tuple[list[str], list[list], str]:
+    """One row per run and plan (of one split, given one), and the metric they share."""
+    by_run = {run: [r for r in latest_evaluations(run) if split is None or r.get("split") == split] for run in runs}
+    empty = [str(run) for run, rows in by_run.items() if not rows]
+    if empty:
+        raise TxlError(
+            f"{', '.join(empty)} has no saved evaluation of the {split} split; run 'txl eval RUN --split {split}'"
+        )
     metrics = {r.get("metric") for rows in by_run.values() for r in rows}
     if len(metrics) != 1:
         raise TxlError(
@@ -52,10 +57,10 @@ def compare_rows(runs: list[Path]) -> tuple[list[str], list[list], str]:
     return headers, rows, metric
 
 
-def compare(runs: list[Path], out_dir: Path, fmt: str = "text", plot: bool = True) -> dict:
+def compare(runs: list[Path], out_dir: Path, fmt: str = "text", plot: bool = True, split: str | None = None) -> dict:
     """The table (printed in `fmt`; Markdown and CSV written to out_dir)
-    and a plot of quality against cached positions."""
-    headers, rows, metric = compare_rows(runs)
+    and a plot of quality against cached positions: a line per run, split and corpus (never joined)."""
+    headers, rows, metric = compare_rows(runs, split)
     files = {"markdown": out_dir / "compare.md", "csv": out_dir / "compare.csv"}
     atomic_write_text(files["markdown"], render_table(headers, rows, "markdown") + "\n")
     atomic_write_text(files["csv"], render_table(headers, rows, "csv") + "\n")
@@ -65,13 +70,24 @@ def compare(runs: list[Path], out_dir: Path, fmt: str = "text", plot: bool = Tru
     return {"table": render_table(headers, rows, fmt), "files": files}
 
 
+def plot_lines(rows: list[list]) -> list[tuple[str, str, list[tuple]]]:
+    """(label, split, points) per run, corpus and split: evaluations of different text are never one line."""
+    keys = list(dict.fromkeys((r[0], r[2], r[3]) for r in rows))
+    several = len({(corpus, split) for _, corpus, split in keys}) > 1
+    out = []
+    for run, corpus, split in keys:
+        points = sorted((r[4], r[6]) for r in rows if (r[0], r[2], r[3]) == (run, corpus, split) and r[4] is not None)
+        if points:
+            out.append((f"{run} ({split}, {corpus})" if several else run, split, points))
+    return out
+
+
 def _plot(rows: list[list], metric: str, path: Path) -> None:
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for n, run in enumerate(dict.fromkeys(r[0] for r in rows)):
-        points = sorted((r[4], r[6]) for r in rows if r[0] == run and r[4] is not None)
-        ax.plot(*zip(*points), marker="o", color=f"C{n % 10}", label=run)
+    for n, (label, split, points) in enumerate(plot_lines(rows)):
+        ax.plot(*zip(*points), marker="o", color=f"C{n % 10}", linestyle="-" if split == "valid" else "--", label=label)
     ax.set_xlabel("cached positions per sequence")
     ax.set_ylabel(f"{metric} (lower is better)" if metric != "accuracy" else "accuracy (higher is better)")
     ax.grid(alpha=0.3)

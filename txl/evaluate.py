@@ -88,6 +88,7 @@ class EvalSpec:
         names (split, tgt_len, batch_size, max_segments, memory, attn_range, same_length, clamp_len, memory_dtype,
         sinks, compress, corpus, tokenizer); None means not given. Numbers are checked against the config's own domains.
         `whole_split`: without a max_segments flag, score the whole split (txl eval), not eval.max_segments.
+        With another `corpus` and no `split`, the split is `whole`: the text's three parts in order, the whole file.
         Without a `device` the precision is left as the run names it (auto stays auto)."""
         unknown = set(flags) - set(FLAGS)
         if unknown:
@@ -101,6 +102,8 @@ class EvalSpec:
         if proto is not None:
             e.update(split=proto.split, tgt_len=proto.tgt_len, memory=str(proto.mem_len), clamp_len=proto.clamp_len)
             e.update(same_length=proto.same_length, batch_size=proto.batch_size)
+        if given.get("corpus") and "split" not in given:
+            e["split"] = "whole"  # another text is scored whole, not the share a split of it would hold
         e.update(given)
         n = run.model.n_layer
         named = {f: e[f] for f in NAMING if e.get(f) is not None}

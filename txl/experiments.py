@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import logging
 import re
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from txl.locks import LockedError
 from txl.plans import MemoryPlan, apply_plans, check_run
 from txl.results import append_result, config_hash, read_results, result_row
 from txl.runs import load_trained, prepare_resume
+from txl.table import clock
 from txl.train import Trainer
 
 log = logging.getLogger(__name__)
@@ -243,6 +245,21 @@ def retarget(exp: Experiment, corpus: str | None = None, tokenizer: str | None =
     return exp
 
 
+def other_results(root: Path, exp: Experiment) -> list[str]:
+    """The --corpus flags that name this experiment's results on other data at its scale, read back from the rows
+    under NAME/SCALE-on-*: what `txl report` suggests when the plain folder has none."""
+    flags = []
+    for path in sorted((root / exp.name).glob(f"{exp.scale}-on-*/results.jsonl")):
+        data = next((r.data for r in read_results(path, warn=False) if r.data), None)
+        if data is None:
+            continue
+        given = f"--corpus {data.get('source') or data.get('corpus')}"
+        flags.append(
+            given + ("" if data.get("tokenizer") == exp.base.data.tokenizer else f" (tokenizer {data['tokenizer']})")
+        )
+    return flags
+
+
 def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
     """Where a variant's seed trains; the folder name keeps letters, digits and . _ = -, so no shell quoting is
     needed."""
@@ -300,13 +317,15 @@ def run_experiment(
     done = {(r.variant, r.seed, r.config_hash) for r in read_results(path)}
     todo = shard(jobs(exp), *shard_spec)
     final = split is not None and split != exp.base.eval.split
+    digests = [config_hash(job_identity(exp, job, split)) for job in todo]
+    pace = _Pace(final)
     held: set[tuple[str, int]] = set()  # (variant, seed) trained by another process right now
-    for i, job in enumerate(todo, 1):
-        tag = f"[{i}/{len(todo)}] {exp.name} {job.key}"
-        digest = config_hash(job_identity(exp, job, split))
+    for i, (job, digest) in enumerate(zip(todo, digests), 1):
         if (job.variant.name, job.seed, digest) in done:
-            log.info(f"{tag}: done already, skipped")
+            log.info(f"[{i}/{len(todo)}] {exp.name} {job.key}: done already, skipped")
             continue
+        pending = [j for j, d in zip(todo[i - 1 :], digests[i - 1 :]) if (j.variant.name, j.seed, d) not in done]
+        tag = f"[{i}/{len(todo)}{pace.tag(pending)}] {exp.name} {job.key}"
         start = time.time()
         if (job.variant.of, job.seed) in held:
             log.info(f"{tag}: its model is being trained by another process, skipped")
@@ -314,18 +333,13 @@ def run_experiment(
         trains = (job.variant.trains or job.variant.adapts) and not final
         if not (trains or main):
             continue
-        try:
-            parts = (
-                _train_job(exp, job, root, progress, tag)
-                if trains
-                else _evaluate_variant(exp, job, root, progress, tag, split)
-            )
-        except NotTrained as e:
-            log.info(f"{tag}: {e}; skipped")
+        parts = _do_job(exp, job, root, progress, tag, split, trains)
+        if parts is False:
             continue
         if parts is None:
             held.add((job.variant.name, job.seed))
             continue
+        pace.add(job, time.time() - start)
         if main:
             append_result(path, _row(exp, job, digest, parts, time.time() - start))
             done.add((job.variant.name, job.seed, digest))
@@ -337,6 +351,18 @@ def run_experiment(
     elif exp.after is not None and main and shard_spec[1] == 1:
         exp.after(exp, root, split or exp.base.eval.split)  # analyses of the trained models, adding their own rows
     return read_results(path, warn=False)  # its damaged lines were named above
+
+
+def _do_job(exp: Experiment, job: Job, root: Path, progress: bool, tag: str, split: str | None, trains: bool):
+    """Train (or adapt) or evaluate one job: what _row needs; None when another process holds its run folder,
+    False when the model it needs is not trained (said)."""
+    try:
+        if trains:
+            return _train_job(exp, job, root, progress, tag)
+        return _evaluate_variant(exp, job, root, progress, tag, split)
+    except NotTrained as e:
+        log.info(f"{tag}: {e}; skipped")
+        return False
 
 
 def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, tag: str) -> tuple | None:
@@ -352,7 +378,10 @@ def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, tag: str) 
     if resume:
         run = prepare_resume(folder, [])
     try:
-        trainer = Trainer(run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}")
+        again = f"txl run {exp.name} --scale {exp.scale} (the same command: done jobs are skipped, this one resumes)"
+        trainer = Trainer(
+            run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}", resume_hint=again
+        )
     except LockedError as e:
         if launched().world > 1:  # under torchrun every rank must take the same path: stop the sweep
             raise
@@ -371,6 +400,27 @@ def _row(exp: Experiment, job: Job, digest: str, parts: tuple, seconds: float) -
     return result_row(
         exp, v.name, v.kind, job.seed, digest, metrics, model_cfg, tgt_len, folder, data, seconds, of=v.of, group=group
     )
+
+
+class _Pace:
+    """Seconds per job of each kind (train, adapt, eval) so far in this sweep: what is left, estimated."""
+
+    def __init__(self, final: bool):
+        self.final, self.started, self.spent = final, time.time(), {}
+
+    def kind(self, job: Job) -> str:
+        return "eval" if self.final else job.variant.kind
+
+    def add(self, job: Job, seconds: float) -> None:
+        self.spent.setdefault(self.kind(job), []).append(seconds)
+
+    def tag(self, pending: list[Job]) -> str:
+        """', 3 min 10 s elapsed, about 12 min left' (nothing before the first job has finished)."""
+        if not self.spent:
+            return ""
+        overall = statistics.fmean(t for times in self.spent.values() for t in times)
+        left = sum(statistics.fmean(self.spent.get(self.kind(j), [overall])) for j in pending)
+        return f", {clock(time.time() - self.started)} elapsed, about {clock(left)} left"
 
 
 class NotTrained(TxlError):

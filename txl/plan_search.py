@@ -96,10 +96,13 @@ def plan_cost(
     return sum(c[v] for c, v in zip(costs, mem_lens))
 
 
-def check_budget(positions: float | None = None, mib: float | None = None) -> None:
-    """A budget flag is a number >= 0 (a command checks before loading anything)."""
-    if (positions is not None and positions < 0) or (mib is not None and not mib >= 0):
-        raise TxlError("the budget must be a number >= 0")
+def check_budget(positions: float | None = None, mib: float | None = None, of: str | None = None) -> None:
+    """A budget flag is a number >= 0, or a plan (a command checks before loading anything)."""
+    if of is not None and not of.strip():
+        raise TxlError("--budget-of needs a memory plan, e.g. --budget-of 'lrm=2@interleave:64,srm=8'")
+    for value in (positions, mib):
+        if value is not None and not (value >= 0 and math.isfinite(value)):  # nan fails the first test
+            raise TxlError(f"the budget must be a finite number >= 0, got {value}")
 
 
 def resolve_budget(
@@ -111,6 +114,7 @@ def resolve_budget(
     unit, limit = ("mib", mib) if mib is not None else ("positions", positions)
     if of is None:
         return limit, unit, None, None
+    check_budget(of=of)
     try:
         lens = parse_plan(of, model_cfg.n_layer, MEMORY)
     except ValueError as err:

@@ -376,7 +376,8 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
             ax.set_xscale("symlog", linthresh=min(positive))  # zero stays at zero, the rest spreads logarithmically
         ax.set_xlabel(X_AXES.get(x_axis, x_axis))
     handles = _legend_handles(colours, one_budget, any(g.kind == "adapt" for g in groups))
-    ax.legend(handles=handles, fontsize=7, title="bars: 95% interval over seeds", title_fontsize=7)
+    bars = "bars: 95% interval over seeds" if any(len(g.values) > 1 for g in groups) else "one seed: no interval bars"
+    ax.legend(handles=handles, fontsize=7, title=bars, title_fontsize=7)
     ax.set_ylabel(metric + (" (higher is better)" if metric in HIGHER_IS_BETTER else " (lower is better)"))
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
     ax.grid(alpha=0.3)
@@ -427,11 +428,12 @@ def build_report(
     groups.sort(key=lambda g: (order[g.group], g.budget[x_axis], g.variant))
     mark_pareto(groups, metric, x_axis)
     name = base.variant if base else ("its group's first" if any(g.vs_baseline for g in groups) else None)
+    notes = legend(metric, x_axis, name) + seed_note(groups)
     text = report_table(groups, metric, x_axis, baseline=name)
     markdown = report_table(groups, metric, x_axis, markdown=True, baseline=name)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"markdown": out_dir / f"{stem}.md"}
-    atomic_write_text(files["markdown"], f"# {title}\n\n{markdown}\n\n{legend(metric, x_axis, name)}\n")
+    atomic_write_text(files["markdown"], f"# {title}\n\n{markdown}\n\n{notes}\n")
     headers, raw = export_rows(groups, metric, name)
     exports = {fmt: render_table(headers, raw, fmt) for fmt in ("csv", "latex")}
     files["csv"], files["latex"] = out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"
@@ -449,8 +451,26 @@ def build_report(
         "markdown": markdown,
         **exports,
         "files": files,
-        "legend": legend(metric, x_axis, name),
+        "legend": notes,
     }
+
+
+def seed_note(groups: list[Group]) -> str:
+    """A line when variants were measured over different numbers of seeds (their means are not alike), else ''."""
+    counts: dict[int, list[str]] = {}
+    for g in groups:
+        counts.setdefault(len(g.values), []).append(g.variant)
+    if len(counts) < 2:
+        return ""
+    parts = [
+        f"{len(names)} over {n} ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+        for n, names in sorted(counts.items())
+    ]
+    return (
+        "\nseeds differ between variants: "
+        + "; ".join(parts)
+        + ". Means over fewer seeds are noisier; 'txl run --seeds N' fills in the rest."
+    )
 
 
 def legend(metric: str, x_axis: str, baseline: str | None) -> str:

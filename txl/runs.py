@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -79,6 +80,23 @@ class RunFolder:
                     (tok_dir / name).write_bytes((corpus.cache_dir / name).read_bytes())
         else:
             corpus.tokenizer.save(tok_dir / "vocab.json")
+
+    def record_changes(self, run: RunConfig) -> list[str]:
+        """On resume: the settings that may change (RESUMABLE_KEYS) as this session runs them, written to
+        config.json so that a later resume continues with them; returns what changed, as 'key: old -> new'."""
+        path = self.path / "config.json"
+        if not self.writes or not path.exists():
+            return []
+        saved = load_config(path)
+        changed = []
+        for key in RESUMABLE_KEYS:
+            section, name = key.split(".")
+            old, new = getattr(getattr(saved, section), name), getattr(getattr(run, section), name)
+            if old != new:
+                changed.append(f"{key}: {old} -> {new}")
+        if changed:
+            save_config(run, path)
+        return changed
 
     def note_resume(self, step: int, command: str | None) -> None:
         """Add the resuming command to command.txt, and this session's versions to versions.json."""
@@ -196,18 +214,24 @@ def evaluation_record(trained: Trained, spec: EvalSpec, corpus: Corpus, results:
 def evaluation_header(trained: Trained, spec: EvalSpec, corpus: Corpus) -> str:
     """The line above an evaluation's tables: which checkpoint, split, how much text, segments and corpus."""
     split = spec.split
-    purpose = "for choosing; report the test split once with --split test" if split == "valid" else "for reporting"
-    return (
-        f"checkpoint {trained.folder}; {split} split ({len(corpus.splits[split]):,} {corpus.unit}s, {purpose}), "
-        f"segments of {spec.tgt_len}, {corpus.name}"
-    )
+    tokens = f"{len(corpus.splits[split]):,} {corpus.unit}s"
+    if split == "whole":
+        where = f"the whole text ({tokens}: its train, valid and test parts in order)"
+    else:
+        purpose = "for choosing; report the test split once with --split test" if split == "valid" else "for reporting"
+        where = f"{split} split ({tokens}, {purpose})"
+    return f"checkpoint {trained.folder}; {where}, segments of {spec.tgt_len}, {corpus.name}"
 
 
 def record_evaluation(checkpoint: Path, record: dict, markdown: str) -> Path:
     """Keep an evaluation with its run: evals/TIME.json (everything) and .md (the tables), and one line per
     plan in evals.jsonl, the run's own results file (what `txl compare` reads)."""
     root = run_root(checkpoint)
-    out = root / "evals" / time.strftime("%Y%m%d-%H%M%S")
+    # unique by construction: the time to the microsecond and the process (evaluations started together each keep
+    # their record)
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now % 1 * 1e6):06d}-{os.getpid()}"
+    out = root / "evals" / stamp
     atomic_write_json(out.with_suffix(".json"), record)
     atomic_write_text(out.with_suffix(".md"), markdown + "\n")
     for r in record["results"]:
@@ -294,6 +318,8 @@ class Trained:
             data.corpus = spec.corpus
             data.tokenizer = spec.tokenizer or tokenizer_file(self.path, self.run)
         corpus = load_corpus(data, progress=progress)
+        if spec is not None and spec.split == "whole":
+            corpus = corpus.with_whole()
         if corpus.vocab_size != self.run.model.vocab_size:
             raise TxlError(
                 f"corpus {data.corpus!r} has {corpus.vocab_size} tokens, the model {self.run.model.vocab_size}"

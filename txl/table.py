@@ -95,3 +95,13 @@ _TEX = {
 def _tex(text: str) -> str:
     out = "".join(_TEX.get(ch, ch) for ch in str(text))
     return out.replace(",", "{,}") if out[:1].isdigit() else out  # 1{,}024: a thousands comma, not a column break
+
+
+def clock(seconds: float) -> str:
+    """A duration for people: '45 s', '3 min 20 s', '2 h 05 min'."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

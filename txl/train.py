@@ -22,6 +22,7 @@ from txl.attention.fast import resolve_impl
 from txl.budget import budget, ensure_fits
 from txl.config import RunConfig
 from txl.data import Corpus, load_corpus
+from txl.data.corpora import cache_root
 from txl.devices import capture_rng, pick_device, pick_precision, restore_rng
 from txl.distributed import setup_distributed
 from txl.errors import TxlError
@@ -31,6 +32,7 @@ from txl.optim import TrainStep, lr_at
 from txl.plans import check_run, describe
 from txl.runs import RunFolder
 from txl.signals import StopRequests
+from txl.table import clock
 
 
 def due(step: int, every: int) -> bool:
@@ -48,8 +50,11 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         command: str | None = None,
+        resume_hint: str | None = None,
     ):
         self.run, self.progress = run, progress
+        # what continues this run after a stop: by default its own resume; a sweep names itself
+        self.resume_hint = resume_hint or f"txl train --run-dir {run_dir} --resume"
         tc = run.train
         self.dist = setup_distributed(tc.device)
         self.device = pick_device(tc.device, self.dist.local_rank)
@@ -83,6 +88,8 @@ class Trainer:
         if resume and existing is None:
             raise TxlError(f"nothing to resume in {self.folder.path}: it has no checkpoint")
 
+        if not resume and run.data.root is None:  # one data root for the run, wherever it is evaluated from later
+            run.data.root = str(cache_root(run.data).resolve())
         # data: rank 0 builds the token cache, the others then read it
         if not self.dist.main:
             self.dist.barrier()
@@ -124,9 +131,7 @@ class Trainer:
         torch.manual_seed(tc.seed + 1 + self.dist.rank)  # dropout differs per rank, as each sees other data
         self.rng = capture_rng(self.device)
         if resume:
-            self._resume(existing)
-            self.folder.rewind(self.step)
-            self.folder.note_resume(self.step, command)
+            self._continue(existing, command)
         else:
             self.folder.start(run, self.corpus, command)
         self.folder.open_tensorboard()
@@ -175,10 +180,7 @@ class Trainer:
                         self._save(tuple(names))
                     self.step_fn.updating = False  # the step, its log row and its saves are whole
                     if stopping:
-                        self._say(
-                            f"stopped after step {self.step}, saved; "
-                            f"continue with: txl train --run-dir {self.folder.path} --resume"
-                        )
+                        self._say(f"stopped after step {self.step}, saved; continue with: {self.resume_hint}")
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
             # Stopped at once (a second signal): the step in flight is discarded and the committed state saved,
@@ -268,6 +270,16 @@ class Trainer:
         }
         meta = {"metric": metric_name(self.corpus), "best_valid_loss": self.best_valid, "time": time.time()}
         self.folder.save(self.step, self.model, state, self.run, meta, names)
+
+    def _continue(self, existing: Path, command: str | None) -> None:
+        """Resume from the last checkpoint; settings changed on resume (--steps) are said and recorded."""
+        self._resume(existing)
+        self.folder.rewind(self.step)
+        self.folder.note_resume(self.step, command)
+        for change in self.folder.record_changes(self.run):  # e.g. --steps: the run now ends elsewhere, for good
+            self._say(f"resume changes {change} (recorded in config.json)")
+        if self.step >= self.run.train.steps:
+            self._say(f"the run is at step {self.step}, train.steps is {self.run.train.steps}: nothing to train")
 
     def _start_from(self, folder: Path) -> None:
         """A fresh run's first weights, read from another run's checkpoint (train.init_from)."""
@@ -373,6 +385,13 @@ class Trainer:
         self.folder.log(row, "train")
         if bar is not None:
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+        elif not getattr(self, "_foretold", False) and self.step < tc.steps:  # once, without a bar to show it
+            self._foretold = True
+            per_step = interval.seconds() / max(interval.steps, 1)
+            left = (tc.steps - self.step) * per_step
+            self._say(
+                f"step {self.step} of {tc.steps}: about {clock(left)} left at this pace ({per_step:.2f} s a step)"
+            )
         interval.reset()
         return row
 

@@ -60,11 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"txl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    parser.commands = {}
     for name in sorted(COMMANDS, key=lambda n: FIRST.index(n) if n in FIRST else len(FIRST)):
         help, add_args, _ = COMMANDS[name]
         p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
         add_args(p)
+        parser.commands[name] = p
     return parser
+
+
+def _parse(parser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, but a flag it does not know is named with the closest flags the command has."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        import difflib
+
+        owner = parser.commands.get(args.command, parser)
+        known = [o for o in owner._option_string_actions if o.startswith("--")]
+        close = {m for e in extra if e.startswith("-") for m in difflib.get_close_matches(e.split("=")[0], known, n=2)}
+        hint = f"; did you mean {' or '.join(sorted(close))}?" if close else ""
+        owner.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
 
 
 def _messages() -> None:
@@ -80,7 +96,7 @@ def _messages() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     args.command_line = "txl " + " ".join(shlex.quote(a) for a in argv)  # what run folders record
     if not args.command:
         parser.print_help()

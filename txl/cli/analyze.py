@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from txl.cli.args import Parser, command, int_list
+from txl.cli.args import Parser, command, int_list, say
 from txl.errors import TxlError
 
 
@@ -54,7 +54,7 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
         "--tolerance", type=float, default=0.01, help="effective context: within this many nats of the longest"
     )
     c.add_argument("--split", choices=["valid", "test"], default="valid")
-    c.add_argument("--out", default=".", help="folder for context.json and context.png (default: here)")
+    c.add_argument("--out", help="folder for context.json and context.png (default: the first run's analysis/)")
     c.add_argument("--device", default="auto")
     c.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
 
@@ -89,9 +89,9 @@ def cmd_attention(args: argparse.Namespace) -> int:
     atomic_write_json(out / "attention.json", {"title": title, **result})
     plot_attention(result, out / "attention.png", title)
     tb = image_to_tensorboard(out / "attention.png", trained.root / "tb", "analysis/attention")
-    print(title)
+    say(args, title)
     print(attention_table(result, trained.model.cfg, args.format))
-    print(f"json      {out / 'attention.json'}\npng       {out / 'attention.png'}\ntensorboard {tb} (images)")
+    say(args, f"json      {out / 'attention.json'}\npng       {out / 'attention.png'}\ntensorboard {tb} (images)")
     return 0
 
 
@@ -103,9 +103,12 @@ def cmd_context(args: argparse.Namespace) -> int:
 
     if args.score < 1 or args.windows < 1:
         raise TxlError("--score and --windows must be >= 1")
-    curves, effective = {}, {}
+    if not args.tolerance >= 0 or args.tolerance == float("inf"):  # nan fails the first test
+        raise TxlError(f"--tolerance must be a finite number of nats >= 0, got {args.tolerance}")
+    curves, effective, roots = {}, {}, []
     for path in args.paths:
         trained = load_trained(path, args.device)
+        roots.append(trained.root)
         spec = trained.spec(split=args.split)
         corpus = trained.corpus(spec)
         print(
@@ -113,7 +116,7 @@ def cmd_context(args: argparse.Namespace) -> int:
         )
         curves[path] = context_curve(trained.model, corpus, spec, args.lengths, args.score, args.windows)
         effective[path] = effective_context(curves[path], args.tolerance)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else roots[0] / "analysis"  # the (first) run's, wherever this runs from
     atomic_write_json(
         out / "context.json",
         {
@@ -130,15 +133,15 @@ def cmd_context(args: argparse.Namespace) -> int:
         out / "context.png",
         f"context ablation, {args.split} split, last {args.score} tokens of {args.windows} windows",
     )
-    image_to_tensorboard(out / "context.png", out / "tb", "analysis/context")
+    tb = image_to_tensorboard(out / "context.png", out / "tb" if args.out else roots[0] / "tb", "analysis/context")
     print(context_table(curves, args.format))
     for path, d in effective.items():
-        print(f"effective context of {path}: {d} tokens (within {args.tolerance} nats of the longest context)")
+        say(args, f"effective context of {path}: {d} tokens (within {args.tolerance} nats of the longest context)")
     if len(curves) > 1:  # Dai et al.'s relative effective context length, over this group of runs
         for path, (c, bound) in recl(curves).items():
             at_least = ">= " if bound else ""
-            print(f"RECL of {path}: {at_least}{c} tokens (r = 0.1, relative gain under 0.01; this group of runs)")
-    print(f"json      {out / 'context.json'}\npng       {out / 'context.png'}\ntensorboard {out / 'tb'} (images)")
+            say(args, f"RECL of {path}: {at_least}{c} tokens (r = 0.1, relative gain under 0.01; this group of runs)")
+    say(args, f"json      {out / 'context.json'}\npng       {out / 'context.png'}\ntensorboard {tb} (images)")
     return 0
 
 
@@ -166,8 +169,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     files = write_sensitivity(base, rows, corpus, Path(args.out) if args.out else trained.root / "analysis", title)
     files["tensorboard"] = image_to_tensorboard(files["png"], trained.root / "tb", "analysis/sensitivity")
     seconds = time.time() - start
-    print(f"{title}: as trained, loss {base.loss:.4f} nats/token over {base.tokens:,} tokens ({seconds:.0f} s)")
+    say(args, f"{title}: as trained, loss {base.loss:.4f} nats/token over {base.tokens:,} tokens ({seconds:.0f} s)")
     print(sensitivity_table(rows, args.format))
     for kind, path in files.items():
-        print(f"{kind:<9} {path}")
+        say(args, f"{kind:<9} {path}")
     return 0

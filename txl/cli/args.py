@@ -7,6 +7,7 @@ own options and keeps its body to a few lines that call the library.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 from txl.errors import TxlError
@@ -31,6 +32,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """A line beside a command's table: on stdout, but on stderr when the table is printed as csv or latex (stdout
+    then holds the table alone, ready to be redirected into a file)."""
+    fmt = getattr(args, "format", "text")
+    print(text, file=sys.stderr if fmt in ("csv", "latex") else sys.stdout)
 
 
 def int_list(text: str) -> list[int]:

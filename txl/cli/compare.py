@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from txl.cli.args import command
+from txl.cli.args import command, say
 
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
@@ -15,6 +15,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
         "--format", choices=["text", "markdown", "csv", "latex"], default="text", help="how to print the table"
     )
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--split", choices=["valid", "test", "whole"], help="only evaluations of this split (default: all)")
 
 
 @command(
@@ -25,8 +26,8 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from txl.compare import compare
 
-    result = compare([Path(r) for r in args.runs], Path(args.out), args.format, plot=not args.no_plot)
+    result = compare([Path(r) for r in args.runs], Path(args.out), args.format, not args.no_plot, args.split)
     print(result["table"])
     for kind, file in result["files"].items():
-        print(f"{kind:<9} {file}")
+        say(args, f"{kind:<9} {file}")
     return 0

@@ -16,7 +16,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="a published evaluation protocol (txl list shows them); flags given beside it win",
     )
-    p.add_argument("--split", choices=["valid", "test"], help="default: the run's eval.split")
+    p.add_argument(
+        "--split",
+        choices=["valid", "test", "whole"],
+        help="default: the run's eval.split; with --corpus, whole (the text's three parts in order: all of a file)",
+    )
     p.add_argument(
         "--memory",
         action="append",

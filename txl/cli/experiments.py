@@ -63,6 +63,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+MAX_SEEDS = 1000
+
+
 @command(
     "run", "run every variant of a named experiment; finished ones are skipped, interrupted ones resumed", _run_args
 )
@@ -73,8 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_definitions()
     exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
     if args.seeds is not None:
-        if args.seeds < 1:
-            raise TxlError(f"--seeds must be >= 1, got {args.seeds}")
+        if not 1 <= args.seeds <= MAX_SEEDS:
+            raise TxlError(f"--seeds must be in 1..{MAX_SEEDS} (each seed trains every variant), got {args.seeds}")
         exp.seeds = list(range(args.seeds))
     overrides = list(args.overrides)
     for flag, key in (("steps", "train.steps"), ("device", "train.device")):

@@ -116,7 +116,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if getattr(args, flag) < least:
             raise TxlError(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
     check_flags({"max_segments": args.max_segments})
-    check_budget(args.budget, args.budget_mib)
+    check_budget(args.budget, args.budget_mib, args.budget_of)
     if args.append and args.split == "test":
         raise TxlError(
             "--append records plans chosen on valid; choose on valid, then score test with 'txl run EXPERIMENT --test'"

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from txl.cli.args import command, load_definitions
+from txl.cli.args import command, load_definitions, say
 from txl.errors import TxlError
 
 
@@ -96,6 +96,18 @@ def show_report(
     return report
 
 
+def _where_else(root: Path, exp, args: argparse.Namespace) -> str:
+    """What to do about missing results: the flags that show the results this experiment has on other data, or
+    the command that makes them."""
+    from txl.experiments import other_results
+
+    found = other_results(root, exp)
+    if not found:
+        return f"run 'txl run {args.name} --scale {args.scale}' first"
+    shown = ", ".join(f"'txl report {args.name} --scale {args.scale} {flags}'" for flags in found[:3])
+    return f"this experiment has results on other data: {shown}"
+
+
 @command("report", "quality against memory budget from a results table: table, plot, Pareto frontier", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
     from txl.experiments import get_experiment, results_path, retarget
@@ -106,7 +118,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = results_path(Path(args.results), exp)
     rows = [r for r in read_results(path) if r.scale == args.scale]
     if not rows:
-        raise TxlError(f"no results at {path}; run 'txl run {args.name} --scale {args.scale}' first")
+        raise TxlError(f"no results at {path}; " + _where_else(Path(args.results), exp, args))
     report = show_report(
         exp,
         rows,
@@ -121,9 +133,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         pairs = pairwise(report["groups"], report["metric"])
         table_fmt = "markdown" if args.markdown else args.format
-        print(f"\n{pairs_table(pairs, report['metric'], table_fmt)}\n{pairs_legend(pairs)}")
+        if table_fmt in ("text", "markdown"):  # csv and latex print the report's table alone; the pairs are in files
+            print(f"\n{pairs_table(pairs, report['metric'], table_fmt)}\n{pairs_legend(pairs)}")
         stem = "pairs" if report["split"] in (None, "valid") else f"pairs-{report['split']}"
         report["files"].update(write_pairs(pairs, report["metric"], path.parent, stem))
     for kind, file in report["files"].items():
-        print(f"{kind:<12} {file}")
+        say(args, f"{kind:<12} {file}")
     return 0

@@ -11,8 +11,10 @@ built under a temporary name and renamed into place, so it is whole or absent.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -38,6 +40,8 @@ from txl.data.tokenizers import (
 from txl.errors import TxlError
 from txl.io import atomic_write_json, owner_tag, remove_stale
 from txl.table import format_table
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # bump when the cache layout or a tokenizer's output changes (2: arrays carry checksums)
 
@@ -69,6 +73,21 @@ class Corpus:
     def stream(self, split: str, batch: int, tgt_len: int, **kwargs) -> SegmentStream:
         mask = self.masks[split] if self.masks is not None else None
         return SegmentStream(self.splits[split], batch, tgt_len, mask=mask, **kwargs)
+
+    def with_whole(self) -> Corpus:
+        """This corpus with one more split, `whole`: train, valid and test in order (for a file split contiguously,
+        the whole file), for scoring a text that is not a split of its own (txl eval --corpus)."""
+        order = [s for s in ("train", "valid", "test") if s in self.splits]
+        extra = {"whole": np.concatenate([np.asarray(self.splits[s]) for s in order])}
+        masks = None if self.masks is None else {**self.masks, "whole": np.concatenate([self.masks[s] for s in order])}
+        return dataclasses.replace(
+            self,
+            splits={**self.splits, **extra},
+            raw_bytes={**self.raw_bytes, "whole": sum(self.raw_bytes[s] for s in order)},
+            masks=masks,
+            files={**self.files, "whole": sum(self.files.get(s, 0) for s in order)} if self.files else self.files,
+            unknown={**self.unknown, "whole": sum(self.unknown.get(s, 0) for s in order)} if self.unknown else {},
+        )
 
     def bytes_per_token(self, split: str) -> float:
         return self.raw_bytes[split] / max(1, len(self.splits[split]))
@@ -124,6 +143,27 @@ def resolve_tokenizer(cfg: DataConfig) -> str:
     return kind
 
 
+SMALL_SPLIT = 1000  # bytes: a valid or test split smaller than this scores too few tokens to say much
+
+
+def notice_oddities(raw: RawCorpus, tokenizer: str) -> None:
+    """Say what a user's text does that they may not expect: a split too small to score, bytes that are not UTF-8
+    (a text tokenizer reads each as U+FFFD), how a folder was split by file."""
+    small = {s: len(raw.splits[s]) for s in ("valid", "test") if len(raw.splits[s]) < SMALL_SPLIT}
+    if small:
+        sizes = ", ".join(f"{s} {n:,} bytes" for s, n in small.items())
+        log.warning(f"corpus {raw.name} is small ({sizes}): a score over so few tokens says little; give more text")
+    if tokenizer in ("chars", "words", "sentencepiece") or tokenizer.endswith((".json", ".txt", ".model")):
+        bad = sum(len(d) - len(d.decode("utf-8", "ignore").encode("utf-8")) for d in raw.splits.values())
+        if bad:
+            log.warning(
+                f"{bad:,} bytes of {raw.name} are not UTF-8; the {Path(tokenizer).name} tokenizer reads each as U+FFFD"
+            )
+    if raw.by_file:
+        counts = ", ".join(f"{raw.files.get(s, 0)} {s}" for s in SPLITS)
+        log.info(f"folder {raw.source} split by file: {counts} (name files train, valid and test to choose)")
+
+
 def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) -> Corpus:
     """Fetch (if needed), tokenize (if not cached) and memory-map a corpus's splits.
 
@@ -173,6 +213,8 @@ def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) ->
                 pass
             shutil.rmtree(aside, ignore_errors=True)
     if not cache.exists():
+        if spec is None:  # a user's own text: what it does that they may not expect, once, as it is tokenized
+            notice_oddities(raw, kind)
         _build_cache(raw, kind, cfg, folder, cache, settings, progress)
     return _limit(_open_cache(cache), cfg)
 

@@ -30,6 +30,7 @@ class RawCorpus:
     splits: dict[str, bytes]
     files: dict[str, int] = field(default_factory=dict)  # source files per split, where split by file
     source: str = ""
+    by_file: bool = False  # a folder's files assigned to splits by txl (not named train, valid, test)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def split_by_files(root: Path, names: list[str], name: str) -> RawCorpus:
         {s: _join_files(root, groups[s]) for s in SPLITS},
         {s: len(groups[s]) for s in SPLITS},
         str(root),
+        by_file=True,
     )
 
 
@@ -200,6 +202,8 @@ def fetch_local(path: Path, cfg: DataConfig) -> RawCorpus:
     if not path.exists():
         raise TxlError(f"corpus {str(path)!r} is neither a known corpus (see 'txl data list') nor an existing path")
     name = path.name or str(path)
+    if name in CORPORA:  # a user's text never shows under a built-in corpus's name
+        name = str(path)
     if path.is_file():
         if cfg.split == "files":
             raise TxlError(f"data.split=files needs a folder, but {path} is a file; use contiguous or auto")
