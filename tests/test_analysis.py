@@ -195,3 +195,45 @@ def test_layer_sensitivity_equals_evaluating_each_cut_plan(tmp_path, capsys):
         "mean distance" in capsys.readouterr().out
         and (tmp_path / "run" / "analysis" / "attention.png").stat().st_size > 0
     )
+
+
+def test_segments_of_a_context_window_end_at_its_end_so_the_scored_tokens_keep_their_place():
+    from txl.context_ablation import segment_starts
+
+    assert segment_starts(20, 8) == [0, 4, 12] and segment_starts(16, 8) == [0, 8] and segment_starts(3, 8) == [0]
+    for length in range(1, 40):  # whatever the window, the last segment ends at its end and is whole
+        starts = segment_starts(length, 8)
+        assert starts[-1] == max(length - 8, 0) and starts == sorted(set(starts))
+
+
+@pytest.mark.parametrize("segment", [4, 8, 32])
+def test_the_curve_of_a_model_that_sees_d_tokens_steps_at_d_whatever_the_segment(segment):
+    """One layer with memory 6 and range 6: each token sees exactly the 6 before it, through its segment or its
+    memory. The loss on the scored tokens changes until 6 tokens of context and never after, for segments shorter
+    and longer than the windows, and the bootstrap over windows keeps 6 inside its interval."""
+    from types import SimpleNamespace
+
+    from txl.context_ablation import context_curve, effective_context, effective_context_interval
+
+    torch.manual_seed(0)
+    model = TransformerXL(tiny_config(n_layer=1, memory="6", attn_range="6")).eval()  # sees exactly 6 back
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(6)
+    corpus = SimpleNamespace(splits={"valid": np.random.default_rng(0).integers(0, 23, 5000)})
+    rows = context_curve(model, corpus, EvalSpec(split="valid", tgt_len=segment), [0, 2, 5, 6, 8, 16], 4, 16)
+    full = rows[-1]["cut"]
+    assert [r["cut"] == pytest.approx(full, abs=1e-6) for r in rows] == [False, False, False, True, True, True]
+    assert effective_context(rows, tolerance=1e-6) == 6
+    d, lo, hi = effective_context_interval(rows, tolerance=1e-6, score=4, resamples=200)
+    assert d == 6 and lo <= d <= hi
+
+
+def test_recl_refuses_curves_measured_on_different_text():
+    from txl.context_ablation import recl
+    from txl.errors import TxlError
+
+    a = [{"context": c, "cut_tokens": [1.0] * 8, "windows": "aaa"} for c in (0, 4)]
+    b = [{"context": c, "cut_tokens": [1.0] * 8, "windows": "bbb"} for c in (0, 4)]
+    with pytest.raises(TxlError, match="same windows of the same text"):
+        recl({"a": a, "b": b})

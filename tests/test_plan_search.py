@@ -99,7 +99,12 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
     capsys.readouterr()
     assert main(["eval", folder, "--memory", best["memory"], "--max-segments", "10", "--json", "--no-progress"]) == 0
     same = json.loads(capsys.readouterr().out)["results"][0]
-    assert same["loss"] == pytest.approx(best["loss"], rel=1e-12)
+    assert same["loss"] == pytest.approx(best["metrics"]["loss"], rel=1e-12)  # the whole split, as txl eval scores it
+    # the search chose on the first half of the text; its table compares on the second half it never looked at
+    halves = [same["blocks"]["loss"][: len(same["blocks"]["loss"]) // 2], same["blocks"]["tokens"]]
+    first = sum(halves[0]) / sum(same["blocks"]["tokens"][: len(halves[0])])
+    assert best["chosen_on"] == "first half" and best["loss"] == pytest.approx(first, rel=1e-9)
+    assert best["held_out_loss"] != pytest.approx(best["loss"], rel=1e-9)
     assert (
         main(
             [
@@ -125,7 +130,9 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
     check = next(line for line in out.splitlines() if line.startswith("check it"))  # what it tells the user to run
     assert main(shlex.split(check.removeprefix("check it").strip())[1:] + ["--json", "--no-progress"]) == 0
     searched = json.loads((tmp_path / "run" / "analysis" / "plan-12.json").read_text())["plans"][0]
-    assert json.loads(capsys.readouterr().out)["results"][0]["loss"] == pytest.approx(searched["loss"], rel=1e-12)
+    assert json.loads(capsys.readouterr().out)["results"][0]["loss"] == pytest.approx(
+        searched["metrics"]["loss"], rel=1e-12
+    )
     assert main(["plan", folder, "--budget", "3", "--lengths", "4,8", "--max-segments", "10", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "below the cheapest plan on the grid (8" in err and "\n" not in err.strip()
@@ -157,7 +164,7 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
         r["budget"]["cached_positions"] == 20 for r in references
     )  # the budget's own long and short
     best = json.loads((analysis / "plan-20.json").read_text())["plans"][0]
-    assert searched[0]["metrics"]["loss"] == pytest.approx(best["loss"], rel=1e-12)
+    assert searched[0]["metrics"]["loss"] == pytest.approx(best["metrics"]["loss"], rel=1e-12)
     out = capsys.readouterr().out
     assert "- searched (budget 20)" in out and "test split: report these numbers" in out
     seed0 = str(folder / "runs" / "all-long" / "seed0")
@@ -170,3 +177,22 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
         main(["report", "analysis/plan-search", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-plot"]) == 0
     )
     assert "searched (budget 16)" in capsys.readouterr().out
+
+
+def test_a_valid_search_chooses_on_the_first_half_and_compares_on_the_second():
+    from types import SimpleNamespace
+
+    from txl.plan_search import Evaluated, Search
+
+    def evaluated(first: float, second: float, halves: bool = True) -> Evaluated:
+        loss = [first + 0.01 * (i % 3) for i in range(10)] + [second + 0.01 * (i % 3) for i in range(10)]
+        result = SimpleNamespace(blocks={"loss": loss, "tokens": [1.0] * 20}, loss=sum(loss) / 20)
+        return Evaluated([4], 4.0, "p", result, halves=halves)
+
+    lucky, steady = evaluated(1.0, 2.0), evaluated(1.1, 1.1)  # lucky wins the half it was chosen on, not the other
+    assert lucky.loss == pytest.approx(1.009) and lucky.held_out_loss == pytest.approx(2.009)
+    search = Search(8, "positions", [4], lucky, [lucky, steady], best=lucky)
+    d = search.versus_best(steady)
+    assert d.mean == pytest.approx(-0.9) and d.hi < 0  # on the held-out half the chosen plan is the worse one
+    whole = evaluated(1.0, 2.0, halves=False)
+    assert whole.loss == whole.held_out_loss == pytest.approx(1.509)

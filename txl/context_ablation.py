@@ -3,6 +3,7 @@ part shuffled or replaced; each run's effective context, and Dai et al.'s relati
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def context_curve(
     keeps the farther ones (up to the largest d) in a random order; `random` replaces them by
     text from elsewhere in the split. The text (`spec.split`) is read in segments of `spec.tgt_len` tokens
     with the model's own memory plan, as in training; the same windows serve every d and condition.
+    Segments are cut from the window's end (the first one holds the remainder), so the scored tokens sit at
+    the same positions of their segment for every d: a longer context reaches them through the same mix of
+    segment and memory, never a different one. Every row carries `windows`, a hash of the text the windows
+    hold, so that curves of several runs can be checked to be on the same text.
     """
     split, segment, precision = spec.split, spec.tgt_len, spec.precision
     ids = torch.as_tensor(np.asarray(corpus.splits[split], dtype=np.int64))
@@ -47,13 +52,14 @@ def context_curve(
     g = torch.Generator().manual_seed(seed)
     ends = torch.randint(span, len(ids), (windows,), generator=g)
     donors = torch.randint(0, len(ids) - far, (windows,), generator=g)
+    text = hashlib.sha256(torch.stack([ids[e - span : e] for e in ends.tolist()]).numpy().tobytes()).hexdigest()[:16]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     rows = []
     try:
         for d in sorted(lengths):
-            row = {"context": d}
+            row = {"context": d, "windows": text}
             for condition in CONDITIONS:
                 if condition != "cut" and d == far:
                     row[condition] = row["cut"]  # nothing farther to disturb
@@ -78,14 +84,47 @@ def context_curve(
 
 
 def _last_loss(model: TransformerXL, batch: torch.Tensor, score: int, segment: int, precision: str) -> torch.Tensor:
-    """(rows, score) losses (nats/token) of the last `score` targets of each row, read in segments with memory."""
+    """(rows, score) losses (nats/token) of the last `score` targets of each row, read in segments with memory;
+    the segments end at the row's end (see `segment_starts`)."""
     x, y = batch[:, :-1], batch[:, 1:]
     mems, losses = None, []
+    bounds = [*segment_starts(x.size(1), segment), x.size(1)]
     with autocast(batch.device, precision):
-        for start in range(0, x.size(1), segment):
-            nll, mems = model(x[:, start : start + segment], mems, y[:, start : start + segment])
+        for start, stop in zip(bounds, bounds[1:]):
+            nll, mems = model(x[:, start:stop], mems, y[:, start:stop])
             losses.append(nll.float())
     return torch.cat(losses, 1)[:, -score:]
+
+
+def segment_starts(length: int, segment: int) -> list[int]:
+    """Where the segments of a window of `length` inputs start when they are cut from its end: the last segment
+    always ends at the window's end, the first holds what is left over."""
+    first = length % segment
+    return ([0] if first else []) + list(range(first, length, segment))
+
+
+def effective_context_interval(
+    rows: list[dict],
+    tolerance: float = 0.01,
+    score: int = 16,
+    level: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[int, int, int]:
+    """(effective context, lo, hi): the grid length as measured, and the percentile interval of the same over
+    windows resampled with replacement (each window's `score` tokens together). It is read as "at most d on
+    this grid": the true length lies at or below it, between it and the next shorter length measured."""
+    per = np.array([r["cut_tokens"] for r in rows], dtype=np.float64)  # (lengths, windows * score)
+    per = per.reshape(len(rows), -1, score).mean(-1)  # (lengths, windows): each window's loss
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        pick = rng.integers(0, per.shape[1], per.shape[1])
+        means = per[:, pick].mean(1)
+        draws.append(effective_context([{"context": r["context"], "cut": m} for r, m in zip(rows, means)], tolerance))
+    draws.sort()
+    k = int(round((1 - level) / 2 * resamples))
+    return effective_context(rows, tolerance), draws[k], draws[resamples - 1 - k]
 
 
 def effective_context(rows: list[dict], tolerance: float = 0.01) -> int:
@@ -109,6 +148,12 @@ def recl(curves: dict[str, list[dict]], r: float = 0.1, threshold: float = 0.01)
     next length of the grid."""
     import numpy as np
 
+    texts = {row.get("windows") for rows in curves.values() for row in rows}
+    if len(texts) > 1:
+        raise TxlError(
+            "RECL compares runs on the same windows of the same text; these curves were measured on different text "
+            "(another corpus, split, --windows or --lengths): run them in one 'txl analyze context' on one corpus"
+        )
     lengths = sorted(set.intersection(*[{row["context"] for row in rows} for rows in curves.values()]))
     loss = {name: {row["context"]: np.asarray(row["cut_tokens"]) for row in rows} for name, rows in curves.items()}
     if len({v.size for per in loss.values() for v in per.values()}) != 1:

@@ -26,6 +26,8 @@ def search_rows(search: Search) -> list[dict]:
                 "receptive_field": e.receptive_field,
                 "within_budget": e.cost <= search.limit + 1e-9,
                 "loss": e.loss,
+                "held_out_loss": e.held_out_loss,
+                "chosen_on": "first half" if e.halves else "all",
                 "predicted": e.predicted,
                 "metrics": e.result.scalars(),
                 "vs_best": None if d is None else {"mean": d.mean, "lo": d.lo, "hi": d.hi},
@@ -108,14 +110,16 @@ def search_table(search: Search, metric: str, fmt: str = "text", most: int | Non
     )  # in budget first
     rows = head + (rest if most is None else rest[:most])
     unit = "cached" if search.unit == "positions" else "MiB/seq"
+    halves = search.best.halves
     headers = [
         "found as",
         "memory plan",
         unit,
         "receptive field",
-        "loss (nats)",
+        "loss, 1st half (chosen on)" if halves else "loss (nats)",
+        *(["loss, 2nd half (held out)"] if halves else []),
         metric,
-        "- best [95%, blocks]",
+        "- best [95%, blocks" + (", 2nd half]" if halves else "]"),
         "in budget",
     ]
     table = []
@@ -128,6 +132,7 @@ def search_table(search: Search, metric: str, fmt: str = "text", most: int | Non
                 f"{r['cost']:g}",
                 r["receptive_field"],
                 f"{r['loss']:.4f}",
+                *([f"{r['held_out_loss']:.4f}"] if halves else []),
                 f"{r['metrics'].get(metric, float('nan')):.4f}",
                 "best" if d is None else f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]",
                 "yes" if r["within_budget"] else "no",

@@ -42,14 +42,38 @@ class Evaluated:
     receptive_field: int = 0
     predicted: float | None = None
     plan: MemoryPlan | None = None  # what was evaluated: the memory with the run's other evaluation settings
+    halves: bool = False  # chosen on the first half of the text, compared on the second (see `loss`)
 
     @property
     def loss(self) -> float:
-        return self.result.loss
+        """What the search decides on: the loss over the first half of the evaluation blocks when it chooses on
+        half the text (a valid-split search), else over all of them."""
+        return half_loss(self.result.blocks, 0) if self.halves else self.result.loss
+
+    @property
+    def held_out_loss(self) -> float:
+        """The loss over the half of the text the search never looked at (all of it when it did not halve)."""
+        return half_loss(self.result.blocks, 1) if self.halves else self.result.loss
 
     @property
     def memory(self) -> str:
         return format_plan(self.mem_lens, MEMORY)
+
+
+def half(blocks: dict, which: int) -> dict:
+    """The first (0) or second (1) half of a result's evaluation blocks. Blocks run stream by stream, and each
+    stream reads its own stretch of the split in order, so the halves are the first and second half of the text."""
+    n = len(blocks["loss"]) // 2
+    part = slice(0, n) if which == 0 else slice(n, None)
+    return {"loss": blocks["loss"][part], "tokens": blocks["tokens"][part]}
+
+
+def half_loss(blocks: dict, which: int) -> float:
+    h = half(blocks, which)
+    return sum(h["loss"]) / max(sum(h["tokens"]), 1.0)
+
+
+MIN_HALF_BLOCKS = 8  # a search chooses on half the text only when each half keeps this many blocks
 
 
 @dataclass
@@ -65,7 +89,11 @@ class Search:
     settings: dict = field(default_factory=dict)  # how every plan was scored: part of a result row's identity
 
     def versus_best(self, other: Evaluated) -> Interval:
-        """other's loss minus the best plan's, with a paired bootstrap over evaluation blocks."""
+        """other's loss minus the best plan's, with a paired bootstrap over evaluation blocks: over the half of the
+        text the search did not choose on, when it chose on half (so the best plan's selection does not make its
+        lead look surer than it is), else over all of them."""
+        if self.best.halves:
+            return bootstrap_difference(half(other.result.blocks, 1), half(self.best.result.blocks, 1))
         return bootstrap_difference(other.result.blocks, self.best.result.blocks)
 
 
@@ -175,7 +203,8 @@ class _Evaluator:
             out = evaluate(self.model, self.corpus, self.spec, plan)
             reach = budget(plan.apply(self.model.cfg), self.spec.tgt_len).receptive_field[0]
             reach = int(reach) if math.isfinite(reach) else reach
-            e = self.seen[key] = Evaluated(list(lens), self.cost(lens), how, out, reach, predicted, plan)
+            halves = self.spec.split == "valid" and len(out.blocks["loss"]) >= 2 * MIN_HALF_BLOCKS
+            e = self.seen[key] = Evaluated(list(lens), self.cost(lens), how, out, reach, predicted, plan, halves)
             log.info(f"[{len(self.seen)}] {how:<16} {e.memory:<22} cost {e.cost:g}  loss {e.loss:.4f}")
         elif how not in self.seen[key].how.split(", "):
             self.seen[key].how += f", {how}"  # found again another way (a reference plan the search had tried, say)

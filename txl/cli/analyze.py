@@ -97,7 +97,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 def cmd_context(args: argparse.Namespace) -> int:
     from txl.analysis import image_to_tensorboard
-    from txl.context_ablation import context_curve, context_table, effective_context, plot_context, recl
+    from txl.context_ablation import context_curve, context_table, effective_context_interval, plot_context, recl
     from txl.io import atomic_write_json
     from txl.runs import load_trained
 
@@ -115,7 +115,7 @@ def cmd_context(args: argparse.Namespace) -> int:
             f"{path}: {len(args.lengths)} context lengths x 3 conditions, {args.windows} windows ...", file=sys.stderr
         )
         curves[path] = context_curve(trained.model, corpus, spec, args.lengths, args.score, args.windows)
-        effective[path] = effective_context(curves[path], args.tolerance)
+        effective[path] = effective_context_interval(curves[path], args.tolerance, args.score)
     out = Path(args.out) if args.out else roots[0] / "analysis"  # the (first) run's, wherever this runs from
     atomic_write_json(
         out / "context.json",
@@ -125,7 +125,7 @@ def cmd_context(args: argparse.Namespace) -> int:
             "windows": args.windows,
             "tolerance": args.tolerance,
             "curves": curves,
-            "effective_context": effective,
+            "effective_context": {p: {"at_most": d, "lo": lo, "hi": hi} for p, (d, lo, hi) in effective.items()},
         },
     )
     plot_context(
@@ -135,8 +135,12 @@ def cmd_context(args: argparse.Namespace) -> int:
     )
     tb = image_to_tensorboard(out / "context.png", out / "tb" if args.out else roots[0] / "tb", "analysis/context")
     print(context_table(curves, args.format))
-    for path, d in effective.items():
-        say(args, f"effective context of {path}: {d} tokens (within {args.tolerance} nats of the longest context)")
+    for path, (d, lo, hi) in effective.items():
+        say(
+            args,
+            f"effective context of {path}: at most {d} tokens on this grid (within {args.tolerance} nats of the "
+            f"longest context; 95% over windows: {lo}..{hi})",
+        )
     if len(curves) > 1:  # Dai et al.'s relative effective context length, over this group of runs
         for path, (c, bound) in recl(curves).items():
             at_least = ">= " if bound else ""

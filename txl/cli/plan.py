@@ -166,10 +166,16 @@ def _print_search(args, trained, spec, search, stem: Path, title: str, metric: s
         info(f"           ({len(search.evaluated) - shown} more plans in {stem}.md, in budget first)")
     if args.split != "valid":
         info(f"note       chosen on {args.split}: its score there is not a fair {args.split} score")
-    info(
-        f"best plan  {search.best.memory} (loss {search.best.loss:.4f}, cost {search.best.cost:g}); "
-        f"{len(search.evaluated)} plans evaluated in {seconds:.0f} s"
+    best = search.best
+    scored = f"loss {best.result.loss:.4f}" + (
+        f": {best.loss:.4f} on the half of the text it was chosen on, {best.held_out_loss:.4f} on the other"
+        if best.halves
+        else ""
     )
+    info(f"best plan  {best.memory} ({scored}; cost {best.cost:g})")
+    info(f"           {len(search.evaluated)} plans evaluated in {seconds:.0f} s")
+    if best.halves:
+        info("           differences from the best are measured on the held-out half (selection is not counted twice)")
     segments = spec.max_segments
     info(
         f"check it   txl eval {args.path} --memory {search.best.memory} --split {args.split}"
