@@ -345,3 +345,28 @@ def test_a_device_name_torch_does_not_take_is_a_txl_error(name):
 
     with pytest.raises(TxlError, match=r"device|cuda"):
         pick_device(name)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xed\xa0\x80 not text", "cannot read tokenizer"),
+        (b"[1, 2, 3]", "holds a JSON list"),
+        (b'{"kind": "words"}', "'symbols' must be a list of strings"),
+        (b'{"kind": "words", "symbols": ["a", "b"]}', "must include <unk>"),
+        (b'{"kind": "chars", "symbols": ["ab", "c"]}', "not single characters"),
+        (b'{"kind": "sentencepiece", "model_file": "../../etc/passwd"}', "must name a file beside it"),
+        (b'{"kind": "morse"}', "unknown tokenizer kind 'morse'"),
+    ],
+)
+def test_a_damaged_tokenizer_file_is_one_line(content, message, tmp_path):
+    from txl.data.tokenizers import load_tokenizer
+    from txl.errors import TxlError
+
+    path = tmp_path / "vocab.json"
+    path.write_bytes(content)
+    with pytest.raises(TxlError, match=message) as e:
+        load_tokenizer(path)
+    assert "\n" not in str(e.value)
+    with pytest.raises(TxlError, match="is not a file"):
+        load_tokenizer(tmp_path)

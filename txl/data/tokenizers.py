@@ -290,20 +290,36 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     path = Path(path)
     if path.suffix == ".model":
         return SentencePieceTokenizer(path)
+    if not path.is_file():
+        raise TxlError(f"tokenizer {path} is not a file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise TxlError(f"cannot read tokenizer {path}: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TxlError(f"cannot read tokenizer {path}: {type(e).__name__}: {str(e)[:120]}") from None
+    if not isinstance(data, dict):
+        raise TxlError(
+            f"tokenizer {path} holds a JSON {type(data).__name__}, not a txl tokenizer (an object with 'kind')"
+        )
     kind = data.get("kind")
     if kind == "bytes":
         return ByteTokenizer()
-    if kind == "chars":
-        return CharTokenizer(data["symbols"])
-    if kind == "words":
-        return WordTokenizer(data["symbols"])
+    if kind in ("chars", "words"):
+        symbols = data.get("symbols")
+        if not isinstance(symbols, list) or not all(isinstance(x, str) for x in symbols):
+            raise TxlError(f"tokenizer {path}: 'symbols' must be a list of strings")
+        if len(set(symbols)) != len(symbols) or (kind == "chars" and any(len(x) != 1 for x in symbols)):
+            raise TxlError(
+                f"tokenizer {path}: 'symbols' repeat a symbol, or a char tokenizer's are not single characters"
+            )
+        if kind == "words" and UNK not in symbols:
+            raise TxlError(f"tokenizer {path}: a word tokenizer's symbols must include {UNK}")
+        return CharTokenizer(symbols) if kind == "chars" else WordTokenizer(symbols)
     if kind == "sentencepiece":
-        return SentencePieceTokenizer(path.with_name(data.get("model_file", "sp.model")))
-    raise TxlError(f"{path}: unknown tokenizer kind {kind!r}")
+        model = data.get("model_file", "sp.model")
+        if not isinstance(model, str) or Path(model).name != model:
+            raise TxlError(f"tokenizer {path}: model_file must name a file beside it, got {model!r}")
+        return SentencePieceTokenizer(path.with_name(model))
+    raise TxlError(f"{path}: unknown tokenizer kind {kind!r} (bytes, chars, words or sentencepiece)")
 
 
 TOKENIZERS = ("bytes", "chars", "words", "sentencepiece")
