@@ -299,3 +299,19 @@ def test_export_refuses_in_one_line_what_the_layout_cannot_run(fields, plans, me
         assert main([*argv, "--set", "model.same_length_rule=pt"]) == 0
         assert json.loads((tmp_path / "b" / "config.json").read_text())["txl_same_length_rule"] == "pt"
         assert load_trained(tmp_path / "run").model.cfg.same_length_rule == "tf"  # the run itself is unchanged
+
+
+def test_an_imported_model_evaluated_without_its_text_says_to_give_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TXL_DATA", str(tmp_path / "data"))  # the built-in corpus's cache, away from here
+    torch.manual_seed(0)
+    cfg = apply_plans(ModelConfig(vocab_size=84, n_layer=2, d_model=16, n_head=2, d_head=8, d_inner=32), memory="8")
+    exported, config = export_state(TransformerXL(cfg).eval(), "transformers")
+    (tmp_path / "src").mkdir()
+    _write(exported, tmp_path / "src" / "model.safetensors")
+    (tmp_path / "src" / "config.json").write_text(json.dumps(config))
+    argv = ["import", str(tmp_path / "src" / "model.safetensors"), "--from", "transformers"]
+    assert main([*argv, "--config", str(tmp_path / "src" / "config.json"), "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "the model 84: it was made for other text; give the text it reads with --corpus" in err

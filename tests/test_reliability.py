@@ -370,3 +370,36 @@ def test_a_damaged_tokenizer_file_is_one_line(content, message, tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(TxlError, match="is not a file"):
         load_tokenizer(tmp_path)
+
+
+def test_a_config_that_is_not_a_regular_utf8_file_is_one_line(tmp_path, capsys):
+    import os
+
+    from txl.config import ConfigError, load_config
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    (tmp_path / "latin.json").write_bytes(b'{"model": {"n_layer": 2}, "x": "\xe9"}')
+    (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
+    cases = {
+        fifo: "is not a regular file",  # read, it would wait forever
+        tmp_path / "latin.json": "is not UTF-8 text",
+        tmp_path: "is not a regular file",
+        tmp_path / "loop.json": "config file",
+        "/dev/zero": "is not a regular file",  # read, it would never end
+    }
+    for path, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+    assert main(["budget", "--config", str(fifo)]) == 2 and "is not a regular file" in capsys.readouterr().err
+
+
+def test_budget_of_a_run_config_counts_the_runs_own_segment_length(tmp_path, capsys):
+    from txl.config import save_config
+    from txl.presets import get_preset
+
+    run = get_preset("tiny")
+    run.train.tgt_len = 24
+    save_config(run, tmp_path / "config.json")
+    assert main(["budget", "--config", str(tmp_path / "config.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tgt_len"] == 24  # one plan: one object

@@ -231,3 +231,17 @@ def test_csv_and_latex_print_the_table_alone(tmp_path, capsys):
     assert main([*argv, "--format", "latex"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("\\begin{tabular}") and out.endswith("\\end{tabular}")
+
+
+def test_generate_says_when_the_prompt_has_words_the_model_does_not_know(tmp_path, capsys):
+    folder = tmp_path / "words"
+    folder.mkdir()
+    for split, n in (("train", 3000), ("valid", 300), ("test", 300)):
+        (folder / f"{split}.txt").write_text("the cat sat on the mat\n" * (n // 6))
+    run = tiny_run(tmp_path, **{"train.steps": 1, "data.corpus": str(folder), "data.tokenizer": "words"})
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "--prompt", "the zebra sat", "--tokens", "2"]) == 0
+    assert "note: 1 of the prompt's tokens are not in the model's vocabulary" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "run"), "--prompt", "the cat", "--tokens", "2"]) == 0
+    assert "not in the model's vocabulary" not in capsys.readouterr().err

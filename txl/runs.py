@@ -321,8 +321,14 @@ class Trained:
         if spec is not None and spec.split == "whole":
             corpus = corpus.with_whole()
         if corpus.vocab_size != self.run.model.vocab_size:
+            hint = (
+                "; give the text it reads with --corpus (and its vocabulary with --tokenizer)"
+                if spec is None or not spec.corpus
+                else ""
+            )
             raise TxlError(
-                f"corpus {data.corpus!r} has {corpus.vocab_size} tokens, the model {self.run.model.vocab_size}"
+                f"corpus {data.corpus!r} has {corpus.vocab_size} tokens, the model {self.run.model.vocab_size}: "
+                f"it was made for other text{hint}"
             )
         return corpus
 

@@ -349,7 +349,8 @@ class Trainer:
     def _banner(self, resume: bool) -> str:
         """What is about to train, on what, where: printed once at the start."""
         run, tc = self.run, self.run.train
-        limit = f", capped at data.max_tokens={run.data.max_tokens:,}" if run.data.max_tokens else ""
+        capped = run.data.max_tokens and len(self.corpus.splits["train"]) >= run.data.max_tokens  # it did cut
+        limit = f", capped at data.max_tokens={run.data.max_tokens:,}" if capped else ""
         return "\n".join(
             [
                 f"{'resuming' if resume else 'training'}  {self.model.num_params():,} parameters, "

@@ -18,11 +18,22 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
     )
     add_model_args(p)
     g = p.add_argument_group("what to count")
-    g.add_argument("--tgt-len", type=int, default=512, metavar="T", help="segment length (default 512)")
+    g.add_argument(
+        "--tgt-len", type=int, metavar="T", help="segment length (default: a run --config's train.tgt_len, else 512)"
+    )
     g.add_argument("--batch", type=int, default=1, metavar="B", help="sequences (default 1)")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="cache dtype")
     g.add_argument("--markdown", action="store_true", help="Markdown tables")
     g.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _run_tgt_len(config: str | None) -> int | None:
+    """The segment length a run config trains with (a model config alone gives the default, 512)."""
+    if not config:
+        return None
+    from txl.config import load_config
+
+    return load_config(config).train.tgt_len
 
 
 @command(
@@ -33,6 +44,8 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
 def cmd_budget(args: argparse.Namespace) -> int:
     from txl.budget import budget, budgets_text, step_bytes
 
+    if args.tgt_len is None:  # a run's config says how long its segments are
+        args.tgt_len = _run_tgt_len(args.config) or 512
     if args.tgt_len < 1 or args.batch < 1:
         raise TxlError("--tgt-len and --batch must be >= 1")
     plans = args.memory or [None]

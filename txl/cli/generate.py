@@ -38,6 +38,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     trained = load_trained(args.path, args.device)
     model, run = trained.model, trained.run
     tokenizer = load_tokenizer(tokenizer_file(args.path, run))
+    unknown = tokenizer.unk_id is not None and int((tokenizer.encode(args.prompt.encode()) == tokenizer.unk_id).sum())
+    if unknown:
+        print(
+            f"note: {unknown} of the prompt's tokens are not in the model's vocabulary; it reads them as <unk>",
+            file=sys.stderr,
+        )
     sys.stdout.write(args.prompt)
     generate_text(
         model,

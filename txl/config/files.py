@@ -56,13 +56,22 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_json(path, to_dict(cfg))
 
 
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
 def load_config(path: str | Path, cls: type = RunConfig) -> Any:
     """Read a JSON config file into `cls`, strictly."""
     path = Path(path)
     try:
+        if not path.is_file():  # a folder, a FIFO or a device is never read (a FIFO would wait, /dev/zero never end)
+            raise ConfigError(f"config file {path} " + ("is not a regular file" if path.exists() else "does not exist"))
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {path.stat().st_size:,} bytes; a config is at most 16 MiB")
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:  # a symlink loop, no permission
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"config file {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
     if cls is RunConfig and isinstance(data, dict) and "model" not in data and "n_layer" in data:
