@@ -48,6 +48,9 @@ def test_eval_of_another_file_scores_it_whole(tmp_path, capsys):
     assert trained.spec(corpus=str(text)).split == "whole"
     assert trained.spec(corpus=str(text), split="valid").split == "valid"  # a split asked for is kept
     assert trained.spec().split == "valid"  # the run's own text: its eval split, as before
+    assert main(["eval", str(tmp_path / "run"), "--corpus", str(text), "--no-progress"]) == 0
+    scored = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("scored"))
+    assert f"of the {size:,} bytes" in scored and "ragged end" in scored  # what was left out, and why
 
 
 def test_report_names_the_results_a_corpus_run_made(tmp_path, capsys):

@@ -121,6 +121,7 @@ def write_sensitivity(base: EvalResult, rows: list[dict], corpus: Corpus, out_di
         ax.bar(xs, [r["rise"] for r in sel], width, yerr=err, capsize=3, label=f"memory cut to {length}", color=f"C{n}")
     ax.axhline(0, color="gray", linewidth=0.8)
     ax.set_xlabel("layer (0 = bottom)")
+    ax.set_xticks(sorted({r["layer"] for r in rows}))  # whole layers, never fractional ticks
     ax.set_ylabel("loss rise over the model as trained (nats/token)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)

@@ -45,16 +45,25 @@ def compare_rows(runs: list[Path], split: str | None = None) -> tuple[list[str],
             r["plan"],
             r.get("corpus"),
             r.get("split"),
-            r.get("cached_positions"),
-            r.get("receptive_field"),
-            r.get(metric, r["loss"]),
-            r["loss"],
-            r.get("tokens"),
+            _whole(r.get("cached_positions")),
+            _whole(r.get("receptive_field")),
+            _fixed(r.get(metric, r["loss"])),
+            _fixed(r["loss"]),
+            _whole(r.get("tokens")),
         ]
         for run, rs in by_run.items()
         for r in rs
     ]
     return headers, rows, metric
+
+
+def _whole(x):
+    """Counts as whole numbers (one format per column, whatever the saved rows hold); inf and None kept."""
+    return int(x) if isinstance(x, (int, float)) and x == x and abs(x) != float("inf") else x
+
+
+def _fixed(x):
+    return round(float(x), 4) if isinstance(x, (int, float)) else x
 
 
 def compare(runs: list[Path], out_dir: Path, fmt: str = "text", plot: bool = True, split: str | None = None) -> dict:

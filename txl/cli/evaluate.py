@@ -89,5 +89,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"unknown    {unknown:,} of {total:,} {corpus.unit}s in {spec.split} ({share}) read as the unknown symbol"
         )
     print(plans_tables(results, metric, args.format))
+    total, scored = len(corpus.splits[spec.split]), results[0].tokens
+    if scored < total:  # the split is read as parallel streams of whole segments: say what was left out, and why
+        print(
+            f"scored     {scored:,} of the {total:,} {corpus.unit}s: the split is read as {results[0].segments:,} "
+            "segments in parallel streams, each stream's ragged end (and, with --max-segments, the rest) left out"
+        )
     print(f"saved      {saved}.json, {saved}.md; one line per plan in {trained.root / 'evals.jsonl'}")
     return 0
