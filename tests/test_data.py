@@ -451,3 +451,20 @@ def test_a_stream_on_a_gpu_copies_from_pinned_memory_and_gives_the_same_segments
     assert len(cpu) == len(gpu)
     for a, b in zip(cpu, gpu):
         assert b.inputs.is_cuda and torch.equal(a.inputs, b.inputs.cpu()) and torch.equal(a.mask, b.mask.cpu())
+
+
+def test_a_damaged_cache_that_cannot_be_set_aside_is_an_error_not_verified(tmp_path, monkeypatch):
+    """A read-only data root: the damaged cache cannot be renamed; it is refused, never used as if verified."""
+    import os
+
+    folder = _folder_corpus(tmp_path)
+    cfg = DataConfig(corpus=str(folder), root=str(tmp_path / "cache"), tokenizer="words")
+    cache = load_corpus(cfg, progress=False).cache_dir
+    (cache / "train.npy").write_bytes((cache / "train.npy").read_bytes()[:-40])
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "rename", refuse)
+    with pytest.raises(TxlError, match="is damaged .* and cannot be set aside \\(Permission denied\\)"):
+        load_corpus(cfg, progress=False, verify=True)

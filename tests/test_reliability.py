@@ -403,3 +403,15 @@ def test_budget_of_a_run_config_counts_the_runs_own_segment_length(tmp_path, cap
     save_config(run, tmp_path / "config.json")
     assert main(["budget", "--config", str(tmp_path / "config.json"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tgt_len"] == 24  # one plan: one object
+
+
+def test_temporary_files_of_dead_writers_are_cleaned_whatever_they_were_writing(tmp_path):
+    from txl.io import atomic_write_text, owner_tag
+
+    dead = owner_tag(pid=2**22 + 12345)  # no such process
+    left = tmp_path / f".evals-20261203-101010.json.abc.tmp-{dead}"  # a killed eval's, another name
+    left.write_text("{")
+    alive = tmp_path / f".other.json.abc.tmp-{owner_tag()}"  # this process is writing it
+    alive.write_text("{")
+    atomic_write_text(tmp_path / "report.md", "whole")
+    assert not left.exists() and alive.exists() and (tmp_path / "report.md").read_text() == "whole"

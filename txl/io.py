@@ -30,7 +30,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(path.parent, f".{path.name}.*.tmp-*")  # left by a writer that was killed
+    remove_stale(path.parent, ".*.tmp-*")  # left by any writer in this folder that was killed, whatever it wrote
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp-{owner_tag()}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

@@ -209,8 +209,12 @@ def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) ->
                 os.rename(
                     cache, aside
                 )  # one process wins; the others find it gone and rebuild or reuse the rebuilt one
-            except OSError:
-                pass
+            except OSError as e:
+                if cache.exists() and cache_problem(cache, full=verify) is not None:  # not a race: still damaged
+                    raise TxlError(
+                        f"token cache {cache} is damaged ({problem}) and cannot be set aside ({e.strerror}); "
+                        "make its folder writable, remove it, or set data.root to a folder txl may write"
+                    ) from None
             shutil.rmtree(aside, ignore_errors=True)
     if not cache.exists():
         if spec is None:  # a user's own text: what it does that they may not expect, once, as it is tokenized
