@@ -415,3 +415,16 @@ def test_temporary_files_of_dead_writers_are_cleaned_whatever_they_were_writing(
     alive.write_text("{")
     atomic_write_text(tmp_path / "report.md", "whole")
     assert not left.exists() and alive.exists() and (tmp_path / "report.md").read_text() == "whole"
+
+
+def test_checkpoint_weights_follow_the_umask_like_every_other_file(tmp_path):
+    from conftest import tiny_run
+
+    from txl.checkpoint import find_checkpoint
+    from txl.io import FILE_MODE
+    from txl.train import Trainer
+
+    Trainer(tiny_run(tmp_path, **{"train.steps": 1}), tmp_path / "run", progress=False).fit()
+    folder = find_checkpoint(tmp_path / "run")
+    modes = {f.name: f.stat().st_mode & 0o777 for f in folder.iterdir()}
+    assert modes["model.safetensors"] == FILE_MODE and set(modes.values()) == {FILE_MODE}, modes

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from txl.errors import TxlError
-from txl.io import atomic_path, atomic_write_json, owner_tag, remove_stale
+from txl.io import FILE_MODE, atomic_path, atomic_write_json, owner_tag, remove_stale
 
 
 def _fsync_dir(path: Path) -> None:
@@ -58,6 +58,7 @@ def save_checkpoint(
             atomic_write_json(tmp / "config.json", config)
             atomic_write_json(tmp / "meta.json", {**meta, "step": step})
             for f in tmp.iterdir():
+                os.chmod(f, FILE_MODE)  # as the umask says (safetensors creates its file 0600)
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
             shutil.rmtree(folder, ignore_errors=True)  # a folder left without meta.json by an earlier crash
