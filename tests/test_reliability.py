@@ -428,3 +428,28 @@ def test_checkpoint_weights_follow_the_umask_like_every_other_file(tmp_path):
     folder = find_checkpoint(tmp_path / "run")
     modes = {f.name: f.stat().st_mode & 0o777 for f in folder.iterdir()}
     assert modes["model.safetensors"] == FILE_MODE and set(modes.values()) == {FILE_MODE}, modes
+
+
+TORCH_FULL = (
+    "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file: No space left on device"
+)
+SAFETENSORS_FULL = (
+    "Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: 'No space left on device' })"
+)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError(TORCH_FULL), type("SafetensorError", (Exception,), {})(SAFETENSORS_FULL)],
+    ids=["torch", "safetensors"],
+)
+def test_a_full_disk_from_any_library_is_one_line(error, monkeypatch, capsys):
+    from txl.cli import COMMANDS
+
+    def full(args):
+        raise error
+
+    monkeypatch.setitem(COMMANDS, "budget", (*COMMANDS["budget"][:2], full))
+    assert main(["budget"]) == 2
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

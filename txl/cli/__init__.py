@@ -116,7 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"txl {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError) as e:
+    except Exception as e:
+        if disk_full(e):  # torch and safetensors report a full disk in their own exception types
+            print(
+                f"txl {args.command}: error: the disk is full ({type(e).__name__}); files written so far are whole "
+                "(nothing half-written was kept): free space and run the command again",
+                file=sys.stderr,
+            )
+            return 2
         if not out_of_memory(e):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -126,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether an exception is a write that found no space left (whatever library raised it)."""
+    return getattr(e, "errno", None) == 28 or "no space left on device" in str(e).lower()
 
 
 def out_of_memory(e: BaseException) -> bool:
