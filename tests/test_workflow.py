@@ -248,3 +248,22 @@ def test_generate_says_when_the_prompt_has_words_the_model_does_not_know(tmp_pat
     assert "note: 1 of the prompt's tokens are not in the model's vocabulary" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "run"), "--prompt", "the cat", "--tokens", "2"]) == 0
     assert "not in the model's vocabulary" not in capsys.readouterr().err
+
+
+def test_eval_in_a_read_only_run_folder_prints_its_results_then_names_what_it_could_not_save(
+    tmp_path, monkeypatch, capsys
+):
+    import txl.runs
+
+    Trainer(tiny_run(tmp_path, **{"train.steps": 1}), tmp_path / "run", progress=False).fit()
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(txl.runs, "record_evaluation", read_only)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--max-segments", "2", "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert "memory plan" in out and "as trained" in out  # the results, printed
+    expected = f"txl eval: error: could not save the evaluation in {tmp_path / 'run'} (Read-only file system)"
+    assert err.strip() == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from txl.cli.args import COMPRESS_HELP, SINKS_HELP, command
 
@@ -74,13 +75,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metric = metric_name(corpus)
     record = evaluation_record(trained, spec, corpus, results, args.command_line)
     header = evaluation_header(trained, spec, corpus)
-    saved = record_evaluation(trained.folder, record, f"# {header}\n\n" + plans_tables(results, metric, "markdown"))
+    try:
+        saved = record_evaluation(trained.folder, record, f"# {header}\n\n" + plans_tables(results, metric, "markdown"))
+    except OSError as e:  # a read-only run folder: the results are still printed, then the failure named
+        saved, unsaved = None, f"txl eval: error: could not save the evaluation in {trained.root} ({e.strerror or e})"
     if args.json:
         print(json.dumps(record, indent=2))
-        return 0
-    if args.format in ("csv", "latex"):
+    elif args.format in ("csv", "latex"):
         print(plans_tables(results, metric, args.format))
-        return 0
+    else:
+        _print_tables(args, header, spec, corpus, results, metric, saved, trained)
+    if saved is None:
+        print(unsaved, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_tables(args, header, spec, corpus, results, metric, saved, trained) -> None:
+    from txl.evaluate import plans_tables
+
     print(header)
     if unknown := corpus.unknown.get(spec.split):
         total = len(corpus.splits[spec.split])
@@ -95,5 +108,5 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"scored     {scored:,} of the {total:,} {corpus.unit}s: the split is read as {results[0].segments:,} "
             "segments in parallel streams, each stream's ragged end (and, with --max-segments, the rest) left out"
         )
-    print(f"saved      {saved}.json, {saved}.md; one line per plan in {trained.root / 'evals.jsonl'}")
-    return 0
+    if saved is not None:
+        print(f"saved      {saved}.json, {saved}.md; one line per plan in {trained.root / 'evals.jsonl'}")
