@@ -267,3 +267,17 @@ def test_eval_in_a_read_only_run_folder_prints_its_results_then_names_what_it_co
     assert "memory plan" in out and "as trained" in out  # the results, printed
     expected = f"txl eval: error: could not save the evaluation in {tmp_path / 'run'} (Read-only file system)"
     assert err.strip() == expected
+
+
+def test_compare_leaves_out_saved_rows_of_the_wrong_types_and_says_so(tmp_path, messages):
+    from txl.compare import compare_rows
+    from txl.io import append_line
+
+    (tmp_path / "a").mkdir()
+    good = {"plan": "0", "split": "valid", "corpus": "c", "metric": "bpb", "bpb": 2.0, "loss": 1.0, "tokens": 10}
+    for row in (good, {**good, "plan": "8", "loss": "abc"}, {**good, "plan": "16", "tokens": [1]}, [1, 2]):
+        append_line(tmp_path / "a" / "evals.jsonl", json.dumps(row))
+    _, rows, _ = compare_rows([tmp_path / "a"])
+    assert [r[1] for r in rows] == ["0"]
+    said = messages()
+    assert sum("does not hold the right types" in m for m in said) == 2 and any("line 4" in m for m in said)

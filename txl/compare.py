@@ -3,16 +3,21 @@ in one table and one plot."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from txl.errors import TxlError
 from txl.io import atomic_write_text, pyplot, read_jsonl, save_figure
 from txl.table import render_table
 
+log = logging.getLogger(__name__)
+
 
 def latest_evaluations(run: Path) -> list[dict]:
     """A run's saved evaluations, the latest per (plan, split, corpus)."""
-    rows = read_jsonl(run / "evals.jsonl", on_bad=lambda n, why: None)
+    where = run / "evals.jsonl"
+    saved = read_jsonl(where, on_bad=lambda n, why: log.warning(f"{where} line {n} {why}; left out"))
+    rows = [r for n, r in enumerate(saved, 1) if _whole_row(run, n, r)]
     if not rows:
         raise TxlError(f"{run} has no saved evaluations; run 'txl eval {run}' first")
     latest: dict[tuple, dict] = {}
@@ -21,6 +26,21 @@ def latest_evaluations(run: Path) -> list[dict]:
     return sorted(
         latest.values(), key=lambda r: (r.get("split", ""), r.get("corpus", ""), r.get("cached_positions", 0))
     )
+
+
+def _whole_row(run: Path, n: int, r: dict) -> bool:
+    """A saved evaluation row of the right shape; another is named (file and line) and left out."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    ok = (
+        isinstance(r, dict)
+        and isinstance(r.get("plan"), str)
+        and isinstance(r.get("split", ""), str)
+        and number(r.get("loss"))
+        and all(number(r[k]) for k in ("cached_positions", "tokens", r.get("metric") or "loss") if r.get(k) is not None)
+    )
+    if not ok:
+        log.warning(f"{run / 'evals.jsonl'}: evaluation {n} does not hold the right types; left out")
+    return ok
 
 
 def compare_rows(runs: list[Path], split: str | None = None) -> tuple[list[str], list[list], str]:
