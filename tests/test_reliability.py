@@ -453,3 +453,30 @@ def test_a_full_disk_from_any_library_is_one_line(error, monkeypatch, capsys):
     assert main(["budget"]) == 2
     err = capsys.readouterr().err
     assert "the disk is full" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("eval.tgt_len", -5, "eval.tgt_len"),
+        ("train.tgt_len", 0, "train.tgt_len must be >= 1"),
+        ("eval.max_segments", -1, "eval.max_segments"),
+        ("eval.batch_size", -3, "eval.batch_size"),
+    ],
+)
+def test_a_run_folders_config_is_checked_in_every_section_when_read_back(key, value, message, tmp_path, capsys):
+    from conftest import tiny_run
+
+    from txl.checkpoint import find_checkpoint
+    from txl.train import Trainer
+
+    Trainer(tiny_run(tmp_path, **{"train.steps": 1}), tmp_path / "run", progress=False).fit()
+    path = find_checkpoint(tmp_path / "run") / "config.json"
+    data = json.loads(path.read_text())
+    section, name = key.split(".")
+    data[section][name] = value
+    path.write_text(json.dumps(data))
+    capsys.readouterr()  # what training said
+    assert main(["eval", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "config.json" in err and "\n" not in err and "Traceback" not in err

@@ -31,6 +31,7 @@ from txl.evaluate import EvalSpec, metric_name, scalars
 from txl.io import append_line, atomic_write_json, atomic_write_text, read_jsonl
 from txl.locks import FolderLock
 from txl.model import TransformerXL
+from txl.plans import check_run
 
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.save_every", "train.eval_segments")
 
@@ -345,6 +346,10 @@ def load_trained(path: str | Path, device: str = "auto", which: str = "last") ->
             raise TxlError(f"no checkpoint found at {path} (give a run folder or a checkpoint folder)")
         try:
             run = from_dict(RunConfig, ckpt.read_config(folder))
+            try:
+                check_run(run)  # every section, not only the model's: the file may have been edited by hand
+            except ConfigError as e:
+                raise TxlError(f"{folder / 'config.json'}: {e}") from None
             model = TransformerXL(run.model)
             dtype = ckpt.weights_dtype(folder)
             if dtype is not None and dtype != model.dtype:
