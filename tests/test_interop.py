@@ -315,3 +315,32 @@ def test_an_imported_model_evaluated_without_its_text_says_to_give_it(tmp_path, 
     assert main(["eval", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "the model 84: it was made for other text; give the text it reads with --corpus" in err
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"mem_len": "abc"}, "mem_len must be a whole number"),
+        ({"mem_len": [1, 2]}, "mem_len must be a whole number"),
+        ({"cutoffs": "abc"}, "cutoffs must be a list"),
+        ({"cutoffs": [10, "x"]}, "cutoffs must be a list"),
+        ({"same_length": "maybe"}, "same_length must be true or false"),
+        ({"n_head": True}, "n_head must be a whole number"),
+    ],
+)
+def test_a_source_config_of_the_wrong_types_is_one_line(bad, message):
+    from txl.interop import check_hints
+
+    with pytest.raises(TxlError, match=message):
+        check_hints({"mem_len": 8, **bad})
+    with pytest.raises(TxlError, match="must be a JSON object"):
+        check_hints([1, 2])
+    assert check_hints({"mem_len": 8.0, "cutoffs": [10, 30], "tie_projs": [False, True], "dropout": 0.1})
+
+
+def test_a_vector_where_a_matrix_belongs_is_one_line():
+    model = model_of()
+    tensors, config = export_state(model, "original")
+    tensors["layers.0.dec_attn.qkv_net.weight"] = tensors["layers.0.dec_attn.qkv_net.weight"].flatten()
+    with pytest.raises(TxlError, match="qkv_net.weight has shape .* where a Transformer-XL holds a matrix"):
+        import_state(tensors, "original", config)

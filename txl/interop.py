@@ -251,6 +251,44 @@ def _layer_count(tensors: dict, layout: Layout) -> int:
     return n
 
 
+MATRICES = ("emb_layers", "emb_projs", "out_projs", "qkv_net", "o_net", "r_net", "CoreNet", "out_layers", "r_w_bias")
+HINT_TYPES = {  # what a source config's fields must hold, where txl reads them
+    **dict.fromkeys(("mem_len", "clamp_len", "ext_len", "n_layer", "n_head", "d_model", "d_head", "d_inner"), int),
+    **dict.fromkeys(("d_embed", "div_val", "n_token", "vocab_size", "tgt_len"), int),
+    **dict.fromkeys(("same_length", "pre_lnorm", "untie_r", "tie_weight", "tie_word_embeddings"), bool),
+    "cutoffs": list,
+    "tie_projs": list,
+    "txl_same_length_rule": str,
+}
+
+
+def check_hints(hints: object) -> dict:
+    """A source config (import --config) as txl reads it: an object whose known fields hold the right kinds."""
+    if not isinstance(hints, dict):
+        raise InteropError(f"the source config must be a JSON object, got a {type(hints).__name__}")
+    for key, kind in HINT_TYPES.items():
+        value = hints.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is int and isinstance(value, float) and value.is_integer():
+            ok = True
+        if kind is list:
+            item = bool if key == "tie_projs" else int
+            ok = ok and all(isinstance(v, item) and (item is bool or not isinstance(v, bool)) for v in value)
+        if not ok:
+            want = {int: "a whole number", bool: "true or false", str: "a string", list: "a list"}[kind]
+            raise InteropError(f"the source config's {key} must be {want}, got {value!r}")
+    return hints
+
+
+def _check_dims(tensors: dict) -> None:
+    """Weights that are matrices in every Transformer-XL (projections, embeddings, the biases u and v) are 2-D."""
+    for name, t in tensors.items():
+        if any(m in name for m in MATRICES) and not name.endswith(".bias") and t.dim() != 2:
+            raise InteropError(f"tensor {name} has shape {tuple(t.shape)}, where a Transformer-XL holds a matrix")
+
+
 def _need(tensors: dict, name: str) -> torch.Tensor:
     if name not in tensors:
         raise InteropError(f"missing tensor {name}")
@@ -306,8 +344,9 @@ def _ties(tensors: dict, p: str, n_tables: int, n_clusters: int, div_val: int, h
 def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict | None = None) -> ModelConfig:
     """A ModelConfig read from the tensors' names and shapes; `hints` (a source config) fills what shapes cannot say."""
     layout = LAYOUT[layout_name]
-    hints = dict(hints or {})
+    hints = dict(check_hints(hints or {}))
     p = layout.prefix
+    _check_dims(tensors)
     n_layer = _layer_count(tensors, layout)
     qkv = _need(tensors, f"{p}layers.0.dec_attn.qkv_net.weight")
     d_model, inner = qkv.shape[1], qkv.shape[0] // 3

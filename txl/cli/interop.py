@@ -39,15 +39,19 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 
 @command("import", "read Transformer-XL weights (original or transformers layout) into a txl checkpoint", _import_args)
 def cmd_import(args: argparse.Namespace) -> int:
-    from txl.interop import import_checkpoint
+    from txl.interop import check_hints, import_checkpoint
     from txl.plans import describe
 
     hints = {}
     if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise TxlError(f"--config {path} " + ("is not a regular file" if path.exists() else "does not exist"))
         try:
-            hints = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise TxlError(f"cannot read --config {args.config}: {e}") from None
+            hints = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise TxlError(f"cannot read --config {args.config}: {type(e).__name__}: {str(e)[:120]}") from None
+        hints = check_hints(hints)
     for key, value in (
         ("cutoffs", args.cutoffs),
         ("pre_lnorm", args.pre_lnorm),
