@@ -480,3 +480,10 @@ def test_a_run_folders_config_is_checked_in_every_section_when_read_back(key, va
     assert main(["eval", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "config.json" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_a_corpus_path_that_loops_is_one_line(tmp_path, capsys):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert main(["data", "stats", str(tmp_path / "loop")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be followed to a file or folder" in err and "\n" not in err

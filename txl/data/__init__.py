@@ -181,7 +181,10 @@ def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) ->
         raw = spec.fetch(root, cfg)
         folder = root / spec.name
     else:
-        path = Path(cfg.corpus).expanduser().resolve()
+        try:
+            path = Path(cfg.corpus).expanduser().resolve()
+        except (RuntimeError, OSError) as e:  # a symlink loop
+            raise TxlError(f"corpus {cfg.corpus!r} cannot be followed to a file or folder ({e})") from None
         raw = fetch_local(path, cfg)
         folder = root / f"local-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}-{path.name}"
     for s in SPLITS:
