@@ -11,7 +11,6 @@ over seeds; `txl run ... --test` scores the chosen plans on the test split once.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from txl.evaluate import EvalSpec, metric_name
 from txl.experiments import Experiment, Variant, experiment, results_path, run_dir
 from txl.io import atomic_write_json
 from txl.memory import MEMORY, parse_plan
-from txl.plan_results import append_plan_search, write_search
+from txl.plan_results import append_plan_search, read_search, write_search
 from txl.plan_search import plan_cost, rescore, search_plan
 from txl.plans import MemoryPlan, apply_plans
 from txl.results import read_results
@@ -71,7 +70,7 @@ def _score_chosen(exp: Experiment, root: Path, trained: Trained, spec: EvalSpec,
             f"run 'txl run {exp.name} --scale {exp.scale}' first"
         )
     corpus = trained.corpus(spec)
-    search = rescore(json.loads(Path(f"{stem}.json").read_text()), trained.model, corpus, spec)
+    search = rescore(read_search(f"{stem}.json"), trained.model, corpus, spec)
     append_plan_search(exp, root, search, trained.run, trained.root, corpus, spec.tgt_len)
 
 

@@ -196,3 +196,20 @@ def test_a_valid_search_chooses_on_the_first_half_and_compares_on_the_second():
     assert d.mean == pytest.approx(-0.9) and d.hi < 0  # on the held-out half the chosen plan is the worse one
     whole = evaluated(1.0, 2.0, halves=False)
     assert whole.loss == whole.held_out_loss == pytest.approx(1.509)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[1, 2]", b'{"plans": []}', b'{"plans": [{"how": "x", "cost": 1, "mem_lens": ["a"]}]}', b"\xff"],
+)
+def test_a_damaged_plan_search_record_is_one_line(content, tmp_path):
+    from txl.errors import TxlError
+    from txl.plan_results import read_search
+
+    path = tmp_path / "plan-12.json"
+    path.write_bytes(content)
+    with pytest.raises(TxlError, match="plan search .*plan-12.json"):
+        read_search(path)
+    good = {"plans": [{"how": "x", "cost": 1, "mem_lens": [0, 4]}], "budget": 12, "unit": "positions", "lengths": [4]}
+    path.write_text(json.dumps(good))
+    assert read_search(path) == good

@@ -5,9 +5,41 @@ from __future__ import annotations
 from pathlib import Path
 
 from txl.data import Corpus
+from txl.errors import TxlError
 from txl.io import atomic_write_json, atomic_write_text, pyplot
 from txl.plan_search import UNITS, Search
 from txl.table import render_table
+
+
+def read_search(path) -> dict:
+    """A saved plan search (plan-BUDGET.json), checked where txl reads it back; a damaged one is one line naming it."""
+    import json
+
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TxlError(f"cannot read the plan search {path}: {type(e).__name__}") from None
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    plans = record.get("plans") if isinstance(record, dict) else None
+    whole = (
+        isinstance(plans, list)
+        and plans
+        and all(
+            isinstance(r, dict)
+            and isinstance(r.get("how"), str)
+            and number(r.get("cost"))
+            and isinstance(r.get("mem_lens"), list)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in r["mem_lens"])
+            for r in plans
+        )
+        and number(record.get("budget"))
+        and isinstance(record.get("unit"), str)
+        and isinstance(record.get("lengths"), list)
+    )
+    if not whole:
+        raise TxlError(f"the plan search {path} is damaged (not the record txl plan writes); run the search again")
+    return record
 
 
 def search_rows(search: Search) -> list[dict]:
