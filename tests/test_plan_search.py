@@ -213,3 +213,24 @@ def test_a_damaged_plan_search_record_is_one_line(content, tmp_path):
     good = {"plans": [{"how": "x", "cost": 1, "mem_lens": [0, 4]}], "budget": 12, "unit": "positions", "lengths": [4]}
     path.write_text(json.dumps(good))
     assert read_search(path) == good
+
+
+def test_a_search_in_bytes_at_a_storage_precision_spends_the_bytes_at_that_precision(tmp_path, capsys):
+    from conftest import tiny_run
+
+    from txl.budget import budget
+    from txl.plans import MemoryPlan
+    from txl.train import Trainer
+
+    run = tiny_run(tmp_path, **{"train.steps": 2})
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    argv = ["plan", str(tmp_path / "run"), "--budget-mib", "0.0015", "--lengths", "0,4,8,16", "--confirm", "1"]
+    assert main([*argv, "--refine", "0", "--max-segments", "4", "--memory-dtype", "int8", "--no-progress"]) == 0
+    record = json.loads((tmp_path / "run" / "analysis" / "plan-0.0015MiB-int8.json").read_text())
+    assert "memory stored as int8" in record["title"]
+    for p in record["plans"]:
+        cfg = MemoryPlan.parse(2, memory=p["memory"], memory_dtype="int8").apply(run.model)
+        assert p["cost"] == pytest.approx(budget(cfg, run.eval.tgt_len).bytes / 2**20)
+    # at fp32 the same budget holds a quarter of the positions: int8 buys longer memories
+    best = record["plans"][0]
+    assert sum(best["mem_lens"]) * 16 * 4 > 0.0015 * 2**20 and best["within_budget"]

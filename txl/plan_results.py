@@ -68,10 +68,11 @@ def search_rows(search: Search) -> list[dict]:
     return rows
 
 
-def write_search(search: Search, out_dir, title: str, metric: str) -> Path:
-    """STEM.json (every plan evaluated), STEM.md and STEM.png under out_dir, STEM = plan-BUDGET[MiB]; returns STEM."""
+def write_search(search: Search, out_dir, title: str, metric: str, tag: str = "") -> Path:
+    """STEM.json (every plan evaluated), STEM.md and STEM.png under out_dir, STEM = plan-BUDGET[MiB][TAG]; returns
+    STEM (TAG: what else sets this search apart, e.g. -int8 for memory stored as int8)."""
     stem = Path(out_dir) / (
-        f"plan-{search.limit:g}{'' if search.unit == 'positions' else 'MiB'}"
+        f"plan-{search.limit:g}{'' if search.unit == 'positions' else 'MiB'}{tag}"
         + ("" if search.split == "valid" else f"-{search.split}")
     )
     record = {

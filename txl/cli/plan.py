@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,12 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
         default=12,
         metavar="N",
         help="at most this many evaluations of the local search after (default 12)",
+    )
+    p.add_argument(
+        "--memory-dtype",
+        metavar="PLAN",
+        help="how every plan (searched and Rae & Razavi's) stores its memory, e.g. int8: with --budget-mib the "
+        "search then spends the bytes at that precision (fp32 bf16 fp16 fp8 int8 int4, per layer)",
     )
     p.add_argument(
         "--split",
@@ -123,7 +130,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
     trained = load_trained(args.path, args.device)
     exp = _experiment_of(args, trained.run, trained.folder) if args.append else None
-    spec = trained.spec(split=args.split, max_segments=args.max_segments)
+    spec = trained.spec(split=args.split, max_segments=args.max_segments, memory_dtype=args.memory_dtype)
     limit, unit, long, short = resolve_budget(trained.run.model, spec, args.budget, args.budget_mib, args.budget_of)
     corpus = trained.corpus(spec, progress=not args.no_progress)
     metric = metric_name(corpus)
@@ -131,10 +138,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     start = time.time()
     search = search_plan(trained.model, corpus, spec, limit, unit, args.lengths, args.confirm, args.refine, long, short)
     title = (
-        f"memory plan search on {trained.folder}: budget {limit:g} {UNITS[unit]}, {corpus.name} {args.split} split "
+        f"memory plan search on {trained.folder}: budget {limit:g} {UNITS[unit]}"
+        + (f", memory stored as {args.memory_dtype}" if args.memory_dtype else "")
+        + f", {corpus.name} {args.split} split "
         f"({search.trained.result.tokens:,} tokens per plan)"
     )
-    stem = write_search(search, Path(args.out) if args.out else trained.root / "analysis", title, metric)
+    tag = "-" + re.sub(r"[^A-Za-z0-9]+", "-", args.memory_dtype).strip("-") if args.memory_dtype else ""
+    stem = write_search(search, Path(args.out) if args.out else trained.root / "analysis", title, metric, tag)
     _print_search(args, trained, spec, search, stem, title, metric, time.time() - start)
     if args.append:
         from txl.plan_results import append_plan_search
