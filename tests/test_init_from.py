@@ -93,6 +93,8 @@ def test_adapted_variants_train_from_their_sources_model(tmp_path, messages):
     assert rows["long, adapted 0 steps"].metrics["loss"] == rows[trained].metrics["loss"]
     adapted = load_trained(rows["4 + 2 sinks, adapted"].run_dir, "cpu").run
     assert adapted.train.init_from == str(find_checkpoint(rows[trained].run_dir).resolve())
+    # a fine-tune: a tenth of the source's learning rate, decayed over its steps, any warm-up within a tenth of them
+    assert adapted.train.lr == pytest.approx(run.train.lr / 10) and adapted.train.warmup <= 2 // 10
     assert adapted.train.steps == 2 and adapted.model.mem_lens == [4, 4] and adapted.model.layers[0].sinks == 2
     assert rows["4 + 2 sinks, adapted"].plan == rows["4 + 2 sinks"].plan
     messages.clear()

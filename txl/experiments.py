@@ -126,9 +126,12 @@ class Experiment:
     def config(self, variant: Variant, seed: int) -> RunConfig:
         """The resolved run config of a training variant; of an adapted one, its source's config under its plan
         for its steps (the source's checkpoint, `train.init_from`, is set where it trains)."""
-        if variant.adapts:
-            run = self.config(self.variant(variant.of), seed)
+        if variant.adapts:  # a fine-tune of a trained model: a tenth of its learning rate, decayed over the steps,
+            run = self.config(self.variant(variant.of), seed)  # any warm-up within the first tenth of them
             run.train.steps = variant.adapt_steps
+            run.train.lr /= 10
+            run.train.min_lr = min(run.train.min_lr, run.train.lr)
+            run.train.warmup = min(run.train.warmup, variant.adapt_steps // 10)
         else:
             run = copy.deepcopy(self.base)
         run.model = apply_plans(run.model, **variant.plan_texts())
