@@ -69,6 +69,11 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-segments", type=int, metavar="N", help="segments per evaluation (default: the run's eval.max_segments)"
     )
+    _output_args(p)
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    """Where the search's results go, and how they are shown."""
     p.add_argument("--out", help="folder for plan-BUDGET.json/.md/.png (default: RUN/analysis)")
     p.add_argument(
         "--append", metavar="EXPERIMENT", help="append the best and the reference plans to this experiment's results"
