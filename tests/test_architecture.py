@@ -107,6 +107,8 @@ def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
         ("txl.config", "txl.memory"),  # field checks sit below the plan language ...
         ("txl.config", "txl.attention"),  # ... and below the variants
         ("txl.memory", "txl.attention"),  # the plan language knows no variant
+        ("txl.reach", "txl.attention"),  # nor does the receptive-field arithmetic
+        ("txl.reach", "txl.memory"),  # which needs no plan language either
         ("txl.attention", "txl.plans"),  # plans and their checks join the two, from above
         ("txl.model", "txl.train"),
         ("txl.train", "txl.experiments"),

@@ -10,10 +10,11 @@ from conftest import run_segments, tiny_config
 from txl.budget import budget, param_count, reach_lens
 from txl.cli import main
 from txl.config import ConfigError, ModelConfig, from_dict, to_dict
-from txl.memory import Compression, compressed_groups, dependencies, earliest_dependency, pool_groups, reach_by_position
+from txl.memory import Compression, pool_groups
 from txl.model import TransformerXL
 from txl.plans import MemoryPlan, apply_plans, describe
 from txl.quantize import MEMORY_DTYPES
+from txl.reach import compressed_groups, dependencies, earliest_dependency, reach_by_position
 
 
 @pytest.mark.parametrize("fn", ["mean", "max", "conv"])

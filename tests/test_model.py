@@ -10,9 +10,9 @@ from txl.attention.base import rel_shift
 from txl.attention.masks import MaskCache
 from txl.budget import budget, param_count
 from txl.config import ModelConfig
-from txl.memory import SAME_LENGTH_SHORTFALL, earliest_dependency, reach_by_position
 from txl.model import TransformerXL, sinusoid
 from txl.plans import apply_plans
+from txl.reach import SAME_LENGTH_SHORTFALL, earliest_dependency, reach_by_position
 
 PLANS = [
     dict(memory="8"),

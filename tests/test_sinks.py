@@ -9,10 +9,10 @@ from conftest import run_segments, tiny_config
 from txl.budget import budget
 from txl.cli import main
 from txl.config import ConfigError, ModelConfig, from_dict, to_dict
-from txl.memory import dependencies, earliest_dependency
 from txl.model import TransformerXL
 from txl.plans import MemoryPlan, apply_plans, describe
 from txl.quantize import MEMORY_DTYPES
+from txl.reach import dependencies, earliest_dependency
 
 
 def test_zero_sinks_is_todays_model_bit_for_bit():

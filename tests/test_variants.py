@@ -12,9 +12,9 @@ from txl.attention.sikf import quadratic
 from txl.budget import budget, param_count
 from txl.cli import main
 from txl.config import ConfigError
-from txl.memory import earliest_dependency
 from txl.model import TransformerXL
 from txl.plans import check_model
+from txl.reach import earliest_dependency
 
 ALL = [name for name in VARIANTS] + [f"{name}+fastrpb" for name in VARIANTS]
 

@@ -12,9 +12,10 @@ from txl.adaptive import cluster_dims
 from txl.attention import unbounded_layers, variant
 from txl.config import ModelConfig
 from txl.errors import TxlError
-from txl.memory import Compression, keys_per_query, max_distance, receptive_field
+from txl.memory import Compression
 from txl.plans import describe
 from txl.quantize import stored_bytes
+from txl.reach import keys_per_query, max_distance, receptive_field
 from txl.table import format_table
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

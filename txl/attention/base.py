@@ -13,7 +13,7 @@ from torch import nn
 
 from txl.attention.masks import MaskCache
 from txl.config import ConfigError, LayerConfig, ModelConfig
-from txl.memory import max_distance
+from txl.reach import max_distance
 
 
 @dataclass
