@@ -329,7 +329,7 @@ def test_an_imported_model_evaluated_without_its_text_says_to_give_it(tmp_path, 
     ],
 )
 def test_a_source_config_of_the_wrong_types_is_one_line(bad, message):
-    from txl.interop import check_hints
+    from txl.interop_checks import check_hints
 
     with pytest.raises(TxlError, match=message):
         check_hints({"mem_len": 8, **bad})

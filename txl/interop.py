@@ -27,16 +27,12 @@ from safetensors.torch import load_file, save_file
 from txl.checkpoint import find_checkpoint, save_checkpoint
 from txl.config import ModelConfig, RunConfig, apply_overrides, to_dict
 from txl.errors import TxlError
+from txl.interop_checks import InteropError, check_dims, check_hints, refuse_lossy
 from txl.io import atomic_path, atomic_write_json
-from txl.memory import format_plan
 from txl.model import TransformerXL
 from txl.plans import apply_plans
 
 LAYOUTS = ("original", "transformers")
-
-
-class InteropError(TxlError):
-    """A state dict that does not fit a layout; the message names the tensors."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -135,7 +131,7 @@ def export_state(model: TransformerXL, layout_name: str) -> tuple[dict[str, torc
         raise InteropError(
             f"layers {bad} use attention variants the {layout_name} layout has no place for; only xl layers export"
         )
-    _refuse_lossy(cfg, layout_name)
+    refuse_lossy(cfg, layout_name)
     out: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict(keep_vars=False).items():
         theirs = rename(name, "txl", layout_name, layout)
@@ -163,35 +159,6 @@ def with_overrides(model: TransformerXL, overrides: list[str]) -> TransformerXL:
     except RuntimeError:
         raise InteropError(f"--set {' '.join(overrides)} changes the model's weights, which export cannot") from None
     return out
-
-
-def _refuse_lossy(cfg: ModelConfig, layout_name: str) -> None:
-    """Refuse, in one line naming what would be lost, a plan the layout's code cannot run: it has one memory length
-    for every layer, no attention range, sinks, compressed or quantized memory, and windows same_length at
-    0..mem_len-1 (txl's pt rule)."""
-    for field_name, default, what in (
-        ("mem_dtype", "fp32", "store their memory quantized"),
-        ("sinks", 0, "keep attention sinks"),
-        ("cmem_len", 0, "keep a compressed memory"),
-        ("attn_range", None, "limit their attention range"),
-    ):
-        layers = [i for i, layer in enumerate(cfg.layers) if getattr(layer, field_name) != default]
-        if layers:
-            raise InteropError(
-                f"layers {layers} {what} ({field_name}), which the {layout_name} code cannot; export with "
-                f"--set model.layers.N.{field_name}={'none' if default is None else default} or keep the model in txl"
-            )
-    if len(set(cfg.mem_lens)) > 1:
-        raise InteropError(
-            f"the memory plan {format_plan(cfg.mem_lens)} gives layers different lengths; the {layout_name} code has "
-            "one mem_len for every layer: export with one length (--set model.layers.N.mem_len=...) or keep it in txl"
-        )
-    if cfg.same_length and cfg.same_length_rule != "pt":
-        raise InteropError(
-            f"same_length under txl's {cfg.same_length_rule} rule (keys at distances 0..mem_len) differs from the "
-            f"{layout_name} code's (0..mem_len-1): export with --set model.same_length_rule=pt (it then scores as the "
-            "source does) or keep the model in txl"
-        )
 
 
 def source_config(cfg: ModelConfig, layout_name: str) -> dict:
@@ -251,44 +218,6 @@ def _layer_count(tensors: dict, layout: Layout) -> int:
     return n
 
 
-MATRICES = ("emb_layers", "emb_projs", "out_projs", "qkv_net", "o_net", "r_net", "CoreNet", "out_layers", "r_w_bias")
-HINT_TYPES = {  # what a source config's fields must hold, where txl reads them
-    **dict.fromkeys(("mem_len", "clamp_len", "ext_len", "n_layer", "n_head", "d_model", "d_head", "d_inner"), int),
-    **dict.fromkeys(("d_embed", "div_val", "n_token", "vocab_size", "tgt_len"), int),
-    **dict.fromkeys(("same_length", "pre_lnorm", "untie_r", "tie_weight", "tie_word_embeddings"), bool),
-    "cutoffs": list,
-    "tie_projs": list,
-    "txl_same_length_rule": str,
-}
-
-
-def check_hints(hints: object) -> dict:
-    """A source config (import --config) as txl reads it: an object whose known fields hold the right kinds."""
-    if not isinstance(hints, dict):
-        raise InteropError(f"the source config must be a JSON object, got a {type(hints).__name__}")
-    for key, kind in HINT_TYPES.items():
-        value = hints.get(key)
-        if value is None:
-            continue
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if kind is int and isinstance(value, float) and value.is_integer():
-            ok = True
-        if kind is list:
-            item = bool if key == "tie_projs" else int
-            ok = ok and all(isinstance(v, item) and (item is bool or not isinstance(v, bool)) for v in value)
-        if not ok:
-            want = {int: "a whole number", bool: "true or false", str: "a string", list: "a list"}[kind]
-            raise InteropError(f"the source config's {key} must be {want}, got {value!r}")
-    return hints
-
-
-def _check_dims(tensors: dict) -> None:
-    """Weights that are matrices in every Transformer-XL (projections, embeddings, the biases u and v) are 2-D."""
-    for name, t in tensors.items():
-        if any(m in name for m in MATRICES) and not name.endswith(".bias") and t.dim() != 2:
-            raise InteropError(f"tensor {name} has shape {tuple(t.shape)}, where a Transformer-XL holds a matrix")
-
-
 def _need(tensors: dict, name: str) -> torch.Tensor:
     if name not in tensors:
         raise InteropError(f"missing tensor {name}")
@@ -346,7 +275,7 @@ def infer_config(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
     layout = LAYOUT[layout_name]
     hints = dict(check_hints(hints or {}))
     p = layout.prefix
-    _check_dims(tensors)
+    check_dims(tensors)
     n_layer = _layer_count(tensors, layout)
     qkv = _need(tensors, f"{p}layers.0.dec_attn.qkv_net.weight")
     d_model, inner = qkv.shape[1], qkv.shape[0] // 3

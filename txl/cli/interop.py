@@ -39,7 +39,8 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 
 @command("import", "read Transformer-XL weights (original or transformers layout) into a txl checkpoint", _import_args)
 def cmd_import(args: argparse.Namespace) -> int:
-    from txl.interop import check_hints, import_checkpoint
+    from txl.interop import import_checkpoint
+    from txl.interop_checks import check_hints
     from txl.plans import describe
 
     hints = {}
