@@ -42,6 +42,26 @@ def run_segments(model, tokens: torch.Tensor, tgt_len: int, hidden: bool = True)
     return torch.cat(outs, dim=1)
 
 
+def assert_fast_path_matches_plain(cfg, impl: str, tokens: tuple = (2, 20), tgt_len: int = 5) -> None:
+    """The same weights on the plain path and on `impl` (sdpa, flex), segment by segment: equal outputs to 1e-5."""
+    from txl.model import TransformerXL
+
+    plain = TransformerXL(cfg).eval()
+    fast = TransformerXL(apply_plans(cfg)).eval()
+    fast.load_state_dict(plain.state_dict())
+    fast.cfg.attn_impl = impl
+    ids = torch.randint(0, cfg.vocab_size, tokens)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            run_segments(fast, ids, tgt_len), run_segments(plain, ids, tgt_len), rtol=0, atol=1e-5
+        )
+
+
+def cache_bytes(mems) -> int:
+    """Bytes the tensors of a model's memory hold (values, scales, sinks, slots)."""
+    return sum(t.numel() * t.element_size() for state in mems for t in state.values())
+
+
 @pytest.fixture
 def float64():
     """Run a test in float64 so that tiny influences are not rounded away."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_segments, tiny_config
+from conftest import assert_fast_path_matches_plain, cache_bytes, run_segments, tiny_config
 
 from txl.budget import budget, param_count, reach_lens
 from txl.cli import main
@@ -124,13 +124,7 @@ def test_receptive_fields_count_slots_at_their_span_when_groups_are_whole():
 def test_every_attention_path_reads_the_slots_as_plain_does(impl):
     torch.manual_seed(0)
     cfg = tiny_config(n_layer=2, memory="4", compress="3/2:max", attn="attn=t5@first:1,xl")
-    plain = TransformerXL(cfg).eval()
-    fast = TransformerXL(apply_plans(cfg)).eval()
-    fast.load_state_dict(plain.state_dict())
-    fast.cfg.attn_impl = impl
-    tokens = torch.randint(0, 23, (2, 20))
-    with torch.no_grad():
-        torch.testing.assert_close(run_segments(fast, tokens, 5), run_segments(plain, tokens, 5), rtol=0, atol=1e-5)
+    assert_fast_path_matches_plain(cfg, impl)
 
 
 def test_a_models_cache_and_parameters_are_what_its_budget_counts():
@@ -142,7 +136,7 @@ def test_a_models_cache_and_parameters_are_what_its_budget_counts():
         with torch.no_grad():
             for _ in range(6):  # 24 positions seen: every slot filled
                 _, mems = model(torch.randint(0, 23, (3, 4)), mems)
-        held = sum(t.numel() * t.element_size() for state in mems for t in state.values())
+        held = cache_bytes(mems)
         b = budget(cfg, 4, batch=3)
         assert held == b.bytes and b.cached_positions == 4 + 2 + 4 + 3, dtype
         assert param_count(cfg) == model.num_params()

@@ -195,14 +195,21 @@ def test_pickled_models_are_refused(tmp_path, capsys):
         read_state_dict(tmp_path / "nothing.bin")
 
 
+def _exported_source(folder, vocab_size: int, n_layer: int, memory: str) -> None:
+    """A model written in the transformers layout, weights and config.json, as a source to import."""
+    torch.manual_seed(0)
+    fields = dict(vocab_size=vocab_size, n_layer=n_layer, d_model=16, n_head=2, d_head=8, d_inner=32)
+    exported, config = export_state(
+        TransformerXL(apply_plans(ModelConfig(**fields), memory=memory)).eval(), "transformers"
+    )
+    folder.mkdir()
+    _write(exported, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def test_import_then_eval_under_two_plans(tmp_path, capsys):
     """The README workflow: import a model, then evaluate it with its memory cut, in one command."""
-    torch.manual_seed(0)
-    cfg = apply_plans(ModelConfig(vocab_size=256, n_layer=3, d_model=16, n_head=2, d_head=8, d_inner=32), memory="32")
-    exported, config = export_state(TransformerXL(cfg).eval(), "transformers")
-    (tmp_path / "src").mkdir()
-    _write(exported, tmp_path / "src" / "model.safetensors")
-    (tmp_path / "src" / "config.json").write_text(json.dumps(config))
+    _exported_source(tmp_path / "src", vocab_size=256, n_layer=3, memory="32")
     assert (
         main(
             [
@@ -303,12 +310,7 @@ def test_export_refuses_in_one_line_what_the_layout_cannot_run(fields, plans, me
 
 def test_an_imported_model_evaluated_without_its_text_says_to_give_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TXL_DATA", str(tmp_path / "data"))  # the built-in corpus's cache, away from here
-    torch.manual_seed(0)
-    cfg = apply_plans(ModelConfig(vocab_size=84, n_layer=2, d_model=16, n_head=2, d_head=8, d_inner=32), memory="8")
-    exported, config = export_state(TransformerXL(cfg).eval(), "transformers")
-    (tmp_path / "src").mkdir()
-    _write(exported, tmp_path / "src" / "model.safetensors")
-    (tmp_path / "src" / "config.json").write_text(json.dumps(config))
+    _exported_source(tmp_path / "src", vocab_size=84, n_layer=2, memory="8")
     argv = ["import", str(tmp_path / "src" / "model.safetensors"), "--from", "transformers"]
     assert main([*argv, "--config", str(tmp_path / "src" / "config.json"), "--out", str(tmp_path / "m")]) == 0
     capsys.readouterr()

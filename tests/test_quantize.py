@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_segments, tiny_config
+from conftest import assert_fast_path_matches_plain, cache_bytes, run_segments, tiny_config
 
 from txl.budget import budget
 from txl.cli import main
@@ -57,7 +57,7 @@ def test_a_models_cache_holds_what_its_budget_says_for_every_dtype():
         with torch.no_grad():
             _, mems = model(torch.randint(0, 23, (3, 4)))
             _, mems = model(torch.randint(0, 23, (3, 4)), mems)  # a full memory: 5 of the 8 positions seen
-        held = sum(t.numel() * t.element_size() for state in mems for t in state.values())
+        held = cache_bytes(mems)
         assert held == budget(cfg, 4, batch=3).bytes, dtype
         assert mems[0]["h"].shape[1] == 5
 
@@ -80,13 +80,7 @@ def test_fp32_memory_is_todays_model_bit_for_bit():
 def test_every_attention_path_reads_the_same_dequantized_memory(impl):
     torch.manual_seed(0)
     cfg = tiny_config(n_layer=2, memory="6", memory_dtype="int8", attn_range="range=4@first:1")
-    plain = TransformerXL(cfg).eval()
-    fast = TransformerXL(apply_plans(cfg)).eval()
-    fast.load_state_dict(plain.state_dict())
-    fast.cfg.attn_impl = impl
-    tokens = torch.randint(0, 23, (2, 20))
-    with torch.no_grad():
-        assert torch.allclose(run_segments(plain, tokens, 5), run_segments(fast, tokens, 5), atol=1e-5)
+    assert_fast_path_matches_plain(cfg, impl)
 
 
 def test_training_through_a_quantized_memory_sends_gradients_to_the_weights_alone():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_segments, tiny_config
+from conftest import assert_fast_path_matches_plain, cache_bytes, run_segments, tiny_config
 
 from txl.budget import budget
 from txl.cli import main
@@ -101,13 +101,7 @@ def test_dependencies_without_sinks_are_one_window_ending_at_the_position():
 def test_every_attention_path_reads_the_sinks_as_plain_does(impl):
     torch.manual_seed(0)
     cfg = tiny_config(n_layer=2, memory="6", sinks="3", attn="attn=alibi@first:1,xl", memory_dtype="int8")
-    plain = TransformerXL(cfg).eval()
-    fast = TransformerXL(apply_plans(cfg)).eval()
-    fast.load_state_dict(plain.state_dict())
-    fast.cfg.attn_impl = impl
-    tokens = torch.randint(0, 23, (2, 20))
-    with torch.no_grad():
-        torch.testing.assert_close(run_segments(fast, tokens, 5), run_segments(plain, tokens, 5), rtol=0, atol=1e-5)
+    assert_fast_path_matches_plain(cfg, impl)
 
 
 def test_a_models_cache_holds_what_its_budget_counts_for_sinks_in_every_dtype():
@@ -119,7 +113,7 @@ def test_a_models_cache_holds_what_its_budget_counts_for_sinks_in_every_dtype():
         with torch.no_grad():
             for _ in range(3):  # 12 positions seen: sinks and memory full
                 _, mems = model(torch.randint(0, 23, (3, 4)), mems)
-        held = sum(t.numel() * t.element_size() for state in mems for t in state.values())
+        held = cache_bytes(mems)
         b = budget(cfg, 4, batch=3)
         assert held == b.bytes and b.cached_positions == 5 + 2 + 5 + 3, dtype
         assert [layer.sinks for layer in b.layers] == [2, 3] and mems[1]["sink"].shape[1] == 3

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from txl.errors import TxlError
 from txl.io import atomic_write_text, pyplot, read_jsonl, save_figure
-from txl.table import render_table
+from txl.table import render_table, whole
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +65,16 @@ def compare_rows(runs: list[Path], split: str | None = None) -> tuple[list[str],
             r["plan"],
             r.get("corpus"),
             r.get("split"),
-            _whole(r.get("cached_positions")),
-            _whole(r.get("receptive_field")),
+            whole(r.get("cached_positions")),
+            whole(r.get("receptive_field")),
             _fixed(r.get(metric, r["loss"])),
             _fixed(r["loss"]),
-            _whole(r.get("tokens")),
+            whole(r.get("tokens")),
         ]
         for run, rs in by_run.items()
         for r in rs
     ]
     return headers, rows, metric
-
-
-def _whole(x):
-    """Counts as whole numbers (one format per column, whatever the saved rows hold); inf and None kept."""
-    return int(x) if isinstance(x, (int, float)) and x == x and abs(x) != float("inf") else x
 
 
 def _fixed(x):

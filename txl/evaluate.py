@@ -20,7 +20,7 @@ from txl.memory import parse_plan
 from txl.model import TransformerXL
 from txl.plans import KEEP, MemoryPlan
 from txl.protocols import Protocol, get_protocol
-from txl.table import render_table
+from txl.table import render_table, whole
 
 LN2 = math.log(2)
 MAX_BLOCKS = 100  # evaluation blocks kept per result, for the paired bootstrap (txl.stats)
@@ -350,7 +350,7 @@ def plans_tables(results: list[EvalResult], metric: str, fmt: str = "text") -> s
             r.plan,
             r.budget["cached_positions"],
             r.budget["memory_mib"],
-            _whole(r.budget["receptive_field"]),
+            whole(r.budget["receptive_field"]),
             r.value(metric),
             r.loss,
             r.tokens,
@@ -366,7 +366,3 @@ def plans_tables(results: list[EvalResult], metric: str, fmt: str = "text") -> s
     rows = [[r.plan] + [v for _, v in b] for r, b in zip(results, buckets)]
     second = render_table(["memory plan"] + [name for name, _ in buckets[0]], rows, fmt)
     return f"{first}\n\nloss by position within the segment (more context to the right):\n{second}"
-
-
-def _whole(x: float) -> float | int:
-    return int(x) if math.isfinite(x) and x == int(x) else x

@@ -11,7 +11,7 @@ from pathlib import Path
 from txl.io import atomic_write_text, pyplot, save_figure
 from txl.results import ResultRow
 from txl.stats import Interval, bootstrap_difference, mean_interval, paired_difference
-from txl.table import format_table, render_table
+from txl.table import format_table, render_table, whole
 
 METRICS = ("accuracy", "ppl", "bpc", "bpb", "loss")  # the first one a row has is its headline
 HIGHER_IS_BETTER = {"accuracy"}
@@ -177,11 +177,6 @@ def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
         )
 
 
-def _whole(x: float) -> float | int:
-    """A count of tokens stored as a float (it may be infinite) shown as the whole number it is."""
-    return int(x) if math.isfinite(x) and x == int(x) else x
-
-
 def _interval_text(i: Interval | None, signed: bool = False) -> str:
     if i is None:
         return "-"
@@ -206,7 +201,7 @@ def report_table(
             g.plan["attn"],
             g.budget["cached_positions"],
             g.budget["memory_bytes"] / 2**20,
-            _whole(g.budget["receptive_field"]),
+            whole(g.budget["receptive_field"]),
             _interval_text(g.interval),
             len(g.values),
         ]
@@ -283,7 +278,7 @@ def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -
                 g.plan["attn"],
                 g.budget["cached_positions"],
                 g.budget["memory_bytes"] / 2**20,
-                _whole(g.budget["receptive_field"]),
+                whole(g.budget["receptive_field"]),
                 i.mean,
                 None if i.kind == "one seed" else i.lo,
                 None if i.kind == "one seed" else i.hi,
@@ -372,7 +367,7 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
             )
     if one_budget:
         ax.set_xticks(range(len(groups)), [g.variant for g in groups], rotation=20, fontsize=8)
-        ax.set_xlabel(f"variant (all at {_whole(xs[0])} {X_AXES.get(x_axis, x_axis)})")
+        ax.set_xlabel(f"variant (all at {whole(xs[0])} {X_AXES.get(x_axis, x_axis)})")
     else:
         for name in names:
             front = sorted((x, g.mean) for g, x in zip(groups, xs) if g.pareto and g.group == name)

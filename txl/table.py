@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,3 +106,10 @@ def clock(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def whole(x):
+    """A count stored as a float shown as the whole number it is; inf, nan, None and fractions as they are."""
+    if isinstance(x, float) and math.isfinite(x) and x == int(x):
+        return int(x)
+    return x
