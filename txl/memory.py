@@ -204,16 +204,9 @@ def format_plan(values: Sequence, kind: PlanKind = MEMORY) -> str:
 # --------------------------------------------------------------------------- caches
 
 
-def update_cache(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> torch.Tensor | None:
-    """The layer's next memory: the last `mem_len` positions of [mem; h] (batch-first), with no gradient."""
-    if mem_len == 0:
-        return None
-    cat = h if mem is None or mem.size(1) == 0 else torch.cat([mem, h], dim=1)
-    return cat[:, -mem_len:].detach()
-
-
 def evict(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The layer's next memory (as update_cache) and the states that fall out of it, oldest first (None: none)."""
+    """The layer's next memory, the last `mem_len` positions of [mem; h] (batch-first, no gradient; None for no
+    memory), and the states that fall out of it, oldest first (None: none)."""
     cat = h if mem is None or mem.size(1) == 0 else torch.cat([mem, h], dim=1)
     out = cat.size(1) - mem_len
     kept = None if mem_len == 0 else cat[:, max(out, 0) :].detach()

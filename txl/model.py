@@ -24,7 +24,7 @@ from txl.attention import AttnContext, build_attention, variant
 from txl.attention.fast import resolve_impl
 from txl.attention.masks import MaskCache
 from txl.config import ModelConfig
-from txl.memory import evict, pool_groups, take_sinks, update_cache
+from txl.memory import evict, pool_groups, take_sinks
 from txl.plans import MemoryPlan, check_model, planned_model_config
 from txl.quantize import dequantize, quantize
 
@@ -50,6 +50,11 @@ def read_memory(state: dict, mem_dtype: str, dtype: torch.dtype, key: str = "h")
     if mem_dtype == "fp32" and f"{key}_scale" not in state:
         return state.get(key)
     return dequantize(state, dtype, key)
+
+
+def _stored(state: dict, key: str) -> dict:
+    """A cached tensor carried over as it is stored, with its scales where it has them."""
+    return {k: state[k] for k in (key, f"{key}_scale") if k in state}
 
 
 def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
@@ -105,21 +110,16 @@ class Block(nn.Module):
         recent = h
         if layer.sinks:
             kept, recent = take_sinks(sinks, h, layer.sinks)
-            if kept is sinks:  # already full: kept as stored, never quantized again
-                out.update({k: v for k, v in state.items() if k.startswith("sink")})
-            else:
-                out.update(quantize(kept, layer.mem_dtype, "sink"))
-        if not layer.cmem_len:
-            cache = update_cache(mem, recent, self.attn.cache_len(layer))
-        else:
-            cache, old = evict(mem, recent, self.attn.cache_len(layer))
-            if old is None:
-                out.update({k: v for k, v in state.items() if k == "c" or k == "c_scale"})
-            else:
-                slots = pool_groups(old, layer.cmem_rate, layer.cmem_fn, self.compressor).detach()
-                out.update(quantize(_cat(cmem, slots)[:, -layer.cmem_len :], layer.mem_dtype, "c"))
-                if self.compressor is not None and self.training:
-                    out["recon_loss"] = self.reconstruction_loss(h, old)
+            # already full: kept as stored, never quantized again
+            out.update(_stored(state, "sink") if kept is sinks else quantize(kept, layer.mem_dtype, "sink"))
+        cache, old = evict(mem, recent, self.attn.cache_len(layer))
+        if layer.cmem_len and old is None:
+            out.update(_stored(state, "c"))
+        elif layer.cmem_len:
+            slots = pool_groups(old, layer.cmem_rate, layer.cmem_fn, self.compressor).detach()
+            out.update(quantize(_cat(cmem, slots)[:, -layer.cmem_len :], layer.mem_dtype, "c"))
+            if self.compressor is not None and self.training:
+                out["recon_loss"] = self.reconstruction_loss(h, old)
         if cache is not None:
             out.update(quantize(cache, layer.mem_dtype))
         return out
