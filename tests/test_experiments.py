@@ -314,3 +314,19 @@ def test_variants_are_chosen_on_valid_and_test_is_scored_once_apart(tmp_path, ca
     assert main(["run", "quickstart", *common, "--set", data, "--test"]) == 0
     assert len(read_jsonl(folder / "results.jsonl")) == len(rows)  # scored once
     assert "choose plans and variants on valid" in capsys.readouterr().out
+
+
+def test_an_evaluation_variants_identity_names_every_plan_dimension_it_sets():
+    """Changing a cut's memory dtype, sinks or compression is another result, never one already done."""
+    from txl.experiments import Experiment, Job, Variant, job_identity
+    from txl.presets import get_preset
+    from txl.results import config_hash
+
+    def digest(**plan):
+        exp = Experiment("tiny", get_preset("tiny"), [Variant("t", memory="8"), Variant("e", of="t", **plan)])
+        return config_hash(job_identity(exp, Job(exp.variants[1], 0)))
+
+    base = digest(memory="4")
+    for plan in (dict(memory_dtype="int8"), dict(sinks="2"), dict(compress="2/2:mean")):
+        assert digest(memory="4", **plan) != base, plan
+    assert digest(memory="4", compress="2/2:mean") != digest(memory="4", compress="2/4:mean")

@@ -256,10 +256,7 @@ def other_results(root: Path, exp: Experiment) -> list[str]:
         data = next((r.data for r in read_results(path, warn=False) if r.data), None)
         if data is None:
             continue
-        given = f"--corpus {data.get('source') or data.get('corpus')}"
-        flags.append(
-            given + ("" if data.get("tokenizer") == exp.base.data.tokenizer else f" (tokenizer {data['tokenizer']})")
-        )
+        flags.append(f"--corpus {data.get('source') or data.get('corpus')}")
     return flags
 
 
@@ -287,10 +284,7 @@ def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
             "tgt_len": v.eval_tgt_len,
             "same_length": v.same_length,
         }
-        for name in (
-            "memory_dtype",
-            "sinks",
-        ):  # named only when set: the identities of older variants stay as they were
+        for name in ("memory_dtype", "sinks", "compress"):  # named only when set: older identities stay the same
             if getattr(v, name) is not None:
                 ident["eval"][name] = getattr(v, name)
     if split is not None and split != exp.base.eval.split:
