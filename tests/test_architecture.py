@@ -112,6 +112,9 @@ def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
         ("txl.attention", "txl.plans"),  # plans and their checks join the two, from above
         ("txl.model", "txl.train"),
         ("txl.train", "txl.experiments"),
+        ("txl.experiments", "txl.sweep"),  # the registry knows nothing of running
+        ("txl.sweep", "txl.cluster"),  # running here knows nothing of jobs
+        ("txl.cluster", "txl.launch"),
     ],
 )
 def test_layers_point_down(low, high):

@@ -12,15 +12,13 @@ from txl.experiments import (
     EXPERIMENTS,
     experiment,
     get_experiment,
-    jobs,
     list_experiments,
     results_path,
-    run_experiment,
-    shard,
 )
 from txl.io import read_jsonl
 from txl.model import TransformerXL
 from txl.plans import check_run
+from txl.sweep import jobs, run_experiment, shard
 from txl.train import Trainer
 
 NAMES = [name for name, _ in list_experiments()]
@@ -318,9 +316,10 @@ def test_variants_are_chosen_on_valid_and_test_is_scored_once_apart(tmp_path, ca
 
 def test_an_evaluation_variants_identity_names_every_plan_dimension_it_sets():
     """Changing a cut's memory dtype, sinks or compression is another result, never one already done."""
-    from txl.experiments import Experiment, Job, Variant, job_identity
+    from txl.experiments import Experiment, Variant
     from txl.presets import get_preset
     from txl.results import config_hash
+    from txl.sweep import Job, job_identity
 
     def digest(**plan):
         exp = Experiment("tiny", get_preset("tiny"), [Variant("t", memory="8"), Variant("e", of="t", **plan)])

@@ -11,8 +11,9 @@ from conftest import tiny_run
 from txl.checkpoint import find_checkpoint
 from txl.cli import main
 from txl.evaluate import evaluate
-from txl.experiments import Experiment, Variant, jobs, run_experiment
+from txl.experiments import Experiment, Variant
 from txl.runs import load_trained
+from txl.sweep import jobs, run_experiment
 from txl.train import Trainer
 
 

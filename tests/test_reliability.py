@@ -14,8 +14,9 @@ from txl.cli import main
 from txl.config import RunConfig
 from txl.config.domains import HUGE
 from txl.config.sections import DOMAINS
-from txl.experiments import get_experiment, run_dir, run_experiment
+from txl.experiments import get_experiment, run_dir
 from txl.locks import FolderLock
+from txl.sweep import run_experiment
 
 # where each section sits in a run config
 SECTIONS = {

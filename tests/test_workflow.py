@@ -72,7 +72,8 @@ def test_report_names_the_results_a_corpus_run_made(tmp_path, capsys):
 
 
 def test_a_stopped_sweep_says_to_run_the_sweep_again(tmp_path, monkeypatch):
-    from txl.experiments import Experiment, Variant, run_experiment
+    from txl.experiments import Experiment, Variant
+    from txl.sweep import run_experiment
 
     hints = []
     real = Trainer.fit
@@ -86,7 +87,8 @@ def test_a_stopped_sweep_says_to_run_the_sweep_again(tmp_path, monkeypatch):
 
 
 def test_sweeps_and_training_say_how_long_is_left(tmp_path, messages, capsys):
-    from txl.experiments import Experiment, Variant, run_experiment
+    from txl.experiments import Experiment, Variant
+    from txl.sweep import run_experiment
     from txl.table import clock
 
     assert [clock(s) for s in (4.6, 200, 7500)] == ["5 s", "3 min 20 s", "2 h 05 min"]

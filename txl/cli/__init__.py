@@ -17,6 +17,7 @@ from txl.cli import (  # noqa: F401  (registers the commands)
     analyze,
     bench,
     budget,
+    cluster,
     compare,
     data,
     evaluate,
@@ -33,6 +34,7 @@ from txl.errors import TxlError
 
 FIRST = [
     "run",
+    "status",
     "list",
     "report",
     "train",

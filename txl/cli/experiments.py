@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from txl.cli.args import add_overrides, command, load_definitions
+from txl.cli.cluster import add_launcher_args, resources, sweep
 from txl.cli.report import show_report
 from txl.errors import TxlError
 
@@ -61,6 +62,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     )
     add_overrides(p, help="override the base config of every variant")
     p.add_argument("--no-progress", action="store_true")
+    add_launcher_args(p)
 
 
 MAX_SEEDS = 1000
@@ -71,7 +73,8 @@ MAX_SEEDS = 1000
 )
 def cmd_run(args: argparse.Namespace) -> int:
     from txl.distributed import finish_distributed, launched
-    from txl.experiments import get_experiment, results_path, retarget, run_experiment
+    from txl.experiments import get_experiment, retarget
+    from txl.sweep import run_experiment
 
     load_definitions()
     exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
@@ -85,6 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={getattr(args, flag)}")
     root = Path(args.results)
     start = time.time()
+    if args.launcher != "inline":
+        return _launch(args, exp, overrides, start)
     ok = False
     try:
         rows = run_experiment(exp, root, args.shard, overrides, progress=not args.no_progress)
@@ -95,6 +100,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         finish_distributed(ok)
     if not launched().main:
         return 0
+    _finished(args, exp, rows, root, start)
+    return 0
+
+
+def _launch(args: argparse.Namespace, exp, overrides: list[str], start: float) -> int:
+    """--launcher local|slurm: submit what is left as jobs; report once they are done (local, or slurm --wait)."""
+    from txl.experiments import results_path
+    from txl.launch import launch
+    from txl.results import read_results
+
+    if args.shard != (0, 1):
+        raise TxlError("--shard and --launcher do not go together: a launcher submits every job of the sweep")
+    seeds = exp.seeds if args.seeds is not None else None
+    submitted = launch(sweep(args, overrides, seeds), args.launcher, resources(args), args.test, args.wait)
+    if args.launcher == "slurm" and not args.wait:
+        print(f"submitted {len(submitted)} jobs; follow them with: txl status {args.name} --scale {args.scale}")
+        print(f"results come to {results_path(Path(args.results), exp)} as jobs finish (txl report reads them)")
+        return 0
+    _finished(args, exp, read_results(results_path(Path(args.results), exp), warn=False), Path(args.results), start)
+    return 0
+
+
+def _finished(args: argparse.Namespace, exp, rows: list, root: Path, start: float) -> None:
+    """The report of a finished sweep, and where its files are."""
+    from txl.experiments import results_path
+
     mine = [r for r in rows if r.scale == exp.scale]
     plots = [
         show_report(exp, mine, root, split)["files"].get("png")
@@ -104,4 +135,3 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"finished in {time.time() - start:.0f} s; results {results_path(root, exp)}")
     print(f"plot         {', '.join(str(p) for p in plots)}")
     print(f"tensorboard  tensorboard --logdir {results_path(root, exp).parent}")
-    return 0

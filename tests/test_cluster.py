@@ -1,0 +1,147 @@
+"""Sweeps as jobs (txl.cluster, txl.launch): the tasks and what each needs, job records and states, resources,
+and the local launcher against the in-process runner. The real Slurm is tested in test_slurm.py."""
+
+import json
+import pickle
+import sys
+
+import pytest
+
+import experiments  # noqa: F401  (registers every definition)
+from txl.cli import main
+from txl.cluster import Resources, Sweep, recall, remember, state_of, tasks
+from txl.errors import TxlError
+from txl.experiments import Experiment, Variant, results_path
+from txl.presets import get_preset
+from txl.results import read_results
+
+
+def _exp(after=None) -> Experiment:
+    variants = [
+        Variant("long", memory="8"),
+        Variant("cut", of="long", memory="2"),
+        Variant("tuned", of="long", memory="2", adapt_steps=2),
+        Variant("short", memory="2"),
+    ]
+    return Experiment("tiny", get_preset("tiny"), variants, seeds=[0, 1], after=after, name="t/x")
+
+
+def test_each_task_needs_the_training_job_whose_model_it_reads():
+    by_key = {t.key: t for t in tasks(_exp(after=lambda *a: None), test=True)}
+    assert by_key["long/seed1"].needs == [] and by_key["long/seed1"].trains
+    assert by_key["cut/seed1"].needs == ["long/seed1"] and not by_key["cut/seed1"].trains
+    assert by_key["tuned/seed0"].needs == ["long/seed0"] and by_key["tuned/seed0"].trains  # adapting trains
+    # on the test split every job only scores: a plan at evaluation reads its source's model, an adapted one its own
+    assert by_key["cut/seed0@test"].needs == ["long/seed0"] and by_key["tuned/seed0@test"].needs == ["tuned/seed0"]
+    assert by_key["short/seed0@test"].needs == ["short/seed0"] and not by_key["short/seed0@test"].trains
+    assert [t.kind for t in by_key.values()].count("test") == 8
+    after = by_key["after"]
+    assert sorted(after.needs) == sorted(k for k in by_key if "@" not in k and k != "after")
+    assert set(by_key["after@test"].needs) == {k for k in by_key if k.endswith("@test") and k != "after@test"}
+    order = list(by_key)
+    assert all(order.index(n) < order.index(k) for k, t in by_key.items() for n in t.needs)
+    assert len({t.digest for t in by_key.values()}) == len(by_key)  # the test split is part of a job's identity
+
+
+def test_resources_become_slurm_parameters():
+    r = Resources(partition="gpu", gpus_per_job=8, nodes=2, minutes=90, account="lab", extra={"qos": "high"})
+    train, score = r.check().slurm("small", trains=True), r.slurm("small", trains=False)
+    assert train["nodes"] == 2 and train["ntasks_per_node"] == 4 and train["gpus_per_node"] == 4  # one task per GPU
+    assert score["nodes"] == 1 and score["ntasks_per_node"] == 1 and score["gpus_per_node"] == 1
+    assert train["time"] == 90 and train["partition"] == "gpu" and train["account"] == "lab"
+    assert train["additional_parameters"] == {"kill-on-invalid-dep": "yes", "qos": "high"}
+    cpu = Resources().slurm("tiny", trains=True)
+    assert "gpus_per_node" not in cpu and cpu["time"] == 30 and "partition" not in cpu
+    for bad in (Resources(gpus_per_job=3, nodes=2), Resources(nodes=0), Resources(minutes=0), Resources(parallel=0)):
+        with pytest.raises(TxlError):
+            bad.check()
+
+
+def _outcome(tmp_path, name, value) -> dict:
+    path = tmp_path / f"{name}_result.pkl"
+    if value is not None:
+        path.write_bytes(value if isinstance(value, bytes) else pickle.dumps(value))
+    return {"job_id": "12_3", "result": str(path)}
+
+
+def test_a_job_state_comes_from_slurm_while_it_knows_the_job_then_from_its_outcome(tmp_path):
+    ok = _outcome(tmp_path, "ok", ("success", "trained"))
+    failed = _outcome(tmp_path, "bad", ("error", "Traceback ...\n  File x\ntxl.errors.TxlError: no trained model\n"))
+    lost, damaged = _outcome(tmp_path, "lost", None), _outcome(tmp_path, "damaged", b"\x80not a pickle")
+    assert state_of(ok, {}) == ("COMPLETED", "")
+    assert state_of(failed, {}) == ("FAILED", "txl.errors.TxlError: no trained model")
+    assert state_of(lost, {})[0] == "LOST"
+    assert state_of(damaged, {})[0] == "FAILED" and "damaged" in state_of(damaged, {})[1]
+    assert state_of(lost, {"12_3": ("PENDING", "Dependency")}) == ("PENDING", "Dependency")
+    assert state_of(lost, {"12_3": ("CANCELLED", "None")})[0] == "CANCELLED"
+    assert state_of(ok, {"12_3": ("RUNNING", "None")}) == ("RUNNING", "")  # requeued after it once finished
+    assert state_of(lost, None)[0] == "LOST"  # a local job: no process of that id
+
+
+def test_the_sweep_as_submitted_is_recalled_and_a_damaged_record_is_not(tmp_path):
+    sweep = Sweep("quickstart", "tiny", str(tmp_path), seeds=[0, 1, 2], overrides=["train.steps=3"])
+    remember(tmp_path, sweep, test=True)
+    again, test = recall(tmp_path, Sweep("quickstart", "tiny", str(tmp_path)))
+    assert (again.seeds, again.overrides, test) == ([0, 1, 2], ["train.steps=3"], True)
+    for damaged in ("{", "[]", json.dumps({"seeds": "x", "overrides": []}), json.dumps({"overrides": 3})):
+        (tmp_path / "sweep.json").write_text(damaged)
+        assert recall(tmp_path, sweep) is None
+
+
+def _run(tmp_path, results, *flags) -> list[str]:
+    return ["run", "quickstart", "--scale", "tiny", "--results", str(results), "--no-progress"] + [
+        "--set",
+        f"data.root={tmp_path / 'data'}",
+        *flags,
+    ]
+
+
+def test_launcher_flags_that_cannot_work_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    cases = [
+        (["--launcher", "slurm", "--shard", "0/2"], "--shard and --launcher"),
+        (["--launcher", "slurm", "--slurm", "qos"], "--slurm takes KEY=VALUE"),
+        (["--launcher", "local", "--gpus-per-job", "3", "--nodes", "2"], "does not spread evenly"),
+    ]
+    for flags, words in cases:
+        assert main(_run(tmp_path, tmp_path / "r", *flags)) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if it were not installed
+    assert main(_run(tmp_path, tmp_path / "r", "--launcher", "slurm")) == 2
+    assert "pip install -e '.[cluster]'" in capsys.readouterr().err
+
+
+def rows_by_job(root, name="quickstart") -> dict:
+    from txl.experiments import get_experiment
+
+    path = results_path(root, get_experiment(name, "tiny"))
+    return {(r.variant, r.seed): r for r in read_results(path)}
+
+
+def assert_same_rows(a: dict, b: dict, hashes: bool = True) -> None:
+    """Two sweeps wrote the same rows: the same jobs, identities, metrics and per-position losses (a plan
+    search's row names the model folder it searched in its identity: compare those with `hashes=False`)."""
+    assert a.keys() == b.keys() and a
+    for key in a:
+        assert a[key].config_hash == b[key].config_hash or not hashes, key
+        assert a[key].plan == b[key].plan, key
+        assert a[key].metrics == b[key].metrics, key
+        assert a[key].loss_by_position == b[key].loss_by_position, key
+
+
+@pytest.mark.slow
+def test_the_local_launcher_runs_the_sweep_as_processes_with_the_rows_of_the_inline_runner(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    assert main(_run(tmp_path, tmp_path / "inline")) == 0
+    assert main(_run(tmp_path, tmp_path / "local", "--launcher", "local", "--parallel", "2")) == 0
+    assert_same_rows(rows_by_job(tmp_path / "inline"), rows_by_job(tmp_path / "local"))
+    jobs = tmp_path / "local" / "quickstart" / "tiny" / "jobs"
+    records = [json.loads(line) for line in (jobs / "submitted.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and all(r["launcher"] == "local" for r in records)
+    assert "training in" in (jobs / records[0]["job_id"] / f"{records[0]['job_id']}_0_log.err").read_text()
+    capsys.readouterr()
+    assert main(["status", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "local")]) == 0
+    out = capsys.readouterr().out
+    assert "6 done" in out and "would submit nothing" in out
+    assert main(_run(tmp_path, tmp_path / "local", "--launcher", "local")) == 0  # nothing left: nothing submitted
+    assert len((jobs / "submitted.jsonl").read_text().splitlines()) == 6

@@ -1,0 +1,122 @@
+"""`txl run --launcher slurm` on a real one-node Slurm (tests/slurm/start.sh; .ci/run starts it).
+
+Without a running Slurm these tests are skipped with the reason, except in CI (CI=true), where they fail: the
+bar is that they run there."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from test_cluster import _run, assert_same_rows, rows_by_job
+
+from txl.cli import main
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def _slurm_up() -> str | None:
+    """None when a job can be submitted here, else why not."""
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        return "submitit is not installed (pip install -e '.[cluster]')"
+    if shutil.which("sbatch") is None:
+        return "no sbatch on PATH (run tests/slurm/start.sh as root to start a one-node Slurm)"
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if out.returncode != 0 or not {"idle", "mixed", "allocated"} & set(out.stdout.split()):
+        return f"Slurm has no usable node ({(out.stderr or out.stdout).strip()[:200]}); run tests/slurm/start.sh"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm():
+    why = _slurm_up()
+    if why and os.environ.get("CI"):
+        pytest.fail(f"CI must run the Slurm tests: {why}")
+    if why:
+        pytest.skip(why)
+
+
+def _records(root, name="quickstart") -> list[dict]:
+    path = root / name / "tiny" / "jobs" / "submitted.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _squeue() -> dict[str, str]:
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T"], capture_output=True, text=True).stdout
+    return dict(line.split("|") for line in out.split())
+
+
+def _wait(condition, seconds: float = 240, what: str = ""):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_slurm_sweep_writes_the_inline_rows_and_a_second_run_submits_nothing(tmp_path, capsys, messages):
+    assert main(_run(tmp_path, tmp_path / "inline")) == 0
+    assert main(_run(tmp_path, tmp_path / "slurm", "--launcher", "slurm", "--wait")) == 0
+    assert_same_rows(rows_by_job(tmp_path / "inline"), rows_by_job(tmp_path / "slurm"))
+    records = _records(tmp_path / "slurm")
+    assert len(records) == 6 and all(r["launcher"] == "slurm" for r in records)
+    assert sum("_" in r["job_id"] for r in records) == 5  # the five evaluations as one job array
+    messages.clear()
+    assert main(_run(tmp_path, tmp_path / "slurm", "--launcher", "slurm")) == 0
+    assert any("nothing to submit" in m for m in messages()) and len(_records(tmp_path / "slurm")) == 6
+    capsys.readouterr()
+    assert main(["status", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "slurm")]) == 0
+    out = capsys.readouterr().out
+    assert "6 done" in out and "would submit nothing" in out and records[0]["log"] in out
+
+
+def test_a_cancelled_job_resumes_when_the_sweep_is_run_again_and_ends_with_the_same_rows(tmp_path, capsys, messages):
+    flags = ["--steps", "300", "--set", "train.save_every=20"]
+    assert main(_run(tmp_path, tmp_path / "inline", *flags)) == 0
+    root = tmp_path / "slurm"
+    assert main(_run(tmp_path, root, "--launcher", "slurm", *flags)) == 0
+    assert main(_run(tmp_path, root, "--launcher", "slurm", *flags)) == 0  # queued or running: nothing submitted
+    assert len(_records(root)) == 6
+    train = _records(root)[0]
+    assert train["key"] == "mem 16 (trained)/seed0"
+    capsys.readouterr()
+    assert main(["status", "quickstart", "--scale", "tiny", "--results", str(root)]) == 0
+    out = capsys.readouterr().out  # the sweep as submitted (its flags recalled), each job queued or running
+    assert "--set train.steps=300" in out and "would submit nothing" in out
+    assert {line.split()[-3] for line in out.splitlines() if "/seed0" in line} <= {"pending", "running"}
+    metrics = root / "quickstart" / "tiny" / "runs" / "mem-16-trained" / "seed0" / "checkpoints" / "last"
+    _wait(lambda: metrics.exists(), what="the first checkpoint of the training job")
+    subprocess.run(["scancel", train["job_id"]], check=True)
+    _wait(lambda: _squeue().get(train["job_id"]) not in {"PENDING", "RUNNING", "COMPLETING"}, what="the cancel")
+    # the evaluations depending on it leave the queue too (their dependency can no longer be met)
+    _wait(lambda: all(_squeue().get(r["job_id"]) not in {"PENDING", None} for r in _records(root)), what="them")
+    capsys.readouterr()
+    assert main(["status", "quickstart", "--scale", "tiny", "--results", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "cancelled" in out and "would submit 6" in out
+    assert main(_run(tmp_path, root, "--launcher", "slurm", "--wait", *flags)) == 0
+    assert_same_rows(rows_by_job(tmp_path / "inline"), rows_by_job(root))
+    again = _records(root)[6]
+    assert again["key"] == train["key"] and again["job_id"] != train["job_id"]
+    assert "resuming in" in open(again["log"]).read()  # from the checkpoint the cancelled job left
+
+
+def test_the_after_analyses_run_once_as_a_job_after_the_training_jobs(tmp_path, capsys):
+    name = "analysis/plan-search"
+    inline = ["run", name, "--scale", "tiny", "--no-progress", "--set", f"data.root={tmp_path / 'data'}"]
+    assert main([*inline, "--results", str(tmp_path / "inline")]) == 0
+    assert main([*inline, "--results", str(tmp_path / "slurm"), "--launcher", "slurm", "--wait"]) == 0
+    a, b = rows_by_job(tmp_path / "inline", name), rows_by_job(tmp_path / "slurm", name)
+    assert len(a) > 1  # the analysis added its rows
+    assert_same_rows(a, b, hashes=False)
+    records = _records(tmp_path / "slurm", name)
+    assert [r["key"] for r in records] == ["all long/seed0", "after"]
+    after = records[-1]
+    assert "afterok" in open(after["log"].replace("_0_log.err", "_submission.sh")).read()
+    assert main([*inline, "--results", str(tmp_path / "slurm"), "--launcher", "slurm", "--wait"]) == 0
+    assert len(_records(tmp_path / "slurm", name)) == len(records)  # done: not run a second time

@@ -1,0 +1,314 @@
+"""Sweeps as jobs: every (variant, seed) of an experiment submitted through submitit, to Slurm or as local processes.
+
+A sweep's jobs live beside its results, in RESULTS/NAME/SCALE/jobs/: one folder per job (submitit's:
+the submission script, the pickled call, the log `ID_0_log.err` and `ID_0_log.out`, and the pickled outcome)
+and `submitted.jsonl`, one line per submission (the job's key, its identity hash, the job id, the launcher,
+the log paths). A second `txl run` reads it to submit nothing twice: a job whose row is in the results table
+is done; one whose recorded submission is queued or running is left alone; anything else is submitted again
+and resumes from its checkpoint (a training run's resume is exact). `txl status` reads the same records.
+
+A training job is one submission (training variants together as a job array); an evaluation or adaptation
+depends on the training job whose model it reads; the experiment's `after` analyses depend on every job of
+the sweep. Each job runs `txl.sweep.run_job`, so its row is the row the in-process runner would write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from txl.config import apply_overrides
+from txl.errors import TxlError
+from txl.experiments import Experiment, get_experiment, results_path, retarget
+from txl.io import append_line, atomic_write_json, read_jsonl
+from txl.results import config_hash
+from txl.sweep import Job, job_identity, jobs
+
+log = logging.getLogger(__name__)
+
+AFTER = "after"  # the key of the job that runs an experiment's after-sweep analyses
+DEFAULT_MINUTES = {"tiny": 30, "small": 240, "paper": 2880}  # a job's time limit when --time is not given
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
+ACTIVE |= {"RESIZING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED"}
+INSTALL = "--launcher slurm|local needs submitit: pip install -e '.[cluster]' (or pip install submitit)"
+
+
+@dataclass
+class Resources:
+    """What each job asks for. GPUs are the job's in all, spread evenly over its nodes; a training job with
+    several runs txl's DDP inside, one task per GPU; evaluations ask for one node and at most one GPU."""
+
+    partition: str | None = None
+    gpus_per_job: int = 0
+    nodes: int = 1
+    minutes: int | None = None  # None: the scale's default (DEFAULT_MINUTES)
+    account: str | None = None
+    cpus_per_job: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # further sbatch options, --slurm KEY=VALUE
+    parallel: int = 2  # local launcher: jobs running at once
+
+    def check(self) -> Resources:
+        if self.nodes < 1 or self.gpus_per_job < 0 or (self.minutes is not None and self.minutes < 1):
+            raise TxlError("--nodes and --time must be >= 1 and --gpus-per-job >= 0")
+        if self.gpus_per_job % self.nodes:
+            raise TxlError(f"--gpus-per-job {self.gpus_per_job} does not spread evenly over --nodes {self.nodes}")
+        if self.parallel < 1 or (self.cpus_per_job is not None and self.cpus_per_job < 1):
+            raise TxlError("--parallel and --cpus-per-job must be >= 1")
+        return self
+
+    def slurm(self, scale: str, trains: bool) -> dict:
+        """SlurmExecutor parameters for a training job (trains) or an evaluation."""
+        nodes = self.nodes if trains else 1
+        gpus = self.gpus_per_job // self.nodes if trains else min(self.gpus_per_job, 1)
+        out = {"time": self.minutes or DEFAULT_MINUTES[scale], "nodes": nodes, "ntasks_per_node": max(gpus, 1)}
+        out |= {"gpus_per_node": gpus} if gpus else {}
+        for key, value in (("partition", self.partition), ("account", self.account)):
+            if value:
+                out[key] = value
+        if self.cpus_per_job:
+            out["cpus_per_task"] = self.cpus_per_job
+        # a job whose dependency failed or was cancelled leaves the queue (a second txl run submits it again)
+        out["additional_parameters"] = {"kill-on-invalid-dep": "yes", **self.extra}
+        return out
+
+
+@dataclass
+class Sweep:
+    """What a job needs to rebuild its experiment in another process: names and flags, not objects. `setup`
+    (e.g. registering the experiment definitions) runs first there."""
+
+    name: str
+    scale: str
+    root: str
+    corpus: str | None = None
+    tokenizer: str | None = None
+    seeds: list[int] | None = None
+    overrides: list[str] = field(default_factory=list)
+    setup: Callable[[], None] | None = None
+
+    def experiment(self) -> Experiment:
+        if self.setup is not None:
+            self.setup()
+        exp = retarget(get_experiment(self.name, self.scale), self.corpus, self.tokenizer)
+        if self.seeds is not None:
+            exp.seeds = list(self.seeds)
+        if self.overrides:
+            apply_overrides(exp.base, self.overrides)
+        return exp
+
+
+@dataclass
+class Task:
+    """One job of the sweep as submitted: its key (`variant/seedN`, `variant/seedN@test` on another split,
+    `after`), the sweep job it runs (None for `after`), the split it scores (None: the experiment's own), the
+    hash that says it is done, whether it trains, and the keys of the jobs whose models it needs."""
+
+    key: str
+    job: Job | None
+    split: str | None
+    digest: str
+    trains: bool
+    needs: list[str]
+
+    @property
+    def kind(self) -> str:
+        if self.job is None:
+            return "after"
+        return "test" if self.split else self.job.variant.kind
+
+
+def tasks(exp: Experiment, test: bool = False) -> list[Task]:
+    """Every job of the sweep in an order where each comes after the jobs it needs; with `test`, then each
+    variant scored on the test split; the `after` analyses last, once per split, when the experiment has them."""
+    out: list[Task] = []
+    for split in [None, "test"] if test else [None]:
+        final = split is not None and split != exp.base.eval.split
+        mine = []
+        for job in jobs(exp):
+            v, digest = job.variant, config_hash(job_identity(exp, job, split))
+            if final:  # scores a trained (or adapted) model: its own, or for a plan at evaluation its source's
+                source = v.of if v.kind == "eval" else v.name
+                mine.append(Task(f"{job.key}@{split}", job, split, digest, False, [f"{source}/seed{job.seed}"]))
+            else:
+                needs = [] if v.trains else [f"{v.of}/seed{job.seed}"]
+                mine.append(Task(job.key, job, None, digest, v.kind != "eval", needs))
+        if exp.after is not None:
+            digest = config_hash(sorted(t.digest for t in mine))
+            key = AFTER + (f"@{split}" if split else "")
+            mine.append(Task(key, None, split, digest, False, [t.key for t in mine]))
+        out += mine
+    return out
+
+
+def jobs_folder(root: Path, exp: Experiment) -> Path:
+    return results_path(root, exp).parent / "jobs"
+
+
+# --------------------------------------------------------------------------- the job itself
+
+
+class SweepJob:
+    """The callable a job runs: one task of a sweep. On a time limit or preemption submitit asks it for
+    `checkpoint` and requeues the job, which then resumes from the run's last checkpoint."""
+
+    def __init__(self, sweep: Sweep, key: str | None, split: str | None):
+        self.sweep, self.key, self.split = sweep, key, split  # key: the sweep job's (None: the after analyses)
+
+    def __call__(self) -> str:
+        from txl.distributed import finish_distributed
+        from txl.log import setup
+        from txl.sweep import run_job
+
+        setup(logging.INFO)
+        _distributed_from_slurm()
+        exp = self.sweep.experiment()
+        root = Path(self.sweep.root)
+        if self.key is None:
+            exp.after(exp, root, self.split or exp.base.eval.split)
+            return "analysed"
+        ok = False
+        try:
+            outcome = run_job(exp, root, self.key, self.split)
+            ok = True
+        finally:
+            finish_distributed(ok)
+        return outcome
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SweepJob(self.sweep, self.key, self.split))
+
+
+def _distributed_from_slurm() -> None:
+    """A job of several tasks: torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR ...) set from Slurm's, so
+    txl.distributed joins the tasks into one DDP run."""
+    import submitit
+
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job (a test calling the job directly)
+        return
+    if env.num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+# --------------------------------------------------------------------------- records and states
+
+
+def remember(folder: Path, sweep: Sweep, test: bool) -> None:
+    """Write down the sweep as submitted (jobs/sweep.json), so `txl status` needs only its name and data."""
+    atomic_write_json(folder / "sweep.json", {"seeds": sweep.seeds, "overrides": sweep.overrides, "test": test})
+
+
+def recall(folder: Path, sweep: Sweep) -> tuple[Sweep, bool] | None:
+    """The sweep as last submitted to this folder (its seeds, overrides, test split), or None (never, or a file
+    that is not what `remember` writes)."""
+    try:
+        saved = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    seeds, overrides = saved.get("seeds") if isinstance(saved, dict) else None, None
+    if isinstance(saved, dict) and isinstance(saved.get("overrides"), list):
+        overrides = [o for o in saved["overrides"] if isinstance(o, str)]
+    if overrides is None or not (seeds is None or (isinstance(seeds, list) and all(type(x) is int for x in seeds))):
+        return None
+    return replace(sweep, seeds=seeds, overrides=overrides), saved.get("test") is True
+
+
+def read_records(folder: Path) -> dict[str, dict]:
+    """The latest submission of each key, from jobs/submitted.jsonl (lines that are not whole records are
+    ignored: a line torn by a crash names no job)."""
+    path = folder / "submitted.jsonl"
+    latest: dict[str, dict] = {}
+    if not path.exists():
+        return latest
+    for row in read_jsonl(path):
+        if isinstance(row, dict) and isinstance(row.get("key"), str) and isinstance(row.get("job_id"), str):
+            latest[row["key"]] = row
+    return latest
+
+
+def record_submission(folder: Path, task: Task, job, launcher: str) -> dict:
+    row = {"key": task.key, "digest": task.digest, "job_id": str(job.job_id), "launcher": launcher}
+    row |= {"submitted": time.strftime("%Y-%m-%d %H:%M:%S"), "log": str(job.paths.stderr)}
+    row |= {"out": str(job.paths.stdout), "result": str(job.paths.result_pickle)}
+    append_line(folder / "submitted.jsonl", json.dumps(row))
+    return row
+
+
+def slurm_states() -> dict[str, tuple[str, str]]:
+    """Slurm's state and reason of each of this user's jobs it still knows (finished ones for MinJobAge)."""
+    command = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-u", _user()]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise TxlError(f"cannot ask Slurm for job states ({e}); is this a Slurm login node?") from None
+    if out.returncode != 0:
+        first = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        raise TxlError(f"squeue failed: {first}; is Slurm running (tests/slurm/start.sh starts a one-node one)?")
+    states = {}
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            states[parts[0]] = (parts[1], parts[2])
+    return states
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def state_of(record: dict, queue: dict[str, tuple[str, str]] | None) -> tuple[str, str]:
+    """(state, detail) of a recorded job: Slurm's state while Slurm knows it (`queue`; None for local jobs,
+    whose process is looked at), else what its outcome file says: COMPLETED, FAILED with the error's last
+    line, or LOST (killed or cancelled before it wrote one)."""
+    job_id = record["job_id"]
+    if queue is not None and job_id in queue:
+        state, reason = queue[job_id]
+        if state in ACTIVE or state not in {"COMPLETED", "FAILED"}:
+            return state, "" if reason in ("None", "") else reason
+    if queue is None and _process_alive(job_id):
+        return "RUNNING", ""
+    outcome = _outcome(Path(record["result"]))
+    if outcome is None:
+        if queue is not None and job_id in queue:
+            return queue[job_id][0], ""
+        return "LOST", "killed or cancelled before it finished"
+    ok, value = outcome
+    return ("COMPLETED", "") if ok else ("FAILED", value)
+
+
+def _outcome(path: Path) -> tuple[bool, str] | None:
+    try:
+        with open(path, "rb") as f:
+            kind, value = pickle.load(f)
+    except FileNotFoundError:
+        return None
+    except Exception:
+        return False, f"its outcome file {path} is damaged"
+    if kind == "success":
+        return True, str(value)
+    lines = [line for line in str(value).strip().splitlines() if line.strip()]
+    return False, lines[-1].strip() if lines else "failed"
+
+
+def _process_alive(pid: str) -> bool:
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            return b"submitit" in f.read()
+    except (OSError, ValueError):
+        return False
+
+
+def active(state: str, detail: str) -> bool:
+    """Queued or running, and able to run: a job held on a dependency that can never be met is not."""
+    return state in ACTIVE and "DependencyNeverSatisfied" not in detail
