@@ -7,6 +7,11 @@ searches the memory plan of least validation loss within the budget of one long-
 layer (`lrm=1@interleave`), with Rae & Razavi's plans of that budget (first, interleaved,
 last) beside it. Their rows join the results, so `txl report` draws them with intervals
 over seeds; `txl run ... --test` scores the chosen plans on the test split once.
+
+A cut of a trained model is not Rae & Razavi's recipe, which trains with the plan. So the
+experiment also trains their plans of that budget from scratch, and, once seed 0's search has
+chosen, trains the chosen plan from scratch and adapts each seed's all-long model to it: three
+groups of rows at one budget (cut at evaluation, adapted, trained), compared paired by seed.
 """
 
 from __future__ import annotations
@@ -14,19 +19,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from experiments.common import lm_base, memory_lengths
+from experiments.common import adapt_steps, lm_base, memory_lengths
 from txl.analysis import attention_mass, image_to_tensorboard, layer_sensitivity, plot_attention, write_sensitivity
 from txl.context_ablation import context_curve, effective_context, plot_context
 from txl.errors import TxlError
 from txl.evaluate import EvalSpec, metric_name
 from txl.experiments import Experiment, Variant, experiment, results_path, run_dir
 from txl.io import atomic_write_json
-from txl.memory import MEMORY, parse_plan
+from txl.memory import MEMORY, format_plan, parse_plan
 from txl.plan_results import append_plan_search, read_search, write_search
 from txl.plan_search import plan_cost, rescore, search_plan
 from txl.plans import MemoryPlan, apply_plans
 from txl.results import read_results
 from txl.runs import Trained, load_trained
+from txl.sweep import run_job
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,8 @@ def one_long_layer(run, scale: str, base: MemoryPlan | None = None) -> float:
 
 def analyse(exp: Experiment, root: Path, split: str) -> None:
     """Analyses 1-4 of every seed's trained model (each skipped when its files are there), on `split`, at the
-    budget `plan_search` names its baseline by (one_long_layer)."""
+    budget `plan_search` names its baseline by (one_long_layer); then the plan seed 0's search chose, trained
+    from scratch and adapted from the all-long model with every seed (`train_searched`)."""
     for seed in exp.seeds:
         trained = load_trained(run_dir(root, exp, TRAINED, seed), exp.base.train.device)
         spec = trained.spec(split=split)
@@ -52,6 +59,31 @@ def analyse(exp: Experiment, root: Path, split: str) -> None:
             _score_chosen(exp, root, trained, spec, seed, limit)
         else:
             _analyse_seed(exp, root, trained, spec, seed, limit)
+    train_searched(exp, root, split)
+
+
+def train_searched(exp: Experiment, root: Path, split: str) -> None:
+    """Like with like: the plan seed 0's model chose (on the first half of valid), trained from scratch and
+    adapted from each seed's all-long model (`adapt_steps`), as variants added to the experiment here and run
+    as its own jobs are (skipped when done), beside Rae & Razavi's plans trained and the evaluation-time cuts.
+    On another split, their trained models are scored there once."""
+    folder = run_dir(root, exp, TRAINED, exp.seeds[0])
+    run = load_trained(folder, exp.base.train.device).run
+    limit = one_long_layer(run, exp.scale)
+    path = folder / "analysis" / f"plan-{limit:g}.json"
+    if not path.exists():
+        raise TxlError(f"no plan search at {path}; run 'txl run {exp.name} --scale {exp.scale}' first")
+    plan = format_plan(read_search(path)["plans"][0]["mem_lens"])  # best first
+    name = f"searched (budget {limit:g})"
+    ours = [
+        Variant(f"{name}, trained", memory=plan),
+        Variant(f"{name}, adapted", of=TRAINED, memory=plan, adapt_steps=adapt_steps(exp.scale)),
+    ]
+    exp.variants += [v for v in ours if v.name not in {w.name for w in exp.variants}]
+    for v in ours:
+        for seed in exp.seeds:
+            log.info(f"{exp.name}: {v.name} ({plan}), seed {seed}")
+            run_job(exp, root, f"{v.name}/seed{seed}", None if split == exp.base.eval.split else split)
 
 
 def _score_chosen(exp: Experiment, root: Path, trained: Trained, spec: EvalSpec, seed: int, limit: float) -> None:
@@ -119,13 +151,15 @@ def _analyse_seed(exp: Experiment, root: Path, trained: Trained, spec: EvalSpec,
 )
 def plan_search(scale: str) -> Experiment:
     base = lm_base(scale)
-    long, _ = memory_lengths(scale)
+    long, short = memory_lengths(scale)
     base.model = apply_plans(base.model, memory=str(long))
+    rr = [f"lrm=1@{where}:{long},srm={short}" for where in ("first", "interleave")]  # at 6 layers interleave = last
     return Experiment(
         scale,
         base,
-        [Variant(TRAINED, memory=str(long))],
-        summary="which layers use their memory, and the plan that loses least at the budget of one long-range layer",
+        [Variant(TRAINED, memory=str(long))] + [Variant(f"{p} (trained)", memory=p) for p in rr],
+        summary="which layers use their memory, and the plan that loses least at the budget of one long-range layer: "
+        "cut from the all-long model, trained, adapted, beside Rae & Razavi's plans trained",
         after=analyse,
         # a row the analysis adds: each plan's difference from the searched one
         baseline=f"searched (budget {one_long_layer(base, scale):g})",

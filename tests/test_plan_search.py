@@ -163,6 +163,13 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
     assert references and all(
         r["budget"]["cached_positions"] == 20 for r in references
     )  # the budget's own long and short
+    # like with like: seed 0's chosen plan trained from scratch and adapted from the all-long model, each scored
+    # on valid and, once, on test, beside Rae & Razavi's plans trained
+    for name, kind in (("searched (budget 20), trained", "train"), ("searched (budget 20), adapted", "adapt")):
+        ours = [r for r in rows if r["variant"] == name]
+        assert sorted(r["metrics"]["split"] for r in ours) == ["test", "valid"] and ours[0]["kind"] == kind, name
+        assert ours[0]["plan"]["memory"] == searched[0]["plan"]["memory"], name
+    assert {r["kind"] for r in references if r["variant"].endswith("(trained)")} == {"train"}
     best = json.loads((analysis / "plan-20.json").read_text())["plans"][0]
     assert searched[0]["metrics"]["loss"] == pytest.approx(best["metrics"]["loss"], rel=1e-12)
     out = capsys.readouterr().out

@@ -88,7 +88,8 @@ def test_a_cancelled_job_resumes_when_the_sweep_is_run_again_and_ends_with_the_s
     assert main(["status", "quickstart", "--scale", "tiny", "--results", str(root)]) == 0
     out = capsys.readouterr().out  # the sweep as submitted (its flags recalled), each job queued or running
     assert "--set train.steps=300" in out and "would submit nothing" in out
-    assert {line.split()[-3] for line in out.splitlines() if "/seed0" in line} <= {"pending", "running"}
+    jobs = [line.split("  ") for line in out.splitlines() if "/seed0" in line]
+    assert len(jobs) == 6 and all({"pending", "running"} & {cell.strip() for cell in line} for line in jobs), out
     metrics = root / "quickstart" / "tiny" / "runs" / "mem-16-trained" / "seed0" / "checkpoints" / "last"
     _wait(lambda: metrics.exists(), what="the first checkpoint of the training job")
     subprocess.run(["scancel", train["job_id"]], check=True)

@@ -49,7 +49,7 @@ def resources(args: argparse.Namespace):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise TxlError(f"--slurm takes KEY=VALUE (an sbatch option without its dashes), got {item!r}")
-        extra[key.strip().lstrip("-")] = value
+        extra[key.strip().lstrip("-").replace("-", "_")] = value  # as submitit names its own: the one given wins
     return Resources(
         args.partition, args.gpus_per_job, args.nodes, args.time, args.account, args.cpus_per_job, extra, args.parallel
     ).check()
