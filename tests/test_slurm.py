@@ -75,7 +75,7 @@ def test_a_slurm_sweep_writes_the_inline_rows_and_a_second_run_submits_nothing(t
     assert "6 done" in out and "would submit nothing" in out and records[0]["log"] in out
 
 
-def test_a_cancelled_job_resumes_when_the_sweep_is_run_again_and_ends_with_the_same_rows(tmp_path, capsys, messages):
+def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_rows(tmp_path, capsys, messages):
     flags = ["--steps", "300", "--set", "train.save_every=20"]
     assert main(_run(tmp_path, tmp_path / "inline", *flags)) == 0
     root = tmp_path / "slurm"
@@ -92,6 +92,9 @@ def test_a_cancelled_job_resumes_when_the_sweep_is_run_again_and_ends_with_the_s
     assert len(jobs) == 6 and all({"pending", "running"} & {cell.strip() for cell in line} for line in jobs), out
     metrics = root / "quickstart" / "tiny" / "runs" / "mem-16-trained" / "seed0" / "checkpoints" / "last"
     _wait(lambda: metrics.exists(), what="the first checkpoint of the training job")
+    # a time limit or a preemption first warns the job (submitit's USR2): it is requeued and resumes, same job id
+    subprocess.run(["scancel", "--signal=USR2", train["job_id"]], check=True)
+    _wait(lambda: "resuming in" in open(train["log"]).read(), what="the requeued job to resume")
     subprocess.run(["scancel", train["job_id"]], check=True)
     _wait(lambda: _squeue().get(train["job_id"]) not in {"PENDING", "RUNNING", "COMPLETING"}, what="the cancel")
     # the evaluations depending on it leave the queue too (their dependency can no longer be met)

@@ -24,6 +24,7 @@ fi
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /var/lib/munge /var/log/munge
 HOST=$(hostname -s)
 CPUS=$(nproc)
+OLD=$(cat "$CONF" 2>/dev/null || true)
 cat > "$CONF" <<CONF
 $MARK
 ClusterName=txl
@@ -47,7 +48,9 @@ SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
 SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
-# a cancelled job is killed soon after its SIGTERM, and finished jobs stay visible to squeue for 10 minutes
+# a cancelled job is killed soon after its SIGTERM, a requeued one starts again after 10 s (cred_expire, 120 by
+# default), and finished jobs stay visible to squeue for 10 minutes
+AuthInfo=cred_expire=10
 KillWait=5
 MinJobAge=600
 SchedulerParameters=sched_interval=2
@@ -62,6 +65,10 @@ fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 chmod 400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || su -s /bin/sh munge -c "/usr/sbin/munged" 2>/dev/null || /usr/sbin/munged --force
+if [ "$OLD" != "$(cat "$CONF")" ] && pgrep -x slurmctld >/dev/null; then  # a changed config: restart
+  say "slurm.conf changed; restarting slurmctld and slurmd"
+  pkill -x slurmd || true; pkill -x slurmctld || true; sleep 2
+fi
 pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
 
