@@ -40,7 +40,13 @@ def test_costs_add_up_to_the_budget_of_the_plan_in_either_unit():
         plan = [16, 0, 4]
         b = budget(MemoryPlan.of_lists("p", plan).apply(cfg), 8)
         want = b.cached_positions if unit == "positions" else b.bytes / 2**20
-        assert sum(costs[i][v] for i, v in enumerate(plan)) == pytest.approx(want)
+        assert sum(costs[i][(v, None)] for i, v in enumerate(plan)) == pytest.approx(want)
+    # a layer's option is a length and a storage: costs in bytes are the budget's for those per-layer dtypes
+    options = [(16, "int4"), (0, "fp32"), (4, "int8")]
+    costs = layer_costs(cfg, sorted(set(options) | {(16, "fp32")}), 8, "mib")
+    cfg_q = MemoryPlan.parse(3, memory="16,0,4", memory_dtype="int4,fp32,int8").apply(cfg)
+    assert sum(costs[i][o] for i, o in enumerate(options)) == pytest.approx(budget(cfg_q, 8).bytes / 2**20)
+    assert costs[0][(16, "int4")] < costs[0][(16, "fp32")] / 4
 
 
 def test_reference_plans_are_the_most_long_layers_that_fit():
@@ -241,3 +247,40 @@ def test_a_search_in_bytes_at_a_storage_precision_spends_the_bytes_at_that_preci
     # at fp32 the same budget holds a quarter of the positions: int8 buys longer memories
     best = record["plans"][0]
     assert sum(best["mem_lens"]) * 16 * 4 > 0.0015 * 2**20 and best["within_budget"]
+
+
+def test_a_joint_search_chooses_each_layers_length_and_precision_within_the_bytes(tmp_path, capsys):
+    from conftest import tiny_run
+
+    from txl.plan_results import read_search
+    from txl.train import Trainer
+
+    run = tiny_run(tmp_path, **{"train.steps": 2})
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    argv = ["plan", str(tmp_path / "run"), "--budget-mib", "0.0015", "--lengths", "0,4,8,16", "--confirm", "2"]
+    assert main([*argv, "--refine", "3", "--max-segments", "4", "--dtypes", "fp32,int8,int4"]) == 0
+    out = capsys.readouterr().out
+    path = tmp_path / "run" / "analysis" / "plan-0.0015MiB-fp32-int4-int8.json"
+    record = read_search(path)
+    assert "storage chosen from fp32,int4,int8" in record["title"]
+    stored = {d for p in record["plans"] if p.get("dtypes") for d in p["dtypes"]}
+    assert {"int8", "int4"} <= stored  # the sensitivities tried each layer at each precision
+    for p in record["plans"]:  # every plan's cost is the budget of its lengths stored as it says
+        dtype = p.get("memory_dtype") or "fp32"
+        cfg = MemoryPlan.parse(2, memory=p["memory"], memory_dtype=dtype).apply(run.model)
+        assert p["cost"] == pytest.approx(budget(cfg, run.eval.tgt_len).bytes / 2**20)
+    refs = [p for p in record["plans"] if p["how"].startswith("lrm=") or ", lrm=" in p["how"]]
+    assert refs and all(set(p["dtypes"]) == {"fp32"} for p in refs)  # Rae & Razavi's plans as stored
+    best = record["plans"][0]
+    assert best["within_budget"] and best["dtypes"] and best["label"] == f"{best['memory']} as {best['memory_dtype']}"
+    check = re.search(r"check it   (txl eval .*)", out).group(1)
+    assert f"--memory-dtype {best['memory_dtype']}" in check
+    assert main(shlex.split(check)[1:] + ["--format", "csv"]) == 0  # the command it prints gives the same loss
+    import csv
+
+    table = list(csv.DictReader(capsys.readouterr().out.strip().splitlines()))
+    loss = next(float(v) for k, v in table[-1].items() if k.startswith("loss"))
+    assert loss == pytest.approx(best["metrics"]["loss"], rel=1e-6)
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--dtypes", "fp32,int3"])
+    assert exit_.value.code == 2 and "expected dtypes from" in capsys.readouterr().err

@@ -31,6 +31,7 @@ def read_search(path) -> dict:
             and number(r.get("cost"))
             and isinstance(r.get("mem_lens"), list)
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in r["mem_lens"])
+            and _dtypes_whole(r)
             for r in plans
         )
         and number(record.get("budget"))
@@ -40,6 +41,16 @@ def read_search(path) -> dict:
     if not whole:
         raise TxlError(f"the plan search {path} is damaged (not the record txl plan writes); run the search again")
     return record
+
+
+def _dtypes_whole(row: dict) -> bool:
+    """A plan row's storage per layer, when the search chose it: one known dtype name per layer."""
+    from txl.quantize import MEMORY_DTYPES
+
+    dtypes = row.get("dtypes")
+    if dtypes is None:
+        return True
+    return isinstance(dtypes, list) and len(dtypes) == len(row["mem_lens"]) and all(d in MEMORY_DTYPES for d in dtypes)
 
 
 def search_rows(search: Search) -> list[dict]:
@@ -54,6 +65,8 @@ def search_rows(search: Search) -> list[dict]:
                 "how": e.how,
                 "memory": e.memory,
                 "mem_lens": e.mem_lens,
+                **({"memory_dtype": e.memory_dtype, "dtypes": e.dtypes} if e.dtypes is not None else {}),
+                "label": e.label,
                 "cost": e.cost,
                 "receptive_field": e.receptive_field,
                 "within_budget": e.cost <= search.limit + 1e-9,
@@ -83,7 +96,7 @@ def write_search(search: Search, out_dir, title: str, metric: str, tag: str = ""
         "lengths": search.lengths,
         "settings": search.settings,
         "metric": metric,
-        "best": search.best.memory,
+        "best": search.best.label,
         "plans": search_rows(search),
     }
     atomic_write_json(f"{stem}.json", record)
@@ -108,6 +121,7 @@ def append_plan_search(exp, root, search: Search, run, folder, corpus: Corpus, t
             {
                 "plan_search": str(Path(folder).resolve()),
                 "memory": e.mem_lens,
+                **({"memory_dtype": e.dtypes} if e.dtypes is not None else {}),
                 "split": search.split,
                 "budget": search.limit,
                 "unit": search.unit,
@@ -131,6 +145,33 @@ def append_plan_search(exp, root, search: Search, run, folder, corpus: Corpus, t
         )
         added += append_result(results_path(Path(root), exp), row)
     return added
+
+
+def search_notes(search: Search, stem, seconds: float, path: str, segments: int | None) -> list[str]:
+    """The lines `txl plan` prints under its table: what was left out, the best plan, and the command that checks it."""
+    lines, best = [], search.best
+    shown = 1 + len(search.references) + 5
+    if len(search.evaluated) > shown:
+        lines.append(f"           ({len(search.evaluated) - shown} more plans in {stem}.md, in budget first)")
+    if search.split != "valid":
+        lines.append(f"note       chosen on {search.split}: its score there is not a fair {search.split} score")
+    scored = f"loss {best.result.loss:.4f}" + (
+        f": {best.loss:.4f} on the half of the text it was chosen on, {best.held_out_loss:.4f} on the other"
+        if best.halves
+        else ""
+    )
+    lines.append(f"best plan  {best.label} ({scored}; cost {best.cost:g})")
+    lines.append(f"           {len(search.evaluated)} plans evaluated in {seconds:.0f} s")
+    if best.halves:
+        lines.append(
+            "           differences from the best are measured on the held-out half (selection is not counted twice)"
+        )
+    lines.append(
+        f"check it   txl eval {path} --memory {best.memory} --split {search.split}"
+        + (f" --memory-dtype {best.memory_dtype}" if best.dtypes else "")
+        + (f" --max-segments {segments}" if segments else "")
+    )
+    return lines
 
 
 def search_table(search: Search, metric: str, fmt: str = "text", most: int | None = None) -> str:
@@ -161,7 +202,7 @@ def search_table(search: Search, metric: str, fmt: str = "text", most: int | Non
         table.append(
             [
                 r["how"],
-                r["memory"],
+                r["label"],
                 f"{r['cost']:g}",
                 r["receptive_field"],
                 f"{r['loss']:.4f}",
@@ -205,7 +246,7 @@ def plot_search(search: Search, path, title: str) -> None:
         c="gold",
         edgecolors="black",
         zorder=5,
-        label=f"best: {search.best.memory}",
+        label=f"best: {search.best.label}",
     )
     ax.axvline(search.limit, color="gray", linestyle="--", linewidth=1, label="budget")
     ax.set_xlabel(UNITS[search.unit])

@@ -1,13 +1,19 @@
 """The per-layer memory plan that loses least under a budget, searched on a trained model.
 
 The search starts from the sensitivities (each layer's memory set to each length of a
-small grid, the others as trained), predicts a plan's loss as the trained loss plus the
+small grid, and with `dtypes` to each length at each storage precision, the others as
+trained), predicts a plan's loss as the trained loss plus the
 rises of its layers (an additive model), takes the plans within the budget that the
 prediction ranks best, and confirms each with an evaluation-time plan. A local search
 then moves one or two layers at a time from the best confirmed plan while evaluations
 improve it. Every evaluated plan is kept with its loss, cost and how it was found, and
 Rae & Razavi's plans of the same budget (k long-range layers first, interleaved or last,
-the rest short) are evaluated beside the winner on the same text.
+the rest short, stored as trained) are evaluated beside the winner on the same text.
+
+A layer's choice is an option: (memory length, storage dtype), the dtype None when the
+search keeps the evaluation's own (no `dtypes` given). Costs add over layers in either unit;
+in MiB a quantized layer costs its bytes (values and scales), so a budget in bytes can be
+spent on more positions stored coarsely or fewer stored finely.
 """
 
 from __future__ import annotations
@@ -23,12 +29,26 @@ from txl.errors import TxlError
 from txl.evaluate import EvalResult, EvalSpec, evaluate
 from txl.memory import MEMORY, PLACEMENTS, format_plan, parse_plan
 from txl.model import TransformerXL
-from txl.plans import MemoryPlan
+from txl.plans import MEMORY_DTYPE, MemoryPlan
 from txl.stats import Interval, bootstrap_difference
 
 log = logging.getLogger(__name__)
 
 UNITS = {"positions": "cached positions per sequence", "mib": "MiB of cache per sequence (float32)"}
+Option = tuple  # (memory length, storage dtype or None: as the evaluation stores it)
+
+
+def with_options(plan: MemoryPlan, options, name: str | None = None) -> MemoryPlan:
+    """`plan` with each layer's memory length and (where the options name one) storage dtype replaced."""
+    out = plan.with_values("memory", [length for length, _ in options], name)
+    if any(dtype is not None for _, dtype in options):
+        out = out.with_values("dtype", [dtype for _, dtype in options])
+    return out
+
+
+def stored_as(model_cfg, plan: MemoryPlan) -> list[str]:
+    """Each layer's storage dtype under `plan` (the model's where the plan names none)."""
+    return [layer.mem_dtype for layer in plan.apply(model_cfg).layers]
 
 
 @dataclass
@@ -43,6 +63,7 @@ class Evaluated:
     predicted: float | None = None
     plan: MemoryPlan | None = None  # what was evaluated: the memory with the run's other evaluation settings
     halves: bool = False  # chosen on the first half of the text, compared on the second (see `loss`)
+    dtypes: list[str] | None = None  # each layer's storage, when the search chose it (None: the evaluation's)
 
     @property
     def loss(self) -> float:
@@ -58,6 +79,19 @@ class Evaluated:
     @property
     def memory(self) -> str:
         return format_plan(self.mem_lens, MEMORY)
+
+    @property
+    def memory_dtype(self) -> str | None:
+        return format_plan(self.dtypes, MEMORY_DTYPE) if self.dtypes is not None else None
+
+    @property
+    def label(self) -> str:
+        """The plan in the plan language: lengths, and the storage when the search chose it."""
+        return self.memory + (f" as {self.memory_dtype}" if self.dtypes is not None else "")
+
+    @property
+    def options(self) -> tuple:
+        return tuple(zip(self.mem_lens, self.dtypes or [None] * len(self.mem_lens)))
 
 
 def half(blocks: dict, which: int) -> dict:
@@ -87,6 +121,7 @@ class Search:
     references: list[Evaluated] = field(default_factory=list)
     split: str = "valid"
     settings: dict = field(default_factory=dict)  # how every plan was scored: part of a result row's identity
+    dtypes: list[str] | None = None  # the storage precisions searched with the lengths (None: lengths alone)
 
     def versus_best(self, other: Evaluated) -> Interval:
         """other's loss minus the best plan's, with a paired bootstrap over evaluation blocks: over the half of the
@@ -103,25 +138,25 @@ def default_lengths(trained: list[int]) -> list[int]:
     return sorted({0, m // 8, m // 4, m // 2, m})
 
 
-def layer_costs(
-    model_cfg, lengths: list[int], tgt_len: int, unit: str, base: MemoryPlan | None = None
-) -> list[dict[int, float]]:
-    """cost[layer][length]: what one layer with that memory adds to the plan's cost (costs add over layers)."""
-    costs: list[dict[int, float]] = [{} for _ in range(model_cfg.n_layer)]
+def layer_costs(model_cfg, options: list, tgt_len: int, unit: str, base: MemoryPlan | None = None) -> list[dict]:
+    """cost[layer][option]: what one layer with that memory (an Option, or a bare length: stored as `base`
+    stores it) adds to the plan's cost (costs add over layers)."""
+    costs: list[dict] = [{} for _ in range(model_cfg.n_layer)]
     base = base or MemoryPlan("cost")
-    for length in lengths:
-        b = budget(base.with_values("memory", [length] * model_cfg.n_layer).apply(model_cfg), tgt_len)
+    for option in options:
+        key = option if isinstance(option, tuple) else (option, None)
+        b = budget(with_options(base, [key] * model_cfg.n_layer).apply(model_cfg), tgt_len)
         for i, layer in enumerate(b.layers):
-            costs[i][length] = float(layer.cached_positions) if unit == "positions" else layer.bytes / 2**20
+            costs[i][key] = float(layer.cached_positions) if unit == "positions" else layer.bytes / 2**20
     return costs
 
 
 def plan_cost(
     model_cfg, mem_lens: list[int], tgt_len: int, unit: str = "positions", base: MemoryPlan | None = None
 ) -> float:
-    """What a whole plan costs in the search's unit: the sum of its layers' costs."""
+    """What a whole plan costs in the search's unit: the sum of its layers' costs (stored as `base` stores them)."""
     costs = layer_costs(model_cfg, sorted(set(mem_lens)), tgt_len, unit, base)
-    return sum(c[v] for c, v in zip(costs, mem_lens))
+    return sum(c[(v, None)] for c, v in zip(costs, mem_lens))
 
 
 def check_budget(positions: float | None = None, mib: float | None = None, of: str | None = None) -> None:
@@ -150,14 +185,13 @@ def resolve_budget(
     return plan_cost(model_cfg, lens, spec.tgt_len, unit, spec.plan), unit, max(lens), min(lens)
 
 
-def k_best(
-    rise: list[dict[int, float]], costs: list[dict[int, float]], limit: float, k: int
-) -> list[tuple[float, list[int]]]:
+def k_best(rise: list[dict], costs: list[dict], limit: float, k: int) -> list[tuple[float, list]]:
     """The k plans within `limit` whose predicted rise (the sum of their layers' rises) is least: a dynamic
-    programme over layers whose states are the costs reached, each keeping its k best partial plans."""
-    states: dict[float, list[tuple[float, list[int]]]] = {0.0: [(0.0, [])]}
+    programme over layers whose states are the costs reached, each keeping its k best partial plans (a layer's
+    choices are the keys of its `rise`: lengths, or options)."""
+    states: dict[float, list[tuple[float, list]]] = {0.0: [(0.0, [])]}
     for layer in range(len(rise)):
-        nxt: dict[float, list[tuple[float, list[int]]]] = {}
+        nxt: dict[float, list[tuple[float, list]]] = {}
         for spent, partials in states.items():
             for length, r in rise[layer].items():
                 c = round(spent + costs[layer][length], 9)
@@ -187,25 +221,29 @@ def reference_plans(
 
 
 class _Evaluator:
-    """Evaluates plans that differ from the spec's plan in their memory lengths, each once, and remembers them."""
+    """Evaluates plans that differ from the spec's plan in their options (memory lengths, and storage when the
+    search chooses it), each once, and remembers them."""
 
-    def __init__(self, model: TransformerXL, corpus: Corpus, spec: EvalSpec, costs: list[dict[int, float]]):
+    def __init__(self, model: TransformerXL, corpus: Corpus, spec: EvalSpec, costs: list[dict]):
         self.model, self.corpus, self.spec, self.costs = model, corpus, spec, costs
-        self.seen: dict[tuple[int, ...], Evaluated] = {}
+        self.seen: dict[tuple, Evaluated] = {}
 
-    def cost(self, lens: list[int]) -> float:
-        return sum(self.costs[i][v] for i, v in enumerate(lens))
+    def cost(self, options) -> float:
+        return sum(self.costs[i][o] for i, o in enumerate(options))
 
-    def __call__(self, lens: list[int], how: str, predicted: float | None = None) -> Evaluated:
-        key = tuple(lens)
+    def __call__(self, options, how: str, predicted: float | None = None) -> Evaluated:
+        key = tuple(options)
         if key not in self.seen:
-            plan = self.spec.plan.with_values("memory", lens, name=how)
+            plan = with_options(self.spec.plan, key, name=how)
             out = evaluate(self.model, self.corpus, self.spec, plan)
             reach = budget(plan.apply(self.model.cfg), self.spec.tgt_len).receptive_field[0]
             reach = int(reach) if math.isfinite(reach) else reach
             halves = self.spec.split == "valid" and len(out.blocks["loss"]) >= 2 * MIN_HALF_BLOCKS
-            e = self.seen[key] = Evaluated(list(lens), self.cost(lens), how, out, reach, predicted, plan, halves)
-            log.info(f"[{len(self.seen)}] {how:<16} {e.memory:<22} cost {e.cost:g}  loss {e.loss:.4f}")
+            lens, dtypes = [o[0] for o in key], [o[1] for o in key]
+            dtypes = dtypes if any(d is not None for d in dtypes) else None
+            e = Evaluated(lens, self.cost(key), how, out, reach, predicted, plan, halves, dtypes)
+            self.seen[key] = e
+            log.info(f"[{len(self.seen)}] {how:<16} {e.label:<22} cost {e.cost:g}  loss {e.loss:.4f}")
         elif how not in self.seen[key].how.split(", "):
             self.seen[key].how += f", {how}"  # found again another way (a reference plan the search had tried, say)
         return self.seen[key]
@@ -222,11 +260,14 @@ def search_plan(
     refine: int = 12,
     long: int | None = None,
     short: int | None = None,
+    dtypes: list[str] | None = None,
 ) -> Search:
     """Search the memory plan of least validation loss whose cost is at most `limit` (see the module's words).
-    `spec.plan` holds the evaluation settings kept for every plan (ranges, same_length, clamp_len), as `txl eval`
-    applies them; its memory is what the search replaces. The reference plans keep `long` positions in their
-    long-range layers and `short` in the others (default: the longest trained memory and an eighth of it)."""
+    `spec.plan` holds the evaluation settings kept for every plan (ranges, same_length, clamp_len, storage), as
+    `txl eval` applies them; its memory is what the search replaces, and with `dtypes` its storage too (each
+    layer then chooses a length and a precision). The reference plans keep `long` positions in their long-range
+    layers and `short` in the others (default: the longest trained memory and an eighth of it), stored as the
+    spec stores them."""
     if unit not in UNITS:
         raise TxlError(f"unknown budget unit {unit!r} (use {', '.join(UNITS)})")
     cfg, trained_lens = model.cfg, list(model.cfg.mem_lens)
@@ -235,69 +276,79 @@ def search_plan(
         raise TxlError(f"plan lengths must be >= 0, got {lengths}")
     long = max(trained_lens) if long is None else long
     short = (max(1, long // 8) if long else 0) if short is None else short
-    grid = sorted(set(lengths) | set(trained_lens) | {long, short})
-    run = _Evaluator(model, corpus, spec, layer_costs(cfg, grid, spec.tgt_len, unit, spec.plan))
-    cheapest = sum(min(c[v] for v in lengths) for c in run.costs)
+    # each layer's choices; the trained plan and the references keep the spec's storage, named when searched
+    stored = stored_as(cfg, spec.plan) if dtypes else [None] * cfg.n_layer
+    grid = [(v, d) for v in lengths for d in (sorted(set(dtypes)) if dtypes else [None])]
+    trained = [(v, d) for v, d in zip(trained_lens, stored)]
+    extra = {(v, d) for v in set(trained_lens) | {long, short} for d in set(stored)}
+    run = _Evaluator(
+        model, corpus, spec, layer_costs(cfg, sorted(set(grid) | extra, key=str), spec.tgt_len, unit, spec.plan)
+    )
+    cheapest = sum(min(c[o] for o in grid) for c in run.costs)
     if cheapest > limit + 1e-9:
         raise TxlError(
             f"a budget of {limit:g} {UNITS[unit]} is below the cheapest plan on the grid ({cheapest:g}, "
             f"every layer at {min(lengths)}); raise --budget or add shorter --lengths"
         )
-    base = run(trained_lens, "as trained")
-    rise = _sensitivities(run, trained_lens, lengths)
+    base = run(trained, "as trained")
+    rise = _sensitivities(run, trained, grid)
     settings = {"batch_size": spec.batch_size, "max_segments": spec.max_segments, "tgt_len": spec.tgt_len}
-    settings.update(lengths=lengths, eval=spec.plan.settings())
-    search = Search(limit, unit, lengths, base, split=spec.split, settings=settings)
-    for predicted, lens in k_best(rise, run.costs, limit, confirm):
-        run(lens, "predicted", base.loss + predicted)
-    for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: run.cost(lens) <= limit + 1e-9):
-        e = run(lens, name)
+    settings.update(lengths=lengths, eval=spec.plan.settings(), **({"dtypes": sorted(set(dtypes))} if dtypes else {}))
+    search = Search(
+        limit, unit, lengths, base, split=spec.split, settings=settings, dtypes=dtypes and sorted(set(dtypes))
+    )
+    for predicted, options in k_best(rise, run.costs, limit, confirm):
+        run(options, "predicted", base.loss + predicted)
+    fits = lambda options: run.cost(options) <= limit + 1e-9  # noqa: E731
+    for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: fits(list(zip(lens, stored)))):
+        e = run(list(zip(lens, stored)), name)
         if all(e is not r for r in search.references):  # one layer interleaved is one layer last
             search.references.append(e)
 
-    def predict(lens: list[int]) -> float:
-        return base.loss + sum(rise[i].get(v, math.inf) for i, v in enumerate(lens))
+    def predict(options) -> float:
+        return base.loss + sum(rise[i].get(o, math.inf) for i, o in enumerate(options))
 
-    _refine(run, limit, lengths, refine, predict)
+    _refine(run, limit, grid, refine, predict)
     search.best = min((e for e in run.seen.values() if e.cost <= limit + 1e-9), key=lambda e: e.loss)
     search.evaluated = list(run.seen.values())
     return search
 
 
-def _sensitivities(run: _Evaluator, trained_lens: list[int], lengths: list[int]) -> list[dict[int, float]]:
-    """rise[layer][length]: the loss rise of that one layer's memory set to that length, the others as trained."""
-    base = run(trained_lens, "as trained")
-    rise = [{trained_lens[i]: 0.0} for i in range(len(trained_lens))]
-    for i in range(len(trained_lens)):
-        for length in lengths:
-            if length != trained_lens[i]:
-                lens = list(trained_lens)
-                lens[i] = length
-                rise[i][length] = run(lens, "sensitivity").loss - base.loss
-    # the search moves on the grid; a trained length off the grid is only the start
-    return [{v: r for v, r in layer.items() if v in lengths} for layer in rise]
+def _sensitivities(run: _Evaluator, trained: list, grid: list) -> list[dict]:
+    """rise[layer][option]: the loss rise of that one layer's memory set to that option, the others as trained."""
+    base = run(trained, "as trained")
+    rise = [{trained[i]: 0.0} for i in range(len(trained))]
+    for i in range(len(trained)):
+        for option in grid:
+            if option != trained[i]:
+                options = list(trained)
+                options[i] = option
+                rise[i][option] = run(options, "sensitivity").loss - base.loss
+    # the search moves on the grid; a trained option off the grid is only the start
+    return [{o: r for o, r in layer.items() if o in grid} for layer in rise]
 
 
-def _refine(run: _Evaluator, limit: float, lengths: list[int], refine: int, predict) -> None:
+def _refine(run: _Evaluator, limit: float, grid: list, refine: int, predict) -> None:
     """Local search from the best plan within the budget: move one or two layers at a time, evaluating the moves
     predicted best (three at a time, `refine` at most) while they improve it."""
     best = min((e for e in run.seen.values() if e.cost <= limit + 1e-9), key=lambda e: e.loss)
     n_layer, spent = len(best.mem_lens), 0
     while spent < refine:
+        now = list(best.options)
         moves = []
         for i in range(n_layer):
-            for a in lengths:
-                one = best.mem_lens[:i] + [a] + best.mem_lens[i + 1 :]
+            for a in grid:
+                one = now[:i] + [a] + now[i + 1 :]
                 moves.append(one)
                 for j in range(n_layer):
                     if j != i:
-                        moves += [one[:j] + [b] + one[j + 1 :] for b in lengths]
+                        moves += [one[:j] + [b] + one[j + 1 :] for b in grid]
         fresh = {tuple(m) for m in moves if tuple(m) not in run.seen and run.cost(m) <= limit + 1e-9}
         if not fresh:
             break
-        tried = sorted(fresh, key=lambda m: predict(list(m)))[: min(3, refine - spent)]
+        tried = sorted(fresh, key=lambda m: (predict(m), str(m)))[: min(3, refine - spent)]
         spent += len(tried)
-        found = min((run(list(m), "refined", predict(list(m))) for m in tried), key=lambda e: e.loss)
+        found = min((run(list(m), "refined", predict(m)) for m in tried), key=lambda e: e.loss)
         if found.loss >= best.loss:
             break
         best = found
@@ -306,19 +357,26 @@ def _refine(run: _Evaluator, limit: float, lengths: list[int], refine: int, pred
 def rescore(search_record: dict, model: TransformerXL, corpus: Corpus, spec: EvalSpec) -> Search:
     """A saved search's best plan and references (its JSON record) scored on another split, as a Search of those
     alone: the test split scored once for reporting what the valid split chose."""
-    costs = {tuple(r["mem_lens"]): r["cost"] for r in search_record["plans"]}
 
-    def score(lens: list[int], how: str) -> Evaluated:
-        plan = spec.plan.with_values("memory", lens, name=how)
+    def options(r: dict) -> tuple:
+        return tuple(zip(r["mem_lens"], r.get("dtypes") or [None] * len(r["mem_lens"])))
+
+    costs = {options(r): r["cost"] for r in search_record["plans"]}
+
+    def score(r: dict) -> Evaluated:
+        plan = with_options(spec.plan, options(r), name=r["how"])
         out = evaluate(model, corpus, spec, plan)
         reach = budget(plan.apply(model.cfg), spec.tgt_len).receptive_field[0]
-        return Evaluated(list(lens), costs[tuple(lens)], how, out, reach, None, plan)
+        return Evaluated(
+            list(r["mem_lens"]), costs[options(r)], r["how"], out, reach, None, plan, False, r.get("dtypes")
+        )
 
     rows = search_record["plans"]
-    best = score(rows[0]["mem_lens"], rows[0]["how"])
+    best = score(rows[0])
     is_ref = lambda r: any(h.startswith("lrm=") for h in r["how"].split(", "))  # noqa: E731
-    refs = ([best] if is_ref(rows[0]) else []) + [score(r["mem_lens"], r["how"]) for r in rows[1:] if is_ref(r)]
+    refs = ([best] if is_ref(rows[0]) else []) + [score(r) for r in rows[1:] if is_ref(r)]
     settings = {**search_record.get("settings", {}), "batch_size": spec.batch_size}
     settings.update(max_segments=spec.max_segments, tgt_len=spec.tgt_len)
     budget_, unit, lengths = search_record["budget"], search_record["unit"], search_record["lengths"]
-    return Search(budget_, unit, lengths, best, [best, *refs], best, refs, spec.split, settings)
+    dtypes = settings.get("dtypes")
+    return Search(budget_, unit, lengths, best, [best, *refs], best, refs, spec.split, settings, dtypes)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 import time
 from pathlib import Path
 
-from txl.cli.args import command
+from txl.cli.args import command, say
 from txl.errors import TxlError
 
 
@@ -21,6 +20,16 @@ def _lengths(text: str) -> list[int]:
         values = []
     if not values or values[0] < 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated lengths >= 0, e.g. 0,8,16,64, got {text!r}")
+    return values
+
+
+def _dtypes(text: str) -> list[str]:
+    """An argparse type: comma-separated memory dtypes (txl.quantize)."""
+    from txl.quantize import MEMORY_DTYPES
+
+    values = sorted({v.strip() for v in text.split(",") if v.strip()})
+    if not values or set(values) - set(MEMORY_DTYPES):
+        raise argparse.ArgumentTypeError(f"expected dtypes from {', '.join(MEMORY_DTYPES)}, got {text!r}")
     return values
 
 
@@ -59,6 +68,13 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
         metavar="PLAN",
         help="how every plan (searched and Rae & Razavi's) stores its memory, e.g. int8: with --budget-mib the "
         "search then spends the bytes at that precision (fp32 bf16 fp16 fp8 int8 int4, per layer)",
+    )
+    p.add_argument(
+        "--dtypes",
+        type=_dtypes,
+        metavar="LIST",
+        help="search each layer's storage precision too, from this list (e.g. fp32,int8,int4): with --budget-mib "
+        "the bytes are spent on lengths and precisions together (Rae & Razavi's plans stay as stored)",
     )
     p.add_argument(
         "--split",
@@ -141,14 +157,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     metric = metric_name(corpus)
     setup_log(logging.WARNING if args.no_progress else logging.INFO)  # each plan as it is evaluated
     start = time.time()
-    search = search_plan(trained.model, corpus, spec, limit, unit, args.lengths, args.confirm, args.refine, long, short)
+    search = search_plan(
+        trained.model, corpus, spec, limit, unit, args.lengths, args.confirm, args.refine, long, short, args.dtypes
+    )
     title = (
         f"memory plan search on {trained.folder}: budget {limit:g} {UNITS[unit]}"
         + (f", memory stored as {args.memory_dtype}" if args.memory_dtype else "")
+        + (f", each layer's storage chosen from {','.join(args.dtypes)}" if args.dtypes else "")
         + f", {corpus.name} {args.split} split "
         f"({search.trained.result.tokens:,} tokens per plan)"
     )
     tag = "-" + re.sub(r"[^A-Za-z0-9]+", "-", args.memory_dtype).strip("-") if args.memory_dtype else ""
+    tag += "-" + "-".join(args.dtypes) if args.dtypes else ""
     stem = write_search(search, Path(args.out) if args.out else trained.root / "analysis", title, metric, tag)
     _print_search(args, trained, spec, search, stem, title, metric, time.time() - start)
     if args.append:
@@ -156,43 +176,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         added = append_plan_search(exp, Path(args.results), search, trained.run, trained.folder, corpus, spec.tgt_len)
         where = f" --scale {args.scale}" + (f" --results {args.results}" if args.results != "results" else "")
-        _info(args)(
+        say(
+            args,
             f"appended   {added} rows to the results of {args.append} ({args.scale}); "
-            f"'txl report {args.append}{where}' draws them"
+            f"'txl report {args.append}{where}' draws them",
         )
     tb = image_to_tensorboard(Path(f"{stem}.png"), trained.root / "tb", f"analysis/{stem.name}")
-    _info(args)(f"saved      {stem}.json, {stem}.md, {stem}.png; tensorboard {tb} (images)")
+    say(args, f"saved      {stem}.json, {stem}.md, {stem}.png; tensorboard {tb} (images)")
     return 0
 
 
-def _info(args: argparse.Namespace):
-    """Where the lines beside the table go: stdout, or stderr when csv or latex print the table alone."""
-    return print if args.format in ("text", "markdown") else (lambda s: print(s, file=sys.stderr))
-
-
 def _print_search(args, trained, spec, search, stem: Path, title: str, metric: str, seconds: float) -> None:
-    from txl.plan_results import search_table
+    from txl.plan_results import search_notes, search_table
 
-    info = _info(args)
-    info(title)
+    say(args, title)
     print(search_table(search, metric, args.format, most=5))
-    shown = 1 + len(search.references) + 5
-    if len(search.evaluated) > shown:
-        info(f"           ({len(search.evaluated) - shown} more plans in {stem}.md, in budget first)")
-    if args.split != "valid":
-        info(f"note       chosen on {args.split}: its score there is not a fair {args.split} score")
-    best = search.best
-    scored = f"loss {best.result.loss:.4f}" + (
-        f": {best.loss:.4f} on the half of the text it was chosen on, {best.held_out_loss:.4f} on the other"
-        if best.halves
-        else ""
-    )
-    info(f"best plan  {best.memory} ({scored}; cost {best.cost:g})")
-    info(f"           {len(search.evaluated)} plans evaluated in {seconds:.0f} s")
-    if best.halves:
-        info("           differences from the best are measured on the held-out half (selection is not counted twice)")
-    segments = spec.max_segments
-    info(
-        f"check it   txl eval {args.path} --memory {search.best.memory} --split {args.split}"
-        + (f" --max-segments {segments}" if segments else "")
-    )
+    for line in search_notes(search, stem, seconds, args.path, spec.max_segments):
+        say(args, line)
