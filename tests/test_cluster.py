@@ -37,10 +37,91 @@ def test_each_task_needs_the_training_job_whose_model_it_reads():
     assert [t.kind for t in by_key.values()].count("test") == 8
     after = by_key["after"]
     assert sorted(after.needs) == sorted(k for k in by_key if "@" not in k and k != "after")
-    assert set(by_key["after@test"].needs) == {k for k in by_key if k.endswith("@test") and k != "after@test"}
+    # the test split's analyses read the files the valid split's wrote: they come after them
+    assert set(by_key["after@test"].needs) == {k for k in by_key if k.endswith("@test") and k != "after@test"} | {
+        "after"
+    }
+    assert by_key["after"].trains  # an experiment's analyses may train: they get a training job's resources
     order = list(by_key)
     assert all(order.index(n) < order.index(k) for k, t in by_key.items() for n in t.needs)
     assert len({t.digest for t in by_key.values()}) == len(by_key)  # the test split is part of a job's identity
+
+
+def test_an_experiment_scored_on_test_already_has_no_second_test_pass():
+    exp = _exp()
+    exp.base.eval.split = "test"
+    keys = [t.key for t in tasks(exp, test=True)]
+    assert len(keys) == len(set(keys)) == 8
+
+
+class _FakeJob:
+    def __init__(self, job_id: str, folder):
+        from submitit.core.utils import JobPaths
+
+        self.job_id, self.paths = job_id, JobPaths(folder, job_id=job_id)
+
+
+class _FakeSlurm:
+    """submitit.SlurmExecutor as sbatch would answer: ids counting up, arrays as ID_INDEX; what it was asked kept."""
+
+    calls: list = []
+    next_id = [100]
+
+    def __init__(self, folder, max_num_timeout=3):
+        self.folder, self.params, self.jobs, self.batching = folder, {}, [], False
+
+    def update_parameters(self, **params):
+        self.params.update(params)
+
+    def batch(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            self.batching, self.jobs = True, []
+            yield
+            base = self.next_id[0]
+            self.next_id[0] += 1
+            many = len(self.jobs) > 1
+            for i, job in enumerate(self.jobs):
+                job.job_id = f"{base}_{i}" if many else str(base)
+            type(self).calls.append((dict(self.params), [j.job_id for j in self.jobs]))
+
+        return ctx()
+
+    def submit(self, fn):
+        job = _FakeJob("?", self.folder)
+        self.jobs.append(job)
+        return job
+
+
+def test_training_runs_go_as_one_array_and_each_evaluation_after_the_training_it_reads(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    from txl import launch
+
+    monkeypatch.setattr(submitit, "SlurmExecutor", _FakeSlurm)
+    monkeypatch.setattr(launch, "MAX_ARRAY", 3)
+    _FakeSlurm.calls.clear()
+    exp = _exp(after=lambda *a: None)
+    todo = tasks(exp)
+    ids = {"long/seed1": "7"}  # queued already: what needs it depends on that job
+    todo = [t for t in todo if t.key != "long/seed1"]
+    sweep = Sweep("t/x", "tiny", str(tmp_path))
+    out = launch._submit_slurm(exp, sweep, Resources(), todo, ids, tmp_path)
+    assert len(out) == len(todo) and all(t.key in ids for t in todo)
+    calls = _FakeSlurm.calls
+    first = calls[0]
+    assert "dependency" not in first[0] and len(first[1]) == 3  # long/seed0, short/seed0, short/seed1: an array
+    by_key = {t.key: ids[t.key] for t in todo} | {"long/seed1": "7"}
+    for params, job_ids in calls[1:]:
+        dep = params.get("dependency", "")
+        for job_id in job_ids:
+            key = next(k for k, v in by_key.items() if v == job_id)
+            task = next(t for t in todo if t.key == key)
+            assert dep == "afterok:" + ":".join(sorted(by_key[n] for n in task.needs)), key
+    assert max(len(job_ids) for _, job_ids in calls) <= 3  # arrays are cut at MAX_ARRAY
+    records = [json.loads(line) for line in (tmp_path / "submitted.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in records] == [t.key for t in out] and records[-1]["key"] == "after"
 
 
 def test_resources_become_slurm_parameters():
@@ -49,10 +130,11 @@ def test_resources_become_slurm_parameters():
     assert train["nodes"] == 2 and train["ntasks_per_node"] == 4 and train["gpus_per_node"] == 4  # one task per GPU
     assert score["nodes"] == 1 and score["ntasks_per_node"] == 1 and score["gpus_per_node"] == 1
     assert train["time"] == 90 and train["partition"] == "gpu" and train["account"] == "lab"
-    assert train["additional_parameters"] == {"kill-on-invalid-dep": "yes", "qos": "high"}
+    assert train["additional_parameters"] == {"kill_on_invalid_dep": "yes", "qos": "high"}
     cpu = Resources().slurm("tiny", trains=True)
     assert "gpus_per_node" not in cpu and cpu["time"] == 30 and "partition" not in cpu
-    for bad in (Resources(gpus_per_job=3, nodes=2), Resources(nodes=0), Resources(minutes=0), Resources(parallel=0)):
+    reserved = Resources(extra={"dependency": "afterok:1"})  # txl wires the dependencies itself
+    for bad in (Resources(gpus_per_job=3, nodes=2), Resources(nodes=0), Resources(minutes=0), reserved):
         with pytest.raises(TxlError):
             bad.check()
 

@@ -76,7 +76,7 @@ def test_a_slurm_sweep_writes_the_inline_rows_and_a_second_run_submits_nothing(t
 
 
 def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_rows(tmp_path, capsys, messages):
-    flags = ["--steps", "300", "--set", "train.save_every=20"]
+    flags = ["--steps", "200", "--set", "train.save_every=20"]
     assert main(_run(tmp_path, tmp_path / "inline", *flags)) == 0
     root = tmp_path / "slurm"
     assert main(_run(tmp_path, root, "--launcher", "slurm", *flags)) == 0
@@ -87,7 +87,7 @@ def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_ro
     capsys.readouterr()
     assert main(["status", "quickstart", "--scale", "tiny", "--results", str(root)]) == 0
     out = capsys.readouterr().out  # the sweep as submitted (its flags recalled), each job queued or running
-    assert "--set train.steps=300" in out and "would submit nothing" in out
+    assert "--set train.steps=200" in out and "would submit nothing" in out
     jobs = [line.split("  ") for line in out.splitlines() if "/seed0" in line]
     assert len(jobs) == 6 and all({"pending", "running"} & {cell.strip() for cell in line} for line in jobs), out
     metrics = root / "quickstart" / "tiny" / "runs" / "mem-16-trained" / "seed0" / "checkpoints" / "last"
@@ -119,8 +119,11 @@ def test_the_after_analyses_run_once_as_a_job_after_the_training_jobs(tmp_path, 
     assert len(a) > 1  # the analysis added its rows
     assert_same_rows(a, b, hashes=False)
     records = _records(tmp_path / "slurm", name)
-    assert [r["key"] for r in records] == ["all long/seed0", "after"]
+    trained = ["all long/seed0", "lrm=1@first:16,srm=4 (trained)/seed0", "lrm=1@interleave:16,srm=4 (trained)/seed0"]
+    assert [r["key"] for r in records] == [*trained, "after"]
+    assert len({r["job_id"].split("_")[0] for r in records[:3]}) == 1  # the training runs as one job array
     after = records[-1]
-    assert "afterok" in open(after["log"].replace("_0_log.err", "_submission.sh")).read()
+    script = open(after["log"].replace("_0_log.err", "_submission.sh")).read()
+    assert f"--dependency=afterok:{':'.join(sorted(r['job_id'] for r in records[:3]))}" in script
     assert main([*inline, "--results", str(tmp_path / "slurm"), "--launcher", "slurm", "--wait"]) == 0
     assert len(_records(tmp_path / "slurm", name)) == len(records)  # done: not run a second time

@@ -37,6 +37,10 @@ DEFAULT_MINUTES = {"tiny": 30, "small": 240, "paper": 2880}  # a job's time limi
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 ACTIVE |= {"RESIZING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED"}
 INSTALL = "--launcher slurm|local needs submitit: pip install -e '.[cluster]' (or pip install submitit)"
+# sbatch options txl (or submitit) sets itself: its dependencies, signals for requeueing, array and log paths
+RESERVED = {"dependency", "signal", "array", "output", "error", "open_mode", "kill_on_invalid_dep", "wckey"}
+MAX_ARRAY = 1000  # tasks per job array (Slurm's default MaxArraySize is 1001)
+MAX_TIMEOUTS = 20  # how often submitit requeues a job that reached its time limit
 
 
 @dataclass
@@ -60,6 +64,9 @@ class Resources:
             raise TxlError(f"--gpus-per-job {self.gpus_per_job} does not spread evenly over --nodes {self.nodes}")
         if self.parallel < 1 or (self.cpus_per_job is not None and self.cpus_per_job < 1):
             raise TxlError("--parallel and --cpus-per-job must be >= 1")
+        taken = sorted(RESERVED & set(self.extra))
+        if taken:
+            raise TxlError(f"--slurm {taken[0]}=... is set by txl (dependencies, requeue signals, arrays, logs)")
         return self
 
     def slurm(self, scale: str, trains: bool) -> dict:
@@ -74,7 +81,7 @@ class Resources:
         if self.cpus_per_job:
             out["cpus_per_task"] = self.cpus_per_job
         # a job whose dependency failed or was cancelled leaves the queue (a second txl run submits it again)
-        out["additional_parameters"] = {"kill-on-invalid-dep": "yes", **self.extra}
+        out["additional_parameters"] = {"kill_on_invalid_dep": "yes", **self.extra}
         return out
 
 
@@ -127,7 +134,7 @@ def tasks(exp: Experiment, test: bool = False) -> list[Task]:
     """Every job of the sweep in an order where each comes after the jobs it needs; with `test`, then each
     variant scored on the test split; the `after` analyses last, once per split, when the experiment has them."""
     out: list[Task] = []
-    for split in [None, "test"] if test else [None]:
+    for split in [None, "test"] if test and exp.base.eval.split != "test" else [None]:
         final = split is not None and split != exp.base.eval.split
         mine = []
         for job in jobs(exp):
@@ -138,10 +145,11 @@ def tasks(exp: Experiment, test: bool = False) -> list[Task]:
             else:
                 needs = [] if v.trains else [f"{v.of}/seed{job.seed}"]
                 mine.append(Task(job.key, job, None, digest, v.kind != "eval", needs))
-        if exp.after is not None:
-            digest = config_hash(sorted(t.digest for t in mine))
-            key = AFTER + (f"@{split}" if split else "")
-            mine.append(Task(key, None, split, digest, False, [t.key for t in mine]))
+        if exp.after is not None:  # on another split, after the first split's analyses too (it reads their files)
+            needs = [t.key for t in mine] + ([AFTER] if split else [])
+            digest = config_hash(sorted(t.digest for t in mine) + [t.digest for t in out if t.key == AFTER])
+            # resources of a training job: an experiment's analyses may train (analysis/plan-search does)
+            mine.append(Task(AFTER + (f"@{split}" if split else ""), None, split, digest, True, needs))
         out += mine
     return out
 
@@ -229,7 +237,7 @@ def read_records(folder: Path) -> dict[str, dict]:
     latest: dict[str, dict] = {}
     if not path.exists():
         return latest
-    for row in read_jsonl(path):
+    for row in read_jsonl(path, on_bad=lambda line, why: log.warning(f"{path}: line {line} {why}; ignored")):
         if isinstance(row, dict) and isinstance(row.get("key"), str) and isinstance(row.get("job_id"), str):
             latest[row["key"]] = row
     return latest
@@ -239,32 +247,33 @@ def record_submission(folder: Path, task: Task, job, launcher: str) -> dict:
     row = {"key": task.key, "digest": task.digest, "job_id": str(job.job_id), "launcher": launcher}
     row |= {"submitted": time.strftime("%Y-%m-%d %H:%M:%S"), "log": str(job.paths.stderr)}
     row |= {"out": str(job.paths.stdout), "result": str(job.paths.result_pickle)}
+    if launcher == "local":  # a process id is reused once the process ends: its start time tells them apart
+        row["started"] = _started(row["job_id"])
     append_line(folder / "submitted.jsonl", json.dumps(row))
     return row
 
 
-def slurm_states() -> dict[str, tuple[str, str]]:
-    """Slurm's state and reason of each of this user's jobs it still knows (finished ones for MinJobAge)."""
-    command = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-u", _user()]
+def slurm_states(strict: bool = True) -> dict[str, tuple[str, str]]:
+    """Slurm's state and reason of each job it still knows (finished ones for MinJobAge), whoever submitted it
+    (a results folder may be shared). Without an answer from Slurm: an error when `strict` (a submission must
+    not guess), else a warning and nothing known (`txl status` then reads the jobs' outcome files)."""
+    command = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r"]
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        why = None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["no message"])[-1]
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise TxlError(f"cannot ask Slurm for job states ({e}); is this a Slurm login node?") from None
-    if out.returncode != 0:
-        first = (out.stderr.strip().splitlines() or ["no message"])[-1]
-        raise TxlError(f"squeue failed: {first}; is Slurm running (tests/slurm/start.sh starts a one-node one)?")
+        out, why = None, str(e)
+    if why is not None:
+        if strict:
+            raise TxlError(f"cannot ask Slurm for job states (squeue: {why}); is this a machine of the cluster?")
+        log.warning(f"cannot ask Slurm for job states (squeue: {why}); states below are from the jobs' files")
+        return {}
     states = {}
     for line in out.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) == 3:
             states[parts[0]] = (parts[1], parts[2])
     return states
-
-
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
 
 
 def state_of(record: dict, queue: dict[str, tuple[str, str]] | None) -> tuple[str, str]:
@@ -276,7 +285,7 @@ def state_of(record: dict, queue: dict[str, tuple[str, str]] | None) -> tuple[st
         state, reason = queue[job_id]
         if state in ACTIVE or state not in {"COMPLETED", "FAILED"}:
             return state, "" if reason in ("None", "") else reason
-    if queue is None and _process_alive(job_id):
+    if queue is None and _process_alive(job_id, record.get("started")):
         return "RUNNING", ""
     outcome = _outcome(Path(record["result"]))
     if outcome is None:
@@ -301,12 +310,23 @@ def _outcome(path: Path) -> tuple[bool, str] | None:
     return False, lines[-1].strip() if lines else "failed"
 
 
-def _process_alive(pid: str) -> bool:
+def _started(pid: str) -> str | None:
+    """When a process started (clock ticks since boot, from /proc), or None where that cannot be read."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _process_alive(pid: str, started: str | None) -> bool:
+    """Whether the local job's process still runs: that id, started when it was recorded, running submitit."""
     try:
         with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
-            return b"submitit" in f.read()
+            ours = b"submitit" in f.read()
     except (OSError, ValueError):
         return False
+    return ours and (started is None or _started(pid) == started)
 
 
 def active(state: str, detail: str) -> bool:

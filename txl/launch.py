@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from txl.cluster import (
+    DEFAULT_MINUTES,
     INSTALL,
+    MAX_ARRAY,
+    MAX_TIMEOUTS,
     Resources,
     Sweep,
     SweepJob,
@@ -54,14 +57,14 @@ class JobStatus:
         return self.state != "done" and not active(self.state, self.detail)
 
 
-def survey(exp: Experiment, root: Path, test: bool = False) -> list[tuple[Task, JobStatus]]:
+def survey(exp: Experiment, root: Path, test: bool = False, strict: bool = True) -> list[tuple[Task, JobStatus]]:
     """Each task of the sweep with its status: done (its row is in the results table; for `after`, its job
-    completed), or its latest submission's state, or not submitted."""
+    completed), or its latest submission's state, or not submitted (`strict`: see cluster.slurm_states)."""
     folder = jobs_folder(root, exp)
     records = read_records(folder)
     rows = {(r.variant, r.seed, r.config_hash) for r in read_results(results_path(root, exp), warn=False)}
     mine = [r for r in records.values() if r.get("launcher") == "slurm"]
-    queue = slurm_states() if mine else {}
+    queue = slurm_states(strict) if mine else {}
     out = []
     for task in tasks(exp, test):
         status = JobStatus(task.key, task.kind, "not submitted")
@@ -83,7 +86,7 @@ def status(sweep: Sweep) -> tuple[list[JobStatus], Sweep, bool]:
     folder = jobs_folder(Path(sweep.root), sweep.experiment())
     sweep, test = recall(folder, sweep) or (sweep, False)
     exp = sweep.experiment()
-    return [s for _, s in survey(exp, Path(sweep.root), test)], sweep, test
+    return [s for _, s in survey(exp, Path(sweep.root), test, strict=False)], sweep, test
 
 
 def launch(sweep: Sweep, launcher: str, resources: Resources, test: bool = False, wait: bool = False) -> list:
@@ -107,12 +110,18 @@ def launch(sweep: Sweep, launcher: str, resources: Resources, test: bool = False
         for _, s in seen:
             if s.key in ids:
                 log.info(f"{exp.name} {s.key}: {s.state.lower()} as job {s.job_id}, not submitted again")
+        if launcher == "local" and ids and todo:  # it could not wait for them: what needs them would fail
+            raise TxlError(
+                f"{len(ids)} jobs of this sweep are queued or running already ({', '.join(list(ids)[:3])}); "
+                f"wait for them ('txl status {exp.name} --scale {exp.scale}'), then run this again"
+            )
         if not todo:
             log.info(f"{exp.name}: nothing to submit ({len(seen)} jobs done, queued or running)")
-            return []
-        if launcher == "local":
+            submitted = []
+        elif launcher == "local":
             return _run_local(exp, sweep, resources, todo, folder)
-        submitted = _submit_slurm(exp, sweep, resources, todo, ids, folder)
+        else:
+            submitted = _submit_slurm(exp, sweep, resources, todo, ids, folder)
     if wait:
         follow(exp, root, [s.key for s in submitted] + list(ids), test)
     return submitted
@@ -129,32 +138,40 @@ def _levels(todo: list[Task]) -> list[list[Task]]:
 
 def _submit_slurm(exp, sweep: Sweep, resources: Resources, todo: list[Task], ids: dict, folder: Path) -> list:
     """Submit the tasks round by round, each depending (afterok) on the queued jobs it needs; tasks of one round
-    with the same resources and dependencies go as one job array."""
-    import submitit
-
+    with the same resources and dependencies go as one job array (of at most MAX_ARRAY tasks)."""
     out = []
     for round_ in _levels(todo):
         groups: dict[tuple, list[Task]] = {}
         for t in round_:
             deps = tuple(sorted({ids[n] for n in t.needs if n in ids}))
             groups.setdefault((t.trains, deps), []).append(t)
-        for (trains, deps), group in groups.items():
-            executor = submitit.SlurmExecutor(folder=folder / "%j")
-            params = resources.slurm(exp.scale, trains)
-            if deps:
-                params["dependency"] = "afterok:" + ":".join(deps)
-            executor.update_parameters(job_name=f"txl-{exp.name}", **params)
-            try:
-                with executor.batch():
-                    jobs = [executor.submit(SweepJob(sweep, t.job and t.job.key, t.split)) for t in group]
-            except Exception as e:  # sbatch's refusal (a partition, an option) comes as submitit's error
-                lines = [line for line in str(e).splitlines() if line.strip()]
-                raise TxlError(f"sbatch refused the jobs: {lines[-1] if lines else e}") from None
-            for t, job in zip(group, jobs):
-                row = record_submission(folder, t, job, "slurm")
-                ids[t.key] = row["job_id"]
-                out.append(_submitted(t, row))
-                log.info(f"{exp.name} {t.key}: submitted as job {row['job_id']}; log {row['log']}")
+        for (trains, deps), whole in groups.items():
+            for group in (whole[i : i + MAX_ARRAY] for i in range(0, len(whole), MAX_ARRAY)):
+                out += _submit_array(exp, sweep, resources, group, trains, deps, ids, folder)
+    return out
+
+
+def _submit_array(exp, sweep: Sweep, resources: Resources, group: list[Task], trains, deps, ids, folder) -> list:
+    """One sbatch of these tasks (a job array when there are several), each recorded as it was submitted."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=MAX_TIMEOUTS)
+    params = resources.slurm(exp.scale, trains)
+    if deps:
+        params["dependency"] = "afterok:" + ":".join(deps)
+    executor.update_parameters(job_name=f"txl-{exp.name}", **params)
+    try:
+        with executor.batch():
+            jobs = [executor.submit(SweepJob(sweep, t.job and t.job.key, t.split)) for t in group]
+    except Exception as e:  # sbatch's refusal (a partition, an option) comes as submitit's error
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise TxlError(f"sbatch refused the jobs: {lines[-1] if lines else e}") from None
+    out = []
+    for t, job in zip(group, jobs):
+        row = record_submission(folder, t, job, "slurm")
+        ids[t.key] = row["job_id"]
+        out.append(_submitted(t, row))
+        log.info(f"{exp.name} {t.key}: submitted as job {row['job_id']}; log {row['log']}")
     return out
 
 
@@ -175,6 +192,7 @@ def follow(exp: Experiment, root: Path, keys: list[str], test: bool = False, pol
         if not any(active(s.state, s.detail) for s in now.values()):
             break
         time.sleep(poll)
+        poll = min(poll * 1.2, 30.0)  # a long sweep asks Slurm every half minute, not every two seconds
     _raise_failed(exp, [s for s in now.values() if s.state != "done"])
 
 
@@ -192,41 +210,63 @@ def _raise_failed(exp: Experiment, bad: list[JobStatus]) -> None:
 
 def _run_local(exp, sweep: Sweep, resources: Resources, todo: list[Task], folder: Path) -> list:
     """Run the tasks as local processes, at most `resources.parallel` at once, each once those it needs are
-    done; a task whose needed job failed is not started."""
+    done and the GPUs it needs are free (each job its own: a training job --gpus-per-job or one, an evaluation
+    one; none on a machine without); a task whose needed job failed is not started."""
     import submitit
 
     executor = submitit.LocalExecutor(folder=folder / "%j")
+    free = _local_gpus()
+    with_gpus = bool(free)
+    if with_gpus and max(resources.gpus_per_job, 1) > len(free):
+        raise TxlError(f"--gpus-per-job {resources.gpus_per_job}: this machine shows {len(free)} GPUs")
     pending, running, out, failed = list(todo), {}, [], []
     start = time.time()
     try:
         while pending or running:
-            for key, (task, job, row) in list(running.items()):
+            for key, (task, job, row, gpus) in list(running.items()):
                 if job.done():
                     del running[key]
+                    free += gpus
                     failed += _finished_local(exp, task, row)
             blocked = {t.key for t in pending} | set(running) | {s.key for s in failed}
             for task in list(pending):
+                want = (max(resources.gpus_per_job, 1) if task.trains else 1) if with_gpus else 0
                 if any(n in {s.key for s in failed} for n in task.needs):
                     pending.remove(task)
                     failed.append(JobStatus(task.key, task.kind, "not started", detail="a job it needs failed"))
-                elif len(running) < resources.parallel and not blocked & set(task.needs):
+                elif len(running) < resources.parallel and not blocked & set(task.needs) and want <= len(free):
                     pending.remove(task)
-                    gpus = resources.gpus_per_job if task.trains else min(resources.gpus_per_job, 1)
-                    minutes = resources.minutes or 60 * 24
-                    executor.update_parameters(timeout_min=minutes, tasks_per_node=max(gpus, 1), gpus_per_node=gpus)
+                    gpus, free = free[:want], free[want:]
+                    minutes = resources.minutes or DEFAULT_MINUTES[exp.scale]
+                    tasks = max(len(gpus), 1) if task.trains else 1  # DDP over a training job's GPUs
+                    executor.update_parameters(
+                        timeout_min=minutes, tasks_per_node=tasks, gpus_per_node=len(gpus), visible_gpus=gpus
+                    )
                     job = executor.submit(SweepJob(sweep, task.job and task.job.key, task.split))
                     row = record_submission(folder, task, job, "local")
-                    running[task.key] = (task, job, row)
+                    running[task.key] = (task, job, row, gpus)
                     out.append(_submitted(task, row))
                     log.info(f"{exp.name} {task.key}: started (process {row['job_id']}); log {row['log']}")
             time.sleep(0.2)
     except KeyboardInterrupt:
-        for _, job, _ in running.values():
+        for _, job, _, _ in running.values():
             job.cancel(check=False)
         raise
     log.info(f"{exp.name}: {len(out)} local jobs in {clock(time.time() - start)}")
     _raise_failed(exp, failed)
     return out
+
+
+def _local_gpus() -> list[int]:
+    """The GPUs local jobs may use: those CUDA_VISIBLE_DEVICES names, else every GPU torch sees."""
+    import os
+
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named is not None:
+        return [int(v) for v in named.split(",") if v.strip().isdigit()]
+    import torch
+
+    return list(range(torch.cuda.device_count()))
 
 
 def _finished_local(exp, task: Task, row: dict) -> list[JobStatus]:
