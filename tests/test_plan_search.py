@@ -12,7 +12,7 @@ import experiments  # noqa: F401  (registers every definition)
 from txl.budget import budget
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.plan_search import k_best, layer_costs, reference_plans
+from txl.plan_search import k_best, layer_costs, option, reference_plans
 from txl.plans import MemoryPlan, apply_plans
 
 
@@ -40,13 +40,13 @@ def test_costs_add_up_to_the_budget_of_the_plan_in_either_unit():
         plan = [16, 0, 4]
         b = budget(MemoryPlan.of_lists("p", plan).apply(cfg), 8)
         want = b.cached_positions if unit == "positions" else b.bytes / 2**20
-        assert sum(costs[i][(v, None)] for i, v in enumerate(plan)) == pytest.approx(want)
+        assert sum(costs[i][option(v)] for i, v in enumerate(plan)) == pytest.approx(want)
     # a layer's option is a length and a storage: costs in bytes are the budget's for those per-layer dtypes
-    options = [(16, "int4"), (0, "fp32"), (4, "int8")]
-    costs = layer_costs(cfg, sorted(set(options) | {(16, "fp32")}), 8, "mib")
+    options = [option((16, "int4")), option((0, "fp32")), option((4, "int8"))]
+    costs = layer_costs(cfg, sorted(set(options) | {option((16, "fp32"))}, key=str), 8, "mib")
     cfg_q = MemoryPlan.parse(3, memory="16,0,4", memory_dtype="int4,fp32,int8").apply(cfg)
     assert sum(costs[i][o] for i, o in enumerate(options)) == pytest.approx(budget(cfg_q, 8).bytes / 2**20)
-    assert costs[0][(16, "int4")] < costs[0][(16, "fp32")] / 4
+    assert costs[0][option((16, "int4"))] < costs[0][option((16, "fp32"))] / 4
 
 
 def test_reference_plans_are_the_most_long_layers_that_fit():
@@ -213,7 +213,12 @@ def test_a_valid_search_chooses_on_the_first_half_and_compares_on_the_second():
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", b"[1, 2]", b'{"plans": []}', b'{"plans": [{"how": "x", "cost": 1, "mem_lens": ["a"]}]}', b"\xff"],
+    [b"{not json", b"[1, 2]", b'{"plans": []}', b'{"plans": [{"how": "x", "cost": 1, "mem_lens": ["a"]}]}', b"\xff"]
+    + [
+        b'{"plans": [{"how": "x", "cost": 1, "mem_lens": [0, 4], "chosen": %s}], "budget": 12, "unit": "positions", '
+        b'"lengths": [4]}' % c
+        for c in (b'{"sinks": "x"}', b'{"memory_dtype": "int3"}', b'{"range": "4"}', b"[]")
+    ],
 )
 def test_a_damaged_plan_search_record_is_one_line(content, tmp_path):
     from txl.errors import TxlError
@@ -223,7 +228,8 @@ def test_a_damaged_plan_search_record_is_one_line(content, tmp_path):
     path.write_bytes(content)
     with pytest.raises(TxlError, match="plan search .*plan-12.json"):
         read_search(path)
-    good = {"plans": [{"how": "x", "cost": 1, "mem_lens": [0, 4]}], "budget": 12, "unit": "positions", "lengths": [4]}
+    good = {"plans": [{"how": "x", "cost": 1, "mem_lens": [0, 4], "chosen": {"sinks": "0,2"}}], "budget": 12}
+    good |= {"unit": "positions", "lengths": [4]}
     path.write_text(json.dumps(good))
     assert read_search(path) == good
 
@@ -249,7 +255,15 @@ def test_a_search_in_bytes_at_a_storage_precision_spends_the_bytes_at_that_preci
     assert sum(best["mem_lens"]) * 16 * 4 > 0.0015 * 2**20 and best["within_budget"]
 
 
-def test_a_joint_search_chooses_each_layers_length_and_precision_within_the_bytes(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flags, chosen",
+    [
+        (["--dtypes", "fp32,int8,int4"], {"memory_dtype"}),
+        (["--sinks-grid", "0,2", "--compress-grid", "0,4/2:mean"], {"sinks", "compress"}),
+    ],
+    ids=["precision", "sinks-and-compression"],
+)
+def test_a_joint_search_chooses_each_layers_length_and_more_within_the_bytes(flags, chosen, tmp_path, capsys):
     from conftest import tiny_run
 
     from txl.plan_results import read_search
@@ -258,29 +272,32 @@ def test_a_joint_search_chooses_each_layers_length_and_precision_within_the_byte
     run = tiny_run(tmp_path, **{"train.steps": 2})
     Trainer(run, tmp_path / "run", progress=False).fit()
     argv = ["plan", str(tmp_path / "run"), "--budget-mib", "0.0015", "--lengths", "0,4,8,16", "--confirm", "2"]
-    assert main([*argv, "--refine", "3", "--max-segments", "4", "--dtypes", "fp32,int8,int4"]) == 0
+    assert main([*argv, "--refine", "3", "--max-segments", "4", *flags]) == 0
     out = capsys.readouterr().out
-    path = tmp_path / "run" / "analysis" / "plan-0.0015MiB-fp32-int4-int8.json"
+    [path] = (tmp_path / "run" / "analysis").glob("plan-0.0015MiB-*.json")
     record = read_search(path)
-    assert "storage chosen from fp32,int4,int8" in record["title"]
-    stored = {d for p in record["plans"] if p.get("dtypes") for d in p["dtypes"]}
-    assert {"int8", "int4"} <= stored  # the sensitivities tried each layer at each precision
-    for p in record["plans"]:  # every plan's cost is the budget of its lengths stored as it says
-        dtype = p.get("memory_dtype") or "fp32"
-        cfg = MemoryPlan.parse(2, memory=p["memory"], memory_dtype=dtype).apply(run.model)
+    assert all(f"{name.replace('_', ' ')} chosen from" in record["title"] for name in chosen)
+    # the sensitivities tried each layer at each value of each choice
+    assert all(len({p["chosen"][name] for p in record["plans"]}) > 1 for name in chosen)
+    for p in record["plans"]:  # every plan's cost is the budget of its lengths and choices
+        assert set(p["chosen"]) == chosen
+        cfg = MemoryPlan.parse(2, memory=p["memory"], **p["chosen"]).apply(run.model)
         assert p["cost"] == pytest.approx(budget(cfg, run.eval.tgt_len).bytes / 2**20)
     refs = [p for p in record["plans"] if p["how"].startswith("lrm=") or ", lrm=" in p["how"]]
-    assert refs and all(set(p["dtypes"]) == {"fp32"} for p in refs)  # Rae & Razavi's plans as stored
+    as_trained = next(p for p in record["plans"] if p["how"].startswith("as trained"))
+    assert refs and all(p["chosen"] == as_trained["chosen"] for p in refs)  # Rae & Razavi's plans as evaluated
     best = record["plans"][0]
-    assert best["within_budget"] and best["dtypes"] and best["label"] == f"{best['memory']} as {best['memory_dtype']}"
+    assert best["within_budget"] and all(f" {t}" in best["label"] for t in best["chosen"].values())
     check = re.search(r"check it   (txl eval .*)", out).group(1)
-    assert f"--memory-dtype {best['memory_dtype']}" in check
+    assert all(f"--{f.replace('_', '-')} {t}" in check for f, t in best["chosen"].items())
     assert main(shlex.split(check)[1:] + ["--format", "csv"]) == 0  # the command it prints gives the same loss
     import csv
 
     table = list(csv.DictReader(capsys.readouterr().out.strip().splitlines()))
     loss = next(float(v) for k, v in table[-1].items() if k.startswith("loss"))
     assert loss == pytest.approx(best["metrics"]["loss"], rel=1e-6)
-    with pytest.raises(SystemExit) as exit_:
-        main([*argv, "--dtypes", "fp32,int3"])
-    assert exit_.value.code == 2 and "expected dtypes from" in capsys.readouterr().err
+    for bad in ("int3", "x", "4/0"):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, flags[0], f"{'fp32' if flags[0] == '--dtypes' else 0},{bad}"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and bad in err and len(err.strip().splitlines()) == 1

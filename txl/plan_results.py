@@ -7,7 +7,8 @@ from pathlib import Path
 from txl.data import Corpus
 from txl.errors import TxlError
 from txl.io import atomic_write_json, atomic_write_text, pyplot
-from txl.plan_search import UNITS, Search
+from txl.memory import parse_plan
+from txl.plan_search import CHOICES, UNITS, Search
 from txl.table import render_table
 
 
@@ -31,7 +32,7 @@ def read_search(path) -> dict:
             and number(r.get("cost"))
             and isinstance(r.get("mem_lens"), list)
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in r["mem_lens"])
-            and _dtypes_whole(r)
+            and _chosen_whole(r)
             for r in plans
         )
         and number(record.get("budget"))
@@ -43,14 +44,17 @@ def read_search(path) -> dict:
     return record
 
 
-def _dtypes_whole(row: dict) -> bool:
-    """A plan row's storage per layer, when the search chose it: one known dtype name per layer."""
-    from txl.quantize import MEMORY_DTYPES
-
-    dtypes = row.get("dtypes")
-    if dtypes is None:
-        return True
-    return isinstance(dtypes, list) and len(dtypes) == len(row["mem_lens"]) and all(d in MEMORY_DTYPES for d in dtypes)
+def _chosen_whole(row: dict) -> bool:
+    """What a plan row says the search chose beside its lengths: flag name -> a plan of one value per layer."""
+    chosen = row.get("chosen", {})
+    if not isinstance(chosen, dict) or set(chosen) - set(CHOICES):
+        return False
+    try:
+        for flag, text in chosen.items():
+            parse_plan(text, len(row["mem_lens"]), CHOICES[flag][1])
+    except (ValueError, TypeError, AttributeError, TxlError):
+        return False
+    return True
 
 
 def search_rows(search: Search) -> list[dict]:
@@ -65,7 +69,7 @@ def search_rows(search: Search) -> list[dict]:
                 "how": e.how,
                 "memory": e.memory,
                 "mem_lens": e.mem_lens,
-                **({"memory_dtype": e.memory_dtype, "dtypes": e.dtypes} if e.dtypes is not None else {}),
+                **({"chosen": e.texts} if e.chosen else {}),
                 "label": e.label,
                 "cost": e.cost,
                 "receptive_field": e.receptive_field,
@@ -121,7 +125,7 @@ def append_plan_search(exp, root, search: Search, run, folder, corpus: Corpus, t
             {
                 "plan_search": str(Path(folder).resolve()),
                 "memory": e.mem_lens,
-                **({"memory_dtype": e.dtypes} if e.dtypes is not None else {}),
+                **({"chosen": e.texts} if e.chosen else {}),
                 "split": search.split,
                 "budget": search.limit,
                 "unit": search.unit,
@@ -168,7 +172,7 @@ def search_notes(search: Search, stem, seconds: float, path: str, segments: int 
         )
     lines.append(
         f"check it   txl eval {path} --memory {best.memory} --split {search.split}"
-        + (f" --memory-dtype {best.memory_dtype}" if best.dtypes else "")
+        + "".join(f" --{flag.replace('_', '-')} {text}" for flag, text in best.texts.items())
         + (f" --max-segments {segments}" if segments else "")
     )
     return lines

@@ -1,23 +1,26 @@
 """The per-layer memory plan that loses least under a budget, searched on a trained model.
 
 The search starts from the sensitivities (each layer's memory set to each length of a
-small grid, and with `dtypes` to each length at each storage precision, the others as
-trained), predicts a plan's loss as the trained loss plus the
-rises of its layers (an additive model), takes the plans within the budget that the
-prediction ranks best, and confirms each with an evaluation-time plan. A local search
+small grid, and with `grids` to each combination of a length and the other choices searched:
+storage precision, attention sinks, compressed memory; the others as trained), predicts a
+plan's loss as the trained loss plus the rises of its layers (an additive model), takes the
+plans within the budget that the prediction ranks best, and confirms each with an
+evaluation-time plan. A local search
 then moves one or two layers at a time from the best confirmed plan while evaluations
 improve it. Every evaluated plan is kept with its loss, cost and how it was found, and
 Rae & Razavi's plans of the same budget (k long-range layers first, interleaved or last,
 the rest short, stored as trained) are evaluated beside the winner on the same text.
 
-A layer's choice is an option: (memory length, storage dtype), the dtype None when the
-search keeps the evaluation's own (no `dtypes` given). Costs add over layers in either unit;
-in MiB a quantized layer costs its bytes (values and scales), so a budget in bytes can be
-spent on more positions stored coarsely or fewer stored finely.
+A layer's choice is an option: (memory length, storage dtype, sinks, compressed memory), a
+value None where the search keeps the evaluation's own (that choice not searched). Costs add
+over layers in either unit; in MiB a layer costs its bytes (quantized values and scales,
+sinks, compressed slots), so a budget in bytes can be spent on more positions stored
+coarsely, fewer stored finely, a few sinks, or old states pooled.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -27,7 +30,7 @@ from txl.budget import budget
 from txl.data import Corpus
 from txl.errors import TxlError
 from txl.evaluate import EvalResult, EvalSpec, evaluate
-from txl.memory import MEMORY, PLACEMENTS, format_plan, parse_plan
+from txl.memory import COMPRESS, MEMORY, PLACEMENTS, SINKS, format_plan, parse_plan
 from txl.model import TransformerXL
 from txl.plans import MEMORY_DTYPE, MemoryPlan
 from txl.stats import Interval, bootstrap_difference
@@ -35,20 +38,30 @@ from txl.stats import Interval, bootstrap_difference
 log = logging.getLogger(__name__)
 
 UNITS = {"positions": "cached positions per sequence", "mib": "MiB of cache per sequence (float32)"}
-Option = tuple  # (memory length, storage dtype or None: as the evaluation stores it)
+# what a search may choose per layer beside the memory length, by flag name: the plan dimension and its kind
+CHOICES = {"memory_dtype": ("dtype", MEMORY_DTYPE), "sinks": ("sinks", SINKS), "compress": ("compress", COMPRESS)}
+Option = tuple  # (memory length, then a value per CHOICES entry, None where the evaluation's own is kept)
+
+
+def option(value) -> Option:
+    """A bare length as an option (every other choice as the evaluation's), or an option padded likewise."""
+    value = value if isinstance(value, tuple) else (value,)
+    return value + (None,) * (1 + len(CHOICES) - len(value))
 
 
 def with_options(plan: MemoryPlan, options, name: str | None = None) -> MemoryPlan:
-    """`plan` with each layer's memory length and (where the options name one) storage dtype replaced."""
-    out = plan.with_values("memory", [length for length, _ in options], name)
-    if any(dtype is not None for _, dtype in options):
-        out = out.with_values("dtype", [dtype for _, dtype in options])
+    """`plan` with each layer's memory length and (where the options name them) its other choices replaced."""
+    options = [option(o) for o in options]
+    out = plan.with_values("memory", [o[0] for o in options], name)
+    for k, (dim, _) in enumerate(CHOICES.values(), 1):
+        if any(o[k] is not None for o in options):
+            out = out.with_values(dim, [o[k] for o in options])
     return out
 
 
-def stored_as(model_cfg, plan: MemoryPlan) -> list[str]:
-    """Each layer's storage dtype under `plan` (the model's where the plan names none)."""
-    return [layer.mem_dtype for layer in plan.apply(model_cfg).layers]
+def as_planned(model_cfg, plan: MemoryPlan, flag: str) -> list:
+    """Each layer's value of one choice (by flag name) under `plan`: the model's where the plan names none."""
+    return list(MemoryPlan.of_config(plan.apply(model_cfg)).layers[CHOICES[flag][0]])
 
 
 @dataclass
@@ -63,7 +76,7 @@ class Evaluated:
     predicted: float | None = None
     plan: MemoryPlan | None = None  # what was evaluated: the memory with the run's other evaluation settings
     halves: bool = False  # chosen on the first half of the text, compared on the second (see `loss`)
-    dtypes: list[str] | None = None  # each layer's storage, when the search chose it (None: the evaluation's)
+    chosen: dict[str, list] = field(default_factory=dict)  # flag name -> per-layer values the search chose
 
     @property
     def loss(self) -> float:
@@ -81,17 +94,20 @@ class Evaluated:
         return format_plan(self.mem_lens, MEMORY)
 
     @property
-    def memory_dtype(self) -> str | None:
-        return format_plan(self.dtypes, MEMORY_DTYPE) if self.dtypes is not None else None
+    def texts(self) -> dict[str, str]:
+        """The choices beside the memory, in the plan language, by flag name (`txl eval --memory-dtype ...`)."""
+        return {flag: format_plan(values, CHOICES[flag][1]) for flag, values in self.chosen.items()}
 
     @property
     def label(self) -> str:
-        """The plan in the plan language: lengths, and the storage when the search chose it."""
-        return self.memory + (f" as {self.memory_dtype}" if self.dtypes is not None else "")
+        """The plan in the plan language: lengths, then what else the search chose (`as` the storage)."""
+        words = {"memory_dtype": "as", "sinks": "sinks", "compress": "compress"}
+        return " ".join([self.memory] + [f"{words[f]} {t}" for f, t in self.texts.items()])
 
     @property
     def options(self) -> tuple:
-        return tuple(zip(self.mem_lens, self.dtypes or [None] * len(self.mem_lens)))
+        columns = [self.chosen.get(flag) or [None] * len(self.mem_lens) for flag in CHOICES]
+        return tuple(zip(self.mem_lens, *columns))
 
 
 def half(blocks: dict, which: int) -> dict:
@@ -121,7 +137,7 @@ class Search:
     references: list[Evaluated] = field(default_factory=list)
     split: str = "valid"
     settings: dict = field(default_factory=dict)  # how every plan was scored: part of a result row's identity
-    dtypes: list[str] | None = None  # the storage precisions searched with the lengths (None: lengths alone)
+    grids: dict[str, list] = field(default_factory=dict)  # what was searched beside lengths (CHOICES), by flag
 
     def versus_best(self, other: Evaluated) -> Interval:
         """other's loss minus the best plan's, with a paired bootstrap over evaluation blocks: over the half of the
@@ -130,6 +146,29 @@ class Search:
         if self.best.halves:
             return bootstrap_difference(half(other.result.blocks, 1), half(self.best.result.blocks, 1))
         return bootstrap_difference(other.result.blocks, self.best.result.blocks)
+
+
+def parse_lengths(text: str) -> list[int]:
+    """Comma-separated memory lengths >= 0 (0 is a layer without memory), as --lengths takes them."""
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        values = []
+    if not values or values[0] < 0:
+        raise ValueError(f"expected comma-separated lengths >= 0, e.g. 0,8,16,64, got {text!r}")
+    return values
+
+
+FLAGS = {"dtypes": "memory_dtype", "sinks-grid": "sinks", "compress-grid": "compress"}  # txl plan's, per choice
+
+
+def parse_choices(flag: str, text: str) -> list:
+    """Comma-separated values of one choice a search makes per layer, as txl plan's flag (FLAGS) takes them."""
+    kind = CHOICES[FLAGS[flag]][1]
+    values = [kind.parse_value(v.strip()) for v in text.split(",") if v.strip()]
+    if not values:
+        raise ValueError(f"expected comma-separated values of {kind.name}, got {text!r}")
+    return values
 
 
 def default_lengths(trained: list[int]) -> list[int]:
@@ -143,8 +182,8 @@ def layer_costs(model_cfg, options: list, tgt_len: int, unit: str, base: MemoryP
     stores it) adds to the plan's cost (costs add over layers)."""
     costs: list[dict] = [{} for _ in range(model_cfg.n_layer)]
     base = base or MemoryPlan("cost")
-    for option in options:
-        key = option if isinstance(option, tuple) else (option, None)
+    for value in options:
+        key = option(value)
         b = budget(with_options(base, [key] * model_cfg.n_layer).apply(model_cfg), tgt_len)
         for i, layer in enumerate(b.layers):
             costs[i][key] = float(layer.cached_positions) if unit == "positions" else layer.bytes / 2**20
@@ -156,7 +195,7 @@ def plan_cost(
 ) -> float:
     """What a whole plan costs in the search's unit: the sum of its layers' costs (stored as `base` stores them)."""
     costs = layer_costs(model_cfg, sorted(set(mem_lens)), tgt_len, unit, base)
-    return sum(c[(v, None)] for c, v in zip(costs, mem_lens))
+    return sum(c[option(v)] for c, v in zip(costs, mem_lens))
 
 
 def check_budget(positions: float | None = None, mib: float | None = None, of: str | None = None) -> None:
@@ -239,9 +278,9 @@ class _Evaluator:
             reach = budget(plan.apply(self.model.cfg), self.spec.tgt_len).receptive_field[0]
             reach = int(reach) if math.isfinite(reach) else reach
             halves = self.spec.split == "valid" and len(out.blocks["loss"]) >= 2 * MIN_HALF_BLOCKS
-            lens, dtypes = [o[0] for o in key], [o[1] for o in key]
-            dtypes = dtypes if any(d is not None for d in dtypes) else None
-            e = Evaluated(lens, self.cost(key), how, out, reach, predicted, plan, halves, dtypes)
+            columns = {flag: [o[k] for o in key] for k, flag in enumerate(CHOICES, 1)}
+            chosen = {flag: values for flag, values in columns.items() if any(v is not None for v in values)}
+            e = Evaluated([o[0] for o in key], self.cost(key), how, out, reach, predicted, plan, halves, chosen)
             self.seen[key] = e
             log.info(f"[{len(self.seen)}] {how:<16} {e.label:<22} cost {e.cost:g}  loss {e.loss:.4f}")
         elif how not in self.seen[key].how.split(", "):
@@ -260,12 +299,13 @@ def search_plan(
     refine: int = 12,
     long: int | None = None,
     short: int | None = None,
-    dtypes: list[str] | None = None,
+    grids: dict[str, list] | None = None,
 ) -> Search:
     """Search the memory plan of least validation loss whose cost is at most `limit` (see the module's words).
     `spec.plan` holds the evaluation settings kept for every plan (ranges, same_length, clamp_len, storage), as
-    `txl eval` applies them; its memory is what the search replaces, and with `dtypes` its storage too (each
-    layer then chooses a length and a precision). The reference plans keep `long` positions in their long-range
+    `txl eval` applies them; its memory is what the search replaces, and with `grids` (flag name -> values, of
+    CHOICES: `memory_dtype`, `sinks`, `compress`) those too: each layer then chooses a length and one value
+    of each. The reference plans keep `long` positions in their long-range
     layers and `short` in the others (default: the longest trained memory and an eighth of it), stored as the
     spec stores them."""
     if unit not in UNITS:
@@ -276,14 +316,17 @@ def search_plan(
         raise TxlError(f"plan lengths must be >= 0, got {lengths}")
     long = max(trained_lens) if long is None else long
     short = (max(1, long // 8) if long else 0) if short is None else short
-    # each layer's choices; the trained plan and the references keep the spec's storage, named when searched
-    stored = stored_as(cfg, spec.plan) if dtypes else [None] * cfg.n_layer
-    grid = [(v, d) for v in lengths for d in (sorted(set(dtypes)) if dtypes else [None])]
-    trained = [(v, d) for v, d in zip(trained_lens, stored)]
-    extra = {(v, d) for v in set(trained_lens) | {long, short} for d in set(stored)}
-    run = _Evaluator(
-        model, corpus, spec, layer_costs(cfg, sorted(set(grid) | extra, key=str), spec.tgt_len, unit, spec.plan)
-    )
+    grids = {flag: sorted(set(values), key=str) for flag, values in (grids or {}).items() if values}
+    unknown = set(grids) - set(CHOICES)
+    if unknown:
+        raise TxlError(f"a search chooses {', '.join(CHOICES)} beside lengths, not {sorted(unknown)}")
+    # the trained plan and the references keep the evaluation's values of each choice, named where searched
+    kept = [as_planned(cfg, spec.plan, f) if f in grids else [None] * cfg.n_layer for f in CHOICES]
+    grid = [option((v, *rest)) for v in lengths for rest in itertools.product(*_columns(grids))]
+    trained = [option((v, *(k[i] for k in kept))) for i, v in enumerate(trained_lens)]
+    extra = {option((v, *(k[i] for k in kept))) for v in set(trained_lens) | {long, short} for i in range(cfg.n_layer)}
+    costs = layer_costs(cfg, sorted(set(grid) | extra, key=str), spec.tgt_len, unit, spec.plan)
+    run = _Evaluator(model, corpus, spec, costs)
     cheapest = sum(min(c[o] for o in grid) for c in run.costs)
     if cheapest > limit + 1e-9:
         raise TxlError(
@@ -293,15 +336,16 @@ def search_plan(
     base = run(trained, "as trained")
     rise = _sensitivities(run, trained, grid)
     settings = {"batch_size": spec.batch_size, "max_segments": spec.max_segments, "tgt_len": spec.tgt_len}
-    settings.update(lengths=lengths, eval=spec.plan.settings(), **({"dtypes": sorted(set(dtypes))} if dtypes else {}))
-    search = Search(
-        limit, unit, lengths, base, split=spec.split, settings=settings, dtypes=dtypes and sorted(set(dtypes))
-    )
+    settings.update(lengths=lengths, eval=spec.plan.settings())
+    if grids:
+        settings["grids"] = {flag: [str(v) for v in values] for flag, values in grids.items()}
+    search = Search(limit, unit, lengths, base, split=spec.split, settings=settings, grids=grids)
     for predicted, options in k_best(rise, run.costs, limit, confirm):
         run(options, "predicted", base.loss + predicted)
     fits = lambda options: run.cost(options) <= limit + 1e-9  # noqa: E731
-    for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: fits(list(zip(lens, stored)))):
-        e = run(list(zip(lens, stored)), name)
+    as_kept = lambda lens: [option((v, *(k[i] for k in kept))) for i, v in enumerate(lens)]  # noqa: E731
+    for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: fits(as_kept(lens))):
+        e = run(as_kept(lens), name)
         if all(e is not r for r in search.references):  # one layer interleaved is one layer last
             search.references.append(e)
 
@@ -312,6 +356,11 @@ def search_plan(
     search.best = min((e for e in run.seen.values() if e.cost <= limit + 1e-9), key=lambda e: e.loss)
     search.evaluated = list(run.seen.values())
     return search
+
+
+def _columns(grids: dict[str, list]) -> list[list]:
+    """Per CHOICES entry, the values searched ([None]: kept as the evaluation's)."""
+    return [grids.get(flag) or [None] for flag in CHOICES]
 
 
 def _sensitivities(run: _Evaluator, trained: list, grid: list) -> list[dict]:
@@ -357,9 +406,12 @@ def _refine(run: _Evaluator, limit: float, grid: list, refine: int, predict) -> 
 def rescore(search_record: dict, model: TransformerXL, corpus: Corpus, spec: EvalSpec) -> Search:
     """A saved search's best plan and references (its JSON record) scored on another split, as a Search of those
     alone: the test split scored once for reporting what the valid split chose."""
+    n = model.cfg.n_layer
 
     def options(r: dict) -> tuple:
-        return tuple(zip(r["mem_lens"], r.get("dtypes") or [None] * len(r["mem_lens"])))
+        chosen = r.get("chosen") or {}
+        columns = [parse_plan(chosen[f], n, CHOICES[f][1]) if f in chosen else [None] * n for f in CHOICES]
+        return tuple(option(o) for o in zip(r["mem_lens"], *columns))
 
     costs = {options(r): r["cost"] for r in search_record["plans"]}
 
@@ -367,9 +419,8 @@ def rescore(search_record: dict, model: TransformerXL, corpus: Corpus, spec: Eva
         plan = with_options(spec.plan, options(r), name=r["how"])
         out = evaluate(model, corpus, spec, plan)
         reach = budget(plan.apply(model.cfg), spec.tgt_len).receptive_field[0]
-        return Evaluated(
-            list(r["mem_lens"]), costs[options(r)], r["how"], out, reach, None, plan, False, r.get("dtypes")
-        )
+        chosen = {f: list(col) for f, col in zip(CHOICES, list(zip(*options(r)))[1:]) if f in (r.get("chosen") or {})}
+        return Evaluated(list(r["mem_lens"]), costs[options(r)], r["how"], out, reach, None, plan, False, chosen)
 
     rows = search_record["plans"]
     best = score(rows[0])
@@ -378,5 +429,4 @@ def rescore(search_record: dict, model: TransformerXL, corpus: Corpus, spec: Eva
     settings = {**search_record.get("settings", {}), "batch_size": spec.batch_size}
     settings.update(max_segments=spec.max_segments, tgt_len=spec.tgt_len)
     budget_, unit, lengths = search_record["budget"], search_record["unit"], search_record["lengths"]
-    dtypes = settings.get("dtypes")
-    return Search(budget_, unit, lengths, best, [best, *refs], best, refs, spec.split, settings, dtypes)
+    return Search(budget_, unit, lengths, best, [best, *refs], best, refs, spec.split, settings)

@@ -12,25 +12,18 @@ from txl.cli.args import command, say
 from txl.errors import TxlError
 
 
-def _lengths(text: str) -> list[int]:
-    """An argparse type: comma-separated memory lengths >= 0 (0 is a layer without memory)."""
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        values = []
-    if not values or values[0] < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated lengths >= 0, e.g. 0,8,16,64, got {text!r}")
-    return values
+def _typed(name: str, *args):
+    """An argparse type from a parser of txl.plan_search, by name (its ValueError: the flag's one-line error)."""
 
+    def convert(text: str):
+        from txl import plan_search
 
-def _dtypes(text: str) -> list[str]:
-    """An argparse type: comma-separated memory dtypes (txl.quantize)."""
-    from txl.quantize import MEMORY_DTYPES
+        try:
+            return getattr(plan_search, name)(*args, text)
+        except (ValueError, TxlError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-    values = sorted({v.strip() for v in text.split(",") if v.strip()})
-    if not values or set(values) - set(MEMORY_DTYPES):
-        raise argparse.ArgumentTypeError(f"expected dtypes from {', '.join(MEMORY_DTYPES)}, got {text!r}")
-    return values
+    return convert
 
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +39,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--lengths",
-        type=_lengths,
+        type=_typed("parse_lengths"),
         help="the grid of per-layer memory lengths (default 0 and the longest trained /8, /4, /2, /1)",
     )
     p.add_argument(
@@ -69,13 +62,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
         help="how every plan (searched and Rae & Razavi's) stores its memory, e.g. int8: with --budget-mib the "
         "search then spends the bytes at that precision (fp32 bf16 fp16 fp8 int8 int4, per layer)",
     )
-    p.add_argument(
-        "--dtypes",
-        type=_dtypes,
-        metavar="LIST",
-        help="search each layer's storage precision too, from this list (e.g. fp32,int8,int4): with --budget-mib "
-        "the bytes are spent on lengths and precisions together (Rae & Razavi's plans stay as stored)",
-    )
+    g = p.add_argument_group("choices searched beside the lengths (with --budget-mib, spent in bytes together)")
+    for flag, what in (("dtypes", "fp32,int8,int4"), ("sinks-grid", "0,4"), ("compress-grid", "0,8/4:mean")):
+        g.add_argument(f"--{flag}", type=_typed("parse_choices", flag), metavar="LIST", help=f"per layer, e.g. {what}")
     p.add_argument(
         "--split",
         choices=["valid", "test"],
@@ -157,18 +146,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     metric = metric_name(corpus)
     setup_log(logging.WARNING if args.no_progress else logging.INFO)  # each plan as it is evaluated
     start = time.time()
+    grids = {"memory_dtype": args.dtypes, "sinks": args.sinks_grid, "compress": args.compress_grid}
+    grids = {flag: values for flag, values in grids.items() if values}
     search = search_plan(
-        trained.model, corpus, spec, limit, unit, args.lengths, args.confirm, args.refine, long, short, args.dtypes
+        trained.model, corpus, spec, limit, unit, args.lengths, args.confirm, args.refine, long, short, grids
     )
     title = (
         f"memory plan search on {trained.folder}: budget {limit:g} {UNITS[unit]}"
         + (f", memory stored as {args.memory_dtype}" if args.memory_dtype else "")
-        + (f", each layer's storage chosen from {','.join(args.dtypes)}" if args.dtypes else "")
+        + "".join(f", {f.replace('_', ' ')} chosen from {','.join(map(str, v))}" for f, v in grids.items())
         + f", {corpus.name} {args.split} split "
         f"({search.trained.result.tokens:,} tokens per plan)"
     )
     tag = "-" + re.sub(r"[^A-Za-z0-9]+", "-", args.memory_dtype).strip("-") if args.memory_dtype else ""
-    tag += "-" + "-".join(args.dtypes) if args.dtypes else ""
+    tag += "".join("-" + "-".join(re.sub(r"[^A-Za-z0-9]+", "", str(v)) for v in values) for values in grids.values())
     stem = write_search(search, Path(args.out) if args.out else trained.root / "analysis", title, metric, tag)
     _print_search(args, trained, spec, search, stem, title, metric, time.time() - start)
     if args.append:
