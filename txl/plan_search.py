@@ -304,10 +304,8 @@ def search_plan(
     """Search the memory plan of least validation loss whose cost is at most `limit` (see the module's words).
     `spec.plan` holds the evaluation settings kept for every plan (ranges, same_length, clamp_len, storage), as
     `txl eval` applies them; its memory is what the search replaces, and with `grids` (flag name -> values, of
-    CHOICES: `memory_dtype`, `sinks`, `compress`) those too: each layer then chooses a length and one value
-    of each. The reference plans keep `long` positions in their long-range
-    layers and `short` in the others (default: the longest trained memory and an eighth of it), stored as the
-    spec stores them."""
+    CHOICES) those too. The reference plans keep `long` positions in their long-range layers and `short` in the
+    others (default: the longest trained memory and an eighth of it), stored as the spec stores them."""
     if unit not in UNITS:
         raise TxlError(f"unknown budget unit {unit!r} (use {', '.join(UNITS)})")
     cfg, trained_lens = model.cfg, list(model.cfg.mem_lens)
@@ -317,16 +315,12 @@ def search_plan(
     long = max(trained_lens) if long is None else long
     short = (max(1, long // 8) if long else 0) if short is None else short
     grids = {flag: sorted(set(values), key=str) for flag, values in (grids or {}).items() if values}
-    unknown = set(grids) - set(CHOICES)
-    if unknown:
-        raise TxlError(f"a search chooses {', '.join(CHOICES)} beside lengths, not {sorted(unknown)}")
-    # the trained plan and the references keep the evaluation's values of each choice, named where searched
-    kept = [as_planned(cfg, spec.plan, f) if f in grids else [None] * cfg.n_layer for f in CHOICES]
-    grid = [option((v, *rest)) for v in lengths for rest in itertools.product(*_columns(grids))]
-    trained = [option((v, *(k[i] for k in kept))) for i, v in enumerate(trained_lens)]
-    extra = {option((v, *(k[i] for k in kept))) for v in set(trained_lens) | {long, short} for i in range(cfg.n_layer)}
-    costs = layer_costs(cfg, sorted(set(grid) | extra, key=str), spec.tgt_len, unit, spec.plan)
-    run = _Evaluator(model, corpus, spec, costs)
+    grid, as_kept = _grid(cfg, spec, lengths, grids)
+    trained = as_kept(trained_lens)
+    extra = {o for v in set(trained_lens) | {long, short} for o in as_kept([v] * cfg.n_layer)}
+    run = _Evaluator(
+        model, corpus, spec, layer_costs(cfg, sorted(set(grid) | extra, key=str), spec.tgt_len, unit, spec.plan)
+    )
     cheapest = sum(min(c[o] for o in grid) for c in run.costs)
     if cheapest > limit + 1e-9:
         raise TxlError(
@@ -336,15 +330,11 @@ def search_plan(
     base = run(trained, "as trained")
     rise = _sensitivities(run, trained, grid)
     settings = {"batch_size": spec.batch_size, "max_segments": spec.max_segments, "tgt_len": spec.tgt_len}
-    settings.update(lengths=lengths, eval=spec.plan.settings())
-    if grids:
-        settings["grids"] = {flag: [str(v) for v in values] for flag, values in grids.items()}
+    settings.update(lengths=lengths, eval=spec.plan.settings(), **({"grids": _texts(grids)} if grids else {}))
     search = Search(limit, unit, lengths, base, split=spec.split, settings=settings, grids=grids)
     for predicted, options in k_best(rise, run.costs, limit, confirm):
         run(options, "predicted", base.loss + predicted)
-    fits = lambda options: run.cost(options) <= limit + 1e-9  # noqa: E731
-    as_kept = lambda lens: [option((v, *(k[i] for k in kept))) for i, v in enumerate(lens)]  # noqa: E731
-    for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: fits(as_kept(lens))):
+    for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: run.cost(as_kept(lens)) <= limit + 1e-9):
         e = run(as_kept(lens), name)
         if all(e is not r for r in search.references):  # one layer interleaved is one layer last
             search.references.append(e)
@@ -358,9 +348,21 @@ def search_plan(
     return search
 
 
-def _columns(grids: dict[str, list]) -> list[list]:
-    """Per CHOICES entry, the values searched ([None]: kept as the evaluation's)."""
-    return [grids.get(flag) or [None] for flag in CHOICES]
+def _texts(grids: dict[str, list]) -> dict[str, list[str]]:
+    return {flag: [str(v) for v in values] for flag, values in grids.items()}
+
+
+def _grid(cfg, spec: EvalSpec, lengths: list[int], grids: dict[str, list]):
+    """Each layer's options (every length with every combination of the choices searched), and a function
+    writing per-layer lengths as options that keep the evaluation's values of the choices (named where searched:
+    the trained plan and Rae & Razavi's are stored as the evaluation stores them)."""
+    unknown = set(grids) - set(CHOICES)
+    if unknown:
+        raise TxlError(f"a search chooses {', '.join(CHOICES)} beside lengths, not {sorted(unknown)}")
+    kept = [as_planned(cfg, spec.plan, f) if f in grids else [None] * cfg.n_layer for f in CHOICES]
+    columns = [grids.get(flag) or [None] for flag in CHOICES]
+    grid = [option((v, *rest)) for v in lengths for rest in itertools.product(*columns)]
+    return grid, lambda lens: [option((v, *(k[i] for k in kept))) for i, v in enumerate(lens)]
 
 
 def _sensitivities(run: _Evaluator, trained: list, grid: list) -> list[dict]:
