@@ -12,7 +12,8 @@ import experiments  # noqa: F401  (registers every definition)
 from txl.budget import budget
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.plan_search import k_best, layer_costs, option, reference_plans
+from txl.plan_choices import option
+from txl.plan_search import k_best, layer_costs, reference_plans
 from txl.plans import MemoryPlan, apply_plans
 
 

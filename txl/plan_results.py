@@ -8,7 +8,8 @@ from txl.data import Corpus
 from txl.errors import TxlError
 from txl.io import atomic_write_json, atomic_write_text, pyplot
 from txl.memory import parse_plan
-from txl.plan_search import CHOICES, UNITS, Search
+from txl.plan_choices import CHOICES
+from txl.plan_search import UNITS, Search
 from txl.table import render_table
 
 

@@ -20,7 +20,6 @@ coarsely, fewer stored finely, a few sinks, or old states pooled.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -30,38 +29,15 @@ from txl.budget import budget
 from txl.data import Corpus
 from txl.errors import TxlError
 from txl.evaluate import EvalResult, EvalSpec, evaluate
-from txl.memory import COMPRESS, MEMORY, PLACEMENTS, SINKS, format_plan, parse_plan
+from txl.memory import MEMORY, PLACEMENTS, format_plan, parse_plan
 from txl.model import TransformerXL
-from txl.plans import MEMORY_DTYPE, MemoryPlan
+from txl.plan_choices import CHOICES, grid_of, option, texts_of, with_options
+from txl.plans import MemoryPlan
 from txl.stats import Interval, bootstrap_difference
 
 log = logging.getLogger(__name__)
 
 UNITS = {"positions": "cached positions per sequence", "mib": "MiB of cache per sequence (float32)"}
-# what a search may choose per layer beside the memory length, by flag name: the plan dimension and its kind
-CHOICES = {"memory_dtype": ("dtype", MEMORY_DTYPE), "sinks": ("sinks", SINKS), "compress": ("compress", COMPRESS)}
-Option = tuple  # (memory length, then a value per CHOICES entry, None where the evaluation's own is kept)
-
-
-def option(value) -> Option:
-    """A bare length as an option (every other choice as the evaluation's), or an option padded likewise."""
-    value = value if isinstance(value, tuple) else (value,)
-    return value + (None,) * (1 + len(CHOICES) - len(value))
-
-
-def with_options(plan: MemoryPlan, options, name: str | None = None) -> MemoryPlan:
-    """`plan` with each layer's memory length and (where the options name them) its other choices replaced."""
-    options = [option(o) for o in options]
-    out = plan.with_values("memory", [o[0] for o in options], name)
-    for k, (dim, _) in enumerate(CHOICES.values(), 1):
-        if any(o[k] is not None for o in options):
-            out = out.with_values(dim, [o[k] for o in options])
-    return out
-
-
-def as_planned(model_cfg, plan: MemoryPlan, flag: str) -> list:
-    """Each layer's value of one choice (by flag name) under `plan`: the model's where the plan names none."""
-    return list(MemoryPlan.of_config(plan.apply(model_cfg)).layers[CHOICES[flag][0]])
 
 
 @dataclass
@@ -146,29 +122,6 @@ class Search:
         if self.best.halves:
             return bootstrap_difference(half(other.result.blocks, 1), half(self.best.result.blocks, 1))
         return bootstrap_difference(other.result.blocks, self.best.result.blocks)
-
-
-def parse_lengths(text: str) -> list[int]:
-    """Comma-separated memory lengths >= 0 (0 is a layer without memory), as --lengths takes them."""
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        values = []
-    if not values or values[0] < 0:
-        raise ValueError(f"expected comma-separated lengths >= 0, e.g. 0,8,16,64, got {text!r}")
-    return values
-
-
-FLAGS = {"dtypes": "memory_dtype", "sinks-grid": "sinks", "compress-grid": "compress"}  # txl plan's, per choice
-
-
-def parse_choices(flag: str, text: str) -> list:
-    """Comma-separated values of one choice a search makes per layer, as txl plan's flag (FLAGS) takes them."""
-    kind = CHOICES[FLAGS[flag]][1]
-    values = [kind.parse_value(v.strip()) for v in text.split(",") if v.strip()]
-    if not values:
-        raise ValueError(f"expected comma-separated values of {kind.name}, got {text!r}")
-    return values
 
 
 def default_lengths(trained: list[int]) -> list[int]:
@@ -315,7 +268,7 @@ def search_plan(
     long = max(trained_lens) if long is None else long
     short = (max(1, long // 8) if long else 0) if short is None else short
     grids = {flag: sorted(set(values), key=str) for flag, values in (grids or {}).items() if values}
-    grid, as_kept = _grid(cfg, spec, lengths, grids)
+    grid, as_kept = grid_of(cfg, spec, lengths, grids)
     trained = as_kept(trained_lens)
     extra = {o for v in set(trained_lens) | {long, short} for o in as_kept([v] * cfg.n_layer)}
     run = _Evaluator(
@@ -330,7 +283,7 @@ def search_plan(
     base = run(trained, "as trained")
     rise = _sensitivities(run, trained, grid)
     settings = {"batch_size": spec.batch_size, "max_segments": spec.max_segments, "tgt_len": spec.tgt_len}
-    settings.update(lengths=lengths, eval=spec.plan.settings(), **({"grids": _texts(grids)} if grids else {}))
+    settings.update(lengths=lengths, eval=spec.plan.settings(), **({"grids": texts_of(grids)} if grids else {}))
     search = Search(limit, unit, lengths, base, split=spec.split, settings=settings, grids=grids)
     for predicted, options in k_best(rise, run.costs, limit, confirm):
         run(options, "predicted", base.loss + predicted)
@@ -348,33 +301,16 @@ def search_plan(
     return search
 
 
-def _texts(grids: dict[str, list]) -> dict[str, list[str]]:
-    return {flag: [str(v) for v in values] for flag, values in grids.items()}
-
-
-def _grid(cfg, spec: EvalSpec, lengths: list[int], grids: dict[str, list]):
-    """Each layer's options (every length with every combination of the choices searched), and a function
-    writing per-layer lengths as options that keep the evaluation's values of the choices (named where searched:
-    the trained plan and Rae & Razavi's are stored as the evaluation stores them)."""
-    unknown = set(grids) - set(CHOICES)
-    if unknown:
-        raise TxlError(f"a search chooses {', '.join(CHOICES)} beside lengths, not {sorted(unknown)}")
-    kept = [as_planned(cfg, spec.plan, f) if f in grids else [None] * cfg.n_layer for f in CHOICES]
-    columns = [grids.get(flag) or [None] for flag in CHOICES]
-    grid = [option((v, *rest)) for v in lengths for rest in itertools.product(*columns)]
-    return grid, lambda lens: [option((v, *(k[i] for k in kept))) for i, v in enumerate(lens)]
-
-
 def _sensitivities(run: _Evaluator, trained: list, grid: list) -> list[dict]:
     """rise[layer][option]: the loss rise of that one layer's memory set to that option, the others as trained."""
     base = run(trained, "as trained")
     rise = [{trained[i]: 0.0} for i in range(len(trained))]
     for i in range(len(trained)):
-        for option in grid:
-            if option != trained[i]:
+        for o in grid:
+            if o != trained[i]:
                 options = list(trained)
-                options[i] = option
-                rise[i][option] = run(options, "sensitivity").loss - base.loss
+                options[i] = o
+                rise[i][o] = run(options, "sensitivity").loss - base.loss
     # the search moves on the grid; a trained option off the grid is only the start
     return [{o: r for o, r in layer.items() if o in grid} for layer in rise]
 

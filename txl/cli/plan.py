@@ -13,13 +13,13 @@ from txl.errors import TxlError
 
 
 def _typed(name: str, *args):
-    """An argparse type from a parser of txl.plan_search, by name (its ValueError: the flag's one-line error)."""
+    """An argparse type from a parser of txl.plan_choices, by name (its ValueError: the flag's one-line error)."""
 
     def convert(text: str):
-        from txl import plan_search
+        from txl import plan_choices
 
         try:
-            return getattr(plan_search, name)(*args, text)
+            return getattr(plan_choices, name)(*args, text)
         except (ValueError, TxlError) as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
