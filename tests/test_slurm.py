@@ -76,7 +76,7 @@ def test_a_slurm_sweep_writes_the_inline_rows_and_a_second_run_submits_nothing(t
 
 
 def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_rows(tmp_path, capsys, messages):
-    flags = ["--steps", "200", "--set", "train.save_every=20"]
+    flags = ["--steps", "1000", "--set", "train.save_every=20"]  # long enough that the cancel lands mid-training
     assert main(_run(tmp_path, tmp_path / "inline", *flags)) == 0
     root = tmp_path / "slurm"
     assert main(_run(tmp_path, root, "--launcher", "slurm", *flags)) == 0
@@ -87,7 +87,7 @@ def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_ro
     capsys.readouterr()
     assert main(["status", "quickstart", "--scale", "tiny", "--results", str(root)]) == 0
     out = capsys.readouterr().out  # the sweep as submitted (its flags recalled), each job queued or running
-    assert "--set train.steps=200" in out and "would submit nothing" in out
+    assert "--set train.steps=1000" in out and "would submit nothing" in out
     jobs = [line.split("  ") for line in out.splitlines() if "/seed0" in line]
     assert len(jobs) == 6 and all({"pending", "running"} & {cell.strip() for cell in line} for line in jobs), out
     metrics = root / "quickstart" / "tiny" / "runs" / "mem-16-trained" / "seed0" / "checkpoints" / "last"
