@@ -16,7 +16,7 @@ def quickstart(scale: str) -> Experiment:
     trained_mem = run.model.layers[0].mem_len
     if scale == "tiny":
         run.train.steps = 5
-    elif scale == "small":
+    elif scale in ("small", "medium"):  # the quickstart has no medium size of its own
         run.train.steps, run.train.eval_every, run.train.save_every = 1000, 0, 500
         run.data.max_tokens = 1_500_000
         run.eval = EvalConfig(split="valid", tgt_len=32, batch_size=16, max_segments=200)

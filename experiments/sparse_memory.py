@@ -30,7 +30,7 @@ def copy_base(scale: str) -> RunConfig:
     syn = SyntheticConfig(
         lags=[12], symbols=8, query_every=4, train_tokens=60_000 if tiny else 200_000, eval_tokens=8_000
     )
-    steps = {"tiny": 250, "small": 600, "paper": 3000}[scale]
+    steps = {"tiny": 250, "small": 600, "medium": 1200, "paper": 3000}[scale]
     return RunConfig(
         model=model,
         data=DataConfig(corpus="copy", synthetic=syn),
@@ -56,7 +56,7 @@ def copy_base(scale: str) -> RunConfig:
 )
 def lags(scale: str) -> Experiment:
     base = copy_base(scale)
-    lag_list = {"tiny": [12], "small": [12, 40], "paper": [12, 40, 200]}[scale]
+    lag_list = {"tiny": [12], "small": [12, 40], "medium": [12, 40, 100], "paper": [12, 40, 200]}[scale]
     variants = []
     for lag in lag_list:
         for mem in sorted({lag // 2, lag - 2, lag, 2 * lag}):

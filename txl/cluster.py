@@ -33,7 +33,12 @@ from txl.sweep import Job, job_identity, jobs
 log = logging.getLogger(__name__)
 
 AFTER = "after"  # the key of the job that runs an experiment's after-sweep analyses
-DEFAULT_MINUTES = {"tiny": 30, "small": 240, "paper": 2880}  # a job's time limit when --time is not given
+DEFAULT_MINUTES = {
+    "tiny": 30,
+    "small": 240,
+    "medium": 480,
+    "paper": 2880,
+}  # a job's time limit when --time is not given
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 ACTIVE |= {"RESIZING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED"}
 INSTALL = "--launcher slurm|local needs submitit: pip install -e '.[cluster]' (or pip install submitit)"

@@ -1,10 +1,9 @@
 """The experiment registry: named families of runs, run side by side and recorded in one results table.
 
-An experiment is a plain function of a scale ("tiny" for tests, "small" for a CPU,
-"paper" for the published size) returning an Experiment: a base RunConfig and named
-variants. A variant either trains (its own memory plan, ranges, attention, overrides)
-or only evaluates another variant's trained model with another plan: an
-evaluation-time intervention, the cheapest ablation there is.
+An experiment is a plain function of a scale (txl.scales: "tiny" for tests, "small" and "medium" for a CPU,
+"paper" for the published size) returning an Experiment: a base RunConfig and named variants. A variant
+either trains (its own memory plan, ranges, attention, overrides) or only evaluates another variant's trained
+model with another plan: an evaluation-time intervention, the cheapest ablation there is.
 
 The registry knows nothing of its entries: definitions live in the package
 `experiments/` and register themselves with `@experiment` when that package is
@@ -26,8 +25,7 @@ from txl.config import RunConfig, apply_overrides
 from txl.errors import TxlError
 from txl.plans import apply_plans
 from txl.results import read_results
-
-SCALES = ("tiny", "small", "paper")
+from txl.scales import SCALES
 
 
 @dataclass

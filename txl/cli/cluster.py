@@ -6,6 +6,7 @@ import argparse
 
 from txl.cli.args import command, load_definitions
 from txl.errors import TxlError
+from txl.scales import SCALES
 from txl.table import format_table
 
 
@@ -68,7 +69,7 @@ def sweep(args: argparse.Namespace, overrides: list[str], seeds: list[int] | Non
 
 def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="an experiment name (txl list)")
-    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    p.add_argument("--scale", choices=SCALES, default="small")
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--corpus", help="as given to txl run")
     p.add_argument("--tokenizer", help="as given to txl run")

@@ -10,6 +10,7 @@ from txl.cli.args import add_overrides, command, load_definitions
 from txl.cli.cluster import add_launcher_args, resources, sweep
 from txl.cli.report import show_report
 from txl.errors import TxlError
+from txl.scales import SCALES
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -26,7 +27,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="an experiment name (txl list), e.g. quickstart or rae2020/lrm-count")
     p.add_argument(
         "--scale",
-        choices=["tiny", "small", "paper"],
+        choices=SCALES,
         default="small",
         help="small runs on a CPU; paper is the published size",
     )

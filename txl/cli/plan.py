@@ -10,6 +10,7 @@ from pathlib import Path
 
 from txl.cli.args import command, say
 from txl.errors import TxlError
+from txl.scales import SCALES
 
 
 def _typed(name: str, *args):
@@ -85,7 +86,7 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--scale",
-        choices=["tiny", "small", "paper"],
+        choices=SCALES,
         default="small",
         help="with --append: the experiment's scale (default small)",
     )

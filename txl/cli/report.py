@@ -8,11 +8,12 @@ from pathlib import Path
 
 from txl.cli.args import command, load_definitions, say
 from txl.errors import TxlError
+from txl.scales import SCALES
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="an experiment name")
-    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small")
+    p.add_argument("--scale", choices=SCALES, default="small")
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--corpus", help="the results of a run with --corpus (as given to txl run)")
     p.add_argument("--tokenizer", help="the results of a run with --tokenizer (as given to txl run)")
