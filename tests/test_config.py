@@ -142,3 +142,64 @@ def test_evaluation_plans_are_checked_at_config_time():
     run.eval.memory, run.eval.attn_range = "2100", "range=128@middle:2"
     with pytest.raises(ConfigError, match=r"eval.attn_range: range plan .* unknown placement 'middle'"):
         check_run(run)
+
+
+def test_a_variant_registers_its_own_settings_section():
+    """A variant's settings are a dataclass beside it: registered, the config reads, writes, overrides and
+    domain-checks them as a section of its own, with nothing in txl/config naming them."""
+    from dataclasses import dataclass
+
+    from txl.config.domains import AT_LEAST_1
+    from txl.config.sections import DOMAINS, VARIANT_SETTINGS, variant_settings
+
+    @variant_settings("toy", {"width": AT_LEAST_1})
+    @dataclass
+    class ToySettings:
+        width: int = 3
+
+        def validate(self, model):
+            if self.width > model.d_model:
+                raise ConfigError(f"model.toy.width must be at most d_model ({model.d_model}), got {self.width}")
+            return self
+
+    try:
+        cfg = ModelConfig(n_layer=2)
+        assert cfg.toy == ToySettings()  # every config holds each registered section, at its defaults
+        data = to_dict(cfg)
+        assert data["toy"] == {"width": 3} and "settings" not in data  # a key of the model object, like las
+        data["toy"]["width"] = 7
+        assert from_dict(ModelConfig, data).toy.width == 7
+        apply_overrides(cfg, ["toy.width=9"])
+        assert cfg.toy.width == 9
+        with pytest.raises(ConfigError, match=r"model.toy.width must be >= 1, got 0"):
+            from_dict(ModelConfig, {**data, "toy": {"width": 0}}).validate()
+        with pytest.raises(ConfigError, match=r"model.toy.width must be at most d_model"):
+            from_dict(ModelConfig, {**data, "toy": {"width": 10_000}}).validate()
+        with pytest.raises(ConfigError, match=r"unknown config key .toy.height.: toy has no field .height."):
+            from_dict(ModelConfig, {**data, "toy": {"height": 1}})
+        with pytest.raises(ValueError, match="registered twice"):
+            variant_settings("toy")(type("Other", (), {}))
+    finally:  # the registry as it was
+        VARIANT_SETTINGS.pop("toy", None)
+        DOMAINS.pop(ToySettings, None)
+
+
+def test_variant_sections_read_before_the_variants_are_known_are_completed_by_the_checks():
+    """A config loaded where no variant has registered yet keeps its sections as data; check_model builds them
+    (and refuses a name no variant registers)."""
+    code = (
+        "import json, sys; from txl.config import load_config\n"
+        "json.dump({'model': {'n_layer': 2, 'las': {'kernel': 5}, 'lass': {}}}, open(sys.argv[1], 'w'))\n"
+        "run = load_config(sys.argv[1]); assert run.model.settings['las'] == {'kernel': 5}\n"
+        "from txl.plans import check_run\n"
+        "try:\n    check_run(run)\nexcept Exception as e:\n    print(e)\n"
+        "del run.model.settings['lass']; check_run(run); print(run.model.las.kernel)\n"
+    )
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run([sys.executable, "-c", code, f"{tmp}/c.json"], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("unknown config key 'model.lass'") and lines[1] == "5"

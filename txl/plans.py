@@ -19,6 +19,7 @@ from typing import Any
 
 from txl.attention import VARIANTS, check_layer
 from txl.config import ConfigError, LayerConfig, ModelConfig, RunConfig
+from txl.config.files import complete_sections
 from txl.memory import COMPRESS, MEMORY, RANGE, SINKS, Compression, PlanKind, format_plan, parse_plan
 from txl.quantize import check_dtype
 
@@ -228,7 +229,7 @@ def _check_planned_layer(layer: LayerConfig, where: str, same_length: bool | str
 def check_model(cfg: ModelConfig) -> ModelConfig:
     """Every check of a model config: its fields, then each layer's variant, memory dtype and sinks against the
     layer's plan."""
-    cfg.validate()
+    complete_sections(cfg).validate()
     for i, layer in enumerate(cfg.layers):
         _check_planned_layer(layer, f"model.layers.{i}", cfg.same_length)
     return cfg
@@ -236,6 +237,7 @@ def check_model(cfg: ModelConfig) -> ModelConfig:
 
 def check_run(run: RunConfig) -> RunConfig:
     """Every check of a run config: each section's fields, the model's layers, and the evaluation plans."""
+    complete_sections(run.model)
     run.validate()
     check_model(run.model)
     for plan, kind, field_name in ((run.eval.memory, MEMORY, "memory"), (run.eval.attn_range, RANGE, "attn_range")):

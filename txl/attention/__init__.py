@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# isort: off
+# The variants' settings sections register when their modules are imported, in this order (their order in JSON);
+# fastrpb holds the settings of the +fastrpb add-on, which no variant class imports at module level.
+from txl.attention import las, biases, fastrpb, sikf  # noqa: F401
+
+# isort: on
 from txl.attention.base import Attention, AttnContext, check_known
 from txl.attention.biases import ALiBiAttention, T5Attention
 from txl.attention.las import LaSAttention, LocalityAttention, SmoothnessAttention

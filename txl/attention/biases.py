@@ -9,12 +9,33 @@ Transformer-XL position term or its biases u, v.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from txl.attention.base import Attention
-from txl.config import LayerConfig, ModelConfig
+from txl.config import ConfigError, LayerConfig, ModelConfig
+from txl.config.domains import AT_LEAST_1, Domain
+from txl.config.sections import positive, variant_settings
+
+
+@variant_settings("t5", {"num_buckets": Domain(2), "max_distance": AT_LEAST_1})
+@dataclass
+class T5Config:
+    """model.t5: the distance buckets of every t5 layer (Raffel et al.; the log-type encoding of Wang & E)."""
+
+    num_buckets: int = 32
+    max_distance: int = 128
+
+    def validate(self, model: ModelConfig) -> T5Config:
+        positive(self, "model.t5", ["num_buckets", "max_distance"])
+        if self.num_buckets < 2 or self.max_distance <= self.num_buckets // 2:
+            raise ConfigError(
+                f"model.t5.max_distance ({self.max_distance}) must exceed half of model.t5.num_buckets "
+                f"({self.num_buckets}), and num_buckets must be >= 2"
+            )
+        return self
 
 
 def alibi_slopes(n_head: int) -> list[float]:

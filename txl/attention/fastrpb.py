@@ -11,12 +11,28 @@ fastrpb.max_len, or beyond the layer's attention range, have no weight.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from txl.config import ModelConfig
+from txl.config.domains import AT_LEAST_0, AT_LEAST_1
+from txl.config.sections import positive, variant_settings
+
+
+@variant_settings("fastrpb", {"max_len": AT_LEAST_1, "init_scale": AT_LEAST_0})
+@dataclass
+class FastRPBConfig:
+    """model.fastrpb: the Toeplitz term W V of every +fastrpb layer. Offsets at or past max_len contribute nothing."""
+
+    max_len: int = 4096
+    init_scale: float = 1e-3  # weights start on a ramp from init_scale (offset 0) down to 0
+
+    def validate(self, model: ModelConfig) -> FastRPBConfig:
+        positive(self, "model.fastrpb", ["max_len"])
+        return self
 
 
 def causal_conv_fft(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

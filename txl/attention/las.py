@@ -14,12 +14,56 @@ schedule nor the default kernel of 3 is verified against the paper).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from txl.attention.xl import XLAttention
-from txl.config import LayerConfig, ModelConfig
+from txl.config import ConfigError, LayerConfig, ModelConfig
+from txl.config.domains import AT_LEAST_0, AT_LEAST_1, POSITIVE
+from txl.config.sections import positive, variant_settings
+
+
+@variant_settings(
+    "las",
+    {
+        "global_heads": AT_LEAST_0,
+        "alpha_min": POSITIVE,
+        "alpha_max": POSITIVE,
+        "alphas": AT_LEAST_0,
+        "kernel": AT_LEAST_1,
+    },
+)
+@dataclass
+class LaSConfig:
+    """model.las: the decay schedule and pooling width of every LaS layer (the schedule and kernel are not verified
+    against the paper)."""
+
+    global_heads: int = 1  # heads with alpha = 0 (fully global)
+    alpha_min: float = 1e-3  # the other heads' decay rates run geometrically from alpha_min ...
+    alpha_max: float = 1e-1  # ... to alpha_max
+    alphas: list[float] | None = None  # explicit per-head rates; overrides the schedule
+    kernel: int = 3  # average-pooling width over keys; 1 turns smoothing off
+
+    def validate(self, model: ModelConfig) -> LaSConfig:
+        """Checks of the LaS settings against the model's head count."""
+        n_head = model.n_head
+        positive(self, "model.las", ["kernel"])
+        if self.alphas is not None:
+            if len(self.alphas) != n_head:
+                raise ConfigError(f"model.las.alphas needs {n_head} values (one per head), got {len(self.alphas)}")
+            if any(a < 0 for a in self.alphas):
+                raise ConfigError(f"model.las.alphas must be >= 0, got {self.alphas}")
+        if not 0 <= self.global_heads <= n_head:
+            raise ConfigError(f"model.las.global_heads must be in 0..{n_head}, got {self.global_heads}")
+        if not 0 < self.alpha_min <= self.alpha_max:
+            raise ConfigError(
+                f"model.las.alpha_min and alpha_max must satisfy 0 < alpha_min <= alpha_max, "
+                f"got {self.alpha_min}, {self.alpha_max}"
+            )
+        return self
 
 
 def head_alphas(cfg: ModelConfig) -> list[float]:

@@ -17,10 +17,26 @@ O(d_head^2) per head, is the layer's memory; it summarises the whole past.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from txl.attention.base import Attention
 from txl.config import ConfigError, LayerConfig, ModelConfig
+from txl.config.domains import AT_LEAST_1
+from txl.config.sections import positive, variant_settings
+
+
+@variant_settings("sikf", {"chunk": AT_LEAST_1})
+@dataclass
+class SIKFConfig:
+    """model.sikf: how every sikf layer computes its causal prefix sums."""
+
+    chunk: int = 64  # block size of the chunked causal prefix sums
+
+    def validate(self, model: ModelConfig) -> SIKFConfig:
+        positive(self, "model.sikf", ["chunk"])
+        return self
 
 
 def quadratic(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

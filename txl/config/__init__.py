@@ -1,5 +1,8 @@
 """Configuration: one small dataclass per component (sections.py) and their files and overrides (files.py).
 
+An attention variant's settings (model.las, model.t5, ...) are a dataclass beside the variant in txl/attention/,
+registered as a model section with `variant_settings`.
+
 Each section checks its own fields (`validate`); the checks that need the plan
 language or the attention variants are txl.plans.check_model and check_run.
 """
@@ -9,29 +12,22 @@ from txl.config.sections import (
     ConfigError,
     DataConfig,
     EvalConfig,
-    FastRPBConfig,
-    LaSConfig,
     LayerConfig,
     ModelConfig,
     RunConfig,
-    SIKFConfig,
     SyntheticConfig,
-    T5Config,
     TrainConfig,
+    variant_settings,
 )
 
 __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
-    "FastRPBConfig",
-    "LaSConfig",
     "LayerConfig",
     "ModelConfig",
     "RunConfig",
-    "SIKFConfig",
     "SyntheticConfig",
-    "T5Config",
     "TrainConfig",
     "apply_overrides",
     "from_dict",
@@ -39,4 +35,5 @@ __all__ = [
     "save_config",
     "set_path",
     "to_dict",
+    "variant_settings",
 ]

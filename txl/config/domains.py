@@ -44,6 +44,11 @@ def check_domains(table: dict[type, dict[str, Domain]], obj: Any, prefix: str) -
     domains = table.get(type(obj), {})
     for f in dataclasses.fields(obj):
         value, where = getattr(obj, f.name), f"{prefix}.{f.name}"
+        if f.metadata.get("flatten"):  # sections by name that JSON writes as keys of `obj` (model.las, ...)
+            for name, section in value.items():
+                if dataclasses.is_dataclass(section):
+                    check_domains(table, section, f"{prefix}.{name}")
+            continue
         items = value if isinstance(value, list) else [value]
         for i, v in enumerate(items):
             at = f"{where}.{i}" if isinstance(value, list) else where

@@ -13,28 +13,42 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from txl.config.sections import ConfigError, RunConfig
+from txl.config.sections import VARIANT_SETTINGS, ConfigError, ModelConfig, RunConfig
 from txl.io import atomic_write_json
 
 
 def to_dict(cfg: Any) -> dict:
-    """A plain, JSON-ready dict of a config dataclass (fields marked omit_default left out at their default)."""
+    """A plain, JSON-ready dict of a config dataclass (fields marked omit_default left out at their default;
+    a section dict marked flatten written as keys of its owner, as a variant's settings are: model.las)."""
     out = dataclasses.asdict(cfg)
-    _omit_defaults(cfg, out)
+    _shape(cfg, out)
     return out
 
 
-def _omit_defaults(obj: Any, data: dict) -> None:
+def _shape(obj: Any, data: dict) -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if f.metadata.get("omit_default") and value == f.default:
+        if f.metadata.get("flatten"):
+            for name, plain in data.pop(f.name).items():
+                data[name] = plain
+                if dataclasses.is_dataclass(value[name]):
+                    _shape(value[name], plain)
+        elif f.metadata.get("omit_default") and value == f.default:
             del data[f.name]
         elif dataclasses.is_dataclass(value):
-            _omit_defaults(value, data[f.name])
+            _shape(value, data[f.name])
         elif isinstance(value, list):
             for item, plain in zip(value, data[f.name]):
                 if dataclasses.is_dataclass(item):
-                    _omit_defaults(item, plain)
+                    _shape(item, plain)
+
+
+def _sections(cls: type) -> tuple[str | None, dict[str, type]]:
+    """The field of `cls` that holds named sections (flatten), and the section classes it may hold."""
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flatten"):
+            return f.name, (VARIANT_SETTINGS if cls is ModelConfig else {})
+    return None, {}
 
 
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
@@ -42,13 +56,30 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{path or cls.__name__}: expected an object of {cls.__name__} fields, got {_show(data)}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
+    holder, sections = _sections(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init and f.name != holder]
+    kwargs: dict[str, Any] = {holder: {}} if holder else {}
     for key, value in data.items():
-        if key not in names:
-            raise _unknown_key(_join(path, key), cls, names)
-        kwargs[key] = _check(value, hints[key], _join(path, key))
+        if key in sections:
+            kwargs[holder][key] = _check(value, sections[key], _join(path, key))
+        elif holder and not sections and isinstance(value, dict):
+            kwargs[holder][key] = value  # no variant registered yet (txl.attention not imported): complete_sections
+        elif key not in names:
+            raise _unknown_key(_join(path, key), cls, names + list(sections))
+        else:
+            kwargs[key] = _check(value, hints[key], _join(path, key))
     return cls(**kwargs)
+
+
+def complete_sections(model: ModelConfig) -> ModelConfig:
+    """Build the variant settings sections read before any variant had registered them (kept as plain data by
+    from_dict); a name no variant registers is an unknown key."""
+    for name, value in model.settings.items():
+        if isinstance(value, dict):
+            if name not in VARIANT_SETTINGS:
+                raise _unknown_key(f"model.{name}", ModelConfig, list(VARIANT_SETTINGS))
+            model.settings[name] = from_dict(VARIANT_SETTINGS[name], value, f"model.{name}")
+    return model
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
@@ -97,9 +128,16 @@ def set_path(cfg: Any, dotted: str, raw: str) -> None:
         last = i == len(parts) - 1
         here = _join(path, part)
         if dataclasses.is_dataclass(obj):
-            names = [f.name for f in dataclasses.fields(obj)]
+            holder, sections = _sections(type(obj))
+            names = [f.name for f in dataclasses.fields(obj) if f.name != holder]
+            if part in sections:
+                if last:
+                    getattr(obj, holder)[part] = _parse_text(raw, sections[part], here)
+                    return
+                obj, path = getattr(obj, part), here
+                continue
             if part not in names:
-                raise _unknown_key(here, type(obj), names)
+                raise _unknown_key(here, type(obj), names + list(sections))
             tp = typing.get_type_hints(type(obj))[part]
             if last:
                 setattr(obj, part, _parse_text(raw, tp, here))

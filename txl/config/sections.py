@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,64 +38,27 @@ class LayerConfig:
         return self.attn + ("+fastrpb" if self.fastrpb else "")
 
 
-@dataclass
-class LaSConfig:
-    """Locality and smoothness (Zimerman & Wolf). The schedule and kernel are not verified against the paper."""
-
-    global_heads: int = 1  # heads with alpha = 0 (fully global)
-    alpha_min: float = 1e-3  # the other heads' decay rates run geometrically from alpha_min ...
-    alpha_max: float = 1e-1  # ... to alpha_max
-    alphas: list[float] | None = None  # explicit per-head rates; overrides the schedule
-    kernel: int = 3  # average-pooling width over keys; 1 turns smoothing off
-
-    def validate(self, n_head: int) -> LaSConfig:
-        """Checks of the LaS settings against a model of `n_head` heads."""
-        _positive(self, "model.las", ["kernel"])
-        if self.alphas is not None:
-            if len(self.alphas) != n_head:
-                raise ConfigError(f"model.las.alphas needs {n_head} values (one per head), got {len(self.alphas)}")
-            if any(a < 0 for a in self.alphas):
-                raise ConfigError(f"model.las.alphas must be >= 0, got {self.alphas}")
-        if not 0 <= self.global_heads <= n_head:
-            raise ConfigError(f"model.las.global_heads must be in 0..{n_head}, got {self.global_heads}")
-        if not 0 < self.alpha_min <= self.alpha_max:
-            raise ConfigError(
-                f"model.las.alpha_min and alpha_max must satisfy 0 < alpha_min <= alpha_max, "
-                f"got {self.alpha_min}, {self.alpha_max}"
-            )
-        return self
+# The settings sections an attention variant owns (model.las, model.t5, ...): each is a dataclass beside its variant
+# in txl/attention/, registered here by `variant_settings` when txl.attention is imported, so the config knows them
+# without knowing the variants. A ModelConfig holds one of each registered section (its defaults until set).
+VARIANT_SETTINGS: dict[str, type] = {}
 
 
-@dataclass
-class T5Config:
-    """Log-bucketed learned relative biases (Raffel et al.; the log-type encoding of Wang & E)."""
+def variant_settings(name: str, domains: dict[str, Domain] | None = None) -> Any:
+    """Class decorator: register a variant's settings dataclass as the model config section `name`, with the
+    domains of its numeric fields (checked like every other section's). Its optional `validate(model)` checks
+    the section against the model config it sits in."""
 
-    num_buckets: int = 32
-    max_distance: int = 128
+    def register(cls: type) -> type:
+        if VARIANT_SETTINGS.get(name, cls) is not cls:
+            raise ValueError(f"model config section {name!r} is registered twice")
+        if name in {f.name for f in dataclasses.fields(ModelConfig)}:
+            raise ValueError(f"model config section {name!r} would hide the model field of that name")
+        VARIANT_SETTINGS[name] = cls
+        DOMAINS[cls] = dict(domains or {})
+        return cls
 
-    def validate(self) -> T5Config:
-        _positive(self, "model.t5", ["num_buckets", "max_distance"])
-        if self.num_buckets < 2 or self.max_distance <= self.num_buckets // 2:
-            raise ConfigError(
-                f"model.t5.max_distance ({self.max_distance}) must exceed half of model.t5.num_buckets "
-                f"({self.num_buckets}), and num_buckets must be >= 2"
-            )
-        return self
-
-
-@dataclass
-class FastRPBConfig:
-    """FastRPB's Toeplitz term W V. Offsets at or past max_len contribute nothing."""
-
-    max_len: int = 4096
-    init_scale: float = 1e-3  # weights start on a ramp from init_scale (offset 0) down to 0
-
-
-@dataclass
-class SIKFConfig:
-    """Linear attention with the shift-invariant exponential feature map."""
-
-    chunk: int = 64  # block size of the chunked causal prefix sums
+    return register
 
 
 @dataclass
@@ -127,14 +91,21 @@ class ModelConfig:
         "auto"  # auto: sdpa on a GPU, plain on a CPU; fused: txl.attention.fused
     )
     layers: list[LayerConfig] = field(default_factory=list)
-    las: LaSConfig = field(default_factory=LaSConfig)
-    t5: T5Config = field(default_factory=T5Config)
-    fastrpb: FastRPBConfig = field(default_factory=FastRPBConfig)
-    sikf: SIKFConfig = field(default_factory=SIKFConfig)
+    # the variants' settings sections by name (VARIANT_SETTINGS), read as attributes (cfg.las.kernel); in JSON
+    # each is a key of the model object ("las": {...}), as the fields above are
+    settings: dict[str, Any] = field(default_factory=dict, metadata={"flatten": True})
 
     def __post_init__(self) -> None:
         if not self.layers and self.n_layer > 0:
             self.layers = [LayerConfig() for _ in range(self.n_layer)]
+        for name, cls in VARIANT_SETTINGS.items():
+            self.settings.setdefault(name, cls())
+
+    def __getattr__(self, name: str) -> Any:
+        """A registered variant's settings section (created at its defaults if this config predates it)."""
+        if name.startswith("__") or name == "settings" or name not in VARIANT_SETTINGS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.settings.setdefault(name, VARIANT_SETTINGS[name]())
 
     @property
     def same_length_mode(self) -> bool | str:
@@ -185,7 +156,7 @@ class ModelConfig:
         The checks that need the plan language or the attention variants (an unknown
         variant, a variant that cannot run its layer's plan) are txl.plans.check_model's.
         """
-        _positive(self, "model", ["vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val"])
+        positive(self, "model", ["vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val"])
         if self.d_embed is not None and self.d_embed < 1:
             raise ConfigError(f"model.d_embed must be >= 1 or none, got {self.d_embed}")
         if self.d_model % 2:
@@ -202,10 +173,14 @@ class ModelConfig:
                 f"give a memory plan for {self.n_layer} layers (--memory) or set model.n_layer={len(self.layers)}"
             )
         self._check_adaptive()
-        self.las.validate(self.n_head)
-        self.t5.validate()
-        _positive(self.fastrpb, "model.fastrpb", ["max_len"])
-        _positive(self.sikf, "model.sikf", ["chunk"])
+        for name, section in self.settings.items():
+            if not isinstance(section, VARIANT_SETTINGS.get(name, ())):
+                raise ConfigError(
+                    f"unknown config key 'model.{name}': no attention variant registers a section of that name"
+                    f" (known: {', '.join(VARIANT_SETTINGS)})"
+                )
+            if hasattr(section, "validate"):
+                section.validate(self)
 
         for i, layer in enumerate(self.layers):
             where = f"model.layers.{i}"
@@ -225,7 +200,8 @@ class ModelConfig:
         return self
 
 
-def _positive(obj: Any, prefix: str, names: list[str]) -> None:
+def positive(obj: Any, prefix: str, names: list[str]) -> None:
+    """Each named field of `obj` >= 1, else a ConfigError naming `prefix.field`."""
     for name in names:
         value = getattr(obj, name)
         if value < 1:
@@ -275,7 +251,7 @@ class DataConfig:
             raise ConfigError(f"data.synthetic.lags must be one or more distances >= 2, got {syn.lags}")
         if not 2 <= syn.symbols <= 250:
             raise ConfigError(f"data.synthetic.symbols must be in 2..250, got {syn.symbols}")
-        _positive(syn, "data.synthetic", ["query_every", "train_tokens", "eval_tokens"])
+        positive(syn, "data.synthetic", ["query_every", "train_tokens", "eval_tokens"])
         check_domains(DOMAINS, self, "data")
         return self
 
@@ -320,7 +296,7 @@ class TrainConfig:
     save_every: int = 2000  # 0: save only at the end
 
     def validate(self) -> TrainConfig:
-        _positive(self, "train", ["batch_size", "tgt_len", "grad_accum", "log_every"])
+        positive(self, "train", ["batch_size", "tgt_len", "grad_accum", "log_every"])
         if self.steps < (0 if self.init_from else 1):  # 0 steps: a run that scores the weights it starts from
             raise ConfigError(f"train.steps must be >= 1 (0 only with train.init_from), got {self.steps}")
         if self.batch_size % self.grad_accum:
@@ -358,7 +334,7 @@ class EvalConfig:
     max_segments: int | None = None  # none = the whole split
 
     def validate(self) -> EvalConfig:
-        _positive(self, "eval", ["batch_size"])
+        positive(self, "eval", ["batch_size"])
         if self.tgt_len is not None and self.tgt_len < 1:
             raise ConfigError(f"eval.tgt_len must be >= 1 or none, got {self.tgt_len}")
         if self.max_segments is not None and self.max_segments < 1:
@@ -369,16 +345,6 @@ class EvalConfig:
 
 DOMAINS: dict[type, dict[str, Domain]] = {
     LayerConfig: {"mem_len": AT_LEAST_0, "attn_range": AT_LEAST_0},
-    LaSConfig: {
-        "global_heads": AT_LEAST_0,
-        "alpha_min": POSITIVE,
-        "alpha_max": POSITIVE,
-        "alphas": AT_LEAST_0,
-        "kernel": AT_LEAST_1,
-    },
-    T5Config: {"num_buckets": Domain(2), "max_distance": AT_LEAST_1},
-    FastRPBConfig: {"max_len": AT_LEAST_1, "init_scale": AT_LEAST_0},
-    SIKFConfig: {"chunk": AT_LEAST_1},
     ModelConfig: {
         "vocab_size": AT_LEAST_1,
         "n_layer": AT_LEAST_1,
