@@ -17,16 +17,16 @@ def lm_base(scale: str) -> RunConfig:
         run.eval.max_segments = 4
         return run
     if scale == "small":
-        run = get_preset("small")
-        run.model = apply_plans(
-            ModelConfig(vocab_size=256, n_layer=6, d_model=128, n_head=4, d_head=32, d_inner=512, dropout=0.1),
-            memory="64",
+        return cpu_base(
+            memory=64,
+            dropout=0.1,
+            steps=800,
+            save_every=400,
+            tgt_len=32,
+            batch_size=16,
+            max_tokens=1_000_000,
+            eval_segments=120,
         )
-        run.train.steps, run.train.eval_every, run.train.save_every = 800, 0, 400
-        run.train.tgt_len, run.train.batch_size = 32, 16
-        run.data.max_tokens = 1_000_000
-        run.eval = EvalConfig(split="valid", tgt_len=32, batch_size=16, max_segments=120)
-        return run
     if scale == "medium":
         return medium_base()
     run = get_preset("enwik8-large")  # 24 layers, d 1024: the model Rae & Razavi intervene on
@@ -35,20 +35,42 @@ def lm_base(scale: str) -> RunConfig:
     return run
 
 
-def medium_base() -> RunConfig:
-    """The small model where memory matters more: segments of 16 bytes (a short memory of 8 then sees little
-    of a file, a long one of 128 much), no dropout, twice the steps and fresh text throughout (about 3 min a
-    run with short memories, 6 with all long, on two CPU cores)."""
+def cpu_base(
+    memory: int,
+    dropout: float,
+    steps: int,
+    save_every: int,
+    tgt_len: int,
+    batch_size: int,
+    max_tokens: int,
+    eval_segments: int,
+) -> RunConfig:
+    """The 6-layer model of the CPU scales (d 128) on the built-in corpus, trained and scored as given."""
     run = get_preset("small")
     run.model = apply_plans(
-        ModelConfig(vocab_size=256, n_layer=6, d_model=128, n_head=4, d_head=32, d_inner=512, dropout=0.0),
-        memory="128",
+        ModelConfig(vocab_size=256, n_layer=6, d_model=128, n_head=4, d_head=32, d_inner=512, dropout=dropout),
+        memory=str(memory),
     )
-    run.train.steps, run.train.eval_every, run.train.save_every = 1500, 0, 500
-    run.train.tgt_len, run.train.batch_size = 16, 32
-    run.data.max_tokens = 2_000_000
-    run.eval = EvalConfig(split="valid", tgt_len=16, batch_size=16, max_segments=400)
+    run.train.steps, run.train.eval_every, run.train.save_every = steps, 0, save_every
+    run.train.tgt_len, run.train.batch_size = tgt_len, batch_size
+    run.data.max_tokens = max_tokens
+    run.eval = EvalConfig(split="valid", tgt_len=tgt_len, batch_size=16, max_segments=eval_segments)
     return run
+
+
+def medium_base() -> RunConfig:
+    """The small model where memory matters more: segments of 16 bytes (a short memory of 8 then sees little
+    of a file, a long one of 128 much), no dropout, about twice the steps, and fresh text throughout."""
+    return cpu_base(
+        memory=128,
+        dropout=0.0,
+        steps=1500,
+        save_every=500,
+        tgt_len=16,
+        batch_size=32,
+        max_tokens=2_000_000,
+        eval_segments=400,
+    )
 
 
 def memory_lengths(scale: str) -> tuple[int, int]:
