@@ -3,6 +3,7 @@ a second writer is refused, naming the holder."""
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import typing
@@ -488,3 +489,91 @@ def test_a_corpus_path_that_loops_is_one_line(tmp_path, capsys):
     assert main(["data", "stats", str(tmp_path / "loop")]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot be followed to a file or folder" in err and "\n" not in err
+
+
+def _words_corpus(tmp_path):
+    from txl.config import DataConfig
+    from txl.data import load_corpus
+
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"the cat {w} sat on the mat {w}\n" for w in ("a", "b", "c", "d", "e", "f") * 40))
+    return load_corpus(DataConfig(corpus=str(text), tokenizer="words", root=str(tmp_path / "data")))
+
+
+def test_a_cache_vocabulary_that_lost_symbols_is_damaged_and_rebuilt(tmp_path, capsys):
+    from txl.data import cache_problem
+
+    corpus = _words_corpus(tmp_path)
+    vocab = corpus.cache_dir / "vocab.json"
+    data = json.loads(vocab.read_text())
+    whole = len(data["symbols"])
+    vocab.write_text(json.dumps({**data, "symbols": data["symbols"][:5]}))
+    assert cache_problem(corpus.cache_dir) == f"vocab.json holds 5 symbols, meta.json says {whole}"
+    root = str(tmp_path / "data")
+    assert main(["data", "verify", str(tmp_path / "text.txt"), "--tokenizer", "words", "--data-root", root]) == 0
+    assert len(json.loads(vocab.read_text())["symbols"]) == whole and cache_problem(corpus.cache_dir) is None
+
+
+def test_a_run_tokenizer_that_is_not_the_models_vocabulary_is_one_line(tmp_path, capsys):
+    from conftest import tiny_run
+
+    from txl.train import Trainer
+
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"the cat {w} sat on the mat {w}\n" for w in ("a", "b", "c", "d") * 60))
+    run = tiny_run(tmp_path, **{"train.steps": 1, "data.corpus": str(text), "data.tokenizer": "words"})
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    vocab = tmp_path / "run" / "tokenizer" / "vocab.json"
+    data = json.loads(vocab.read_text())
+    vocab.write_text(json.dumps({**data, "symbols": data["symbols"][:5]}))
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "--tokens", "3", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has 5 symbols, the model" in err and "\n" not in err
+
+
+def test_a_word_list_that_is_not_utf8_or_not_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "text.txt").write_text("a b c\n" * 50)
+    bad = tmp_path / "words.txt"
+    bad.write_bytes(b"\xff\xfe\xfd\n")
+    assert main(["data", "stats", str(tmp_path / "text.txt"), "--tokenizer", str(bad)]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    assert main(["data", "stats", str(tmp_path / "text.txt"), "--tokenizer", str(fifo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a regular file" in err and "\n" not in err
+
+
+def test_a_full_disk_under_torch_save_is_the_oserror_not_torchs_archive_error(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from txl.checkpoint import save_tensors
+
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 64:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr("builtins.open", lambda *a, **k: Full(real_open(*a, **k)))
+    with pytest.raises(OSError) as e:
+        save_tensors({"w": torch.zeros(1000)}, tmp_path / "state.pt")
+    assert e.value.errno == errno.ENOSPC

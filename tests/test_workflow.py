@@ -277,9 +277,11 @@ def test_compare_leaves_out_saved_rows_of_the_wrong_types_and_says_so(tmp_path, 
 
     (tmp_path / "a").mkdir()
     good = {"plan": "0", "split": "valid", "corpus": "c", "metric": "bpb", "bpb": 2.0, "loss": 1.0, "tokens": 10}
-    for row in (good, {**good, "plan": "8", "loss": "abc"}, {**good, "plan": "16", "tokens": [1]}, [1, 2]):
+    bad = [{**good, "plan": "8", "loss": "abc"}, {**good, "plan": "16", "tokens": [1]}, [1, 2]]
+    bad += [{**good, "corpus": [1]}, {**good, "corpus": {"a": 1}}, {**good, "metric": [1]}, {**good, "split": 3}]
+    for row in (good, *bad):
         append_line(tmp_path / "a" / "evals.jsonl", json.dumps(row))
     _, rows, _ = compare_rows([tmp_path / "a"])
     assert [r[1] for r in rows] == ["0"]
     said = messages()
-    assert sum("does not hold the right types" in m for m in said) == 2 and any("line 4" in m for m in said)
+    assert sum("does not hold the right types" in m for m in said) == 6 and any("line 4" in m for m in said)

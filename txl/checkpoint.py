@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -32,6 +33,21 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def save_tensors(obj: Any, path: str | Path) -> None:
+    """torch.save through a file Python opened: a full disk is then an OSError (ENOSPC), not torch's bare
+    'unexpected pos' RuntimeError."""
+    with open(path, "wb") as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:  # torch closing its archive after the OSError replaces it: raise the OSError
+            cause = e.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
 
 
 def save_checkpoint(
@@ -54,7 +70,7 @@ def save_checkpoint(
         tmp.mkdir()
         try:
             save_model(model, str(tmp / "model.safetensors"))
-            torch.save(state, tmp / "state.pt")
+            save_tensors(state, tmp / "state.pt")
             atomic_write_json(tmp / "config.json", config)
             atomic_write_json(tmp / "meta.json", {**meta, "step": step})
             for f in tmp.iterdir():
@@ -69,7 +85,7 @@ def save_checkpoint(
     else:  # the same step again (the final evaluation after a scheduled save):
         # the weights are the same, the state may not be
         with atomic_path(folder / "state.pt") as tmp_state:
-            torch.save(state, tmp_state)
+            save_tensors(state, tmp_state)
         atomic_write_json(folder / "meta.json", {**meta, "step": step})
     for name in names:
         link = root / f".{name}.link-{owner_tag()}"

@@ -34,7 +34,8 @@ def _whole_row(run: Path, n: int, r: dict) -> bool:
     ok = (
         isinstance(r, dict)
         and isinstance(r.get("plan"), str)
-        and isinstance(r.get("split", ""), str)
+        and all(isinstance(r.get(k, ""), str) for k in ("split", "corpus"))
+        and isinstance(r.get("metric"), (str, type(None)))
         and number(r.get("loss"))
         and all(number(r[k]) for k in ("cached_positions", "tokens", r.get("metric") or "loss") if r.get(k) is not None)
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from txl.checkpoint import find_checkpoint, save_checkpoint
+from txl.checkpoint import find_checkpoint, save_checkpoint, save_tensors
 from txl.config import ModelConfig, RunConfig, apply_overrides, to_dict
 from txl.errors import TxlError
 from txl.interop_checks import InteropError, check_dims, check_hints, refuse_lossy
@@ -424,6 +424,6 @@ def export_checkpoint(model: TransformerXL, layout: str, out: str | Path, fmt: s
         if fmt == "safetensors":
             save_file(tensors, str(tmp))
         else:
-            torch.save(tensors, tmp)
+            save_tensors(tensors, tmp)
     atomic_write_json(out / "config.json", config)
     return target, len(tensors)

@@ -83,6 +83,13 @@ _ORDER = (
 )  # fmt: skip
 
 
+SPLITS = ("train", "valid", "test", "whole")  # what a result may have scored (whole: every split's text in one)
+
+
+def _numbers(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(i, _NUMBER) and not isinstance(i, bool) for i in x)
+
+
 def _check_row(v: dict) -> None:
     def need(ok: bool, name: str, what: str) -> None:
         if not ok:
@@ -112,9 +119,21 @@ def _check_row(v: dict) -> None:
         "metrics",
         "an object of numbers",
     )
-    for name in ("data", "blocks"):
-        need(v.get(name) is None or isinstance(v[name], dict), name, "an object or null")
-    need(v.get("loss_by_position") is None or isinstance(v["loss_by_position"], list), "loss_by_position", "a list")
+    need(v["metrics"].get("split", "valid") in SPLITS, "metrics", f"an object whose split is {', '.join(SPLITS)}")
+    need(v.get("data") is None or isinstance(v["data"], dict), "data", "an object or null")
+    blocks = v.get("blocks")
+    need(
+        blocks is None
+        or (
+            isinstance(blocks, dict)
+            and _numbers(blocks.get("loss"))
+            and _numbers(blocks.get("tokens"))
+            and len(blocks["loss"]) == len(blocks["tokens"])
+        ),
+        "blocks",
+        "an object of two equally long lists of numbers, loss and tokens, or null",
+    )
+    need(v.get("loss_by_position") is None or _numbers(v["loss_by_position"]), "loss_by_position", "a list of numbers")
     need(isinstance(v.get("seconds", 0.0), _NUMBER), "seconds", "a number")
 
 

@@ -25,6 +25,7 @@ import torch
 from txl import checkpoint as ckpt
 from txl.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, save_config, to_dict
 from txl.data import Corpus, load_corpus
+from txl.data.tokenizers import Tokenizer, load_tokenizer
 from txl.devices import pick_device
 from txl.errors import TxlError
 from txl.evaluate import EvalSpec, metric_name, scalars
@@ -310,6 +311,17 @@ class Trained:
     def spec(self, protocol: str | None = None, *, whole_split: bool = False, **flags) -> EvalSpec:
         """How this model is evaluated: its run's settings, a protocol's and flags' (see EvalSpec.for_run)."""
         return EvalSpec.for_run(self.run, self.device, protocol, whole_split=whole_split, **flags)
+
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer the model reads and writes text with, refused if its vocabulary is not the model's."""
+        path = tokenizer_file(self.path, self.run)
+        tokenizer = load_tokenizer(path)
+        if tokenizer.vocab_size != self.run.model.vocab_size:
+            raise TxlError(
+                f"tokenizer {path} has {tokenizer.vocab_size} symbols, the model {self.run.model.vocab_size}: it is "
+                "damaged or another model's; give the model's vocabulary with --tokenizer"
+            )
+        return tokenizer
 
     def corpus(self, spec: EvalSpec | None = None, progress: bool = False) -> Corpus:
         """The text the spec scores: the run's corpus, or the spec's other corpus read with the run's own

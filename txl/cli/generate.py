@@ -23,9 +23,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 @command("generate", "sample text from a checkpoint, memory carried across chunks", _generate_args)
 def cmd_generate(args: argparse.Namespace) -> int:
-    from txl.data.tokenizers import load_tokenizer
     from txl.generate import generate_text
-    from txl.runs import load_trained, tokenizer_file
+    from txl.runs import load_trained
 
     if args.tokens < 1:
         raise TxlError("--tokens must be >= 1")
@@ -37,7 +36,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise TxlError(f"--temperature must be a finite number > 0, got {args.temperature}")
     trained = load_trained(args.path, args.device)
     model, run = trained.model, trained.run
-    tokenizer = load_tokenizer(tokenizer_file(args.path, run))
+    tokenizer = trained.tokenizer()
     unknown = tokenizer.unk_id is not None and int((tokenizer.encode(args.prompt.encode()) == tokenizer.unk_id).sum())
     if unknown:
         print(

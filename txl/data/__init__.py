@@ -131,7 +131,9 @@ def resolve_tokenizer(cfg: DataConfig) -> str:
     kind = cfg.tokenizer
     if kind.endswith((".model", ".json", ".txt")):
         if not Path(kind).is_file():
-            raise TxlError(f"tokenizer file {kind} does not exist")
+            raise TxlError(
+                f"tokenizer file {kind} " + ("is not a regular file" if Path(kind).exists() else "does not exist")
+            )
         return kind
     if kind not in ("bytes", "chars", "words", "sentencepiece"):
         raise TxlError(
@@ -235,6 +237,12 @@ def cache_problem(cache: Path, full: bool = False) -> str | None:
         return "meta.json is missing or unreadable"
     if not (cache / "vocab.json").is_file():
         return "vocab.json is missing"
+    try:
+        symbols = load_tokenizer(cache / "vocab.json").vocab_size
+    except TxlError as e:
+        return f"vocab.json cannot be read ({e})"
+    if symbols != vocab:
+        return f"vocab.json holds {symbols} symbols, meta.json says {vocab}"
     for s in SPLITS:
         path = cache / f"{s}.npy"
         try:

@@ -149,7 +149,15 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def from_list(cls, path: Path) -> WordTokenizer:
         """A fixed vocabulary, one symbol per line in id order (e.g. a pretrained model's)."""
-        symbols = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not path.is_file():  # a FIFO would wait, a device never end
+            raise TxlError(f"word list {path} " + ("is not a regular file" if path.exists() else "does not exist"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise TxlError(f"word list {path} is not UTF-8 text") from None
+        except OSError as e:
+            raise TxlError(f"cannot read word list {path}: {e.strerror or e}") from None
+        symbols = [line.strip() for line in text.splitlines() if line.strip()]
         for special in (EOS, UNK):
             if special not in symbols:
                 raise TxlError(f"word list {path} has no {special} symbol; a word vocabulary needs {EOS} and {UNK}")
