@@ -165,9 +165,13 @@ def test_a_variant_registers_its_own_settings_section():
     try:
         cfg = ModelConfig(n_layer=2)
         assert cfg.toy == ToySettings()  # every config holds each registered section, at its defaults
+        assert "toy" not in to_dict(
+            cfg
+        )  # a new section at its defaults leaves every config's JSON (and hash) as it was
+        cfg.toy.width = 7
         data = to_dict(cfg)
-        assert data["toy"] == {"width": 3} and "settings" not in data  # a key of the model object, like las
-        data["toy"]["width"] = 7
+        assert data["toy"] == {"width": 7} and "settings" not in data  # a key of the model object, like las
+        assert list(data)[-5:] == ["las", "t5", "fastrpb", "sikf", "toy"]  # in the order they registered
         assert from_dict(ModelConfig, data).toy.width == 7
         apply_overrides(cfg, ["toy.width=9"])
         assert cfg.toy.width == 9

@@ -20,7 +20,7 @@ from txl.config.domains import AT_LEAST_1, Domain
 from txl.config.sections import positive, variant_settings
 
 
-@variant_settings("t5", {"num_buckets": Domain(2), "max_distance": AT_LEAST_1})
+@variant_settings("t5", {"num_buckets": Domain(2), "max_distance": AT_LEAST_1}, omit_default=False)
 @dataclass
 class T5Config:
     """model.t5: the distance buckets of every t5 layer (Raffel et al.; the log-type encoding of Wang & E)."""

@@ -22,7 +22,7 @@ from txl.config.domains import AT_LEAST_0, AT_LEAST_1
 from txl.config.sections import positive, variant_settings
 
 
-@variant_settings("fastrpb", {"max_len": AT_LEAST_1, "init_scale": AT_LEAST_0})
+@variant_settings("fastrpb", {"max_len": AT_LEAST_1, "init_scale": AT_LEAST_0}, omit_default=False)
 @dataclass
 class FastRPBConfig:
     """model.fastrpb: the Toeplitz term W V of every +fastrpb layer. Offsets at or past max_len contribute nothing."""

@@ -35,6 +35,7 @@ from txl.config.sections import positive, variant_settings
         "alphas": AT_LEAST_0,
         "kernel": AT_LEAST_1,
     },
+    omit_default=False,  # written to JSON always, as before the registry (config hashes unchanged)
 )
 @dataclass
 class LaSConfig:

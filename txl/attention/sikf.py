@@ -27,7 +27,7 @@ from txl.config.domains import AT_LEAST_1
 from txl.config.sections import positive, variant_settings
 
 
-@variant_settings("sikf", {"chunk": AT_LEAST_1})
+@variant_settings("sikf", {"chunk": AT_LEAST_1}, omit_default=False)
 @dataclass
 class SIKFConfig:
     """model.sikf: how every sikf layer computes its causal prefix sums."""

@@ -13,7 +13,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from txl.config.sections import VARIANT_SETTINGS, ConfigError, ModelConfig, RunConfig
+from txl.config import sections as sections_module
+from txl.config.sections import OMIT_AT_DEFAULT, VARIANT_SETTINGS, ConfigError, ModelConfig, RunConfig
 from txl.io import atomic_write_json
 
 
@@ -30,9 +31,12 @@ def _shape(obj: Any, data: dict) -> None:
         value = getattr(obj, f.name)
         if f.metadata.get("flatten"):
             for name, plain in data.pop(f.name).items():
+                section = value[name]
+                if dataclasses.is_dataclass(section):
+                    if name in OMIT_AT_DEFAULT and section == type(section)():
+                        continue
+                    _shape(section, plain)
                 data[name] = plain
-                if dataclasses.is_dataclass(value[name]):
-                    _shape(value[name], plain)
         elif f.metadata.get("omit_default") and value == f.default:
             del data[f.name]
         elif dataclasses.is_dataclass(value):
@@ -60,26 +64,27 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls) if f.init and f.name != holder]
     kwargs: dict[str, Any] = {holder: {}} if holder else {}
     for key, value in data.items():
-        if key in sections:
+        if key in names:
+            kwargs[key] = _check(value, hints[key], _join(path, key))
+        elif key in sections:
             kwargs[holder][key] = _check(value, sections[key], _join(path, key))
         elif holder and not sections and isinstance(value, dict):
-            kwargs[holder][key] = value  # no variant registered yet (txl.attention not imported): complete_sections
-        elif key not in names:
-            raise _unknown_key(_join(path, key), cls, names + list(sections))
+            kwargs[holder][key] = value  # no variant registered yet (txl.attention not imported): built later
         else:
-            kwargs[key] = _check(value, hints[key], _join(path, key))
+            raise _unknown_key(_join(path, key), cls, names + list(sections))
     return cls(**kwargs)
 
 
 def complete_sections(model: ModelConfig) -> ModelConfig:
     """Build the variant settings sections read before any variant had registered them (kept as plain data by
     from_dict); a name no variant registers is an unknown key."""
-    for name, value in model.settings.items():
-        if isinstance(value, dict):
-            if name not in VARIANT_SETTINGS:
-                raise _unknown_key(f"model.{name}", ModelConfig, list(VARIANT_SETTINGS))
-            model.settings[name] = from_dict(VARIANT_SETTINGS[name], value, f"model.{name}")
+    for name in model.complete().settings:
+        if name not in VARIANT_SETTINGS:
+            raise _unknown_key(f"model.{name}", ModelConfig, list(VARIANT_SETTINGS))
     return model
+
+
+sections_module.read_section = lambda cls, data, path: from_dict(cls, data, path)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

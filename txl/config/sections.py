@@ -42,20 +42,28 @@ class LayerConfig:
 # in txl/attention/, registered here by `variant_settings` when txl.attention is imported, so the config knows them
 # without knowing the variants. A ModelConfig holds one of each registered section (its defaults until set).
 VARIANT_SETTINGS: dict[str, type] = {}
+OMIT_AT_DEFAULT: set[str] = set()  # sections JSON leaves out while at their defaults (see variant_settings)
+# how a section read as plain data is built once its variant has registered: txl.config.files.from_dict (set there,
+# as files sits above this module)
+read_section: Any = None
 
 
-def variant_settings(name: str, domains: dict[str, Domain] | None = None) -> Any:
+def variant_settings(name: str, domains: dict[str, Domain] | None = None, omit_default: bool = True) -> Any:
     """Class decorator: register a variant's settings dataclass as the model config section `name`, with the
     domains of its numeric fields (checked like every other section's). Its optional `validate(model)` checks
-    the section against the model config it sits in."""
+    the section against the model config it sits in. With `omit_default` (for every new section) the section is
+    written to JSON only when set, so adding a variant leaves the configs, and the config hashes of results, of
+    everything else as they were; the four sections that predate the registry are always written."""
 
     def register(cls: type) -> type:
         if VARIANT_SETTINGS.get(name, cls) is not cls:
             raise ValueError(f"model config section {name!r} is registered twice")
-        if name in {f.name for f in dataclasses.fields(ModelConfig)}:
-            raise ValueError(f"model config section {name!r} would hide the model field of that name")
+        if hasattr(ModelConfig, name) or name in {f.name for f in dataclasses.fields(ModelConfig)}:
+            raise ValueError(f"model config section {name!r} would hide the model attribute of that name")
         VARIANT_SETTINGS[name] = cls
         DOMAINS[cls] = dict(domains or {})
+        if omit_default:
+            OMIT_AT_DEFAULT.add(name)
         return cls
 
     return register
@@ -98,14 +106,28 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.layers and self.n_layer > 0:
             self.layers = [LayerConfig() for _ in range(self.n_layer)]
+        self.complete()
+
+    def complete(self) -> ModelConfig:
+        """One of each registered section, in the registry's order (their order in JSON), those read as plain data
+        before their variant registered built now; a section of a name no variant registers is kept as it is, for
+        validate to refuse. The dict is this config's own (a dataclasses.replace copy shares no sections dict)."""
+        settings = {}
         for name, cls in VARIANT_SETTINGS.items():
-            self.settings.setdefault(name, cls())
+            value = self.settings.get(name, None)
+            if value is None:
+                value = cls()
+            elif isinstance(value, dict) and read_section is not None:
+                value = read_section(cls, value, f"model.{name}")
+            settings[name] = value
+        self.settings = {**settings, **{k: v for k, v in self.settings.items() if k not in settings}}
+        return self
 
     def __getattr__(self, name: str) -> Any:
         """A registered variant's settings section (created at its defaults if this config predates it)."""
         if name.startswith("__") or name == "settings" or name not in VARIANT_SETTINGS:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return self.settings.setdefault(name, VARIANT_SETTINGS[name]())
+        return self.complete().settings[name]
 
     @property
     def same_length_mode(self) -> bool | str:
@@ -173,7 +195,9 @@ class ModelConfig:
                 f"give a memory plan for {self.n_layer} layers (--memory) or set model.n_layer={len(self.layers)}"
             )
         self._check_adaptive()
-        for name, section in self.settings.items():
+        for name, section in self.complete().settings.items():
+            if not VARIANT_SETTINGS:
+                break  # read where no variant has registered (txl.config alone): txl.plans.check_model judges them
             if not isinstance(section, VARIANT_SETTINGS.get(name, ())):
                 raise ConfigError(
                     f"unknown config key 'model.{name}': no attention variant registers a section of that name"
