@@ -127,7 +127,10 @@ class ModelConfig:
         """A registered variant's settings section (created at its defaults if this config predates it)."""
         if name.startswith("__") or name == "settings" or name not in VARIANT_SETTINGS:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return self.complete().settings[name]
+        section = self.settings.get(name)
+        if section is None or isinstance(section, dict):  # not yet built: complete once, not at every read
+            section = self.complete().settings[name]
+        return section
 
     @property
     def same_length_mode(self) -> bool | str:
