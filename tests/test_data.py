@@ -453,8 +453,9 @@ def test_a_stream_on_a_gpu_copies_from_pinned_memory_and_gives_the_same_segments
         assert b.inputs.is_cuda and torch.equal(a.inputs, b.inputs.cpu()) and torch.equal(a.mask, b.mask.cpu())
 
 
-def test_a_damaged_cache_that_cannot_be_set_aside_is_an_error_not_verified(tmp_path, monkeypatch):
-    """A read-only data root: the damaged cache cannot be renamed; it is refused, never used as if verified."""
+def test_a_damaged_cache_that_cannot_be_set_aside_is_an_error_not_verified(tmp_path, monkeypatch, capsys):
+    """A read-only data root: the damaged cache cannot be renamed; it is refused in one line (no "rebuilding"
+    notice before it), never used as if verified."""
     import os
 
     folder = _folder_corpus(tmp_path)
@@ -466,5 +467,7 @@ def test_a_damaged_cache_that_cannot_be_set_aside_is_an_error_not_verified(tmp_p
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(os, "rename", refuse)
+    capsys.readouterr()
     with pytest.raises(TxlError, match="is damaged .* and cannot be set aside \\(Permission denied\\)"):
         load_corpus(cfg, progress=False, verify=True)
+    assert "rebuilding" not in capsys.readouterr().err

@@ -208,18 +208,17 @@ def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) ->
     if cache.exists():
         problem = cache_problem(cache, full=verify)
         if problem is not None:
-            _say(True, f"token cache {cache} is damaged ({problem}); rebuilding it")
             aside = cache.with_name(f"{cache.name}.damaged-{owner_tag()}")
-            try:
-                os.rename(
-                    cache, aside
-                )  # one process wins; the others find it gone and rebuild or reuse the rebuilt one
+            try:  # one process wins; the others find it gone and rebuild or reuse the rebuilt one
+                os.rename(cache, aside)
             except OSError as e:
                 if cache.exists() and cache_problem(cache, full=verify) is not None:  # not a race: still damaged
                     raise TxlError(
                         f"token cache {cache} is damaged ({problem}) and cannot be set aside ({e.strerror}); "
                         "make its folder writable, remove it, or set data.root to a folder txl may write"
                     ) from None
+            else:  # said only once the damaged cache is out of the way, so a read-only root gets its one line
+                _say(True, f"token cache {cache} is damaged ({problem}); rebuilding it")
             shutil.rmtree(aside, ignore_errors=True)
     if not cache.exists():
         if spec is None:  # a user's own text: what it does that they may not expect, once, as it is tokenized
