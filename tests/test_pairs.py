@@ -10,8 +10,8 @@ from conftest import result_rows
 import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
 from txl.experiments import get_experiment, results_path
+from txl.groups import aggregate
 from txl.pairs import pairwise
-from txl.report import aggregate
 from txl.results import append_result
 from txl.stats import bootstrap_difference, holm, paired_difference, t_test
 

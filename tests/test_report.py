@@ -84,7 +84,7 @@ def test_each_task_group_is_compared_with_its_own_baseline(tmp_path):
 
 
 def test_a_variant_whose_plan_differs_by_seed_says_so():
-    from txl.report import aggregate
+    from txl.groups import aggregate
 
     def row(seed, memory, bpb):
         return {
@@ -115,7 +115,8 @@ def test_results_measured_under_two_configurations_are_named():
 
 
 def test_report_marks_the_pareto_frontier_and_aggregates_seeds():
-    from txl.report import aggregate, mark_pareto
+    from txl.groups import aggregate
+    from txl.report import mark_pareto
 
     def row(variant, seed, cached, bpb):
         return {

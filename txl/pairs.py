@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from txl.groups import HIGHER_IS_BETTER, Group, difference
 from txl.io import atomic_write_text
-from txl.report import HIGHER_IS_BETTER, Group, difference
 from txl.stats import Interval, holm
 from txl.table import render_table
 

@@ -2,59 +2,14 @@
 
 from __future__ import annotations
 
-import math
-import statistics
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from txl.io import atomic_write_text, pyplot, save_figure
+from txl.groups import HIGHER_IS_BETTER, X_AXES, Group, aggregate, difference, headline_metric
+from txl.io import atomic_write_text
+from txl.report_figures import report_plot, write_hparams
 from txl.results import ResultRow
-from txl.stats import Interval, bootstrap_difference, mean_interval, paired_difference
+from txl.stats import Interval
 from txl.table import format_table, render_table, whole
-
-METRICS = ("accuracy", "ppl", "bpc", "bpb", "loss")  # the first one a row has is its headline
-HIGHER_IS_BETTER = {"accuracy"}
-X_AXES = {
-    "cached_positions": "cached positions per sequence",
-    "long_range_positions": "positions in the longest-memory layers",
-    "memory_bytes": "memory bytes per sequence",
-    "attn_flops_per_token": "attention FLOPs per token",
-    "receptive_field": "receptive field (tokens)",
-}
-
-
-def headline_metric(rows: list[ResultRow]) -> str:
-    for m in METRICS:
-        if rows and all(m in r.metrics for r in rows):
-            return m
-    return "loss"
-
-
-@dataclass
-class Group:
-    """All seeds of one variant."""
-
-    variant: str
-    kind: str
-    plan: dict
-    budget: dict
-    values: list[float]
-    group: str = ""  # variants on the same task; each group has its own frontier
-    pareto: bool = False
-    by_seed: dict[int, float] = field(default_factory=dict)  # the metric per seed
-    rows: dict[int, ResultRow] = field(default_factory=dict)  # the result row per seed (blocks, loss)
-    interval: Interval | None = None  # of the mean over seeds
-    vs_baseline: Interval | None = None  # the paired difference from the baseline variant
-    near_frontier: bool = False  # off the frontier, but its interval reaches a frontier point's
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    @property
-    def spread(self) -> float:
-        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
 
 def rows_of_split(rows: list[ResultRow], split: str | None = None) -> tuple[str | None, list[ResultRow]]:
@@ -73,55 +28,6 @@ def superseded(rows: list[ResultRow]) -> list[str]:
     for r in rows:
         hashes.setdefault((r.variant, r.seed), set()).add(r.config_hash)
     return [f"{v} seed {s}" for (v, s), h in hashes.items() if len(h) > 1]
-
-
-def aggregate(rows: list[ResultRow], metric: str) -> list[Group]:
-    """One group per variant in the order first seen; the latest row wins when a (variant, seed) repeats."""
-    latest: dict[tuple[str, int], ResultRow] = {}
-    for r in rows:
-        latest[(r.variant, r.seed)] = r
-    groups: dict[str, Group] = {}
-    for (variant, seed), r in latest.items():
-        g = groups.setdefault(variant, Group(variant, r.kind, r.plan, r.budget, [], r.group))
-        g.values.append(float(r.metrics[metric]))
-        g.by_seed[seed], g.rows[seed] = float(r.metrics[metric]), r
-    for g in groups.values():
-        g.interval = mean_interval(g.values)
-        plans = {r.plan["memory"] for r in g.rows.values()}
-        if len(plans) > 1:  # a plan searched per seed: the same budget, a plan of each seed's own
-            g.plan = {**g.plan, "memory": f"one per seed ({len(plans)} differ)"}
-            # the reach every seed's plan guarantees; costs are the same by construction (one budget)
-            g.budget = {**g.budget, "receptive_field": min(r.budget["receptive_field"] for r in g.rows.values())}
-    return list(groups.values())
-
-
-def _to_metric(row: ResultRow, metric: str) -> Callable[[float], float] | None:
-    """How a loss per token becomes this row's metric, for the block bootstrap (None: it cannot)."""
-    loss = row.metrics.get("loss")
-    if metric == "ppl":
-        return lambda x: math.exp(min(x, 700))
-    if metric in ("bpb", "bpc", "loss") and loss:
-        factor = row.metrics[metric] / loss
-        return lambda x: x * factor
-    return None
-
-
-def difference(g: Group, base: Group, metric: str) -> Interval | None:
-    """g's metric minus base's, paired: t over the seeds both have (two or more), or with one shared seed a block
-    bootstrap over the evaluation text (when both rows carry the same blocks); None when neither can be made."""
-    shared = sorted(set(g.by_seed) & set(base.by_seed))
-    if len(shared) >= 2:
-        return paired_difference(g.by_seed, base.by_seed)
-    if not shared:
-        return None
-    row, ref = g.rows[shared[0]], base.rows[shared[0]]
-    to_metric = _to_metric(row, metric)
-    if to_metric is None or not (row.blocks and ref.blocks):
-        return None
-    try:
-        return bootstrap_difference(row.blocks, ref.blocks, to_metric)
-    except ValueError:
-        return None
 
 
 def compare_with_baseline(groups: list[Group], metric: str, baseline: str | None) -> Group | None:
@@ -235,11 +141,6 @@ def report_table(
     return format_table((["group"] if grouped else []) + headers, rows, markdown)
 
 
-def _yerr(g: Group):
-    i = g.interval
-    return None if i is None or i.kind == "one seed" else [[g.mean - i.lo], [i.hi - g.mean]]
-
-
 def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -> tuple[list[str], list[list]]:
     """The report as raw numbers (intervals as separate columns), for CSV and LaTeX."""
     headers = [
@@ -302,114 +203,6 @@ OPTIONAL = (("dtype", "stored as", "fp32"), ("sinks", "sinks", "0"), ("compress"
 
 def _optional(groups: list[Group]) -> list[tuple[str, str, str]]:
     return [o for o in OPTIONAL if any(o[0] in g.plan for g in groups)]
-
-
-MARKERS = {"train": "o", "eval": "s", "adapt": "^"}
-
-
-def _legend_handles(colours: dict | None, one_budget: bool, adapted: bool = False) -> list:
-    """The legend's entries: the two kinds of plan, and each group's frontier."""
-    from matplotlib.lines import Line2D
-
-    handles = [
-        Line2D([], [], marker="o", linestyle="", color="gray", label="trained with this plan"),
-        Line2D([], [], marker="s", linestyle="", color="gray", label="plan applied at evaluation"),
-    ]
-    if adapted:
-        handles.append(Line2D([], [], marker="^", linestyle="", color="gray", label="adapted to the plan"))
-    if not one_budget:
-        if colours:
-            handles += [
-                Line2D([], [], color=c, marker="o", label=f"{name}: Pareto frontier") for name, c in colours.items()
-            ]
-        else:
-            handles.append(Line2D([], [], color="tab:red", label="Pareto frontier"))
-    return handles
-
-
-def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths: list[Path]) -> None:
-    """Quality against budget with 95% intervals over seeds; the Pareto frontier drawn through the means.
-
-    When every variant has the same budget, quality is drawn by variant instead (the budget axis
-    would stack them on one x).
-    """
-    import textwrap
-
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    xs = [g.budget[x_axis] for g in groups]
-    one_budget = len(groups) > 1 and len(set(xs)) == 1
-    names = list(dict.fromkeys(g.group for g in groups))
-    # one group: off-frontier blue, frontier red; several: a colour per group, frontier points filled
-    colours = {name: f"C{i % 10}" for i, name in enumerate(names)} if len(names) > 1 else None
-    for n, (g, x) in enumerate(zip(groups, xs)):
-        colour = colours[g.group] if colours else ("tab:red" if g.pareto else "tab:blue")
-        at = n if one_budget else x
-        ax.errorbar(
-            at,
-            g.mean,
-            yerr=_yerr(g),
-            fmt=MARKERS.get(g.kind, "s"),
-            color=colour,
-            markerfacecolor=colour if (g.pareto or not colours) else "white",
-            capsize=3,
-            markersize=6,
-        )
-        if not one_budget:
-            ax.annotate(  # a thin line ties each label to its own marker, however close the markers sit
-                g.variant,
-                (x, g.mean),
-                textcoords="offset points",
-                xytext=(8, 10 if n % 2 else -14),
-                fontsize=7,
-                arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "gray"},
-            )
-    if one_budget:
-        ax.set_xticks(range(len(groups)), [g.variant for g in groups], rotation=20, fontsize=8)
-        ax.set_xlabel(f"variant (all at {whole(xs[0])} {X_AXES.get(x_axis, x_axis)})")
-    else:
-        for name in names:
-            front = sorted((x, g.mean) for g, x in zip(groups, xs) if g.pareto and g.group == name)
-            if len(front) > 1:
-                ax.plot(*zip(*front), color=colours[name] if colours else "tab:red", linewidth=1, alpha=0.6)
-        positive = [x for x in xs if x > 0 and math.isfinite(x)]
-        if positive and max(positive) / min(positive) > 20:
-            ax.set_xscale("symlog", linthresh=min(positive))  # zero stays at zero, the rest spreads logarithmically
-        ax.set_xlabel(X_AXES.get(x_axis, x_axis))
-    handles = _legend_handles(colours, one_budget, any(g.kind == "adapt" for g in groups))
-    bars = "bars: 95% interval over seeds" if any(len(g.values) > 1 for g in groups) else "one seed: no interval bars"
-    ax.legend(handles=handles, fontsize=7, title=bars, title_fontsize=7)
-    ax.set_ylabel(metric + (" (higher is better)" if metric in HIGHER_IS_BETTER else " (lower is better)"))
-    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, *paths)
-
-
-def write_hparams(rows: list[ResultRow], metric: str, folder: Path) -> None:
-    """Every result in TensorBoard's HPARAMS view (rewritten from the table each time)."""
-    import shutil
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    shutil.rmtree(folder, ignore_errors=True)
-    for r in rows:
-        writer = SummaryWriter(str(folder / f"{r.variant}-seed{r.seed}"))
-        hp = {
-            "variant": r.variant,
-            "group": r.group,
-            "kind": r.kind,
-            **{k: r.plan[k] for k in ("memory", "range", "attn")},
-        }
-        hp["seed"] = r.seed
-        m = {
-            f"hparam/{metric}": float(r.metrics[metric]),
-            "hparam/cached_positions": float(r.budget["cached_positions"]),
-            "hparam/memory_mib": r.budget["memory_bytes"] / 2**20,
-        }
-        writer.add_hparams(hp, m, run_name=".")
-        writer.close()
 
 
 def build_report(
