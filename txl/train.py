@@ -19,7 +19,7 @@ import torch
 
 from txl import checkpoint as ckpt
 from txl.attention.fast import resolve_impl
-from txl.budget import budget, ensure_fits
+from txl.budget import ensure_fits
 from txl.config import RunConfig
 from txl.data import Corpus, load_corpus
 from txl.data.corpora import cache_root
@@ -29,10 +29,10 @@ from txl.errors import TxlError
 from txl.evaluate import LN2, EvalResult, EvalSpec, evaluate, metric_name, scalars
 from txl.model import TransformerXL
 from txl.optim import TrainStep, lr_at
-from txl.plans import check_run, describe
+from txl.plans import check_run
 from txl.runs import RunFolder
 from txl.signals import StopRequests
-from txl.table import clock
+from txl.train_log import Interval, banner, budget_row, hparams, pace, progress_bar
 
 
 def due(step: int, every: int) -> bool:
@@ -314,56 +314,14 @@ class Trainer:
     # ------------------------------------------------------------------ logging
 
     def _progress_bar(self):
-        if not (self.progress and self.dist.main):
-            return None
-        from tqdm import tqdm
-
-        return tqdm(
-            total=self.run.train.steps,
-            initial=self.step,
-            desc="train",
-            unit="step",
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+        return progress_bar(self.run.train.steps, self.step) if self.progress and self.dist.main else None
 
     def _log_budget(self) -> None:
-        tc = self.run.train
-        b = budget(
-            self.run.model,
-            tc.tgt_len,
-            tc.batch_size * self.dist.world,
-            "bfloat16" if self.precision == "bf16" else "float32",
-        )
-        self.folder.log(
-            {
-                "step": 0,
-                "cached_positions": b.cached_positions,
-                "memory_mib": b.bytes / 2**20,
-                "params": b.params,
-                "receptive_field": b.receptive_field[0],
-            },
-            "budget",
-        )
+        self.folder.log(budget_row(self.run, self.dist.world, self.precision), "budget")
 
     def _banner(self, resume: bool) -> str:
-        """What is about to train, on what, where: printed once at the start."""
-        run, tc = self.run, self.run.train
-        capped = run.data.max_tokens and len(self.corpus.splits["train"]) >= run.data.max_tokens  # it did cut
-        limit = f", capped at data.max_tokens={run.data.max_tokens:,}" if capped else ""
-        return "\n".join(
-            [
-                f"{'resuming' if resume else 'training'}  {self.model.num_params():,} parameters, "
-                f"{run.model.n_layer} layers, "
-                f"memory {describe(run.model)['memory']}" + (f" from step {self.step}" if resume else ""),
-                f"device     {self.device} x {self.dist.world}, {self.precision}, "
-                f"batch {tc.batch_size} x {tc.tgt_len} tokens, "
-                f"{tc.steps:,} steps",
-                f"data       {self.corpus.name} ({self.corpus.tokenizer.kind}): "
-                f"{len(self.corpus.splits['train']):,} training "
-                f"{self.corpus.unit}s{limit}",
-            ]
-        )
+        where = f"{self.device} x {self.dist.world}, {self.precision}"
+        return banner(self.run, self.corpus, self.model.num_params(), where, self.step if resume else None)
 
     def _say(self, text: str) -> None:
         if self.dist.main:
@@ -388,59 +346,9 @@ class Trainer:
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
         elif not getattr(self, "_foretold", False) and self.step < tc.steps:  # once, without a bar to show it
             self._foretold = True
-            per_step = interval.seconds() / max(interval.steps, 1)
-            left = (tc.steps - self.step) * per_step
-            self._say(
-                f"step {self.step} of {tc.steps}: about {clock(left)} left at this pace ({per_step:.2f} s a step)"
-            )
+            self._say(pace(self.step, tc.steps, interval.seconds() / max(interval.steps, 1)))
         interval.reset()
         return row
 
     def _hparams(self, final: dict) -> None:
-        plan = describe(self.run.model)
-        hp = {
-            "memory": plan["memory"],
-            "range": plan["range"],
-            "attn": plan["attn"],
-            "layers": self.run.model.n_layer,
-            "d_model": self.run.model.d_model,
-            "tgt_len": self.run.train.tgt_len,
-            "lr": self.run.train.lr,
-            "steps": self.run.train.steps,
-            "corpus": self.corpus.name,
-        }
-        b = budget(self.run.model, self.run.train.tgt_len)
-        metrics = {"hparam/final_loss": final["loss"], "hparam/cached_positions": b.cached_positions}
-        for key in ("bpb", "bpc", "ppl", "accuracy"):
-            if key in final:
-                metrics[f"hparam/final_{key}"] = final[key]
-        self.folder.hparams(hp, metrics)
-
-
-class Interval:
-    """The training loss summed on the device between two log rows (read only when a row is written)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss, self.steps, self.start = torch.zeros((), device=self.device), 0, time.time()
-
-    def state_dict(self) -> dict:
-        """What a checkpoint keeps, so that the first row after a resume averages the same steps."""
-        return {"loss": self.loss.detach().cpu(), "steps": self.steps, "seconds": self.seconds()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.loss, self.steps = state["loss"].to(self.device), state["steps"]
-        self.start = time.time() - state["seconds"]
-
-    def add(self, loss: torch.Tensor) -> None:
-        self.loss += loss
-        self.steps += 1
-
-    def mean_loss(self) -> float:
-        return float(self.loss) / self.steps
-
-    def seconds(self) -> float:
-        return time.time() - self.start
+        self.folder.hparams(*hparams(self.run, self.corpus.name, final))
