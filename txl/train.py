@@ -32,7 +32,7 @@ from txl.optim import TrainStep, lr_at
 from txl.plans import check_run
 from txl.runs import RunFolder
 from txl.signals import StopRequests
-from txl.train_log import Interval, banner, budget_row, hparams, pace, progress_bar
+from txl.train_log import LossTally, banner, budget_row, hparams, pace, progress_bar
 
 
 def due(step: int, every: int) -> bool:
@@ -127,7 +127,7 @@ class Trainer:
         self.step, self.epoch, self.index = 0, 0, 0
         self.mems: list = [None] * tc.grad_accum
         self.best_valid = math.inf
-        self.interval = Interval(self.device)  # the training loss since the last log row
+        self.interval = LossTally(self.device)  # the training loss since the last log row
         torch.manual_seed(tc.seed + 1 + self.dist.rank)  # dropout differs per rank, as each sees other data
         self.rng = capture_rng(self.device)
         if resume:
@@ -135,7 +135,8 @@ class Trainer:
         else:
             self.folder.start(run, self.corpus, command)
         self.folder.open_tensorboard()
-        self._say(self._banner(resume))
+        where = f"{self.device} x {self.dist.world}, {self.precision}"
+        self._say(banner(self.run, self.corpus, self.model.num_params(), where, self.step if resume else None))
 
     # ------------------------------------------------------------------ the loop
 
@@ -151,8 +152,8 @@ class Trainer:
         end = tc.steps if stop_at is None else min(stop_at, tc.steps)
         restore_rng(self.rng, self.device)
         if self.step == 0:
-            self._log_budget()
-        bar = self._progress_bar()
+            self.folder.log(budget_row(self.run, self.dist.world, self.precision), "budget")
+        bar = progress_bar(tc.steps, self.step) if self.progress and self.dist.main else None
         segments = self.stream.forever(self.epoch, self.index)
         last_row: dict = {}
         try:
@@ -246,7 +247,7 @@ class Trainer:
         }
         if self.dist.main:
             self.folder.write_json("result.json", result)
-            self._hparams(final)
+            self.folder.hparams(*hparams(self.run, self.corpus.name, final))
             self.folder.close()
         return result
 
@@ -313,16 +314,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging
 
-    def _progress_bar(self):
-        return progress_bar(self.run.train.steps, self.step) if self.progress and self.dist.main else None
-
-    def _log_budget(self) -> None:
-        self.folder.log(budget_row(self.run, self.dist.world, self.precision), "budget")
-
-    def _banner(self, resume: bool) -> str:
-        where = f"{self.device} x {self.dist.world}, {self.precision}"
-        return banner(self.run, self.corpus, self.model.num_params(), where, self.step if resume else None)
-
     def _say(self, text: str) -> None:
         if self.dist.main:
             print(text, file=sys.stderr, flush=True)
@@ -349,6 +340,3 @@ class Trainer:
             self._say(pace(self.step, tc.steps, interval.seconds() / max(interval.steps, 1)))
         interval.reset()
         return row
-
-    def _hparams(self, final: dict) -> None:
-        self.folder.hparams(*hparams(self.run, self.corpus.name, final))

@@ -1,4 +1,4 @@
-"""What training says as it goes: its banner, progress bar, budget row, pace, hparams, and the loss interval."""
+"""What training says as it goes: its banner, progress bar, budget row, pace, hparams, and the loss tally."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def hparams(run: RunConfig, corpus: str, final: dict) -> tuple[dict, dict]:
     return hp, metrics
 
 
-class Interval:
+class LossTally:
     """The training loss summed on the device between two log rows (read only when a row is written)."""
 
     def __init__(self, device: torch.device):
