@@ -130,7 +130,8 @@ def bench_train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from txl.bench import bench_device, train_benchmark, train_table
+    from txl.bench import bench_device
+    from txl.bench_train import train_benchmark, train_table
     from txl.config import apply_overrides, load_config
     from txl.io import atomic_write_json
     from txl.plans import check_run
