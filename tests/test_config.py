@@ -149,8 +149,8 @@ def test_a_variant_registers_its_own_settings_section():
     domain-checks them as a section of its own, with nothing in txl/config naming them."""
     from dataclasses import dataclass
 
-    from txl.config.domains import AT_LEAST_1
-    from txl.config.sections import DOMAINS, VARIANT_SETTINGS, variant_settings
+    from txl.config.domains import AT_LEAST_1, DOMAINS
+    from txl.config.model import VARIANT_SETTINGS, variant_settings
 
     @variant_settings("toy", {"width": AT_LEAST_1})
     @dataclass

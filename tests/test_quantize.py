@@ -9,7 +9,7 @@ from conftest import assert_fast_path_matches_plain, cache_bytes, run_segments, 
 from txl.budget import budget
 from txl.cli import main
 from txl.config import ConfigError, from_dict, to_dict
-from txl.config.sections import ModelConfig
+from txl.config.model import ModelConfig
 from txl.model import TransformerXL
 from txl.plans import MemoryPlan, apply_plans, check_model, describe
 from txl.quantize import BITS, MEMORY_DTYPES, SCALED, dequantize, quantize, stored_bytes

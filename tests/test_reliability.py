@@ -13,8 +13,7 @@ import pytest
 import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
 from txl.config import RunConfig
-from txl.config.domains import HUGE
-from txl.config.sections import DOMAINS
+from txl.config.domains import DOMAINS, HUGE
 from txl.experiments import get_experiment, run_dir
 from txl.locks import FolderLock
 from txl.sweep import run_experiment

@@ -12,7 +12,8 @@ import torch
 
 from txl.budget import budget
 from txl.config import RunConfig
-from txl.config.sections import DOMAINS, EvalConfig
+from txl.config.domains import DOMAINS
+from txl.config.sections import EvalConfig
 from txl.data import Corpus
 from txl.devices import pick_precision
 from txl.errors import TxlError

@@ -16,8 +16,8 @@ from torch import nn
 
 from txl.attention.base import Attention
 from txl.config import ConfigError, LayerConfig, ModelConfig
-from txl.config.domains import AT_LEAST_1, Domain
-from txl.config.sections import positive, variant_settings
+from txl.config.domains import AT_LEAST_1, Domain, positive
+from txl.config.model import variant_settings
 
 
 @variant_settings("t5", {"num_buckets": Domain(2), "max_distance": AT_LEAST_1}, omit_default=False)

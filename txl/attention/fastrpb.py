@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from txl.config import ModelConfig
-from txl.config.domains import AT_LEAST_0, AT_LEAST_1
-from txl.config.sections import positive, variant_settings
+from txl.config.domains import AT_LEAST_0, AT_LEAST_1, positive
+from txl.config.model import variant_settings
 
 
 @variant_settings("fastrpb", {"max_len": AT_LEAST_1, "init_scale": AT_LEAST_0}, omit_default=False)

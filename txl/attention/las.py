@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from txl.attention.xl import XLAttention
 from txl.config import ConfigError, LayerConfig, ModelConfig
-from txl.config.domains import AT_LEAST_0, AT_LEAST_1, POSITIVE
-from txl.config.sections import positive, variant_settings
+from txl.config.domains import AT_LEAST_0, AT_LEAST_1, POSITIVE, positive
+from txl.config.model import variant_settings
 
 
 @variant_settings(

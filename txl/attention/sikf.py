@@ -23,8 +23,8 @@ import torch
 
 from txl.attention.base import Attention
 from txl.config import ConfigError, LayerConfig, ModelConfig
-from txl.config.domains import AT_LEAST_1
-from txl.config.sections import positive, variant_settings
+from txl.config.domains import AT_LEAST_1, positive
+from txl.config.model import variant_settings
 
 
 @variant_settings("sikf", {"chunk": AT_LEAST_1}, omit_default=False)

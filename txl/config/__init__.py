@@ -1,4 +1,5 @@
-"""Configuration: one small dataclass per component (sections.py) and their files and overrides (files.py).
+"""Configuration: one small dataclass per component (model.py: the model; sections.py: data, training, evaluation,
+the run), field domains (domains.py), and their files and overrides (files.py).
 
 An attention variant's settings (model.las, model.t5, ...) are a dataclass beside the variant in txl/attention/,
 registered as a model section with `variant_settings`.
@@ -7,18 +8,10 @@ Each section checks its own fields (`validate`); the checks that need the plan
 language or the attention variants are txl.plans.check_model and check_run.
 """
 
+from txl.config.domains import ConfigError
 from txl.config.files import apply_overrides, from_dict, load_config, save_config, set_path, to_dict
-from txl.config.sections import (
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    LayerConfig,
-    ModelConfig,
-    RunConfig,
-    SyntheticConfig,
-    TrainConfig,
-    variant_settings,
-)
+from txl.config.model import LayerConfig, ModelConfig, variant_settings
+from txl.config.sections import DataConfig, EvalConfig, RunConfig, SyntheticConfig, TrainConfig
 
 __all__ = [
     "ConfigError",

@@ -38,6 +38,10 @@ AT_LEAST_0, AT_LEAST_1, POSITIVE, FRACTION = Domain(0), Domain(1), Domain(0, lo_
 # a size no machine can hold; larger values are refused here rather than by the allocator
 HUGE = 2**40
 
+# each config section's numeric fields and their domains, filled in by the modules that define the sections
+# (txl.config.model, txl.config.sections) and by `variant_settings` for each variant's section
+DOMAINS: dict[type, dict[str, Domain]] = {}
+
 
 def check_domains(table: dict[type, dict[str, Domain]], obj: Any, prefix: str) -> None:
     """Every number in `obj` (nested sections and lists included) finite and within its field's domain in `table`."""
@@ -65,3 +69,11 @@ def check_domains(table: dict[type, dict[str, Domain]], obj: Any, prefix: str) -
             if domain is not None and v not in domain:
                 optional = " or none" if f.default is None else ""
                 raise ConfigError(f"{at} must be {domain}{optional}, got {v}")
+
+
+def positive(obj: Any, prefix: str, names: list[str]) -> None:
+    """Each named field of `obj` >= 1, else a ConfigError naming `prefix.field`."""
+    for name in names:
+        value = getattr(obj, name)
+        if value < 1:
+            raise ConfigError(f"{prefix}.{name} must be >= 1, got {value}")

@@ -13,8 +13,10 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from txl.config import sections as sections_module
-from txl.config.sections import OMIT_AT_DEFAULT, VARIANT_SETTINGS, ConfigError, ModelConfig, RunConfig
+from txl.config import model as model_module
+from txl.config.domains import ConfigError
+from txl.config.model import OMIT_AT_DEFAULT, VARIANT_SETTINGS, ModelConfig
+from txl.config.sections import RunConfig
 from txl.io import atomic_write_json
 
 
@@ -84,7 +86,7 @@ def complete_sections(model: ModelConfig) -> ModelConfig:
     return model
 
 
-sections_module.read_section = lambda cls, data, path: from_dict(cls, data, path)
+model_module.read_section = lambda cls, data, path: from_dict(cls, data, path)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
