@@ -1,6 +1,6 @@
 """Reading and writing Transformer-XL weights in other layouts.
 
-Two layouts are known, each written down from its source's parameter definitions:
+Two layouts are known (txl.interop_layouts), each written down from its source's parameter definitions:
 
 - `original`: the PyTorch code of Dai et al. (`MemTransformerLM`: word_emb.*, r_w_bias,
   layers.N.dec_attn.*, layers.N.pos_ff.CoreNet.*, crit.*, pos_emb.inv_freq);
@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,11 +27,10 @@ from txl.checkpoint import find_checkpoint, save_checkpoint, save_tensors
 from txl.config import ModelConfig, RunConfig, apply_overrides, to_dict
 from txl.errors import TxlError
 from txl.interop_checks import InteropError, check_dims, check_hints, refuse_lossy
+from txl.interop_layouts import LAYOUT, LAYOUTS, Layout, rename
 from txl.io import atomic_path, atomic_write_json
-from txl.model import TransformerXL
+from txl.model import TransformerXL, inverse_frequencies
 from txl.plans import apply_plans
-
-LAYOUTS = ("original", "transformers")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -62,62 +60,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(data)
 
 
-# --------------------------------------------------------------------------- names
-
-
-@dataclass(frozen=True)
-class Layout:
-    name: str
-    prefix: str  # in front of the transformer's own tensors
-    shared_bias_copies: bool  # per-layer copies of shared u, v also appear (transformers)
-
-
-LAYOUT = {"original": Layout("original", "", False), "transformers": Layout("transformers", "transformer.", True)}
-
-# txl name pattern -> layout name pattern ({i} is a layer or cluster index); the prefix applies to
-# everything but the adaptive softmax (crit.*)
-NAMES = [
-    (r"embed.emb_layers.{i}.weight", "word_emb.emb_layers.{i}.weight"),
-    (r"embed.emb_projs.{i}", "word_emb.emb_projs.{i}"),
-    ("r_w_bias", "r_w_bias"),
-    ("r_r_bias", "r_r_bias"),
-    ("layers.{i}.attn.qkv.weight", "layers.{i}.dec_attn.qkv_net.weight"),
-    ("layers.{i}.attn.out.weight", "layers.{i}.dec_attn.o_net.weight"),
-    ("layers.{i}.attn.r_proj.weight", "layers.{i}.dec_attn.r_net.weight"),
-    ("layers.{i}.attn.r_w_bias", "layers.{i}.dec_attn.r_w_bias"),
-    ("layers.{i}.attn.r_r_bias", "layers.{i}.dec_attn.r_r_bias"),
-    ("layers.{i}.attn_norm.weight", "layers.{i}.dec_attn.layer_norm.weight"),
-    ("layers.{i}.attn_norm.bias", "layers.{i}.dec_attn.layer_norm.bias"),
-    ("layers.{i}.ff.fc1.weight", "layers.{i}.pos_ff.CoreNet.0.weight"),
-    ("layers.{i}.ff.fc1.bias", "layers.{i}.pos_ff.CoreNet.0.bias"),
-    ("layers.{i}.ff.fc2.weight", "layers.{i}.pos_ff.CoreNet.3.weight"),
-    ("layers.{i}.ff.fc2.bias", "layers.{i}.pos_ff.CoreNet.3.bias"),
-    ("layers.{i}.ff_norm.weight", "layers.{i}.pos_ff.layer_norm.weight"),
-    ("layers.{i}.ff_norm.bias", "layers.{i}.pos_ff.layer_norm.bias"),
-    ("head.cluster_weight", "crit.cluster_weight"),
-    ("head.cluster_bias", "crit.cluster_bias"),
-    ("head.out_layers.{i}.weight", "crit.out_layers.{i}.weight"),
-    ("head.out_layers.{i}.bias", "crit.out_layers.{i}.bias"),
-    ("head.out_projs.{i}", "crit.out_projs.{i}"),
-]
-
-
-def _regex(pattern: str) -> re.Pattern:
-    return re.compile("^" + re.escape(pattern).replace(r"\{i\}", r"(\d+)") + "$")
-
-
-def rename(name: str, src: str, dst: str, layout: Layout) -> str | None:
-    """Translate one tensor name between txl and a layout; None if it has no counterpart."""
-    for ours, theirs in NAMES:
-        if not theirs.startswith("crit."):
-            theirs = layout.prefix + theirs
-        a, b = (ours, theirs) if src == "txl" else (theirs, ours)
-        m = _regex(a).match(name)
-        if m:
-            return b.replace("{i}", m.group(1)) if m.groups() else b
-    return None
-
-
 # --------------------------------------------------------------------------- export
 
 
@@ -142,7 +84,7 @@ def export_state(model: TransformerXL, layout_name: str) -> tuple[dict[str, torc
         for i in range(cfg.n_layer):
             out[f"{layout.prefix}layers.{i}.dec_attn.r_w_bias"] = out[f"{layout.prefix}r_w_bias"].clone()
             out[f"{layout.prefix}layers.{i}.dec_attn.r_r_bias"] = out[f"{layout.prefix}r_r_bias"].clone()
-    out[f"{layout.prefix}pos_emb.inv_freq"] = 1.0 / (10000 ** (torch.arange(0.0, cfg.d_model, 2.0) / cfg.d_model))
+    out[f"{layout.prefix}pos_emb.inv_freq"] = inverse_frequencies(cfg.d_model)
     return out, source_config(cfg, layout_name)
 
 
@@ -334,7 +276,7 @@ def import_state(tensors: dict[str, torch.Tensor], layout_name: str, hints: dict
     unknown = []
     for name, tensor in tensors.items():
         if name.endswith("pos_emb.inv_freq"):
-            expected = 1.0 / (10000 ** (torch.arange(0.0, cfg.d_model, 2.0) / cfg.d_model))
+            expected = inverse_frequencies(cfg.d_model)
             if tensor.shape != expected.shape or not torch.allclose(tensor.float(), expected, rtol=1e-5):
                 raise InteropError(
                     f"{name} is not the standard sinusoid's inverse frequencies; this model cannot hold it"

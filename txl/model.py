@@ -39,9 +39,13 @@ def sinusoid(pos: torch.Tensor, d_model: int, dtype: torch.dtype | None = None) 
     """
     dtype = dtype or torch.get_default_dtype()
     work = torch.float64 if dtype == torch.float64 else torch.float32
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=pos.device, dtype=work) / d_model))
-    angles = pos[:, None].to(work) * inv_freq[None, :]
+    angles = pos[:, None].to(work) * inverse_frequencies(d_model, work, pos.device)[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
+
+
+def inverse_frequencies(d_model: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """(d_model / 2,) the sinusoid's 1 / 10000^(2k/d): what the original code stores as pos_emb.inv_freq."""
+    return 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=device, dtype=dtype) / d_model))
 
 
 def read_memory(state: dict, mem_dtype: str, dtype: torch.dtype, key: str = "h") -> torch.Tensor | None:
