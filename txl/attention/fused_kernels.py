@@ -72,14 +72,58 @@ if triton is not None:
             tl.store(ptrs, value, mask=mask)
 
     @triton.jit
+    def _query_rows(b, h, i0, offs_d, Q, D, sq_b, sq_h, sq_m, BM: tl.constexpr):
+        """Query block i0 of (batch b, head h): its rows, offsets into (B, H, Q, D) tensors, and mask."""
+        offs_m = i0 + tl.arange(0, BM)
+        q_off = b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :]
+        return offs_m, q_off, (offs_m[:, None] < Q) & (offs_d[None, :] < D)
+
+    @triton.jit
     def _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM: tl.constexpr, BD: tl.constexpr):
         """Where query block pid_m of (batch, head) bh lies: its rows, offsets into (B, H, Q, D) tensors and mask."""
         b, h = bh // H, bh % H
         i0 = pid_m * BM
-        offs_m = i0 + tl.arange(0, BM)
         offs_d = tl.arange(0, BD)
-        q_off = b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :]
-        return b, h, i0, offs_m, offs_d, q_off, (offs_m[:, None] < Q) & (offs_d[None, :] < D)
+        offs_m, q_off, q_mask = _query_rows(b, h, i0, offs_d, Q, D, sq_b, sq_h, sq_m, BM)
+        return b, h, i0, offs_m, offs_d, q_off, q_mask
+
+    @triton.jit
+    def _key_rows(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN: tl.constexpr):
+        """Key block j0 of (batch b, head h): its keys, offsets into (B, H, K, D) tensors, and mask."""
+        offs_n = j0 + tl.arange(0, BN)
+        kv_off = b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
+        return offs_n, kv_off, (offs_n[:, None] < K) & (offs_d[None, :] < D)
+
+    @triton.jit
+    def _row_stats(LSE, DELTA, bh, Q, offs_m):
+        """Each query's log-sum-exp of its scores (from the forward pass) and delta = rowsum(dO * O)."""
+        at, mask = bh * Q + offs_m, offs_m < Q
+        return tl.load(LSE + at, mask=mask, other=0.0), tl.load(DELTA + at, mask=mask, other=0.0)
+
+    @triton.jit
+    def _scores(qu, k, lo, hi, PREC: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+        """(BM, BN) unscaled scores of a (query block, key block) pair: content term plus position term."""
+        return tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
+
+    @triton.jit
+    def _probs(s, lse, visible, scale):
+        """The forward pass's probabilities of unscaled scores `s`, recomputed from its log-sum-exp."""
+        return tl.where(visible, tl.exp(s * scale - lse[:, None]), 0.0)
+
+    @triton.jit
+    def _score_grad(p, do, v, delta, scale, PREC: tl.constexpr):
+        """The gradient of the unscaled scores: p * (dO V^T - delta) * scale."""
+        return p * (tl.dot(do, tl.trans(v), input_precision=PREC) - delta[:, None]) * scale
+
+    @triton.jit
+    def _online_softmax(m_i, l_i, acc, s, v, PREC: tl.constexpr):
+        """Fold one key block's scaled, masked scores `s` into the running row max, row sum and output."""
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)  # a row that has seen no key yet
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
+        return m_new, l_i * alpha + tl.sum(p, axis=1), acc
 
     @triton.jit
     def _key_blocks(MLEN, i0, LIMIT, K, BM: tl.constexpr, BN: tl.constexpr):
@@ -141,21 +185,13 @@ if triton is not None:
         hi = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - start + 1, offs_d, K, D, QV, BN), PREC)
         visits = 0
         for j0 in range(start, end, BN):
-            offs_n = j0 + tl.arange(0, BN)
-            kv_off = b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
-            kv_mask = (offs_n[:, None] < K) & (offs_d[None, :] < D)
+            offs_n, kv_off, kv_mask = _key_rows(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN)
             k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
             lo = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - j0 - (BN - 1), offs_d, K, D, QV, BN), PREC)
-            s = tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
+            s = _scores(qu, k, lo, hi, PREC, BM, BN)
             s = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), s * scale, -float("inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)  # a row that has seen no key yet
-            p = tl.exp(s - m_safe[:, None])
-            alpha = tl.exp(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, axis=1)
             v = tl.load(V + kv_off, mask=kv_mask, other=0.0)
-            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
-            m_i = m_new
+            m_i, l_i, acc = _online_softmax(m_i, l_i, acc, s, v, PREC)
             hi = lo
             visits += 1
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # rows past the segment end see nothing
@@ -213,8 +249,7 @@ if triton is not None:
         qu = tl.load(QU + q_off, mask=q_mask, other=0.0)
         qv = tl.load(QV + q_off, mask=q_mask, other=0.0)
         do = tl.load(DO + q_off, mask=q_mask, other=0.0)
-        lse = tl.load(LSE + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
-        delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
+        lse, delta = _row_stats(LSE, DELTA, bh, Q, offs_m)
         rd_h, drd_h = RD + h * srd_h, DRD + h * srd_h
         if not ATOMIC:  # this program's own slice
             drd_h += (pid_m * (tl.num_programs(1) // H) + b).to(tl.int64) * sdrd_s
@@ -226,18 +261,14 @@ if triton is not None:
         hi = _band(qv, r_hi, PREC)
         carry = tl.zeros([BM, BN], qv.dtype)  # the previous block's lower-half gradient
         for j0 in range(start, end, BN):
-            offs_n = j0 + tl.arange(0, BN)
-            kv_off = b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
-            kv_mask = (offs_n[:, None] < K) & (offs_d[None, :] < D)
+            offs_n, kv_off, kv_mask = _key_rows(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN)
             k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
             d_lo = MLEN + i0 - j0 - (BN - 1)
             r_lo = _rows(rd_h, srd_d, d_lo, offs_d, K, D, QV, BN)
             lo = _band(qv, r_lo, PREC)
-            s = tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
-            p = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), tl.exp(s * scale - lse[:, None]), 0.0)
+            p = _probs(_scores(qu, k, lo, hi, PREC, BM, BN), lse, _visible(offs_m, offs_n, MLEN, LIMIT, Q, K), scale)
             v = tl.load(V + kv_off, mask=kv_mask, other=0.0)
-            dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-            ds = p * (dp - delta[:, None]) * scale
+            ds = _score_grad(p, do, v, delta, scale, PREC)
             dqu = tl.dot(ds.to(k.dtype), k, dqu, input_precision=PREC)
             g_lo, g_hi = _unshift(ds, BM, BN)
             g = g_hi + carry.to(tl.float32)  # every gradient of distances d_hi .. d_hi + BN - 1 from this query block
@@ -286,10 +317,8 @@ if triton is not None:
         pid_n, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         j0 = pid_n * BN
-        offs_n = j0 + tl.arange(0, BN)
         offs_d = tl.arange(0, BD)
-        kv_off = b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
-        kv_mask = (offs_n[:, None] < K) & (offs_d[None, :] < D)
+        offs_n, kv_off, kv_mask = _key_rows(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN)
         k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
         v = tl.load(V + kv_off, mask=kv_mask, other=0.0)
         rd_h = RD + h * srd_h
@@ -301,22 +330,16 @@ if triton is not None:
         start = (first // BM) * BM
         r_lo = _rows(rd_h, srd_d, MLEN + start - j0 - (BN - 1), offs_d, K, D, QV, BN)
         for i0 in range(start, end, BM):
-            offs_m = i0 + tl.arange(0, BM)
-            q_off = b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :]
-            q_mask = (offs_m[:, None] < Q) & (offs_d[None, :] < D)
+            offs_m, q_off, q_mask = _query_rows(b, h, i0, offs_d, Q, D, sq_b, sq_h, sq_m, BM)
             qu = tl.load(QU + q_off, mask=q_mask, other=0.0)
             qv = tl.load(QV + q_off, mask=q_mask, other=0.0)
             do = tl.load(DO + q_off, mask=q_mask, other=0.0)
-            lse = tl.load(LSE + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
-            delta = tl.load(DELTA + bh * Q + offs_m, mask=offs_m < Q, other=0.0)
+            lse, delta = _row_stats(LSE, DELTA, bh, Q, offs_m)
             r_hi = _rows(rd_h, srd_d, MLEN + i0 - j0 + 1, offs_d, K, D, QV, BN)
-            lo = _band(qv, r_lo, PREC)
-            hi = _band(qv, r_hi, PREC)
-            s = tl.dot(qu, tl.trans(k), input_precision=PREC) + _shift(lo, hi, BM, BN)
-            p = tl.where(_visible(offs_m, offs_n, MLEN, LIMIT, Q, K), tl.exp(s * scale - lse[:, None]), 0.0)
+            s = _scores(qu, k, _band(qv, r_lo, PREC), _band(qv, r_hi, PREC), PREC, BM, BN)
+            p = _probs(s, lse, _visible(offs_m, offs_n, MLEN, LIMIT, Q, K), scale)
             dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=PREC)
-            dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-            ds = p * (dp - delta[:, None]) * scale
+            ds = _score_grad(p, do, v, delta, scale, PREC)
             dk = tl.dot(tl.trans(ds.to(qu.dtype)), qu, dk, input_precision=PREC)
             r_lo = r_hi
         tl.store(DK + kv_off, dk.to(DK.dtype.element_ty), mask=kv_mask)
