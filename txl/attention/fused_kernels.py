@@ -72,11 +72,12 @@ if triton is not None:
             tl.store(ptrs, value, mask=mask)
 
     @triton.jit
-    def _query_rows(b, h, i0, offs_d, Q, D, sq_b, sq_h, sq_m, BM: tl.constexpr):
-        """Query block i0 of (batch b, head h): its rows, offsets into (B, H, Q, D) tensors, and mask."""
-        offs_m = i0 + tl.arange(0, BM)
-        q_off = b * sq_b + h * sq_h + offs_m[:, None] * sq_m + offs_d[None, :]
-        return offs_m, q_off, (offs_m[:, None] < Q) & (offs_d[None, :] < D)
+    def _tile(b, h, first, offs_d, N, D, s_b, s_h, s_n, BLOCK: tl.constexpr):
+        """Rows first .. first + BLOCK - 1 of (batch b, head h) in a (B, H, N, D) tensor of queries, keys or values:
+        the row indices, their offsets (strides s_b, s_h, s_n, then 1), and the mask of what lies inside."""
+        offs = first + tl.arange(0, BLOCK)
+        at = b * s_b + h * s_h + offs[:, None] * s_n + offs_d[None, :]
+        return offs, at, (offs[:, None] < N) & (offs_d[None, :] < D)
 
     @triton.jit
     def _query_block(pid_m, bh, H, Q, D, sq_b, sq_h, sq_m, BM: tl.constexpr, BD: tl.constexpr):
@@ -84,15 +85,8 @@ if triton is not None:
         b, h = bh // H, bh % H
         i0 = pid_m * BM
         offs_d = tl.arange(0, BD)
-        offs_m, q_off, q_mask = _query_rows(b, h, i0, offs_d, Q, D, sq_b, sq_h, sq_m, BM)
+        offs_m, q_off, q_mask = _tile(b, h, i0, offs_d, Q, D, sq_b, sq_h, sq_m, BM)
         return b, h, i0, offs_m, offs_d, q_off, q_mask
-
-    @triton.jit
-    def _key_rows(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN: tl.constexpr):
-        """Key block j0 of (batch b, head h): its keys, offsets into (B, H, K, D) tensors, and mask."""
-        offs_n = j0 + tl.arange(0, BN)
-        kv_off = b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :]
-        return offs_n, kv_off, (offs_n[:, None] < K) & (offs_d[None, :] < D)
 
     @triton.jit
     def _row_stats(LSE, DELTA, bh, Q, offs_m):
@@ -185,7 +179,7 @@ if triton is not None:
         hi = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - start + 1, offs_d, K, D, QV, BN), PREC)
         visits = 0
         for j0 in range(start, end, BN):
-            offs_n, kv_off, kv_mask = _key_rows(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN)
+            offs_n, kv_off, kv_mask = _tile(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN)
             k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
             lo = _band(qv, _rows(rd_h, srd_d, MLEN + i0 - j0 - (BN - 1), offs_d, K, D, QV, BN), PREC)
             s = _scores(qu, k, lo, hi, PREC, BM, BN)
@@ -261,7 +255,7 @@ if triton is not None:
         hi = _band(qv, r_hi, PREC)
         carry = tl.zeros([BM, BN], qv.dtype)  # the previous block's lower-half gradient
         for j0 in range(start, end, BN):
-            offs_n, kv_off, kv_mask = _key_rows(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN)
+            offs_n, kv_off, kv_mask = _tile(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN)
             k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
             d_lo = MLEN + i0 - j0 - (BN - 1)
             r_lo = _rows(rd_h, srd_d, d_lo, offs_d, K, D, QV, BN)
@@ -318,7 +312,7 @@ if triton is not None:
         b, h = bh // H, bh % H
         j0 = pid_n * BN
         offs_d = tl.arange(0, BD)
-        offs_n, kv_off, kv_mask = _key_rows(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN)
+        offs_n, kv_off, kv_mask = _tile(b, h, j0, offs_d, K, D, sk_b, sk_h, sk_n, BN)
         k = tl.load(Kp + kv_off, mask=kv_mask, other=0.0)
         v = tl.load(V + kv_off, mask=kv_mask, other=0.0)
         rd_h = RD + h * srd_h
@@ -330,7 +324,7 @@ if triton is not None:
         start = (first // BM) * BM
         r_lo = _rows(rd_h, srd_d, MLEN + start - j0 - (BN - 1), offs_d, K, D, QV, BN)
         for i0 in range(start, end, BM):
-            offs_m, q_off, q_mask = _query_rows(b, h, i0, offs_d, Q, D, sq_b, sq_h, sq_m, BM)
+            offs_m, q_off, q_mask = _tile(b, h, i0, offs_d, Q, D, sq_b, sq_h, sq_m, BM)
             qu = tl.load(QU + q_off, mask=q_mask, other=0.0)
             qv = tl.load(QV + q_off, mask=q_mask, other=0.0)
             do = tl.load(DO + q_off, mask=q_mask, other=0.0)
