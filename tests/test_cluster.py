@@ -11,7 +11,7 @@ import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
 from txl.cluster import Resources, Sweep, recall, remember, state_of, tasks
 from txl.errors import TxlError
-from txl.experiments import Experiment, Variant, results_path
+from txl.experiments import Experiment, Variant, get_experiment, results_path
 from txl.presets import get_preset
 from txl.results import read_results
 
@@ -227,3 +227,18 @@ def test_the_local_launcher_runs_the_sweep_as_processes_with_the_rows_of_the_inl
     assert "6 done" in out and "would submit nothing" in out
     assert main(_run(tmp_path, tmp_path / "local", "--launcher", "local")) == 0  # nothing left: nothing submitted
     assert len((jobs / "submitted.jsonl").read_text().splitlines()) == 6
+    assert_a_rerun_with_other_steps_trains_anew(
+        tmp_path / "local", _run(tmp_path, tmp_path / "local", "--launcher", "local")
+    )
+
+
+def assert_a_rerun_with_other_steps_trains_anew(root, command: list[str]) -> None:
+    """The sweep in `root` run again with more steps: a new model is trained and scored, never the old one under
+    the new configuration."""
+    before = rows_by_job(root)
+    assert main([*command, "--steps", "9"]) == 0
+    rows = read_results(results_path(root, get_experiment("quickstart", "tiny")))
+    trained = [r for r in rows if r.kind == "train"]
+    assert len(rows) == 12 and len(trained) == 2 and trained[0].run_dir != trained[1].run_dir
+    assert trained[1].metrics["bpb"] != before[("mem 16 (trained)", 0)].metrics["bpb"]
+    assert {r.run_dir for r in rows[6:]} == {trained[1].run_dir}  # the evaluations read the new model

@@ -8,9 +8,10 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
-from test_cluster import _run, assert_same_rows, rows_by_job
+from test_cluster import _run, assert_a_rerun_with_other_steps_trains_anew, assert_same_rows, rows_by_job
 
 from txl.cli import main
 
@@ -73,12 +74,26 @@ def test_a_slurm_sweep_writes_the_inline_rows_and_a_second_run_submits_nothing(t
     assert main(["status", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "slurm")]) == 0
     out = capsys.readouterr().out
     assert "6 done" in out and "would submit nothing" in out and records[0]["log"] in out
+    assert_a_rerun_with_other_steps_trains_anew(
+        tmp_path / "slurm", _run(tmp_path, tmp_path / "slurm", "--launcher", "slurm", "--wait")
+    )
 
 
-def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_rows(tmp_path, capsys, messages):
-    flags = ["--steps", "1000", "--set", "train.save_every=20"]  # long enough that the cancel lands mid-training
+HOLD_HOOK = Path(__file__).parent / "slurm" / "hold"  # sitecustomize.py: holds a training job after its saves
+
+
+def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_rows(
+    tmp_path, capsys, messages, monkeypatch
+):
+    flags = ["--steps", "100", "--set", "train.save_every=20"]
     assert main(_run(tmp_path, tmp_path / "inline", *flags)) == 0
     root = tmp_path / "slurm"
+    # The training job waits after each checkpoint while `hold` exists (tests/slurm/hold), so it is mid-training
+    # when it is requeued and when it is cancelled, however fast the machine: by construction, not by timing.
+    hold, held = tmp_path / "hold", tmp_path / "hold.held"
+    hold.touch()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HOLD_HOOK), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("TXL_TEST_HOLD", str(hold))
     assert main(_run(tmp_path, root, "--launcher", "slurm", *flags)) == 0
     assert main(_run(tmp_path, root, "--launcher", "slurm", *flags)) == 0  # queued or running: nothing submitted
     assert len(_records(root)) == 6
@@ -87,15 +102,16 @@ def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_ro
     capsys.readouterr()
     assert main(["status", "quickstart", "--scale", "tiny", "--results", str(root)]) == 0
     out = capsys.readouterr().out  # the sweep as submitted (its flags recalled), each job queued or running
-    assert "--set train.steps=1000" in out and "would submit nothing" in out
+    assert "--set train.steps=100" in out and "would submit nothing" in out
     jobs = [line.split("  ") for line in out.splitlines() if "/seed0" in line]
     assert len(jobs) == 6 and all({"pending", "running"} & {cell.strip() for cell in line} for line in jobs), out
-    metrics = root / "quickstart" / "tiny" / "runs" / "mem-16-trained" / "seed0" / "checkpoints" / "last"
-    _wait(lambda: metrics.exists(), what="the first checkpoint of the training job")
+    _wait(lambda: held.exists(), what="the training job to hold after its first checkpoint")
+    first = int(held.read_text())
     # a time limit or a preemption first warns the job (submitit's USR2): it is requeued and resumes, same job id
     subprocess.run(["scancel", "--signal=USR2", train["job_id"]], check=True)
-    _wait(lambda: "resuming in" in open(train["log"]).read(), what="the requeued job to resume")
-    subprocess.run(["scancel", train["job_id"]], check=True)
+    _wait(lambda: int(held.read_text()) > first, what="the requeued job to resume and hold at its next checkpoint")
+    assert "resuming in" in open(train["log"]).read()
+    subprocess.run(["scancel", train["job_id"]], check=True)  # held before its last step: cancelled mid-training
     _wait(lambda: _squeue().get(train["job_id"]) not in {"PENDING", "RUNNING", "COMPLETING"}, what="the cancel")
     # the evaluations depending on it leave the queue too (their dependency can no longer be met)
     _wait(lambda: all(_squeue().get(r["job_id"]) not in {"PENDING", None} for r in _records(root)), what="them")
@@ -103,6 +119,7 @@ def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_ro
     assert main(["status", "quickstart", "--scale", "tiny", "--results", str(root)]) == 0
     out = capsys.readouterr().out
     assert "cancelled" in out and "would submit 6" in out
+    hold.unlink()
     assert main(_run(tmp_path, root, "--launcher", "slurm", "--wait", *flags)) == 0
     assert_same_rows(rows_by_job(tmp_path / "inline"), rows_by_job(root))
     again = _records(root)[6]

@@ -21,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from txl.config import RunConfig, apply_overrides
+from txl.config import RunConfig, apply_overrides, differences, load_config, to_dict
+from txl.data.content import content_hash
+from txl.data.corpora import cache_root
 from txl.errors import TxlError
 from txl.plans import apply_plans
-from txl.results import read_results
+from txl.results import config_hash, read_results
+from txl.runs import adapt_recipe
 from txl.scales import SCALES
 
 
@@ -82,6 +85,7 @@ class Experiment:
     data_tag: str = ""  # set when run on other data than its definition's: its results then go to a folder of their own
     after: Callable | None = None  # after(exp, root, split): run once every job is done (analyses that add rows)
     name: str = ""
+    command: str = ""  # the txl run command that runs this sweep, as its hints and run folders give it
 
     def title(self, rows: list[dict]) -> str:
         """Name, scale and the data the rows were measured on (corpus, tokenizer, split and its size), for reports."""
@@ -113,18 +117,32 @@ class Experiment:
     def config(self, variant: Variant, seed: int) -> RunConfig:
         """The resolved run config of a training variant; of an adapted one, its source's config under its plan
         for its steps (the source's checkpoint, `train.init_from`, is set where it trains)."""
-        if variant.adapts:  # a fine-tune of a trained model: a tenth of its learning rate, decayed over the steps,
-            run = self.config(self.variant(variant.of), seed)  # any warm-up within the first tenth of them
-            run.train.steps = variant.adapt_steps
-            run.train.lr /= 10
-            run.train.min_lr = min(run.train.min_lr, run.train.lr)
-            run.train.warmup = min(run.train.warmup, variant.adapt_steps // 10)
+        if variant.adapts:  # a fine-tune of a trained model (txl.runs.adapt_recipe)
+            run = self.config(self.variant(variant.of), seed)
+            adapt_recipe(run.train, variant.adapt_steps)
         else:
             run = copy.deepcopy(self.base)
         run.model = apply_plans(run.model, **variant.plan_texts())
         apply_overrides(run, variant.set)
         run.train.seed = seed
         return run
+
+    def identity(self, variant: Variant, seed: int) -> dict:
+        """What the model a training (or adapting) variant's seed trains is: its run config, the config of the
+        model it starts from, and the content hash of a user's text (txl.data.content). Its hash (`model_key`)
+        names the run folder, so a changed setting or an edited corpus trains a model of its own."""
+        run = self.config(variant, seed)
+        ident = {"train": to_dict(run)}
+        if variant.adapts:
+            ident["from"] = to_dict(self.config(self.variant(variant.of), seed))
+        content = content_hash(run.data)
+        if content is not None:  # named only for a user's text: results on registered corpora keep their hashes
+            ident["data"] = content
+        return ident
+
+    def model_key(self, variant: str, seed: int) -> str:
+        """The hash of `identity`: the key of a trained (or adapted) model, its run folder's and its rows'."""
+        return config_hash(self.identity(self.variant(variant), seed))
 
 
 EXPERIMENTS: dict[str, tuple[str, Callable[[str], Experiment]]] = {}
@@ -212,8 +230,37 @@ def other_results(root: Path, exp: Experiment) -> list[str]:
     return flags
 
 
+IDENTITY = "identity.json"  # in a sweep's run folder: the identity (and key) of the model it trains
+
+
 def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
-    """Where a variant's seed trains; the folder name keeps letters, digits and . _ = -, so no shell quoting is
-    needed."""
+    """Where a variant's seed trains: runs/VARIANT/seedN-KEY, KEY the first 8 digits of its `model_key`, so a
+    run folder holds one configuration on one text and nothing resumes or scores another's model. (A folder of
+    an earlier txl, runs/VARIANT/seedN, is used while its config is this one's.) The folder name keeps letters,
+    digits and . _ = -, so no shell quoting is needed."""
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", variant).strip("-") or "variant"
-    return root / exp.folder / "runs" / slug / f"seed{seed}"
+    base = root / exp.folder / "runs" / slug
+    folder = base / f"seed{seed}-{exp.model_key(variant, seed)[:8]}"
+    legacy = base / f"seed{seed}"
+    run = exp.config(exp.variant(variant), seed)
+    if not folder.exists() and (legacy / "config.json").exists() and content_hash(run.data) is None:
+        if not config_changes(legacy, run):  # on a user's text no earlier folder is taken: it names no content
+            return legacy
+    return folder
+
+
+def config_changes(folder: Path, run: RunConfig) -> list[str]:
+    """How the config saved in a run folder differs from `run` ('field: saved -> asked'), beside what training
+    fills in itself (the data root it resolves, the checkpoint an adaptation starts from); an unreadable config
+    differs in everything."""
+    try:
+        saved = to_dict(load_config(folder / "config.json"))
+    except (TxlError, OSError, ValueError) as e:
+        return [f"config.json: {e}"]
+    asked = to_dict(run)
+    if asked["data"]["root"] is None:
+        asked["data"]["root"] = str(cache_root(run.data).resolve())
+    for d in (saved, asked):
+        d["train"].pop("init_from", None)
+        d["model"].pop("vocab_size", None)  # the corpus's, set as training starts
+    return differences(saved, asked)

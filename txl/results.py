@@ -56,6 +56,7 @@ class ResultRow:
     run_dir: str = ""
     seconds: float = 0.0
     time: str = ""
+    model: dict | None = None  # the key of the model scored (its run folder's) and of the one the config asks for
 
     @property
     def split(self) -> str | None:
@@ -79,7 +80,7 @@ class ResultRow:
 
 _ORDER = (
     "experiment", "scale", "variant", "kind", "of", "group", "seed", "config_hash", "data", "plan", "budget",
-    "metrics", "loss_by_position", "blocks", "run_dir", "seconds", "time",
+    "metrics", "loss_by_position", "blocks", "run_dir", "model", "seconds", "time",
 )  # fmt: skip
 
 
@@ -135,6 +136,30 @@ def _check_row(v: dict) -> None:
     )
     need(v.get("loss_by_position") is None or _numbers(v["loss_by_position"]), "loss_by_position", "a list of numbers")
     need(isinstance(v.get("seconds", 0.0), _NUMBER), "seconds", "a number")
+    model = v.get("model")
+    need(
+        model is None or (isinstance(model, dict) and all(isinstance(model.get(k), str) for k in ("key", "asked"))),
+        "model",
+        "an object of two keys, key and asked, or null",
+    )
+    if model is not None and model["key"] != model["asked"]:
+        raise RowError(f"was scored with model {model['key']}, not the {model['asked']} its configuration asks for")
+
+
+def shared_runs(rows: list[ResultRow]) -> list[tuple[ResultRow, str]]:
+    """Rows a txl before run folders were keyed by configuration wrote with another configuration's model: a
+    trained (or adapted) variant's seed scored from one run folder under several configurations (a sweep rerun
+    with other settings resumed the first one's model). The first row of each folder and split is its model's;
+    each later one is returned with why, to be left out."""
+    first: dict[tuple, str] = {}
+    out = []
+    for r in rows:
+        if r.kind == "eval" or not r.run_dir:
+            continue
+        held = first.setdefault((r.variant, r.seed, r.run_dir, r.split), r.config_hash)
+        if held != r.config_hash:
+            out.append((r, f"shares its run folder {r.run_dir} with configuration {held}: the scores are its model's"))
+    return out
 
 
 def read_results(path: Path, warn: bool = True) -> list[ResultRow]:
@@ -143,12 +168,16 @@ def read_results(path: Path, warn: bool = True) -> list[ResultRow]:
     so one bad line never hides the rest."""
     problems: list[tuple[int, str]] = []
     numbered = read_jsonl(path, on_bad=lambda n, why: problems.append((n, why)), numbered=True)
-    rows = []
+    rows, lines = [], {}
     for n, row in numbered:
         try:
             rows.append(ResultRow.from_dict(row))
+            lines[id(rows[-1])] = n
         except RowError as e:
             problems.append((n, str(e)))
+    left = shared_runs(rows)
+    problems += [(lines[id(r)], why) for r, why in left]
+    rows = [r for r in rows if id(r) not in {id(x) for x, _ in left}]
     if problems and warn:
         named = "; ".join(f"line {n} {why}" for n, why in sorted(problems)[:5])
         log.warning(f"{path}: {len(problems)} damaged lines left out ({named})")

@@ -7,6 +7,8 @@ what a cluster job does (txl.cluster). Both skip finished jobs by the hash of `j
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import statistics
 import time
@@ -14,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from txl.checkpoint import find_checkpoint
-from txl.config import apply_overrides, to_dict
+from txl.config import apply_overrides, differences
+from txl.data.content import content_hash
 from txl.distributed import launched
 from txl.errors import TxlError
 from txl.evaluate import EvalSpec, evaluate
-from txl.experiments import Experiment, Variant, results_path, run_dir
+from txl.experiments import IDENTITY, Experiment, Variant, results_path, run_dir
+from txl.io import atomic_write_json
 from txl.locks import LockedError
 from txl.plans import MemoryPlan, check_run
 from txl.results import append_result, config_hash, read_results, result_row
@@ -62,16 +66,12 @@ def shard(all_jobs: list[Job], index: int, count: int) -> list[Job]:
 
 
 def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
-    """Everything that makes a result what it is; its hash decides whether a job is already done. A `split`
-    other than the experiment's own (the test split, scored once for reporting) is part of it."""
-    if job.variant.adapts:  # its own training config, and the source's it starts from
-        ident = {"train": to_dict(exp.config(job.variant, job.seed))}
-        ident["from"] = to_dict(exp.config(exp.variant(job.variant.of), job.seed))
-    else:
-        trained = exp.variant(job.variant.of) if job.variant.of else job.variant
-        ident = {"train": to_dict(exp.config(trained, job.seed))}
-    if job.variant.of and not job.variant.adapts:
-        v = job.variant
+    """Everything that makes a result what it is; its hash decides whether a job is already done: the identity
+    of the model it trains or scores (Experiment.identity: configs and a user's text), the plan an evaluation
+    applies, and a `split` other than the experiment's own (the test split, scored once for reporting)."""
+    v = job.variant
+    ident = exp.identity(v if v.adapts or v.trains else exp.variant(v.of), job.seed)
+    if v.of and not v.adapts:
         ident["eval"] = {
             "memory": v.memory,
             "attn_range": v.attn_range,
@@ -84,6 +84,29 @@ def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
     if split is not None and split != exp.base.eval.split:
         ident["split"] = split
     return ident
+
+
+def model_in(exp: Experiment, folder: Path, variant: str, seed: int) -> str:
+    """The key of the model a run folder holds (its identity.json), refused in one line naming what differs
+    unless it is the model `variant`'s seed asks for; a folder of an earlier txl (no identity.json) was matched
+    by its config in run_dir."""
+    asked = json.loads(json.dumps(exp.identity(exp.variant(variant), seed)))
+    key = config_hash(asked)
+    path = folder / IDENTITY
+    if not path.exists():
+        return key
+    try:
+        saved = json.loads(path.read_text())
+        held, ident = saved["key"], saved["identity"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TxlError(f"{path} is damaged ({e}); remove {folder} to train {variant}/seed{seed} again") from None
+    if held != key or ident != asked:
+        changed = differences(ident, asked) if isinstance(ident, dict) else ["identity"]
+        raise TxlError(
+            f"{folder} holds another model than {variant}/seed{seed} asks for ({'; '.join(changed[:4]) or 'key'}); "
+            "remove that folder to train it again, or run with the settings it was trained with"
+        )
+    return key
 
 
 def run_experiment(
@@ -105,7 +128,9 @@ def run_experiment(
     # jobs, the results table and the messages belong to rank 0.
     main = launched().main  # the messages too are rank 0's: the command line quiets the others
     path = results_path(root, exp)
-    done = {(r.variant, r.seed, r.config_hash) for r in read_results(path)}
+    rows = read_results(path)
+    done = {(r.variant, r.seed, r.config_hash) for r in rows}
+    _say_changed_corpus(exp, path, rows)
     todo = shard(jobs(exp), *shard_spec)
     final = split is not None and split != exp.base.eval.split
     digests = [config_hash(job_identity(exp, job, split)) for job in todo]
@@ -136,8 +161,8 @@ def run_experiment(
             done.add((job.variant.name, job.seed, digest))
     if held:
         log.info(
-            f"{len(held)} training runs were held by another process; "
-            "run the same command again when it ends to fill them in"
+            f"{len(held)} training runs were held by another process; when it ends, fill them in with: "
+            f"{exp.command or f'txl run {exp.name} --scale {exp.scale}'}"
         )
     elif exp.after is not None and main and shard_spec[1] == 1:
         exp.after(exp, root, split or exp.base.eval.split)  # analyses of the trained models, adding their own rows
@@ -191,6 +216,7 @@ def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, tag: str) 
     folder = run_dir(root, exp, job.variant.name, job.seed)
     run = exp.config(job.variant, job.seed)
     resume = find_checkpoint(folder) is not None
+    key = model_in(exp, folder, job.variant.name, job.seed)  # never resumes another configuration's model
     if job.variant.adapts and not resume:  # from the source's trained model
         source = find_checkpoint(_trained_folder(exp, root, job.variant.of, job.seed))
         run.train.init_from = str(source.resolve())
@@ -198,28 +224,45 @@ def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, tag: str) 
     if resume:
         run = prepare_resume(folder, [])
     try:
-        again = f"txl run {exp.name} --scale {exp.scale} (the same command: done jobs are skipped, this one resumes)"
-        trainer = Trainer(
-            run, folder, resume=resume, progress=progress, command=f"txl run {exp.name}", resume_hint=again
-        )
+        command = exp.command or f"txl run {exp.name} --scale {exp.scale}"
+        again = f"{command} (done jobs are skipped, this one resumes)"
+        trainer = Trainer(run, folder, resume=resume, progress=progress, command=command, resume_hint=again)
     except LockedError as e:
         if launched().world > 1:  # under torchrun every rank must take the same path: stop the sweep
             raise
         log.info(f"{tag}: {e}; skipped")
         return None
+    if not resume and trainer.dist.main and folder.name != f"seed{job.seed}":  # not an earlier txl's folder
+        atomic_write_json(folder / IDENTITY, {"key": key, "identity": exp.identity(job.variant, job.seed)})
     result = trainer.fit()
     spec = EvalSpec.for_run(run)
-    return result["final"], spec.plan.apply(run.model), spec.tgt_len, folder, result["data"]
+    return result["final"], spec.plan.apply(run.model), spec.tgt_len, folder, result["data"], key
 
 
 def _row(exp: Experiment, job: Job, digest: str, parts: tuple, seconds: float) -> dict:
     """The results row of a finished job, from what training or evaluating it gave."""
-    metrics, model_cfg, tgt_len, folder, data = parts
+    metrics, model_cfg, tgt_len, folder, data, key = parts
     v = job.variant
     group = v.group or (exp.variant(v.of).group if v.of else "")
-    return result_row(
+    asked = exp.model_key(v.of if v.of and not v.adapts else v.name, job.seed)
+    if key != asked:  # model_in refuses this before anything runs; a row never carries another model's scores
+        raise TxlError(f"{job.key}: the model scored ({key}) is not the one its configuration asks for ({asked})")
+    row = result_row(
         exp, v.name, v.kind, job.seed, digest, metrics, model_cfg, tgt_len, folder, data, seconds, of=v.of, group=group
     )
+    return dataclasses.replace(row, model={"key": key, "asked": asked})
+
+
+def _say_changed_corpus(exp: Experiment, path: Path, rows: list) -> None:
+    """One line when the user's text the sweep reads is not the one its rows were measured on."""
+    now = content_hash(exp.base.data)
+    before = [r for r in rows if r.data and r.data.get("content") not in (None, now)]
+    if now is not None and before:
+        was = ", ".join(sorted({r.data["content"] for r in before}))
+        log.warning(
+            f"corpus {exp.base.data.corpus} changed since {len(before)} rows of {path} were measured on it "
+            f"(content {was}, now {now}): its jobs run again on the text as it is now"
+        )
 
 
 class _Pace:
@@ -252,6 +295,7 @@ def _trained_folder(exp: Experiment, root: Path, variant: str, seed: int) -> Pat
     folder = run_dir(root, exp, variant, seed)
     if find_checkpoint(folder) is None:
         raise NotTrained(f"no trained model in {folder}; run 'txl run {exp.name} --scale {exp.scale}' first")
+    model_in(exp, folder, variant, seed)
     return folder
 
 
@@ -273,4 +317,5 @@ def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, tag
         plan = spec.plan
     corpus = trained.corpus(spec, progress=progress)
     metrics = evaluate(trained.model, corpus, spec, plan, progress).to_dict()
-    return metrics, plan.apply(trained.run.model), spec.tgt_len, folder, corpus.identity()
+    key = model_in(exp, folder, v.of if at_eval else v.name, job.seed)
+    return metrics, plan.apply(trained.run.model), spec.tgt_len, folder, corpus.identity(), key

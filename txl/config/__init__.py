@@ -9,7 +9,7 @@ language or the attention variants are txl.plans.check_model and check_run.
 """
 
 from txl.config.domains import ConfigError
-from txl.config.files import apply_overrides, from_dict, load_config, save_config, set_path, to_dict
+from txl.config.files import apply_overrides, differences, from_dict, load_config, save_config, set_path, to_dict
 from txl.config.model import LayerConfig, ModelConfig, variant_settings
 from txl.config.sections import DataConfig, EvalConfig, RunConfig, SyntheticConfig, TrainConfig
 
@@ -23,6 +23,7 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "apply_overrides",
+    "differences",
     "from_dict",
     "load_config",
     "save_config",

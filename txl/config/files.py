@@ -274,3 +274,21 @@ def _parse_text(raw: str, tp: Any, path: str) -> Any:
         except ConfigError:
             continue
     raise ConfigError(f"{path}: expected {_type_name(tp)}, got {raw!r}")
+
+
+def differences(old: dict, new: dict, path: str = "") -> list[str]:
+    """The dotted fields where two config dicts (to_dict's) differ, each as 'field: old -> new'; a field one of
+    them lacks shows as 'unset' there. Lists of equal length are compared item by item (model.layers.3.mem_len)."""
+    out = []
+    for key in dict.fromkeys([*old, *new]):
+        a, b, name = old.get(key, _UNSET), new.get(key, _UNSET), _join(path, str(key))
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, name)
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and a != b:
+            out += differences(dict(enumerate(a)), dict(enumerate(b)), name)
+        elif a != b:
+            out.append(f"{name}: {'unset' if a is _UNSET else _show(a)} -> {'unset' if b is _UNSET else _show(b)}")
+    return out
+
+
+_UNSET = object()

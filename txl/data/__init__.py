@@ -26,6 +26,7 @@ import numpy as np
 
 from txl.config import DataConfig, SyntheticConfig
 from txl.data import synthetic
+from txl.data.content import content_hash, local_folder
 from txl.data.corpora import CORPORA, SPLITS, RawCorpus, cache_root, corpus_spec, fetch_local
 from txl.data.streams import Segment, SegmentStream
 from txl.data.tokenizers import (
@@ -61,6 +62,7 @@ class Corpus:
     task: str | None = None  # the synthetic task, if any
     synthetic: SyntheticConfig | None = None
     unknown: dict[str, int] = field(default_factory=dict)  # tokens per split the tokenizer mapped to its unknown symbol
+    content: str | None = None  # a local corpus's content hash (txl.data.content); None for a registered one
 
     @property
     def vocab_size(self) -> int:
@@ -102,6 +104,7 @@ class Corpus:
             "vocab_size": self.vocab_size,
             "tokens": {s: int(len(ids)) for s, ids in self.splits.items()},
             "key": self.cache_dir.name if self.cache_dir is not None else None,
+            **({"content": self.content} if self.content else {}),
         }
 
     def stats_table(self) -> str:
@@ -188,7 +191,7 @@ def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) ->
         except (RuntimeError, OSError) as e:  # a symlink loop
             raise TxlError(f"corpus {cfg.corpus!r} cannot be followed to a file or folder ({e})") from None
         raw = fetch_local(path, cfg)
-        folder = root / f"local-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}-{path.name}"
+        folder = local_folder(root, path)
     for s in SPLITS:
         if not raw.splits[s]:
             raise TxlError(f"corpus {cfg.corpus!r} has an empty {s} split; give it more text or another data.split")
@@ -224,7 +227,8 @@ def load_corpus(cfg: DataConfig, progress: bool = True, verify: bool = False) ->
         if spec is None:  # a user's own text: what it does that they may not expect, once, as it is tokenized
             notice_oddities(raw, kind)
         _build_cache(raw, kind, cfg, folder, cache, settings, progress)
-    return _limit(_open_cache(cache), cfg)
+    content = None if spec is not None else content_hash(cfg)  # a user's text: its bytes say what it is
+    return _limit(dataclasses.replace(_open_cache(cache), content=content), cfg)
 
 
 def cache_problem(cache: Path, full: bool = False) -> str | None:
