@@ -105,3 +105,20 @@ def test_adapted_variants_train_from_their_sources_model(tmp_path, messages):
         r for r in run_experiment(exp, tmp_path / "results", progress=False, split="test") if r.split == "test"
     ]
     assert {r.variant: r.kind for r in test_rows}["4 + 2 sinks, adapted"] == "adapt"
+
+
+def test_init_from_adapts_with_the_experiments_recipe_and_says_so(source, tmp_path, capsys):
+    src = json.loads((source / "run" / "config.json").read_text())["train"]
+    out = tmp_path / "a"
+    common = ["train", "--init-from", str(source / "run"), "--no-progress", "--memory", "4"]
+    assert main([*common, "--run-dir", str(out), "--steps", "20"]) == 0
+    err = capsys.readouterr().err
+    tc = json.loads((out / "config.json").read_text())["train"]
+    assert tc["lr"] == pytest.approx(src["lr"] / 10) and tc["min_lr"] <= tc["lr"] and tc["warmup"] <= 2
+    assert f"lr {tc['lr']:g} (its own was {src['lr']:g})" in err and "--lr" in err
+    # the flags win over the recipe; a warm-up as long as the run is named
+    assert main([*common, "--run-dir", str(tmp_path / "b"), "--steps", "6", "--lr", "0.002"]) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["lr"] == 0.002
+    capsys.readouterr()
+    assert main([*common, "--run-dir", str(tmp_path / "c"), "--steps", "3", "--set", "train.warmup=5"]) == 0
+    assert "train.warmup (5 steps) is as long as the run (3)" in capsys.readouterr().err

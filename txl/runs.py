@@ -23,7 +23,17 @@ from pathlib import Path
 import torch
 
 from txl import checkpoint as ckpt
-from txl.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, save_config, to_dict
+from txl.config import (
+    ConfigError,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    differences,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 from txl.data import Corpus, load_corpus
 from txl.data.tokenizers import Tokenizer, load_tokenizer
 from txl.devices import pick_device
@@ -192,6 +202,16 @@ def init_from_config(source: str | Path) -> RunConfig:
     return run
 
 
+def adapt_recipe(train: TrainConfig, steps: int) -> TrainConfig:
+    """How a trained model is adapted to another plan (txl train --init-from, an experiment's adapt variants): for
+    `steps`, at a tenth of its learning rate, decayed over them, any warm-up within their first tenth."""
+    train.steps = steps
+    train.lr /= 10
+    train.min_lr = min(train.min_lr, train.lr)
+    train.warmup = min(train.warmup, steps // 10)
+    return train
+
+
 def run_root(checkpoint: Path) -> Path:
     """The run folder a checkpoint folder belongs to (the folder itself when it is not under checkpoints/)."""
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
@@ -272,6 +292,12 @@ def versions() -> dict:
         "python": platform.python_version(),
         "numpy": numpy.__version__,
     }
+
+
+def resume_changes(saved: RunConfig, asked: RunConfig) -> list[str]:
+    """What `asked` changes of a run's saved config beyond what a resume may change (RESUMABLE_KEYS), as
+    'field: saved -> asked'."""
+    return [d for d in differences(to_dict(saved), to_dict(asked)) if d.partition(":")[0] not in RESUMABLE_KEYS]
 
 
 def prepare_resume(run_dir: Path, overrides: list[str]) -> RunConfig:

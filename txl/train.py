@@ -32,7 +32,7 @@ from txl.optim import TrainStep, lr_at
 from txl.plans import check_run
 from txl.runs import RunFolder
 from txl.signals import StopRequests
-from txl.train_log import LossTally, banner, budget_row, hparams, pace, progress_bar
+from txl.train_log import LossTally, banner, budget_row, hparams, pace, progress_bar, warmup_warning
 
 
 def due(step: int, every: int) -> bool:
@@ -98,10 +98,7 @@ class Trainer:
             self.dist.barrier()
         run.model.vocab_size = self.corpus.vocab_size
         check_run(run)
-        ensure_fits(
-            run.model, tc.tgt_len, tc.batch_size // tc.grad_accum, self.device
-        )  # refuse early, with the estimate
-
+        ensure_fits(run.model, tc.tgt_len, tc.batch_size // tc.grad_accum, self.device)  # refused early, estimated
         torch.manual_seed(tc.seed)  # the same initial weights on every rank
         self.model = TransformerXL(run.model).to(self.device)
         if tc.init_from and not resume:  # a resumed run reads its own checkpoint below
@@ -135,6 +132,8 @@ class Trainer:
         else:
             self.folder.start(run, self.corpus, command)
         self.folder.open_tensorboard()
+        if tc.warmup >= tc.steps > self.step:
+            self._say(warmup_warning(tc))
         where = f"{self.device} x {self.dist.world}, {self.precision}"
         self._say(banner(self.run, self.corpus, self.model.num_params(), where, self.step if resume else None))
 

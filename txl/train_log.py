@@ -105,3 +105,11 @@ class LossTally:
 
     def seconds(self) -> float:
         return time.time() - self.start
+
+
+def warmup_warning(tc) -> str:
+    """What a run whose warm-up is as long as the run itself is told."""
+    return (
+        f"warning: train.warmup ({tc.warmup} steps) is as long as the run ({tc.steps}): the learning rate never "
+        f"reaches train.lr ({tc.lr:g}); set a shorter warm-up"
+    )

@@ -41,12 +41,64 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+RUN_FLAGS = {  # what --resume may be given beside the run folder; every other flag is checked against the run
+    "preset", "config", "init_from", "run_dir", "resume", "stop_at_step", "no_progress", "command_line", "command",
+    "steps",  # checked with the rest, and applied: it is one of RESUMABLE_KEYS
+}  # fmt: skip
+
+
+def _resumed(args: argparse.Namespace):
+    """The run in --run-dir with the flags given applied: those that change only how long or how often
+    (txl.runs.RESUMABLE_KEYS) are applied and recorded; a flag that changes what the run is is refused, named."""
+    import copy
+
+    from txl.runs import prepare_resume, resume_changes
+
+    if args.preset or args.config:
+        raise TxlError("--resume continues the run with its own settings; drop --preset and --config")
+    saved = prepare_resume(Path(args.run_dir), [])
+    asked = run_config_from_args(args, base=copy.deepcopy(saved))
+    changed = resume_changes(saved, asked)
+    if changed:
+        given = [
+            _flag(k) for k, v in vars(args).items() if k not in RUN_FLAGS | {"steps"} and v not in (None, False, [])
+        ]
+        raise TxlError(
+            f"--resume continues {args.run_dir} as it was trained, but {' '.join(given)} would change "
+            f"{'; '.join(changed[:4])}: drop {'it' if len(given) == 1 else 'them'}, or start a new run from its "
+            f"weights with txl train --init-from {args.run_dir} --run-dir NEW ..."
+        )
+    return asked
+
+
+def _adapted(args: argparse.Namespace):
+    """The run --init-from starts: the source's settings under the adaptation recipe (txl.runs.adapt_recipe: a
+    tenth of its learning rate, decayed over the run, warm-up within its first tenth), then the flags; said."""
+    from txl.runs import adapt_recipe, init_from_config
+
+    if args.preset or args.config:
+        raise TxlError("--init-from starts from the source run's settings; give flags, not --preset or --config")
+    base = init_from_config(args.init_from)
+    source_lr = base.train.lr
+    adapt_recipe(base.train, args.steps if args.steps is not None else base.train.steps)
+    run = run_config_from_args(args, base=base)
+    tc = run.train
+    args.adapting = (
+        f"adapting {args.init_from}: lr {tc.lr:g} (its own was {source_lr:g}), warm-up {tc.warmup} of {tc.steps} "
+        f"steps, {tc.schedule} decay to {tc.min_lr:g} over the run; --lr and --set train.warmup=N choose otherwise"
+    )
+    return run
+
+
+def _flag(dest: str) -> str:
+    return {"attn_range": "--range", "overrides": "--set"}.get(dest, "--" + dest.replace("_", "-"))
+
+
 @command(
     "train", "train a language model: memory carried across segments, checkpoints, TensorBoard, resume", _train_args
 )
 def cmd_train(args: argparse.Namespace) -> int:
     from txl.distributed import finish_distributed
-    from txl.runs import prepare_resume
     from txl.train import Trainer
 
     if args.resume:
@@ -54,18 +106,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise TxlError("--resume continues a run, which remembers where it started; drop --init-from")
         if not args.run_dir:
             raise TxlError("--resume needs --run-dir (the run folder to continue)")
-        run = prepare_resume(Path(args.run_dir), args.overrides + ([f"train.steps={args.steps}"] if args.steps else []))
+        run = _resumed(args)
     elif args.init_from:
-        from txl.runs import init_from_config
-
-        if args.preset or args.config:
-            raise TxlError("--init-from starts from the source run's settings; give flags, not --preset or --config")
-        run = run_config_from_args(args, base=init_from_config(args.init_from))
+        run = _adapted(args)
     else:
         run = run_config_from_args(args)
     run_dir = Path(args.run_dir or Path("runs") / f"{args.preset or 'small'}-{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(run, run_dir, resume=args.resume, progress=not args.no_progress, command=args.command_line)
     if trainer.dist.main:
+        if getattr(args, "adapting", None):  # said once the run is set up: a refused one says only why
+            print(args.adapting, file=sys.stderr)
         print(f"run folder   {run_dir}  (tensorboard --logdir {run_dir})", file=sys.stderr)
     ok = False
     try:
