@@ -80,7 +80,11 @@ def test_a_stopped_sweep_says_to_run_the_sweep_again(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "fit", lambda self, stop_at=None: hints.append(self.resume_hint) or real(self))
     exp = Experiment("tiny", tiny_run(tmp_path, **{"train.steps": 1}), [Variant("v", memory="4")], name="test/hint")
     run_experiment(exp, tmp_path / "results", progress=False)
-    assert hints == ["txl run test/hint --scale tiny (the same command: done jobs are skipped, this one resumes)"]
+    assert hints == ["txl run test/hint --scale tiny (done jobs are skipped, this one resumes)"]
+    exp.command = "txl run test/hint --scale tiny --results R --set train.steps=2"  # what txl run and jobs set
+    exp.base.train.steps = 2
+    run_experiment(exp, tmp_path / "results", progress=False)
+    assert hints[-1] == f"{exp.command} (done jobs are skipped, this one resumes)"
     assert Trainer(tiny_run(tmp_path), tmp_path / "solo", progress=False).resume_hint == (
         f"txl train --run-dir {tmp_path / 'solo'} --resume"
     )

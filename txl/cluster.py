@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -103,6 +104,27 @@ class Sweep:
     seeds: list[int] | None = None
     overrides: list[str] = field(default_factory=list)
     setup: Callable[[], None] | None = None
+    launcher: tuple[str, ...] = ()  # the launcher flags as given (--launcher slurm --partition ...), for hints
+    test: bool = False
+
+    def command(self, launcher: bool = True) -> str:
+        """The txl run command that gives this sweep's rows (done jobs are skipped, the others run or resume):
+        every flag that makes them what they are, and (with `launcher`) how its jobs were launched."""
+        parts = ["txl", "run", self.name, "--scale", self.scale, "--results", self.root]
+        parts += ["--corpus", self.corpus] if self.corpus else []
+        parts += ["--tokenizer", self.tokenizer] if self.tokenizer else []
+        if self.seeds is not None:  # txl run --seeds N gives 0..N-1
+            parts += ["--seeds", str(len(self.seeds))]
+        for o in self.overrides:
+            parts += ["--set", o]
+        parts += ["--test"] if self.test else []
+        return shlex.join(parts + (list(self.launcher) if launcher else []))
+
+    def status_command(self) -> str:
+        """The txl status command that shows this sweep's jobs."""
+        parts = ["txl", "status", self.name, "--scale", self.scale, "--results", self.root]
+        parts += ["--corpus", self.corpus] if self.corpus else []
+        return shlex.join(parts + (["--tokenizer", self.tokenizer] if self.tokenizer else []))
 
     def experiment(self) -> Experiment:
         if self.setup is not None:
@@ -112,6 +134,7 @@ class Sweep:
             exp.seeds = list(self.seeds)
         if self.overrides:
             apply_overrides(exp.base, self.overrides)
+        exp.command = self.command()
         return exp
 
 

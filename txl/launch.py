@@ -204,7 +204,7 @@ def _raise_failed(exp: Experiment, bad: list[JobStatus]) -> None:
         f"{len(bad)} job(s) of {exp.name} did not finish ({', '.join(s.key for s in bad[:4])}"
         f"{', ...' if len(bad) > 4 else ''}); {first.key}: {first.state.lower()}"
         f"{': ' + first.detail if first.detail else ''}; log {first.log}. See 'txl status {exp.name} --scale "
-        f"{exp.scale}', then run the same command again (done jobs are skipped, killed ones resume)"
+        f"{exp.scale}', then run {exp.command or 'the same command'} again (done jobs are skipped, killed ones resume)"
     )
 
 

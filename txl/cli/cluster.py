@@ -64,7 +64,37 @@ def sweep(args: argparse.Namespace, overrides: list[str], seeds: list[int] | Non
 
     load_definitions()
     root = str(Path(args.results).resolve())  # a job may start in another folder
-    return Sweep(args.name, args.scale, root, args.corpus, args.tokenizer, seeds, overrides, setup=load_definitions)
+    return Sweep(
+        args.name,
+        args.scale,
+        root,
+        args.corpus,
+        args.tokenizer,
+        seeds,
+        overrides,
+        setup=load_definitions,
+        launcher=tuple(launcher_flags(args)),
+        test=bool(getattr(args, "test", False)),
+    )
+
+
+def launcher_flags(args: argparse.Namespace) -> list[str]:
+    """The launcher flags given to txl run (none for the inline runner), as a command repeats them."""
+    launcher = getattr(args, "launcher", "inline")
+    if launcher == "inline":
+        return []
+    out = ["--launcher", launcher] + (["--wait"] if args.wait else [])
+    for flag, value, default in (
+        ("--partition", args.partition, None),
+        ("--account", args.account, None),
+        ("--gpus-per-job", args.gpus_per_job, 0),
+        ("--nodes", args.nodes, 1),
+        ("--time", args.time, None),
+        ("--cpus-per-job", args.cpus_per_job, None),
+        ("--parallel", args.parallel, 2),
+    ):
+        out += [flag, str(value)] if value != default else []
+    return out + [x for o in args.slurm_options for x in ("--slurm", o)]
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:

@@ -91,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     start = time.time()
     if args.launcher != "inline":
         return _launch(args, exp, overrides, start)
+    exp.command = sweep(args, overrides, exp.seeds if args.seeds is not None else None).command()
     ok = False
     try:
         rows = run_experiment(exp, root, args.shard, overrides, progress=not args.no_progress)
@@ -116,7 +117,7 @@ def _launch(args: argparse.Namespace, exp, overrides: list[str], start: float) -
     seeds = exp.seeds if args.seeds is not None else None
     submitted = launch(sweep(args, overrides, seeds), args.launcher, resources(args), args.test, args.wait)
     if args.launcher == "slurm" and not args.wait:
-        print(f"submitted {len(submitted)} jobs; follow them with: txl status {args.name} --scale {args.scale}")
+        print(f"submitted {len(submitted)} jobs; follow them with: {sweep(args, [], None).status_command()}")
         print(f"results come to {results_path(Path(args.results), exp)} as jobs finish (txl report reads them)")
         return 0
     _finished(args, exp, read_results(results_path(Path(args.results), exp), warn=False), Path(args.results), start)
