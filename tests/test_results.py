@@ -32,7 +32,7 @@ def test_a_row_reads_back_as_it_was_written(tmp_path):
         ("seed", "0", "has seed = '0', not a whole number"),
         ("seed", True, "not a whole number"),
         ("kind", "other", "not train, eval, adapt"),
-        ("plan", {"memory": 4}, "not an object of memory, range and attn plans"),
+        ("plan", {"memory": 4}, "not an object of plans in the plan language"),
         ("budget", {"cached_positions": "8"}, "not an object of numbers"),
         ("metrics", {"loss": "low"}, "has metrics"),
         ("metrics", [1.0], "has metrics"),

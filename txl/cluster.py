@@ -259,16 +259,37 @@ def recall(folder: Path, sweep: Sweep) -> tuple[Sweep, bool] | None:
 
 
 def read_records(folder: Path) -> dict[str, dict]:
-    """The latest submission of each key, from jobs/submitted.jsonl (lines that are not whole records are
-    ignored: a line torn by a crash names no job)."""
+    """The latest submission of each key, from jobs/submitted.jsonl; a line that is not a whole record (torn by a
+    crash, or edited) is named and set aside, and its job counts as not submitted."""
     path = folder / "submitted.jsonl"
     latest: dict[str, dict] = {}
     if not path.exists():
         return latest
-    for row in read_jsonl(path, on_bad=lambda line, why: log.warning(f"{path}: line {line} {why}; ignored")):
-        if isinstance(row, dict) and isinstance(row.get("key"), str) and isinstance(row.get("job_id"), str):
+    bad = lambda line, why: log.warning(f"{path}: line {line} {why}; set aside (submit that job again)")  # noqa: E731
+    for line, row in read_jsonl(path, on_bad=bad, numbered=True):
+        problem = _record_problem(row)
+        if problem is None:
             latest[row["key"]] = row
+        else:
+            bad(line, problem)
     return latest
+
+
+RECORD_TEXT = ("key", "digest", "job_id", "launcher", "log", "out", "result")  # what record_submission writes
+
+
+def _record_problem(row) -> str | None:
+    """Why a line of submitted.jsonl is not a job record txl can follow, or None."""
+    if not isinstance(row, dict):
+        return "is not a JSON object"
+    for name in RECORD_TEXT:
+        if not isinstance(row.get(name), str):
+            return f"has {name} = {str(row.get(name))[:40]!r}, not text"
+    if row["launcher"] not in ("slurm", "local"):
+        return f"has launcher {row['launcher'][:20]!r}, not slurm or local"
+    if not isinstance(row.get("started"), str | None):
+        return "has a start time that is not text"
+    return None
 
 
 def record_submission(folder: Path, task: Task, job, launcher: str) -> dict:

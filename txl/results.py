@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,13 @@ _ORDER = (
 SPLITS = ("train", "valid", "test", "whole")  # what a result may have scored (whole: every split's text in one)
 
 
+TEXT_METRICS = ("split", "plan")  # what a result's metrics hold as text; everything else is a number
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, _NUMBER) and not isinstance(x, bool)
+
+
 def _numbers(x: Any) -> bool:
     return isinstance(x, list) and all(isinstance(i, _NUMBER) and not isinstance(i, bool) for i in x)
 
@@ -101,24 +109,29 @@ def _check_row(v: dict) -> None:
     need(isinstance(v["seed"], int) and not isinstance(v["seed"], bool), "seed", "a whole number")
     need(v["kind"] in KINDS, "kind", ", ".join(KINDS))
     need(v.get("of") is None or isinstance(v["of"], str), "of", "a variant name or null")
+    plan = v["plan"]
     need(
-        isinstance(v["plan"], dict) and all(isinstance(v["plan"].get(k), str) for k in ("memory", "range", "attn")),
+        isinstance(plan, dict)
+        and all(isinstance(plan.get(k), str) for k in ("memory", "range", "attn"))
+        and all(isinstance(x, str) for x in plan.values()),
         "plan",
-        "an object of memory, range and attn plans",
+        "an object of plans in the plan language (memory, range, attn, and dtype, sinks, compress where set)",
     )
+    b = v["budget"]
     need(
-        isinstance(v["budget"], dict)
-        and all(isinstance(x, _NUMBER) for x in v["budget"].values())
-        and all(k in v["budget"] for k in ("cached_positions", "memory_bytes", "receptive_field")),
+        isinstance(b, dict)
+        and all(_number(x) and x >= 0 and (math.isfinite(x) or k == "receptive_field") for k, x in b.items())
+        and all(k in b for k in ("cached_positions", "memory_bytes", "receptive_field")),
         "budget",
-        "an object of numbers with cached_positions, memory_bytes and receptive_field",
+        "an object of numbers >= 0 (finite but the receptive field) with cached_positions, memory_bytes and "
+        "receptive_field",
     )
     need(
         isinstance(v["metrics"], dict)
-        and isinstance(v["metrics"].get("loss", 0.0), _NUMBER)
-        and all(isinstance(x, _NUMBER + (str, type(None))) for x in v["metrics"].values()),
+        and _number(v["metrics"].get("loss", 0.0))
+        and all(_number(x) or x is None or (k in TEXT_METRICS and isinstance(x, str)) for k, x in v["metrics"].items()),
         "metrics",
-        "an object of numbers",
+        f"an object of numbers (and {', '.join(TEXT_METRICS)} as text)",
     )
     need(v["metrics"].get("split", "valid") in SPLITS, "metrics", f"an object whose split is {', '.join(SPLITS)}")
     need(v.get("data") is None or isinstance(v["data"], dict), "data", "an object or null")

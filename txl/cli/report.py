@@ -118,6 +118,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
     path = results_path(Path(args.results), exp)
     rows = [r for r in read_results(path) if r.scale == args.scale]
+    if not rows and path.exists() and path.stat().st_size > 0:
+        raise TxlError(f"{path} has no readable {args.scale} rows (the damaged lines are named above)")
     if not rows:
         raise TxlError(f"no results at {path}; " + _where_else(Path(args.results), exp, args))
     report = show_report(

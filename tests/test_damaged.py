@@ -1,0 +1,88 @@
+"""Files txl reads back that are damaged or hand-edited: each bad record is named and left out, never shown, never
+a traceback, and never the end of a sweep (issue 39, items 2, 3 and 5)."""
+
+import json
+import math
+
+import pytest
+
+import experiments  # noqa: F401  (registers every definition)
+from txl.cli import main
+from txl.cluster import read_records
+from txl.experiments import get_experiment, results_path
+from txl.results import read_results
+
+GOOD = {
+    "experiment": "quickstart", "scale": "tiny", "variant": "v", "kind": "train", "seed": 0, "config_hash": "h",
+    "plan": {"memory": "2x16", "range": "2xinf", "attn": "2xxl"}, "run_dir": "",
+    "budget": {"cached_positions": 32, "memory_bytes": 4096, "receptive_field": 32},
+    "metrics": {"loss": 1.0, "bpb": 1.4, "split": "valid"},
+}  # fmt: skip
+
+
+def _with(**change) -> dict:
+    row = json.loads(json.dumps(GOOD))
+    for dotted, value in change.items():
+        section, _, key = dotted.partition("__")
+        (row[section] if key else row)[key or section] = value
+    return row
+
+
+BAD = [
+    (_with(budget__memory_bytes=math.nan), "budget"),
+    (_with(budget__memory_bytes=-1), "budget"),
+    (_with(budget__memory_bytes=math.inf), "budget"),
+    (_with(budget__memory_bytes=True), "budget"),
+    (_with(plan__dtype=8), "plan"),
+    (_with(plan__sinks=["4"]), "plan"),
+    (_with(plan__compress={"rate": 4}), "plan"),
+    (_with(metrics__bpb="1.2"), "metrics"),
+    (_with(metrics__loss=None), "metrics"),
+]
+
+
+@pytest.mark.parametrize("row,field", BAD, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD)])
+def test_a_damaged_row_is_named_by_its_field_and_left_out(tmp_path, messages, row, field):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(row) + "\n")
+    rows = read_results(path)
+    assert len(rows) == 1 and rows[0].budget["memory_bytes"] == 4096
+    assert any(f"line 2 has {field} = " in m for m in messages())
+
+
+def test_a_report_leaves_out_a_row_with_nan_bytes_and_says_so_once_when_none_is_left(tmp_path, capsys):
+    path = results_path(tmp_path, get_experiment("quickstart", "tiny"))
+    path.parent.mkdir(parents=True)
+    other = _with(variant="w", budget__memory_bytes=math.nan)
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(other) + "\n")
+    report = ["report", "quickstart", "--scale", "tiny", "--results", str(tmp_path), "--no-plot"]
+    assert main(report) == 0
+    out, err = capsys.readouterr()
+    assert "v " in out and "\nw " not in out and "line 2 has budget" in err
+    path.write_text(json.dumps(other) + "\n")
+    assert main(report) == 2
+    err = capsys.readouterr().err
+    assert "no readable tiny rows" in err and "run it first" not in err and "Traceback" not in err
+
+
+def test_a_damaged_job_record_is_set_aside_and_txl_status_goes_on(tmp_path, capsys, messages):
+    pytest.importorskip("submitit")
+    exp = get_experiment("quickstart", "tiny")
+    jobs = results_path(tmp_path, exp).parent / "jobs"
+    jobs.mkdir(parents=True)
+    good = {"key": "mem 0/seed0", "digest": "d", "job_id": "12", "launcher": "slurm"}
+    good |= {"log": "a.err", "out": "a.out", "result": str(tmp_path / "none.pkl")}
+    bad = [
+        {k: v for k, v in good.items() if k != "result"} | {"key": "mem 2/seed0"},
+        good | {"key": "mem 4/seed0", "result": 5},
+        good | {"key": "mem 8/seed0", "launcher": "pbs"},
+        ["not", "a", "record"],
+    ]
+    (jobs / "submitted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [good, *bad]))
+    assert list(read_records(jobs)) == ["mem 0/seed0"]
+    said = " ".join(messages())
+    assert "line 2 has result = 'None', not text" in said and "line 3 has result = '5'" in said
+    assert "line 4 has launcher 'pbs'" in said and "line 5 is not" in said
+    capsys.readouterr()
+    assert main(["status", "quickstart", "--scale", "tiny", "--results", str(tmp_path)]) == 0
+    assert "txl run would submit" in capsys.readouterr().out
