@@ -2,6 +2,7 @@
 
     python benchmarks/kill_trials.py --trials 30                 # 30 SIGKILL and 30 SIGINT trials of training
     python benchmarks/kill_trials.py --trials 10 --target sweep  # the same for a tiny experiment sweep
+    python benchmarks/kill_trials.py --trials 10 --target local --signals INT  # Ctrl-C to a local-launcher sweep
 
 Training trials use a step whose optimizer update is heavy (a wide feed-forward layer),
 so a signal often lands inside it. Each trial starts the command, sends the signal after
@@ -9,13 +10,17 @@ a random delay, then resumes (`--resume`, or the same `txl run` again) until it
 finishes, and checks: the run resumed and finished; its final weights and its loss log
 equal the uninterrupted run's bit for bit (for sweeps: every result row's metrics);
 every results line is whole and no (variant, seed) appears twice; no temporary folder
-is left. Prints one row per trial and a summary.
+is left. The local target runs the sweep with `--launcher local --parallel 2` and sends the
+signal to its whole process group, as a terminal's Ctrl-C does (its jobs and their controllers
+too); it also checks that what txl printed holds no traceback and at most one 'interrupted' line.
+Prints one row per trial and a summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import subprocess
@@ -63,7 +68,13 @@ def txl(*args: str, cwd: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_default_signals,
+        start_new_session=True,  # a process group of its own: the local target signals all of it, as a terminal
     )
+
+
+def sweep_args(results: Path, data: str, target: str) -> list[str]:
+    args = ["run", "quickstart", "--scale", "tiny", "--results", str(results), "--no-progress", "--set", data]
+    return args + (["--launcher", "local", "--parallel", "2"] if target == "local" else [])
 
 
 def finish(args: list[str], cwd: Path, tries: int = 5) -> int:
@@ -105,21 +116,15 @@ def trial(target: str, sig: signal.Signals, delay: float, work: Path, reference)
         args = ["train", *TRAIN, "--set", data, "--run-dir", str(work / "run")]
         resume = ["train", "--run-dir", str(work / "run"), "--resume", "--no-progress"]
     else:
-        args = resume = [
-            "run",
-            "quickstart",
-            "--scale",
-            "tiny",
-            "--results",
-            str(work / "results"),
-            "--no-progress",
-            "--set",
-            data,
-        ]
+        args = resume = sweep_args(work / "results", data, target)
     proc = txl(*args, cwd=work)
     time.sleep(delay)
-    proc.send_signal(sig)
-    proc.communicate()
+    if target == "local":
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate()
+    said = "Traceback" not in err and err.count("interrupted") <= 1
     if proc.returncode == 0:
         attempts = 0  # it finished before the signal came
     elif target == "train" and not (work / "run" / "checkpoints" / "last").exists():
@@ -135,10 +140,12 @@ def trial(target: str, sig: signal.Signals, delay: float, work: Path, reference)
         )
     else:
         same = sweep_state(work / "results") == reference
-    ok = same and not left
+    ok = same and not left and said
     what = (
         f"exit {proc.returncode}, {attempts} resume run(s), {'equal' if same else 'DIFFERENT'}, {len(left)} leftovers"
     )
+    if not said:
+        what += ", a TRACEBACK or more than one line on the terminal: " + (err.strip().splitlines() or [""])[-1][:80]
     if left:
         what += ": " + ", ".join(str(p.relative_to(work.parent)) for p in left[:3])
     return ok, what
@@ -147,7 +154,7 @@ def trial(target: str, sig: signal.Signals, delay: float, work: Path, reference)
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--trials", type=int, default=30, help="trials per signal (default 30)")
-    p.add_argument("--target", choices=["train", "sweep"], default="train")
+    p.add_argument("--target", choices=["train", "sweep", "local"], default="train")
     p.add_argument("--signals", default="KILL,INT")
     p.add_argument(
         "--max-delay",
@@ -167,20 +174,7 @@ def main() -> int:
             finish(["train", *TRAIN, "--set", f"data.root={root / 'data'}", "--run-dir", str(clean / "run")], clean)
             reference = train_state(clean / "run")
         else:
-            finish(
-                [
-                    "run",
-                    "quickstart",
-                    "--scale",
-                    "tiny",
-                    "--results",
-                    str(clean / "results"),
-                    "--no-progress",
-                    "--set",
-                    f"data.root={root / 'data'}",
-                ],
-                clean,
-            )
+            finish(sweep_args(clean / "results", f"data.root={root / 'data'}", args.target), clean)
             reference = sweep_state(clean / "results")
         seconds = time.time() - start
         max_delay = args.max_delay or 0.9 * seconds

@@ -86,3 +86,31 @@ def test_a_damaged_job_record_is_set_aside_and_txl_status_goes_on(tmp_path, caps
     capsys.readouterr()
     assert main(["status", "quickstart", "--scale", "tiny", "--results", str(tmp_path)]) == 0
     assert "txl run would submit" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.5, 1.0, 2.0])
+def test_ctrl_c_at_any_moment_of_a_command_is_one_line_and_130(tmp_path, delay):
+    """While Python starts, while the command line loads, while torch is imported, while data is read: whenever a
+    Ctrl-C lands, one line and exit 130 (or 0 when it came after the end), never a traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = ["--run-dir", str(tmp_path / "run"), "--no-progress", "--set", f"data.root={tmp_path / 'data'}"]
+    command = [sys.executable, "-m", "txl", "train", "--preset", "tiny", "--steps", "3", *run]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal starts it
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130) and "Traceback" not in err, err
+    assert proc.returncode == 0 or [line for line in err.splitlines() if "interrupted" in line] == [
+        "txl train: interrupted; files written so far are whole" if delay > 0.5 else err.strip().splitlines()[-1]
+    ], err

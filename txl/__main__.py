@@ -1,3 +1,3 @@
-from txl.cli import main
+from txl import console
 
-raise SystemExit(main())
+raise SystemExit(console())

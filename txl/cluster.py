@@ -19,6 +19,7 @@ import logging
 import pickle
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -212,6 +213,9 @@ class SweepJob:
         try:
             outcome = run_job(exp, root, self.key, self.split)
             ok = True
+        except KeyboardInterrupt:  # cancelled (SIGTERM) or Ctrl-C: training saved and said so; the log ends there
+            print(f"{self.key}: stopped; its next submission resumes it", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
         finally:
             finish_distributed(ok)
         return outcome

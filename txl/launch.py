@@ -8,6 +8,8 @@ the jobs it needs have finished.
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,19 +244,55 @@ def _run_local(exp, sweep: Sweep, resources: Resources, todo: list[Task], folder
                     executor.update_parameters(
                         timeout_min=minutes, tasks_per_node=tasks, gpus_per_node=len(gpus), visible_gpus=gpus
                     )
-                    job = executor.submit(SweepJob(sweep, task.job and task.job.key, task.split))
+                    job = _start_local(executor, SweepJob(sweep, task.job and task.job.key, task.split))
                     row = record_submission(folder, task, job, "local")
                     running[task.key] = (task, job, row, gpus)
                     out.append(_submitted(task, row))
                     log.info(f"{exp.name} {task.key}: started (process {row['job_id']}); log {row['log']}")
             time.sleep(0.2)
     except KeyboardInterrupt:
-        for _, job, _, _ in running.values():
-            job.cancel(check=False)
+        _stop_local([job for _, job, _, _ in running.values()])
         raise
+    finally:
+        _remove_if_empty(folder / "%j")  # where submitit writes a job before it has its id
     log.info(f"{exp.name}: {len(out)} local jobs in {clock(time.time() - start)}")
     _raise_failed(exp, failed)
     return out
+
+
+def _start_local(executor, job: SweepJob):
+    """Submit a local job whose controller ignores the terminal's Ctrl-C (SIGINT ignored is inherited): txl alone
+    answers it, by asking each job to stop (_stop_local), so no controller prints a traceback on the terminal."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return executor.submit(job)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_local(jobs: list, seconds: float = 120) -> None:
+    """Ask running local jobs to stop (SIGTERM, which each controller passes on: training stops after its step and
+    saves), and wait for them to end, a second Ctrl-C ignored meanwhile, so what they write is whole on return."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        processes = [p for p in (getattr(job, "_process", None) for job in jobs) if p is not None]
+        for p in processes:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.time() + seconds
+        for p in processes:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not there, or not empty
+        pass
 
 
 def _local_gpus() -> list[int]:

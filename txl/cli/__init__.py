@@ -96,22 +96,31 @@ def _messages() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parse(parser, argv)
-    args.command_line = "txl " + " ".join(shlex.quote(a) for a in argv)  # what run folders record
-    if not args.command:
-        parser.print_help()
-        return 0
-    _messages()
+    """txl's commands; a Ctrl-C wherever it lands (parsing, importing torch, running) is one line and 130."""
+    name = "txl"
+    try:
+        parser = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = _parse(parser, argv)
+        args.command_line = "txl " + " ".join(shlex.quote(a) for a in argv)  # what run folders record
+        if not args.command:
+            parser.print_help()
+            return 0
+        name = f"txl {args.command}"
+        _messages()
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted; files written so far are whole", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """A command's body, its errors each one line with the exit status they call for."""
     try:
         return COMMANDS[args.command][2](args) or 0
     except TxlError as e:
         print(f"txl {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"\ntxl {args.command}: interrupted; files written so far are whole", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return 0
     except OSError as e:  # a read-only folder, a path under a regular file, a full disk ...
