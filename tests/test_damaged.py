@@ -114,3 +114,98 @@ def test_ctrl_c_at_any_moment_of_a_command_is_one_line_and_130(tmp_path, delay):
     assert proc.returncode == 0 or [line for line in err.splitlines() if "interrupted" in line] == [
         "txl train: interrupted; files written so far are whole" if delay > 0.5 else err.strip().splitlines()[-1]
     ], err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny trained run (memory 16, 4 steps) and its data root."""
+    from conftest import tiny_run
+
+    from txl.train import Trainer
+
+    tmp = tmp_path_factory.mktemp("trained")
+    Trainer(tiny_run(tmp, **{"train.steps": 4}), tmp / "run", progress=False).fit()
+    return tmp / "run"
+
+
+def _edit(path, layer: int, **fields) -> None:
+    config = json.loads(path.read_text())
+    config["model"]["layers"][layer].update(fields)
+    path.write_text(json.dumps(config))
+
+
+def test_a_bad_value_in_a_config_file_is_named_with_the_file(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, symlinks=True)
+    _edit(run / "config.json", 1, mem_dtype="int3")
+    assert main(["train", "--run-dir", str(run), "--resume", "--steps", "6", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'config.json'}: model.layers.1.mem_dtype: unknown memory dtype 'int3'" in err
+    jobs = results_path(tmp_path / "r", get_experiment("quickstart", "tiny")).parent / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / "sweep.json").write_text(json.dumps({"seeds": [0], "overrides": ["train.steps=-5"], "test": False}))
+    assert main(["status", "quickstart", "--scale", "tiny", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{jobs / 'sweep.json'} (as last submitted): train.steps must be >= 1" in err
+
+
+def test_what_is_not_a_file_is_called_so(tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", "--corpus", "/dev/zero", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "corpus /dev/zero is neither a regular file nor a folder" in capsys.readouterr().err
+    assert main(["import", "/dev/zero", "--from", "original", "--out", str(tmp_path / "o")]) == 2
+    assert "/dev/zero is not a regular file" in capsys.readouterr().err
+
+
+def test_an_import_whose_config_txl_cannot_run_writes_nothing(tmp_path, capsys):
+    import torch
+
+    from txl.config import ModelConfig
+    from txl.interop import export_state
+    from txl.model import TransformerXL
+    from txl.plans import apply_plans
+
+    fields = dict(vocab_size=256, n_layer=2, d_model=16, n_head=2, d_head=8, d_inner=32)
+    torch.manual_seed(0)
+    tensors, _ = export_state(TransformerXL(apply_plans(ModelConfig(**fields), memory="8")).eval(), "original")
+    torch.save(tensors, tmp_path / "model.pt")
+    (tmp_path / "args.json").write_text(json.dumps({**fields, "n_token": 256, "tgt_len": -5, "mem_len": 8}))
+    argv = ["import", str(tmp_path / "model.pt"), "--from", "original", "--config", str(tmp_path / "args.json")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "the imported config is not one txl can run" in err and "tgt_len" in err
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_analyze_with_out_elsewhere_writes_nothing_in_a_read_only_run(trained, tmp_path, capsys):
+    import os
+    import shutil
+    import stat
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, symlinks=True)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for p in [run, *run.rglob("*")]:
+        if p.is_dir() and not p.is_symlink():
+            os.chmod(p, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        for analysis in ("attention", "sensitivity"):
+            out = tmp_path / analysis
+            assert main(["analyze", analysis, str(run), "--out", str(out), "--no-progress"]) == 0, analysis
+            assert (out / "tb").is_dir()
+        assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+        assert "Traceback" not in capsys.readouterr().err
+    finally:
+        for p in [run, *run.rglob("*")]:
+            if p.is_dir() and not p.is_symlink():
+                os.chmod(p, stat.S_IRWXU)
+
+
+def test_the_whole_of_another_text_is_scored_whole(trained, tmp_path, capsys):
+    text = tmp_path / "other.txt"
+    text.write_bytes(bytes(range(32, 127)) * 3000)  # 285,000 bytes, past the tiny run's cap of 100,000
+    argv = ["eval", str(trained), "--corpus", str(text), "--split", "whole", "--json", "--no-progress"]
+    assert main([*argv, "--max-segments", "100000"]) == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    assert result["tokens"] > 250_000

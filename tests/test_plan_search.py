@@ -142,7 +142,12 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
     )
     assert main(["plan", folder, "--budget", "3", "--lengths", "4,8", "--max-segments", "10", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "below the cheapest plan on the grid (8" in err and "\n" not in err.strip()
+    assert "below the cheapest plan on the grid (8: every layer at 4)" in err and "\n" not in err.strip()
+    # where a searched choice is what costs, the message says so (not 'every layer at 0')
+    flags = ["--lengths", "0,4", "--sinks-grid", "2", "--max-segments", "10", "--no-progress"]
+    assert main(["plan", folder, "--budget", "1", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "every layer at 0, sinks 2" in err and "--sinks-grid" in err and "\n" not in err.strip()
 
 
 @pytest.mark.slow

@@ -30,14 +30,14 @@ from txl.interop_checks import InteropError, check_dims, check_hints, refuse_los
 from txl.interop_layouts import LAYOUT, LAYOUTS, Layout, rename
 from txl.io import atomic_path, atomic_write_json
 from txl.model import TransformerXL, inverse_frequencies
-from txl.plans import apply_plans
+from txl.plans import apply_plans, check_run
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors by name from .safetensors, or .bin/.pt/.pth holding a state dict (never unpickling objects)."""
     path = Path(path)
     if not path.is_file():
-        raise TxlError(f"{path} does not exist")
+        raise TxlError(f"{path} " + ("is not a regular file" if path.exists() else "does not exist"))
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -351,6 +351,10 @@ def import_checkpoint(
         run.data.corpus = corpus
     if tokenizer:
         run.data.tokenizer = str(Path(tokenizer).resolve()) if Path(tokenizer).suffix else tokenizer
+    try:  # checked as a run's config, so nothing is written that txl eval would refuse
+        check_run(run)
+    except TxlError as e:
+        raise TxlError(f"the imported config is not one txl can run ({e}); check --config and the flags") from None
     folder = write_txl_checkpoint(model, out, to_dict(run), {"imported_from": str(src), "layout": layout})
     return model, folder, len(tensors)
 

@@ -87,7 +87,11 @@ def status(sweep: Sweep) -> tuple[list[JobStatus], Sweep, bool]:
     experiment's own when nothing was submitted), with that sweep and whether it scores the test split."""
     folder = jobs_folder(Path(sweep.root), sweep.experiment())
     sweep, test = recall(folder, sweep) or (sweep, False)
-    exp = sweep.experiment()
+    try:
+        exp = sweep.experiment()
+        check_run(exp.base)
+    except TxlError as e:
+        raise TxlError(f"{folder / 'sweep.json'} (as last submitted): {e}; remove it, or submit anew") from None
     return [s for _, s in survey(exp, Path(sweep.root), test, strict=False)], sweep, test
 
 

@@ -241,6 +241,23 @@ class _Evaluator:
         return self.seen[key]
 
 
+FLAG_OF = {"memory_dtype": "--dtypes", "sinks": "--sinks-grid", "compress": "--compress-grid"}
+
+
+def _cheapest_words(options: list) -> str:
+    """'every layer at 0, sinks 4' (or layer by layer where they differ): what the cheapest plan keeps."""
+
+    def words(o) -> str:
+        return ", ".join([str(o[0])] + [f"{f.replace('memory_', '')} {v}" for f, v in zip(CHOICES, o[1:]) if v])
+
+    said = [words(o) for o in options]
+    return (
+        f"every layer at {said[0]}"
+        if len(set(said)) == 1
+        else "; ".join(f"layer {i} at {w}" for i, w in enumerate(said))
+    )
+
+
 def search_plan(
     model: TransformerXL,
     corpus: Corpus,
@@ -274,11 +291,13 @@ def search_plan(
     run = _Evaluator(
         model, corpus, spec, layer_costs(cfg, sorted(set(grid) | extra, key=str), spec.tgt_len, unit, spec.plan)
     )
-    cheapest = sum(min(c[o] for o in grid) for c in run.costs)
+    cheap = [min(grid, key=lambda o: c[o]) for c in run.costs]  # each layer's cheapest option
+    cheapest = sum(c[o] for c, o in zip(run.costs, cheap))
     if cheapest > limit + 1e-9:
         raise TxlError(
-            f"a budget of {limit:g} {UNITS[unit]} is below the cheapest plan on the grid ({cheapest:g}, "
-            f"every layer at {min(lengths)}); raise --budget or add shorter --lengths"
+            f"a budget of {limit:g} {UNITS[unit]} is below the cheapest plan on the grid ({cheapest:g}: "
+            f"{_cheapest_words(cheap)}); raise --budget, or add cheaper values to --lengths"
+            + "".join(f" or {FLAG_OF[f]}" for f in grids)
         )
     base = run(trained, "as trained")
     rise = _sensitivities(run, trained, grid)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import shlex
@@ -43,6 +44,8 @@ from txl.io import append_line, atomic_write_json, atomic_write_text, read_jsonl
 from txl.locks import FolderLock
 from txl.model import TransformerXL
 from txl.plans import check_run
+
+log = logging.getLogger(__name__)
 
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.save_every", "train.eval_segments")
 
@@ -306,6 +309,10 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> RunConfig:
     if not path.exists():
         raise TxlError(f"nothing to resume in {run_dir}: it has no config.json")
     run = load_config(path)
+    try:
+        check_run(run)
+    except TxlError as e:  # a hand-edited value: named with the file it is in
+        raise TxlError(f"{path}: {e}") from None
     for text in overrides:
         key = text.partition("=")[0].strip()
         if key not in RESUMABLE_KEYS:
@@ -338,9 +345,10 @@ class Trained:
         """How this model is evaluated: its run's settings, a protocol's and flags' (see EvalSpec.for_run)."""
         return EvalSpec.for_run(self.run, self.device, protocol, whole_split=whole_split, **flags)
 
-    def tokenizer(self) -> Tokenizer:
-        """The tokenizer the model reads and writes text with, refused if its vocabulary is not the model's."""
-        path = tokenizer_file(self.path, self.run)
+    def tokenizer(self, given: str | None = None) -> Tokenizer:
+        """The tokenizer the model reads and writes text with (its own, or the vocabulary file `given`), refused if
+        its vocabulary is not the model's."""
+        path = given or tokenizer_file(self.path, self.run)
         tokenizer = load_tokenizer(path)
         if tokenizer.vocab_size != self.run.model.vocab_size:
             raise TxlError(
@@ -356,6 +364,13 @@ class Trained:
         if spec is not None and spec.corpus:
             data.corpus = spec.corpus
             data.tokenizer = spec.tokenizer or tokenizer_file(self.path, self.run)
+            if spec.split == "whole":  # another text scored whole: the run's cap on its training text is not its
+                data.max_tokens = None
+        elif spec is not None and spec.split == "whole" and data.max_tokens:
+            log.warning(
+                f"the whole of {data.corpus} is scored as the run read it, capped at data.max_tokens="
+                f"{data.max_tokens:,} training tokens (a tenth of that of valid and test)"
+            )
         corpus = load_corpus(data, progress=progress)
         if spec is not None and spec.split == "whole":
             corpus = corpus.with_whole()

@@ -57,6 +57,7 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     c.add_argument("--out", help="folder for context.json and context.png (default: the first run's analysis/)")
     c.add_argument("--device", default="auto")
     c.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
+    c.add_argument("--no-progress", action="store_true", help="no line per run as it is measured")
 
     a = sub.add_parser(
         "attention",
@@ -70,6 +71,7 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("--out", help="folder for attention.json and attention.png (default: RUN/analysis)")
     a.add_argument("--device", default="auto")
     a.add_argument("--format", choices=["text", "markdown", "csv", "latex"], default="text")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
@@ -81,14 +83,15 @@ def cmd_attention(args: argparse.Namespace) -> int:
     check_flags({"max_segments": args.max_segments})
     trained = load_trained(args.path, args.device)
     spec = trained.spec(split=args.split, max_segments=args.max_segments)
-    corpus = trained.corpus(spec)
-    result = attention_mass(trained.model, corpus, spec)
+    corpus = trained.corpus(spec, progress=not args.no_progress)
+    result = attention_mass(trained.model, corpus, spec, progress=not args.no_progress)
     out = Path(args.out) if args.out else trained.root / "analysis"
     where = f"{trained.folder} on {corpus.name}, {args.split} split ({result['tokens']:,} tokens)"
     title = f"where each layer looks: {where}"
     atomic_write_json(out / "attention.json", {"title": title, **result})
     plot_attention(result, out / "attention.png", title)
-    tb = image_to_tensorboard(out / "attention.png", trained.root / "tb", "analysis/attention")
+    tb = out / "tb" if args.out else trained.root / "tb"  # nothing written in the run given --out
+    tb = image_to_tensorboard(out / "attention.png", tb, "analysis/attention")
     say(args, title)
     print(attention_table(result, trained.model.cfg, args.format))
     say(args, f"json      {out / 'attention.json'}\npng       {out / 'attention.png'}\ntensorboard {tb} (images)")
@@ -111,9 +114,9 @@ def cmd_context(args: argparse.Namespace) -> int:
         roots.append(trained.root)
         spec = trained.spec(split=args.split)
         corpus = trained.corpus(spec)
-        print(
-            f"{path}: {len(args.lengths)} context lengths x 3 conditions, {args.windows} windows ...", file=sys.stderr
-        )
+        if not args.no_progress:
+            what = f"{len(args.lengths)} context lengths x 3 conditions, {args.windows} windows"
+            print(f"{path}: {what} ...", file=sys.stderr)
         curves[path] = context_curve(trained.model, corpus, spec, args.lengths, args.score, args.windows)
         effective[path] = effective_context_interval(curves[path], args.tolerance, args.score)
     out = Path(args.out) if args.out else roots[0] / "analysis"  # the (first) run's, wherever this runs from
@@ -171,7 +174,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     base, rows = layer_sensitivity(trained.model, corpus, spec, args.short, not args.no_progress)
     title = f"memory sensitivity of {trained.folder} on {corpus.name}, {args.split} split"
     files = write_sensitivity(base, rows, corpus, Path(args.out) if args.out else trained.root / "analysis", title)
-    files["tensorboard"] = image_to_tensorboard(files["png"], trained.root / "tb", "analysis/sensitivity")
+    tb = Path(args.out) / "tb" if args.out else trained.root / "tb"  # nothing written in the run given --out
+    files["tensorboard"] = image_to_tensorboard(files["png"], tb, "analysis/sensitivity")
     seconds = time.time() - start
     say(args, f"{title}: as trained, loss {base.loss:.4f} nats/token over {base.tokens:,} tokens ({seconds:.0f} s)")
     print(sensitivity_table(rows, args.format))

@@ -19,6 +19,9 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--tokenizer", metavar="FILE", help="the model's vocabulary (a vocab.json or .model), where its run has none"
+    )
 
 
 @command("generate", "sample text from a checkpoint, memory carried across chunks", _generate_args)
@@ -36,7 +39,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise TxlError(f"--temperature must be a finite number > 0, got {args.temperature}")
     trained = load_trained(args.path, args.device)
     model, run = trained.model, trained.run
-    tokenizer = trained.tokenizer()
+    tokenizer = trained.tokenizer(args.tokenizer)
     unknown = tokenizer.unk_id is not None and int((tokenizer.encode(args.prompt.encode()) == tokenizer.unk_id).sum())
     if unknown:
         print(

@@ -204,6 +204,8 @@ def fetch_local(path: Path, cfg: DataConfig) -> RawCorpus:
     name = path.name or str(path)
     if name in CORPORA:  # a user's text never shows under a built-in corpus's name
         name = str(path)
+    if not (path.is_file() or path.is_dir()):
+        raise TxlError(f"corpus {path} is neither a regular file nor a folder; give a text file or a folder of them")
     if path.is_file():
         if cfg.split == "files":
             raise TxlError(f"data.split=files needs a folder, but {path} is a file; use contiguous or auto")
