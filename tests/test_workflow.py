@@ -105,9 +105,12 @@ def test_sweeps_and_training_say_how_long_is_left(tmp_path, messages, capsys):
     run_experiment(exp, tmp_path / "results", progress=False)
     said = [m for m in messages() if m.startswith("[")]
     assert said[0].startswith("[1/3] ") and "elapsed, about" in said[1] and "elapsed, about" in said[-1]
-    run = tiny_run(tmp_path, **{"train.steps": 6, "train.log_every": 2})
+    # after the first training job, the evaluation is of a kind not yet timed: counted, not guessed at its pace
+    assert "and 1 jobs of a kind not yet timed" in said[1] and "not yet timed" not in said[-1]
+    run = tiny_run(tmp_path, **{"train.steps": 20, "train.log_every": 2})
     Trainer(run, tmp_path / "run", progress=False).fit()
-    assert "step 2 of 6: about " in capsys.readouterr().err
+    paced = [line for line in capsys.readouterr().err.splitlines() if " left at this pace" in line]
+    assert [line.split(":")[0] for line in paced] == [f"step {s} of 20" for s in (2, 4, 6, 8, 10, 12, 14, 16, 18)]
 
 
 def test_compare_keeps_splits_and_corpora_apart(tmp_path):
@@ -289,3 +292,19 @@ def test_compare_leaves_out_saved_rows_of_the_wrong_types_and_says_so(tmp_path, 
     assert [r[1] for r in rows] == ["0"]
     said = messages()
     assert sum("does not hold the right types" in m for m in said) == 6 and any("line 4" in m for m in said)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "RUN", "--memory-dtype", "int8", "--memory-dtype", "int4"],
+        ["train", "--preset", "tiny", "--sinks", "sinks=2", "--sinks", "sinks=4"],
+        ["budget", "--range", "range=4", "--range", "range=8"],
+        ["train", "--preset", "tiny", "--compress", "compress=4/2:mean", "--compress", "0"],
+    ],
+)
+def test_a_plan_flag_given_twice_is_refused_not_half_dropped(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "given twice" in err and argv[-1] in err and len(err.strip().splitlines()) == 1

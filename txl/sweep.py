@@ -278,12 +278,15 @@ class _Pace:
         self.spent.setdefault(self.kind(job), []).append(seconds)
 
     def tag(self, pending: list[Job]) -> str:
-        """', 3 min 10 s elapsed, about 12 min left' (nothing before the first job has finished)."""
+        """', 3 min 10 s elapsed, about 12 min left': each pending job at the mean time of its kind so far (train,
+        adapt, eval), and those of a kind not yet timed counted, not guessed (nothing before the first job ends)."""
         if not self.spent:
             return ""
-        overall = statistics.fmean(t for times in self.spent.values() for t in times)
-        left = sum(statistics.fmean(self.spent.get(self.kind(j), [overall])) for j in pending)
-        return f", {clock(time.time() - self.started)} elapsed, about {clock(left)} left"
+        timed = [j for j in pending if self.kind(j) in self.spent]
+        left = sum(statistics.fmean(self.spent[self.kind(j)]) for j in timed)
+        untimed = len(pending) - len(timed)
+        more = f" and {untimed} jobs of a kind not yet timed" if untimed else ""
+        return f", {clock(time.time() - self.started)} elapsed, about {clock(left)} left{more}"
 
 
 class NotTrained(TxlError):

@@ -153,6 +153,7 @@ class Trainer:
         if self.step == 0:
             self.folder.log(budget_row(self.run, self.dist.world, self.precision), "budget")
         bar = progress_bar(tc.steps, self.step) if self.progress and self.dist.main else None
+        self._paced_from, self._next_pace = (time.time(), self.step), 0  # the pace of steps, not of setting up
         segments = self.stream.forever(self.epoch, self.index)
         last_row: dict = {}
         try:
@@ -334,8 +335,9 @@ class Trainer:
         self.folder.log(row, "train")
         if bar is not None:
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
-        elif not getattr(self, "_foretold", False) and self.step < tc.steps:  # once, without a bar to show it
-            self._foretold = True
-            self._say(pace(self.step, tc.steps, interval.seconds() / max(interval.steps, 1)))
+        elif self.step < tc.steps and self.step >= self._next_pace:  # each tenth of the run, without a bar
+            self._next_pace = self.step + max(1, tc.steps // 10)
+            since, at = self._paced_from
+            self._say(pace(self.step, tc.steps, (time.time() - since) / max(self.step - at, 1)))
         interval.reset()
         return row

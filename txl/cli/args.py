@@ -41,6 +41,20 @@ def say(args: argparse.Namespace, text: str) -> None:
     print(text, file=sys.stderr if fmt in ("csv", "latex") else sys.stdout)
 
 
+class Once(argparse.Action):
+    """A plan flag given once: a second value is refused in one line rather than silently replacing the first (a
+    plan already says what each layer does; only --memory of txl eval takes several, to compare)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = getattr(namespace, self.dest, None)
+        if before is not None and before != values:
+            parser.error(
+                f"{option_string} given twice ({before!r} and {values!r}); give it once: one plan says what every "
+                "layer does (e.g. 'A@first:2,B')"
+            )
+        setattr(namespace, self.dest, values)
+
+
 def int_list(text: str) -> list[int]:
     """An argparse type: comma-separated whole numbers >= 1."""
     try:
@@ -72,19 +86,24 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--range",
         dest="attn_range",
+        action=Once,
         metavar="PLAN",
         help="attention range per layer, e.g. 'range=128@first:12' (default unlimited)",
     )
     g.add_argument(
-        "--attn", metavar="PLAN", help="attention variant per layer, e.g. 'attn=las@first:6,xl' (default xl)"
+        "--attn",
+        action=Once,
+        metavar="PLAN",
+        help="attention variant per layer, e.g. 'attn=las@first:6,xl' (default xl)",
     )
     g.add_argument(
         "--memory-dtype",
+        action=Once,
         metavar="PLAN",
         help="how each layer stores its memory: fp32 bf16 fp16 fp8 int8 int4, e.g. 'dtype=int8@first:4,fp32'",
     )
-    g.add_argument("--sinks", metavar="PLAN", help=SINKS_HELP)
-    g.add_argument("--compress", metavar="PLAN", help=COMPRESS_HELP)
+    g.add_argument("--sinks", action=Once, metavar="PLAN", help=SINKS_HELP)
+    g.add_argument("--compress", action=Once, metavar="PLAN", help=COMPRESS_HELP)
     add_overrides(g)
 
 

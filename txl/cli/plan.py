@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from txl.cli.args import command, say
+from txl.cli.args import Once, command, say
 from txl.errors import TxlError
 from txl.scales import SCALES
 
@@ -59,6 +59,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--memory-dtype",
+        action=Once,
         metavar="PLAN",
         help="how every plan (searched and Rae & Razavi's) stores its memory, e.g. int8: with --budget-mib the "
         "search then spends the bytes at that precision (fp32 bf16 fp16 fp8 int8 int4, per layer)",
