@@ -176,3 +176,17 @@ def test_the_command_a_sweep_records_reproduces_its_rows(tmp_path, capsys):
 
 def _results(tmp_path):
     return results_path(tmp_path / "r", get_experiment("quickstart", "tiny"))
+
+
+@pytest.mark.slow
+def test_txl_run_takes_a_vocabulary_size_and_keeps_each_in_a_folder_of_its_own(tmp_path, capsys):
+    text = tmp_path / "words.txt"
+    _text(text, 0, "abc ")  # words of a, b and c: many distinct ones
+    for size in (30, 60):
+        assert main(_run(tmp_path, "--corpus", str(text), "--tokenizer", "words", "--vocab-size", str(size))) == 0
+    folders = sorted(p.name for p in (tmp_path / "r" / "quickstart").iterdir())
+    assert [f.rsplit("-", 1)[-1] for f in folders] == ["v30", "v60"]
+    vocab = [_trained(tmp_path, folder=f)[0]["data"]["vocab_size"] for f in folders]
+    assert vocab[0] < vocab[1]
+    command = open(_trained(tmp_path, folder=folders[1])[0]["run_dir"] + "/command.txt").read()
+    assert "--tokenizer words --vocab-size 60" in command

@@ -68,7 +68,7 @@ def test_report_names_the_results_a_corpus_run_made(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "txl report quickstart --scale tiny --corpus /texts/novel.txt" in err and len(err.strip().splitlines()) == 1
     assert main(["report", "quickstart", "--scale", "small", "--results", str(tmp_path), "--no-plot"]) == 2
-    assert "run 'txl run quickstart --scale small' first" in capsys.readouterr().err
+    assert f"run 'txl run quickstart --scale small --results {tmp_path}' first" in capsys.readouterr().err
 
 
 def test_a_stopped_sweep_says_to_run_the_sweep_again(tmp_path, monkeypatch):

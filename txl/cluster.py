@@ -107,6 +107,7 @@ class Sweep:
     setup: Callable[[], None] | None = None
     launcher: tuple[str, ...] = ()  # the launcher flags as given (--launcher slurm --partition ...), for hints
     test: bool = False
+    vocab_size: int | None = None
 
     def command(self, launcher: bool = True) -> str:
         """The txl run command that gives this sweep's rows (done jobs are skipped, the others run or resume):
@@ -114,6 +115,7 @@ class Sweep:
         parts = ["txl", "run", self.name, "--scale", self.scale, "--results", self.root]
         parts += ["--corpus", self.corpus] if self.corpus else []
         parts += ["--tokenizer", self.tokenizer] if self.tokenizer else []
+        parts += ["--vocab-size", str(self.vocab_size)] if self.vocab_size else []
         if self.seeds is not None:  # txl run --seeds N gives 0..N-1
             parts += ["--seeds", str(len(self.seeds))]
         for o in self.overrides:
@@ -125,12 +127,13 @@ class Sweep:
         """The txl status command that shows this sweep's jobs."""
         parts = ["txl", "status", self.name, "--scale", self.scale, "--results", self.root]
         parts += ["--corpus", self.corpus] if self.corpus else []
-        return shlex.join(parts + (["--tokenizer", self.tokenizer] if self.tokenizer else []))
+        parts += ["--tokenizer", self.tokenizer] if self.tokenizer else []
+        return shlex.join(parts + (["--vocab-size", str(self.vocab_size)] if self.vocab_size else []))
 
     def experiment(self) -> Experiment:
         if self.setup is not None:
             self.setup()
-        exp = retarget(get_experiment(self.name, self.scale), self.corpus, self.tokenizer)
+        exp = retarget(get_experiment(self.name, self.scale), self.corpus, self.tokenizer, self.vocab_size)
         if self.seeds is not None:
             exp.seeds = list(self.seeds)
         if self.overrides:

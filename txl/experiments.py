@@ -194,10 +194,17 @@ def results_path(root: Path, exp: Experiment) -> Path:
     return root / exp.folder / "results.jsonl"
 
 
-def retarget(exp: Experiment, corpus: str | None = None, tokenizer: str | None = None) -> Experiment:
-    """The experiment on other data: its base reads `corpus` with `tokenizer`, and its results and runs go to
-    NAME/SCALE-on-TAG, so results on two corpora (or tokenizers) never share a results file."""
+def retarget(
+    exp: Experiment, corpus: str | None = None, tokenizer: str | None = None, vocab_size: int | None = None
+) -> Experiment:
+    """The experiment on other data: its base reads `corpus` with `tokenizer` (of `vocab_size` pieces or words),
+    and its results and runs go to NAME/SCALE-on-TAG, so results on two corpora (or tokenizers, or vocabularies)
+    never share a results file."""
     data = exp.base.data
+    if vocab_size is not None and vocab_size != data.vocab_size:
+        data.vocab_size = vocab_size
+    else:
+        vocab_size = None
     if corpus is not None and corpus != data.corpus:
         data.corpus = corpus
     else:
@@ -214,6 +221,8 @@ def retarget(exp: Experiment, corpus: str | None = None, tokenizer: str | None =
         )
     if tokenizer is not None:
         parts.append(Path(tokenizer).stem)
+    if vocab_size is not None:
+        parts.append(f"v{vocab_size}")
     exp.data_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")
     return exp
 

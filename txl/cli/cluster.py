@@ -75,6 +75,7 @@ def sweep(args: argparse.Namespace, overrides: list[str], seeds: list[int] | Non
         setup=load_definitions,
         launcher=tuple(launcher_flags(args)),
         test=bool(getattr(args, "test", False)),
+        vocab_size=getattr(args, "vocab_size", None),
     )
 
 
@@ -103,6 +104,7 @@ def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--corpus", help="as given to txl run")
     p.add_argument("--tokenizer", help="as given to txl run")
+    p.add_argument("--vocab-size", type=int, help="as given to txl run")
 
 
 @command(

@@ -45,6 +45,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokenizer", help="read the corpus with this tokenizer (auto, bytes, chars, words, sentencepiece, or a file)"
     )
+    p.add_argument(
+        "--vocab-size", type=int, help="sentencepiece pieces, or the most frequent words to keep (a folder of its own)"
+    )
     p.add_argument("--steps", type=int, help="training steps per run")
     p.add_argument(
         "--seeds",
@@ -78,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from txl.sweep import run_experiment
 
     load_definitions()
-    exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
+    exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer, args.vocab_size)
     if args.seeds is not None:
         if not 1 <= args.seeds <= MAX_SEEDS:
             raise TxlError(f"--seeds must be in 1..{MAX_SEEDS} (each seed trains every variant), got {args.seeds}")

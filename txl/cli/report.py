@@ -17,6 +17,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--corpus", help="the results of a run with --corpus (as given to txl run)")
     p.add_argument("--tokenizer", help="the results of a run with --tokenizer (as given to txl run)")
+    p.add_argument("--vocab-size", type=int, help="the results of a run with --vocab-size (as given to txl run)")
     p.add_argument(
         "--x-axis",
         choices=[
@@ -104,7 +105,9 @@ def _where_else(root: Path, exp, args: argparse.Namespace) -> str:
 
     found = other_results(root, exp)
     if not found:
-        return f"run 'txl run {args.name} --scale {args.scale}' first"
+        from txl.cli.cluster import sweep
+
+        return f"run '{sweep(args, [], None).command()}' first"
     shown = ", ".join(f"'txl report {args.name} --scale {args.scale} {flags}'" for flags in found[:3])
     return f"this experiment has results on other data: {shown}"
 
@@ -115,7 +118,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from txl.results import read_results
 
     load_definitions()
-    exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer)
+    exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer, args.vocab_size)
     path = results_path(Path(args.results), exp)
     rows = [r for r in read_results(path) if r.scale == args.scale]
     if not rows and path.exists() and path.stat().st_size > 0:
