@@ -209,3 +209,17 @@ def test_the_whole_of_another_text_is_scored_whole(trained, tmp_path, capsys):
     assert main([*argv, "--max-segments", "100000"]) == 0
     result = json.loads(capsys.readouterr().out)["results"][0]
     assert result["tokens"] > 250_000
+
+
+def test_an_edited_config_json_beside_the_checkpoint_is_named_not_silently_ignored(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, symlinks=True)
+    argv = ["eval", str(run), "--no-progress", "--max-segments", "2"]
+    assert main(argv) == 0 and "differs" not in capsys.readouterr().err
+    _edit(run / "config.json", 0, mem_len=3)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"{run / 'config.json'} differs from the checkpoint's own config" in err
+    assert "model.layers.0.mem_len: 3 -> 16" in err and "is used" in err

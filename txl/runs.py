@@ -413,4 +413,19 @@ def load_trained(path: str | Path, device: str = "auto", which: str = "last") ->
             if attempt == 4:
                 raise TxlError(f"the checkpoint at {path} kept changing while it was read; try again") from None
     model.to(pick_device(device))
+    _say_edited(run_root(folder) / "config.json", run)
     return Trained(model.eval(), run, folder, Path(path))
+
+
+def _say_edited(path: Path, run: RunConfig) -> None:
+    """A run folder's config.json is the one a person reads and edits, but the model is its checkpoint's: say so
+    when the two differ (beyond what a resume changes), naming the fields, rather than ignore the edit unsaid."""
+    try:
+        edited = [d for d in resume_changes(load_config(path), run) if not d.startswith("train.init_from")]
+    except (TxlError, OSError, ValueError) as e:
+        edited = [f"it cannot be read ({str(e)[:80]})"] if path.exists() else []
+    if edited:
+        log.warning(
+            f"{path} differs from the checkpoint's own config (file -> checkpoint: {'; '.join(edited[:3])}"
+            f"{'; ...' if len(edited) > 3 else ''}): the checkpoint's is the model's, and is used"
+        )
