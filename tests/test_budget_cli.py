@@ -104,3 +104,32 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "budget" in capsys.readouterr().out
+
+
+def test_the_budget_a_run_logs_is_per_sequence_like_every_table_with_the_batch_beside_it():
+    from txl.budget import budget
+    from txl.presets import get_preset
+    from txl.train_log import budget_row
+
+    run = get_preset("tiny")
+    row = budget_row(run, 2, "fp32")
+    one = budget(run.model, run.train.tgt_len)
+    assert row["memory_mib"] == one.bytes / 2**20 and row["cached_positions"] == one.cached_positions
+    assert row["memory_mib_batch"] == row["memory_mib"] * run.train.batch_size * 2
+
+
+def test_budget_takes_a_run_folder_shows_bytes_and_says_where_evaluation_reaches(tmp_path, capsys):
+    from txl.config import save_config
+    from txl.presets import get_preset
+
+    run = get_preset("tiny")
+    run.train.tgt_len, run.eval.tgt_len = 16, 8
+    (tmp_path / "run").mkdir()
+    save_config(run, tmp_path / "run" / "config.json")
+    assert main(["budget", "--config", str(tmp_path / "run"), "--memory", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "MiB" in out and "  bytes  " in out and " 0.0 MiB" not in out
+    assert "cached positions 8 per sequence, 1.0 KiB (1,024 bytes) at float32" in out  # 2 layers x 4 x d 32 x 4
+    assert "over the training segment (16); txl eval scores segments of 8 (eval.tgt_len), where it is" in out
+    assert main(["budget", "--config", str(tmp_path), "--memory", "4"]) == 2
+    assert "a folder without a config.json" in capsys.readouterr().err

@@ -230,59 +230,41 @@ def _mib(n: int) -> float:
     return n / 2**20
 
 
-def _reach(b: Budget) -> str:
+def reach_text(b: Budget) -> str:
+    """The receptive field as 'guaranteed..largest' tokens ('inf' for unbounded)."""
     lo, hi = b.receptive_field
     fmt = lambda v: "inf" if v == float("inf") else f"{int(v):,}"  # noqa: E731
     return fmt(lo) if lo == hi else f"{fmt(lo)}..{fmt(hi)}"
 
 
+def size_text(n: float) -> str:
+    """Bytes in the unit that shows them: '512 bytes', '12.5 KiB', '3.2 MiB', '1.5 GiB' (never '0.0 MiB')."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{int(n):,} bytes"
+
+
 def layer_table(b: Budget, markdown: bool = False) -> str:
-    """One row per layer and a total row."""
-    rows = [
-        [
-            layer.index,
-            layer.attn,
-            layer.mem_len,
-            "inf" if layer.attn_range is None else layer.attn_range,
-            layer.cached_positions,
-            _mib(layer.bytes),
-            layer.keys_per_query,
-            layer.attn_flops_per_token / 1e6,
-        ]
-        for layer in b.layers
+    """One row per layer and a total row; a column for compressed memory, sinks and stored dtypes where a layer
+    has them. Each column is (header, a layer's value, the total's)."""
+    columns = [
+        ("layer", lambda layer: layer.index, "total"),
+        ("attn", lambda layer: layer.attn, ""),
+        ("mem_len", lambda layer: layer.mem_len, ""),
+        *([("compressed", lambda layer: layer.compress, "")] if _compressed(b) else []),
+        ("range", lambda layer: "inf" if layer.attn_range is None else layer.attn_range, ""),
+        *([("sinks", lambda layer: layer.sinks, sum(layer.sinks for layer in b.layers))] if _sinks(b) else []),
+        ("cached", lambda layer: layer.cached_positions, b.cached_positions),
+        *([("stored as", lambda layer: layer.mem_dtype, "")] if _quantized(b) else []),
+        (f"MiB ({b.dtype}, batch {b.batch})", lambda layer: _mib(layer.bytes), _mib(b.bytes)),
+        ("bytes", lambda layer: layer.bytes, b.bytes),
+        ("keys/query", lambda layer: layer.keys_per_query, None),
+        ("attn MFLOP/token", lambda layer: layer.attn_flops_per_token / 1e6, b.attn_flops_per_token / 1e6),
     ]
-    rows.append(["total", "", "", "", b.cached_positions, _mib(b.bytes), None, b.attn_flops_per_token / 1e6])
-    if _compressed(b):  # the compressed memory beside the raw memory
-        rows = [[*r[:3], layer.compress, *r[3:]] for r, layer in zip(rows, b.layers)] + [
-            [*rows[-1][:3], "", *rows[-1][3:]]
-        ]
-    if _sinks(b):  # how many of the cached positions are sinks
-        at = 5 if _compressed(b) else 4
-        rows = [[*r[:at], layer.sinks, *r[at:]] for r, layer in zip(rows, b.layers)] + [
-            [*rows[-1][:at], sum(layer.sinks for layer in b.layers), *rows[-1][at:]]
-        ]
-    if _quantized(b):  # the stored dtype beside the bytes, when a layer stores fewer than the model's
-        at = 5 + bool(_sinks(b)) + _compressed(b)
-        rows = [[*r[:at], layer.mem_dtype, *r[at:]] for r, layer in zip(rows, b.layers)] + [
-            [*rows[-1][:at], "", *rows[-1][at:]]
-        ]
-    headers = [
-        "layer",
-        "attn",
-        "mem_len",
-        "range",
-        "cached",
-        f"MiB ({b.dtype}, batch {b.batch})",
-        "keys/query",
-        "attn MFLOP/token",
-    ]
-    if _compressed(b):
-        headers.insert(3, "compressed")
-    if _sinks(b):
-        headers.insert(4 + _compressed(b), "sinks")
-    if _quantized(b):
-        headers.insert(5 + bool(_sinks(b)) + _compressed(b), "stored as")
-    return format_table(headers, rows, markdown)
+    rows = [[value(layer) for _, value, _ in columns] for layer in b.layers]
+    rows.append([total for _, _, total in columns])
+    return format_table([header for header, _, _ in columns], rows, markdown)
 
 
 def _quantized(b: Budget) -> bool:
@@ -306,10 +288,10 @@ def summary_lines(b: Budget) -> str:
             + (f"   sinks {b.plan['sinks']}" if _sinks(b) else "")
             + (f"   compressed {b.plan['compress']}" if _compressed(b) else ""),
             f"cached positions {b.cached_positions:,} per sequence, "
-            f"{_mib(b.bytes):,.1f} MiB at {b.dtype} x batch {b.batch}",
+            f"{size_text(b.bytes)}{f' ({b.bytes:,} bytes)' if b.bytes >= 1024 else ''} at {b.dtype} x batch {b.batch}",
             f"long-range       {b.long_range_positions:,} positions in {b.long_range_layers} layers "
             "at the longest memory",
-            f"receptive field  {_reach(b)} tokens (guaranteed..largest over a segment of {b.tgt_len})"
+            f"receptive field  {reach_text(b)} tokens (guaranteed..largest over a segment of {b.tgt_len})"
             + (f", and the stream's first {_sinks(b)} through sinks" if _sinks(b) else ""),
             f"attention        {b.attn_flops_per_token / 1e6:,.2f} MFLOP/token forward (scores and mixing)",
             f"dense            {b.dense_flops_per_token / 1e6:,.2f} MFLOP/token forward "
@@ -324,58 +306,41 @@ def step_lines(cfg: ModelConfig, b: Budget) -> str:
     lines = []
     for training in (True, False):
         parts = step_bytes(cfg, b, training)
-        detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)
+        detail = ", ".join(f"{k} {size_text(v)}" for k, v in parts.items() if v)
         lines.append(
-            f"{'training' if training else 'evaluation':<16} about {_gib(sum(parts.values()))} per step "
+            f"{'training' if training else 'evaluation':<16} about {size_text(sum(parts.values()))} per step "
             f"at batch {b.batch} ({detail})"
         )
     return "\n".join(lines)
 
 
 def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
-    """One row per plan, with cached and long-range memory relative to the first plan."""
+    """One row per plan, with cached and long-range memory relative to the first plan; a column for compressed
+    memory, sinks and stored dtypes where a plan has them. Each column is (header, a plan's value)."""
     base = budgets[0]
-    rows = []
-    for b in budgets:
-        rows.append(
-            [
-                b.label,
-                b.plan["range"],
-                b.cached_positions,
-                b.long_range_positions,
-                f"{base.long_range_positions / b.long_range_positions:.1f}x" if b.long_range_positions else "-",
-                f"{base.cached_positions / b.cached_positions:.1f}x" if b.cached_positions else "-",
-                _mib(b.bytes),
-                b.attn_flops_per_token / 1e6,
-                _reach(b),
-            ]
-        )
-        if any(_quantized(x) for x in budgets):  # stored in fewer bytes: the dtypes, and bytes against the first
-            rows[-1][2:2] = [b.plan.get("dtype", "fp32")]
-            rows[-1][8:8] = [f"{base.bytes / b.bytes:.1f}x" if b.bytes else "-"]
-        if any(_sinks(x) for x in budgets):
-            rows[-1][2:2] = [b.plan.get("sinks", "0")]
-        if any(_compressed(x) for x in budgets):
-            rows[-1][2:2] = [b.plan.get("compress", "0")]
-    headers = [
-        "memory",
-        "range",
-        "cached",
-        "long-range",
-        "long-range smaller",
-        "cached smaller",
-        "MiB",
-        "attn MFLOP/token",
-        "receptive field",
+    quantized = any(_quantized(x) for x in budgets)
+
+    def smaller(a: float, b: float) -> str:
+        return f"{a / b:.1f}x" if b else "-"
+
+    columns = [
+        ("memory", lambda b: b.label),
+        ("range", lambda b: b.plan["range"]),
+        *([("compressed", lambda b: b.plan.get("compress", "0"))] if any(_compressed(x) for x in budgets) else []),
+        *([("sinks", lambda b: b.plan.get("sinks", "0"))] if any(_sinks(x) for x in budgets) else []),
+        *([("stored as", lambda b: b.plan.get("dtype", "fp32"))] if quantized else []),
+        ("cached", lambda b: b.cached_positions),
+        ("long-range", lambda b: b.long_range_positions),
+        ("long-range smaller", lambda b: smaller(base.long_range_positions, b.long_range_positions)),
+        ("cached smaller", lambda b: smaller(base.cached_positions, b.cached_positions)),
+        ("MiB", lambda b: _mib(b.bytes)),
+        ("bytes", lambda b: b.bytes),
+        *([("bytes smaller", lambda b: smaller(base.bytes, b.bytes))] if quantized else []),
+        ("attn MFLOP/token", lambda b: b.attn_flops_per_token / 1e6),
+        ("receptive field", reach_text),
     ]
-    if any(_quantized(x) for x in budgets):
-        headers[2:2] = ["stored as"]
-        headers[8:8] = ["bytes smaller"]
-    if any(_sinks(x) for x in budgets):
-        headers[2:2] = ["sinks"]
-    if any(_compressed(x) for x in budgets):
-        headers[2:2] = ["compressed"]
-    return format_table(headers, rows, markdown)
+    rows = [[value(b) for _, value in columns] for b in budgets]
+    return format_table([header for header, _ in columns], rows, markdown)
 
 
 def budgets_text(budgets: list[Budget], markdown: bool = False, cfgs: list[ModelConfig] | None = None) -> str:

@@ -75,7 +75,7 @@ def add_overrides(p, help: str = "e.g. model.layers.3.mem_len=512 (repeatable)")
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (flags override --config; --set overrides both)")
-    g.add_argument("--config", metavar="FILE", help="a JSON run or model config to start from")
+    g.add_argument("--config", metavar="FILE", help="a JSON run or model config, or a run folder, to start from")
     g.add_argument("--layers", type=int, metavar="N", help="number of layers")
     g.add_argument("--d-model", type=int, metavar="D")
     g.add_argument("--n-head", type=int, metavar="H")
@@ -136,12 +136,23 @@ def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_w
     return apply_plans(cfg, memory=memory, **plans)
 
 
+def config_file(path: str) -> str:
+    """--config: a JSON file, or a run folder (its config.json)."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        if not (Path(path) / "config.json").is_file():
+            raise TxlError(f"--config {path} is a folder without a config.json; give a run folder or a JSON file")
+        return str(Path(path) / "config.json")
+    return path
+
+
 def model_config_from_args(args: argparse.Namespace, memory: str | None):
     """The model config a command's flags describe, checked."""
     from txl.config import RunConfig, apply_overrides, load_config
     from txl.plans import check_model
 
-    run = load_config(args.config) if args.config else RunConfig()
+    run = load_config(config_file(args.config)) if args.config else RunConfig()
     run.model = apply_model_flags(run.model, args, memory, fresh_widths=not args.config)
     apply_overrides(run, args.overrides)
     return check_model(run.model)
@@ -194,7 +205,7 @@ def run_config_from_args(args: argparse.Namespace, base=None):
     if base is not None:
         run = base
     else:
-        run = load_config(args.config) if args.config else get_preset(args.preset or "small")
+        run = load_config(config_file(args.config)) if args.config else get_preset(args.preset or "small")
     run.model = apply_model_flags(run.model, args, args.memory, fresh_widths=False)
     for flag, section, name in (
         ("corpus", "data", "corpus"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from txl.cli.args import add_model_args, command, model_config_from_args
+from txl.cli.args import add_model_args, command, config_file, model_config_from_args
 from txl.errors import TxlError
 
 
@@ -27,13 +27,14 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
-def _run_tgt_len(config: str | None) -> int | None:
-    """The segment length a run config trains with (a model config alone gives the default, 512)."""
+def _run_lengths(config: str | None) -> tuple[int, int] | None:
+    """The segment lengths a run config trains and evaluates with (a model config alone: None, then 512)."""
     if not config:
         return None
     from txl.config import load_config
 
-    return load_config(config).train.tgt_len
+    run = load_config(config_file(config))
+    return run.train.tgt_len, run.eval.tgt_len or run.train.tgt_len
 
 
 @command(
@@ -42,10 +43,12 @@ def _run_tgt_len(config: str | None) -> int | None:
     _budget_args,
 )
 def cmd_budget(args: argparse.Namespace) -> int:
-    from txl.budget import budget, budgets_text, step_bytes
+    from txl.budget import budget, budgets_text, reach_text, step_bytes
 
+    lengths = _run_lengths(args.config)
+    evaluated = lengths[1] if lengths and args.tgt_len is None and lengths[1] != lengths[0] else None
     if args.tgt_len is None:  # a run's config says how long its segments are
-        args.tgt_len = _run_tgt_len(args.config) or 512
+        args.tgt_len = lengths[0] if lengths else 512
     if args.tgt_len < 1 or args.batch < 1:
         raise TxlError("--tgt-len and --batch must be >= 1")
     plans = args.memory or [None]
@@ -62,4 +65,10 @@ def cmd_budget(args: argparse.Namespace) -> int:
         print(json.dumps(out if len(out) > 1 else out[0], indent=2))
     else:
         print(budgets_text(budgets, args.markdown, cfgs))
+    for b, cfg in zip(budgets, cfgs if evaluated else []):  # txl eval scores another segment: its reach differs
+        at_eval = budget(cfg, evaluated, args.batch, args.dtype, b.label)
+        print(
+            f"{b.label}: the receptive field above is over the training segment ({args.tgt_len}); txl eval scores "
+            f"segments of {evaluated} (eval.tgt_len), where it is {reach_text(at_eval)} tokens"
+        )
     return 0
