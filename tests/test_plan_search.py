@@ -281,8 +281,10 @@ def test_a_joint_search_chooses_each_layers_length_and_more_within_the_bytes(fla
     assert main([*argv, "--refine", "3", "--max-segments", "4", *flags]) == 0
     out = capsys.readouterr().out
     [path] = (tmp_path / "run" / "analysis").glob("plan-0.0015MiB-*.json")
+    assert path.name in ("plan-0.0015MiB-fp32-int8-int4.json", "plan-0.0015MiB-0-2-0-4_2_mean.json")  # 4/2 not 42
     record = read_search(path)
     assert all(f"{name.replace('_', ' ')} chosen from" in record["title"] for name in chosen)
+    assert "(each layer at the precision it stores)" in record["title"] and "(float32)" not in record["title"]
     # the sensitivities tried each layer at each value of each choice
     assert all(len({p["chosen"][name] for p in record["plans"]}) > 1 for name in chosen)
     for p in record["plans"]:  # every plan's cost is the budget of its lengths and choices

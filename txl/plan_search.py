@@ -37,7 +37,10 @@ from txl.stats import Interval, bootstrap_difference
 
 log = logging.getLogger(__name__)
 
-UNITS = {"positions": "cached positions per sequence", "mib": "MiB of cache per sequence (float32)"}
+UNITS = {
+    "positions": "cached positions per sequence",
+    "mib": "MiB of cache per sequence (each layer at the precision it stores)",
+}
 
 
 @dataclass

@@ -31,7 +31,12 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="RUN", help="a run folder or a checkpoint folder")
     b = p.add_mutually_exclusive_group(required=True)
     b.add_argument("--budget", type=int, metavar="POSITIONS", help="cached positions per sequence, summed over layers")
-    b.add_argument("--budget-mib", type=float, metavar="MIB", help="MiB of cache per sequence (float32)")
+    b.add_argument(
+        "--budget-mib",
+        type=float,
+        metavar="MIB",
+        help="MiB of cache per sequence, each layer at the precision it stores (fp32 unless --memory-dtype, --dtypes)",
+    )
     b.add_argument(
         "--budget-of",
         metavar="PLAN",
@@ -161,7 +166,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"({search.trained.result.tokens:,} tokens per plan)"
     )
     tag = "-" + re.sub(r"[^A-Za-z0-9]+", "-", args.memory_dtype).strip("-") if args.memory_dtype else ""
-    tag += "".join("-" + "-".join(re.sub(r"[^A-Za-z0-9]+", "", str(v)) for v in values) for values in grids.values())
+    tag += "".join(  # '16/4:mean' as 16_4_mean: values stay apart in the file name
+        "-" + "-".join(re.sub(r"[^A-Za-z0-9]+", "_", str(v)).strip("_") for v in values) for values in grids.values()
+    )
     stem = write_search(search, Path(args.out) if args.out else trained.root / "analysis", title, metric, tag)
     _print_search(args, trained, spec, search, stem, title, metric, time.time() - start)
     if args.append:
