@@ -218,3 +218,16 @@ def test_sinks_get_a_column_beside_the_memory_dtypes(tmp_path):
     assert header.index("stored as") < header.index("sinks")
     assert by["window+sinks"][2:4] == ["2xint8", "2x4"] and by["window"][2:4] == ["fp32", "0"]
     assert report["csv"].splitlines()[0].split(",")[6:8] == ["stored_as", "sinks"]
+
+
+def test_numbers_that_differ_or_are_not_zero_are_printed_so():
+    from txl.report import _interval_text
+    from txl.stats import Interval
+    from txl.table import format_table
+
+    tiny = Interval(-0.00003, -0.00004, -0.00002, 3, "paired seeds")
+    assert _interval_text(tiny, signed=True) == "-0.00003 [-0.00004, -0.00002]"  # not -0.0000 [-0.0000, -0.0000]
+    assert _interval_text(Interval(2.3153, 2.30001, 2.3305, 3, "t")) == "2.3153 [2.3000, 2.3305]"
+    # two plans whose bpb differ in the fourth decimal are not shown as equal; a column that needs 3 keeps 3
+    table = format_table(["plan", "bpb", "MiB"], [["a", 2.4561, 0.5], ["b", 2.4564, 0.25]])
+    assert "2.4561" in table and "2.4564" in table and "0.500" in table and "0.250" in table

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from txl.errors import TxlError
-from txl.io import atomic_write_text, pyplot, read_jsonl, save_figure
+from txl.io import atomic_write_text, pyplot, read_jsonl, save_figure, shown
 from txl.table import render_table, whole
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def plot_lines(rows: list[list]) -> list[tuple[str, str, list[tuple]]]:
     for run, corpus, split in keys:
         points = sorted((r[4], r[6]) for r in rows if (r[0], r[2], r[3]) == (run, corpus, split) and r[4] is not None)
         if points:
-            out.append((f"{run} ({split}, {corpus})" if several else run, split, points))
+            out.append((f"{shown(run)} ({split}, {corpus})" if several else shown(run), split, points))
     return out
 
 

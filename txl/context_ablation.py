@@ -13,7 +13,7 @@ import torch
 from txl.data import Corpus
 from txl.errors import TxlError
 from txl.evaluate import EvalSpec, autocast
-from txl.io import pyplot, save_figure
+from txl.io import pyplot, save_figure, shown
 from txl.model import TransformerXL
 from txl.table import render_table
 
@@ -196,7 +196,7 @@ def plot_context(curves: dict[str, list[dict]], path: Path, title: str) -> None:
                 marker="o",
                 color=f"C{n}",
                 markersize=3,
-                label=f"{name}: {condition}" if len(curves) > 1 or condition != "cut" else name,
+                label=f"{shown(name)}: {condition}" if len(curves) > 1 or condition != "cut" else shown(name),
             )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("usable context before the scored tokens (tokens; 0 drawn at 1/2)")

@@ -180,3 +180,13 @@ def read_jsonl(
         else:
             raise TxlError(f"{path} line {i + 1} {why}; remove or mend that line")
     return list(zip(lines_of, rows)) if numbered else rows
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as a figure or its title shows it: relative to the working folder when inside it, else its last two
+    parts, so a figure someone shares carries no absolute local path."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(Path(*p.parts[-2:]))

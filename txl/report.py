@@ -84,9 +84,15 @@ def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
 
 
 def _interval_text(i: Interval | None, signed: bool = False) -> str:
+    """'2.3153 [2.3001, 2.3305]', with more decimals where a number that is not zero would show as 0.0000 (a
+    difference 'beyond the noise' is never printed as -0.0000 [-0.0000, -0.0000])."""
     if i is None:
         return "-"
-    fmt = "{:+.4f}" if signed else "{:.4f}"
+    shown = [i.mean] if i.kind == "one seed" else [i.mean, i.lo, i.hi]
+    places = 4
+    while places < 8 and any(x != 0 and round(abs(x), places) == 0 for x in shown):
+        places += 1
+    fmt = ("{:+." if signed else "{:.") + f"{places}f}}"
     if i.kind == "one seed":
         return fmt.format(i.mean)
     return f"{fmt.format(i.mean)} [{fmt.format(i.lo)}, {fmt.format(i.hi)}]"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, decimals: int = 3) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -17,15 +17,26 @@ def _cell(value: Any) -> str:
             return "inf"
         if value != value:
             return "nan"
-        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+        return f"{value:,.{decimals}f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
 
 
+def _decimals(column: Sequence[Any], least: int = 3, most: int = 6) -> int:
+    """Decimals enough that a column's different numbers (under 1000) look different: 3, or up to 6 where two of
+    them differ only further down (two plans' bpb in the fourth decimal)."""
+    values = {v for v in column if isinstance(v, float) and math.isfinite(v) and abs(v) < 1000}
+    for d in range(least, most + 1):
+        if len({f"{v:.{d}f}" for v in values}) == len(values):
+            return d
+    return most
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False, title: str = "") -> str:
     """Columns of text: left-aligned labels, right-aligned numbers."""
-    cells = [[_cell(v) for v in row] for row in rows]
+    places = [_decimals([row[c] for row in rows]) for c in range(len(headers))]
+    cells = [[_cell(v, d) for v, d in zip(row, places)] for row in rows]
     numeric = [
         all(isinstance(row[c], (int, float)) or row[c] is None for row in rows) if rows else False
         for c in range(len(headers))

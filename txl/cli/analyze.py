@@ -11,6 +11,7 @@ from pathlib import Path
 
 from txl.cli.args import Parser, command, int_list, say
 from txl.errors import TxlError
+from txl.io import shown
 
 
 def _analyze_args(p: argparse.ArgumentParser) -> None:
@@ -86,7 +87,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     corpus = trained.corpus(spec, progress=not args.no_progress)
     result = attention_mass(trained.model, corpus, spec, progress=not args.no_progress)
     out = Path(args.out) if args.out else trained.root / "analysis"
-    where = f"{trained.folder} on {corpus.name}, {args.split} split ({result['tokens']:,} tokens)"
+    where = f"{shown(trained.folder)} on {corpus.name}, {args.split} split ({result['tokens']:,} tokens)"
     title = f"where each layer looks: {where}"
     atomic_write_json(out / "attention.json", {"title": title, **result})
     plot_attention(result, out / "attention.png", title)
@@ -172,7 +173,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     start = time.time()
     setup_log(logging.WARNING if args.no_progress else logging.INFO)  # each cut as it is evaluated
     base, rows = layer_sensitivity(trained.model, corpus, spec, args.short, not args.no_progress)
-    title = f"memory sensitivity of {trained.folder} on {corpus.name}, {args.split} split"
+    title = f"memory sensitivity of {shown(trained.folder)} on {corpus.name}, {args.split} split"
     files = write_sensitivity(base, rows, corpus, Path(args.out) if args.out else trained.root / "analysis", title)
     tb = Path(args.out) / "tb" if args.out else trained.root / "tb"  # nothing written in the run given --out
     files["tensorboard"] = image_to_tensorboard(files["png"], tb, "analysis/sensitivity")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from txl.cli.args import add_model_args, command, config_file, model_config_from_args
+from txl.cli.args import add_model_args, command
+from txl.cli.configs import config_file, model_config_from_args
 from txl.errors import TxlError
 
 
@@ -65,7 +66,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
         print(json.dumps(out if len(out) > 1 else out[0], indent=2))
     else:
         print(budgets_text(budgets, args.markdown, cfgs))
-    for b, cfg in zip(budgets, cfgs if evaluated else []):  # txl eval scores another segment: its reach differs
+    for b, cfg in zip(budgets, cfgs if evaluated and not args.json else []):  # txl eval's segment: another reach
         at_eval = budget(cfg, evaluated, args.batch, args.dtype, b.label)
         print(
             f"{b.label}: the receptive field above is over the training segment ({args.tgt_len}); txl eval scores "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from txl.cli.args import Parser, add_data_args, add_overrides, command, data_config_from_args
+from txl.cli.args import Parser, add_data_args, add_overrides, command
+from txl.cli.configs import data_config_from_args
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from txl.cli.args import Once, command, say
 from txl.errors import TxlError
+from txl.io import shown
 from txl.scales import SCALES
 
 
@@ -159,7 +160,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         trained.model, corpus, spec, limit, unit, args.lengths, args.confirm, args.refine, long, short, grids
     )
     title = (
-        f"memory plan search on {trained.folder}: budget {limit:g} {UNITS[unit]}"
+        f"memory plan search on {shown(trained.folder)}: budget {limit:g} {UNITS[unit]}"
         + (f", memory stored as {args.memory_dtype}" if args.memory_dtype else "")
         + "".join(f", {f.replace('_', ' ')} chosen from {','.join(map(str, v))}" for f, v in grids.items())
         + f", {corpus.name} {args.split} split "

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from txl.cli.args import add_model_args, command, run_config_from_args
+from txl.cli.args import add_model_args, command
+from txl.cli.configs import run_config_from_args
 from txl.errors import TxlError
 
 
