@@ -52,10 +52,10 @@ def test_bytes_round_trip():
 
 
 def test_chars_round_trip():
-    tok = CharTokenizer.build([SAMPLE])
+    tok = CharTokenizer.build([SAMPLE], unknown=False)  # a registered corpus's inventory: its characters alone
     assert tok.decode(tok.encode(SAMPLE)) == SAMPLE.decode()
     assert tok.vocab_size == len(set(SAMPLE.decode()))
-    with pytest.raises(TxlError, match="'Z' is not in the character vocabulary"):
+    with pytest.raises(TxlError, match="'Z' is not in this character vocabulary"):
         tok.encode(b"Z")
 
 
@@ -471,3 +471,25 @@ def test_a_damaged_cache_that_cannot_be_set_aside_is_an_error_not_verified(tmp_p
     with pytest.raises(TxlError, match="is damaged .* and cannot be set aside \\(Permission denied\\)"):
         load_corpus(cfg, progress=False, verify=True)
     assert "rebuilding" not in capsys.readouterr().err
+
+
+def test_a_character_vocabulary_of_a_users_text_reads_other_characters_as_unknown_and_counts_them(tmp_path):
+    from txl.data import load_corpus
+    from txl.data.tokenizers import UNKNOWN_CHAR
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("abc def\n" * 2000)
+    corpus = load_corpus(DataConfig(corpus=str(mine), tokenizer="chars", root=str(tmp_path / "d")), progress=False)
+    tok = corpus.tokenizer
+    assert tok.unk_id == tok.symbols.index(UNKNOWN_CHAR) and tok.vocab_size == len(set("abc def\n")) + 1
+    ids = tok.encode("a%b".encode())
+    assert list(ids) == [tok.encode(b"a")[0], tok.unk_id, tok.encode(b"b")[0]]
+    other = tmp_path / "other.txt"
+    other.write_text("ab % xyz\n" * 200)
+    data = DataConfig(corpus=str(other), tokenizer=str(tmp_path / "vocab.json"), root=str(tmp_path / "d"))
+    tok.save(tmp_path / "vocab.json")
+    scored = load_corpus(data, progress=False)
+    assert sum(scored.unknown.values()) == 4 * 200  # %, x, y, z: read as U+FFFD and counted
+    # a vocabulary without the symbol (a registered corpus's, or an earlier txl's) refuses them in one line
+    with pytest.raises(TxlError, match="no symbol for unknown characters"):
+        CharTokenizer(list("ab")).encode(b"a%")

@@ -266,7 +266,9 @@ def _make_tokenizer(raw: RawCorpus, kind: str, cfg: DataConfig, folder: Path, pr
     if kind == "bytes":
         return ByteTokenizer()
     if kind == "chars":
-        return CharTokenizer.build(raw.splits.values())  # the symbol inventory of all splits, as the original
+        # the symbol inventory of all splits, as the original; on a user's text also U+FFFD, what other text's
+        # characters it lacks are read as (a registered corpus such as text8 keeps its published inventory)
+        return CharTokenizer.build(raw.splits.values(), unknown=corpus_spec(cfg.corpus) is None)
     if kind == "words":
         return WordTokenizer.build(raw.splits["train"], min_freq=cfg.min_freq, max_size=cfg.vocab_size)
     if kind.endswith(".model"):

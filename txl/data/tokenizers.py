@@ -83,8 +83,13 @@ class ByteTokenizer(Tokenizer):
         return {"kind": self.kind}
 
 
+UNKNOWN_CHAR = "\ufffd"  # the replacement character: what a character vocabulary reads a character it lacks as
+
+
 class CharTokenizer(Tokenizer):
-    """One symbol per Unicode character of the corpus (text8-style)."""
+    """One symbol per Unicode character of the corpus (text8-style), and on a user's text U+FFFD for a character
+    the corpus lacks (a registered corpus's inventory, or one built before txl kept U+FFFD, has none: other text
+    with new characters is refused there)."""
 
     kind = "chars"
     unit = "char"
@@ -95,8 +100,9 @@ class CharTokenizer(Tokenizer):
         self._order = np.argsort(self._codes)
 
     @classmethod
-    def build(cls, texts: Iterable[bytes]) -> CharTokenizer:
-        seen: set[str] = set()
+    def build(cls, texts: Iterable[bytes], unknown: bool = True) -> CharTokenizer:
+        """Every character of `texts`, and (with `unknown`) U+FFFD for those other text has and they lack."""
+        seen: set[str] = {UNKNOWN_CHAR} if unknown else set()
         for data in texts:
             seen |= set(as_text(data))
         return cls(sorted(seen))
@@ -105,15 +111,25 @@ class CharTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return len(self.symbols)
 
+    @property
+    def unk_id(self) -> int | None:
+        return self.symbols.index(UNKNOWN_CHAR) if UNKNOWN_CHAR in self.symbols else None
+
     def encode(self, data: bytes) -> np.ndarray:
         codes = np.frombuffer(as_text(data).encode("utf-32-le"), dtype=np.uint32)
         sorted_codes = self._codes[self._order]
         pos = np.searchsorted(sorted_codes, codes).clip(0, len(sorted_codes) - 1)
         missing = sorted_codes[pos] != codes
+        ids = self._order[pos]
         if missing.any():
-            char = chr(int(codes[missing.argmax()]))
-            raise TxlError(f"character {char!r} is not in the character vocabulary; rebuild it from this text")
-        return self._order[pos].astype(smallest_dtype(self.vocab_size))
+            if self.unk_id is None:
+                char = chr(int(codes[missing.argmax()]))
+                raise TxlError(
+                    f"character {char!r} is not in this character vocabulary, which has no symbol for unknown "
+                    "characters (it was built before txl kept one); score text of its characters, or retrain"
+                )
+            ids = np.where(missing, self.unk_id, ids)  # counted as unknown, as a word vocabulary's <unk> is
+        return ids.astype(smallest_dtype(self.vocab_size))
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.symbols[int(i)] for i in ids)
