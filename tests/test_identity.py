@@ -188,5 +188,9 @@ def test_txl_run_takes_a_vocabulary_size_and_keeps_each_in_a_folder_of_its_own(t
     assert [f.rsplit("-", 1)[-1] for f in folders] == ["v30", "v60"]
     vocab = [_trained(tmp_path, folder=f)[0]["data"]["vocab_size"] for f in folders]
     assert vocab[0] < vocab[1]
-    command = open(_trained(tmp_path, folder=folders[1])[0]["run_dir"] + "/command.txt").read()
-    assert "--tokenizer words --vocab-size 60" in command
+    run = _trained(tmp_path, folder=folders[1])[0]["run_dir"]
+    assert "--tokenizer words --vocab-size 60" in open(run + "/command.txt").read()
+    capsys.readouterr()
+    assert main(["eval", run, "--no-progress", "--max-segments", "4"]) == 0  # a word model: bpb beside ppl
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("memory plan  cached"))
+    assert "  ppl  " in header and "  bpb  " in header

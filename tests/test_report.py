@@ -231,3 +231,12 @@ def test_numbers_that_differ_or_are_not_zero_are_printed_so():
     # two plans whose bpb differ in the fourth decimal are not shown as equal; a column that needs 3 keeps 3
     table = format_table(["plan", "bpb", "MiB"], [["a", 2.4561, 0.5], ["b", 2.4564, 0.25]])
     assert "2.4561" in table and "2.4564" in table and "0.500" in table and "0.250" in table
+
+
+def test_labels_of_points_that_nearly_coincide_are_fanned_out_highest_on_top():
+    from txl.report_figures import _label_offsets
+
+    xs, ys = [1000, 1000, 600, 2000], [7.85192, 7.85191, 7.8523, 7.8519]
+    offsets = _label_offsets(xs, ys)
+    assert offsets[0][1] > offsets[1][1]  # the higher of the two close points has the higher label
+    assert len({offsets[0], offsets[1]}) == 2 and offsets[2] != offsets[0]

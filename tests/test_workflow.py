@@ -309,3 +309,22 @@ def test_a_plan_flag_given_twice_is_refused_not_half_dropped(argv, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and "given twice" in err and argv[-1] in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_takes_runs_of_one_text_with_other_tokenizers_in_bytes_and_keeps_segments_apart(tmp_path, messages):
+    from txl.compare import compare, compare_rows, plot_lines
+    from txl.io import append_line
+
+    for run, metric, value in (("bytes", "bpb", 2.0), ("words", "ppl", 90.0)):
+        (tmp_path / run).mkdir()
+        for plan, cached, mib, tgt_len in (("0", 0, 0.0, 16), ("16", 32, 0.5, 16), ("16", 32, 0.5, 32)):
+            row = {"plan": plan, "split": "valid", "corpus": "novel", "metric": metric, metric: value, "bpb": 2.0}
+            row |= {"loss": 1.0, "cached_positions": cached, "memory_mib": mib, "tgt_len": tgt_len, "tokens": 10}
+            append_line(tmp_path / run / "evals.jsonl", json.dumps(row))
+    runs = [tmp_path / "bytes", tmp_path / "words"]
+    headers, rows, metric = compare_rows(runs, x="bytes")
+    assert metric == "bpb" and "MiB/seq" in headers and any("bits per byte" in m for m in messages())
+    lines = plot_lines(rows)  # two runs x two segment lengths; each point names its plan
+    assert len(lines) == 4 and any("segments of 32" in label for label, _, _ in lines)
+    assert {plan for _, _, points in lines for _, _, plan in points} == {"0", "16"}
+    assert compare(runs, tmp_path, plot=True, x="bytes")["files"]["png"].stat().st_size > 0

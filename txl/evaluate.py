@@ -346,6 +346,7 @@ def plans_tables(results: list[EvalResult], metric: str, fmt: str = "text") -> s
 
     The receptive field is the guaranteed one: what every position of a segment sees at least.
     """
+    bpb = metric == "ppl" and all("bpb" in r.quality for r in results)  # words or pieces: bits per byte beside
     rows = [
         [
             r.plan,
@@ -353,14 +354,14 @@ def plans_tables(results: list[EvalResult], metric: str, fmt: str = "text") -> s
             r.budget["memory_mib"],
             whole(r.budget["receptive_field"]),
             r.value(metric),
+            *([r.quality["bpb"]] if bpb else []),
             r.loss,
             r.tokens,
         ]
         for r in results
     ]
-    first = render_table(
-        ["memory plan", "cached", "MiB/seq", "receptive field (guaranteed)", metric, "loss (nats)", "tokens"], rows, fmt
-    )
+    headers = ["memory plan", "cached", "MiB/seq", "receptive field (guaranteed)", metric, *(["bpb"] if bpb else [])]
+    first = render_table([*headers, "loss (nats)", "tokens"], rows, fmt)
     if fmt not in ("text", "markdown"):
         return first
     buckets = [position_buckets(r.loss_by_position) for r in results]

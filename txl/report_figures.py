@@ -39,6 +39,34 @@ def _legend_handles(colours: dict | None, one_budget: bool, adapted: bool = Fals
     return handles
 
 
+def _label_offsets(xs: list[float], ys: list[float], near: float = 0.04) -> list[tuple[int, int]]:
+    """Where each point's label goes (points of text from its marker): points that nearly coincide (within
+    `near` of both axes' spans) get their labels fanned out one above the other in the order of their values, the
+    highest on top, so each leader line runs to its own marker without crossing another's."""
+
+    def spread(values: list[float]) -> list[float]:
+        finite = [v for v in values if math.isfinite(v)]
+        lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+        return [(v - lo) / ((hi - lo) or 1.0) if math.isfinite(v) else 0.0 for v in values]
+
+    px = spread([math.log1p(max(x, 0.0)) for x in xs])
+    py = spread(ys)
+    clusters: list[list[int]] = []
+    for i in sorted(range(len(xs)), key=lambda i: (px[i], -py[i])):
+        home = next(
+            (c for c in clusters if any(abs(px[i] - px[j]) < near and abs(py[i] - py[j]) < near for j in c)), None
+        )
+        if home is None:
+            clusters.append([i])
+        else:
+            home.append(i)
+    offsets: list[tuple[int, int]] = [(8, 10)] * len(xs)
+    for c in clusters:
+        for rank, i in enumerate(sorted(c, key=lambda i: -py[i])):
+            offsets[i] = (10, 12 - 11 * rank) if len(c) > 1 else (8, 10 if i % 2 else -14)
+    return offsets
+
+
 def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths: list[Path]) -> None:
     """Quality against budget with 95% intervals over seeds; the Pareto frontier drawn through the means.
 
@@ -68,14 +96,15 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
             capsize=3,
             markersize=6,
         )
-        if not one_budget:
+    if not one_budget:
+        for g, x, offset in zip(groups, xs, _label_offsets(xs, [g.mean for g in groups])):
             ax.annotate(  # a thin line ties each label to its own marker, however close the markers sit
                 g.variant,
                 (x, g.mean),
                 textcoords="offset points",
-                xytext=(8, 10 if n % 2 else -14),
+                xytext=offset,
                 fontsize=7,
-                arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "gray"},
+                arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "gray", "shrinkA": 0, "shrinkB": 2},
             )
     if one_budget:
         ax.set_xticks(range(len(groups)), [g.variant for g in groups], rotation=20, fontsize=8)
@@ -93,6 +122,7 @@ def report_plot(groups: list[Group], metric: str, x_axis: str, title: str, paths
     bars = "bars: 95% interval over seeds" if any(len(g.values) > 1 for g in groups) else "one seed: no interval bars"
     ax.legend(handles=handles, fontsize=7, title=bars, title_fontsize=7)
     ax.set_ylabel(metric + (" (higher is better)" if metric in HIGHER_IS_BETTER else " (lower is better)"))
+    ax.ticklabel_format(axis="y", useOffset=False)  # 7.8519, not 1e-6+7.8519
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()

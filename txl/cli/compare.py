@@ -16,6 +16,9 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--split", choices=["valid", "test", "whole"], help="only evaluations of this split (default: all)")
+    p.add_argument(
+        "--x", choices=["cached", "bytes"], default="cached", help="memory as cached positions (default) or bytes"
+    )
 
 
 @command(
@@ -26,7 +29,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from txl.compare import compare
 
-    result = compare([Path(r) for r in args.runs], Path(args.out), args.format, not args.no_plot, args.split)
+    result = compare([Path(r) for r in args.runs], Path(args.out), args.format, not args.no_plot, args.split, args.x)
     print(result["table"])
     for kind, file in result["files"].items():
         say(args, f"{kind:<9} {file}")
