@@ -482,7 +482,7 @@ def test_a_character_vocabulary_of_a_users_text_reads_other_characters_as_unknow
     corpus = load_corpus(DataConfig(corpus=str(mine), tokenizer="chars", root=str(tmp_path / "d")), progress=False)
     tok = corpus.tokenizer
     assert tok.unk_id == tok.symbols.index(UNKNOWN_CHAR) and tok.vocab_size == len(set("abc def\n")) + 1
-    ids = tok.encode("a%b".encode())
+    ids = tok.encode(b"a%b")
     assert list(ids) == [tok.encode(b"a")[0], tok.unk_id, tok.encode(b"b")[0]]
     other = tmp_path / "other.txt"
     other.write_text("ab % xyz\n" * 200)
