@@ -5,16 +5,25 @@
 
 Exit status 0 when every row of the README's table equals the fresh report's (the table in
 results/quickstart/small/report.md), 1 naming the rows that differ.
+
+What the rows depend on beside the code: torch's version and, on a CPU, its number of threads
+(`OMP_NUM_THREADS`): they set the order in which a matrix product adds its terms, so the weights
+differ in their last bits after a step and, over 2,000 steps of training, the bpb in the third
+or fourth decimal. The README's table was made with MEASURED_THREADS threads; a run with another
+count is named as the likely cause when rows differ (each run folder's versions.json records its
+threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+MEASURED_THREADS = 2  # torch.get_num_threads() of the run behind the README's table (two cores)
 
 
 def readme_rows(text: str) -> dict[str, list[str]]:
@@ -46,9 +55,27 @@ def main() -> int:
             differ.append(f"{variant}: README {bpb}, fresh {fresh.get(variant)}")
     if differ or set(ours) != set(fresh):
         print("README differs from the fresh run:\n  " + "\n  ".join(differ or [f"variants {set(ours) ^ set(fresh)}"]))
+        threads = _threads(Path(args.results))
+        if threads and threads != {MEASURED_THREADS}:
+            print(
+                f"the fresh run trained with {', '.join(map(str, sorted(threads)))} CPU threads, the README's with "
+                f"{MEASURED_THREADS}: the sums are added in another order, and 2,000 steps carry that into the bpb; "
+                f"run it again with OMP_NUM_THREADS={MEASURED_THREADS}"
+            )
         return 1
     print(f"README's first-command table matches {report} ({len(ours)} rows)")
     return 0
+
+
+def _threads(results: Path) -> set[int]:
+    """The CPU threads the fresh run's models trained with, from their run folders' versions.json."""
+    found = set()
+    for path in (results / "quickstart" / "small" / "runs").glob("*/*/versions.json"):
+        try:
+            found.add(int(json.loads(path.read_text())["threads"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return found
 
 
 if __name__ == "__main__":

@@ -270,7 +270,8 @@ def _command(command: str | None) -> str:
 
 
 def versions() -> dict:
-    """What made a run: txl, torch, Python and numpy versions, and txl's git commit when it runs from a checkout."""
+    """What made a run: txl, torch, Python and numpy versions, txl's git commit when it runs from a checkout, and
+    torch's CPU threads (on a CPU the order its sums are added in, so a run's last digits depend on it)."""
     import platform
     import subprocess
 
@@ -294,6 +295,7 @@ def versions() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
+        "threads": torch.get_num_threads(),
     }
 
 
