@@ -35,7 +35,7 @@ def test_the_t_test_and_the_bootstrap_give_p_values_that_can_go_either_way():
 
 
 def _rows():
-    spec = {"a": [2.00, 2.01, 2.02], "b": [2.10, 2.11, 2.12], "c": [2.005, 2.03, 2.00]}  # b clearly worst
+    spec = {"a": [2.00, 2.01, 2.02], "b": [2.10, 2.115, 2.125], "c": [2.005, 2.03, 2.00]}  # b clearly worst
     return result_rows(
         *[
             {"variant": v, "seed": s, "kind": "train", "metrics": {"bpb": x}}
@@ -49,7 +49,7 @@ def test_every_pair_is_compared_better_first_and_holm_decides_beyond_noise():
     pairs = pairwise(aggregate(_rows(), "bpb"), "bpb")
     assert [(p.a, p.b) for p in pairs] == [("a", "c"), ("a", "b"), ("c", "b")]
     by = {(p.a, p.b): p for p in pairs}
-    assert by[("a", "b")].diff.mean == pytest.approx(-0.1) and by[("a", "b")].beyond_noise
+    assert by[("a", "b")].diff.mean == pytest.approx(-0.1033, abs=1e-4) and by[("a", "b")].beyond_noise
     assert not by[("a", "c")].beyond_noise  # overlapping seeds
     raw = [p.diff.p for p in pairs]
     assert [p.p_holm for p in pairs] == pytest.approx(holm(raw)) and all(p.p_holm >= q for p, q in zip(pairs, raw))
@@ -65,3 +65,18 @@ def test_txl_report_pairs_prints_and_writes_the_pairs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "beyond noise (Holm)" in out and "Holm's adjustment over the 3 pairs" in out
     assert (path.parent / "pairs.md").is_file() and (path.parent / "pairs.csv").read_text().count("\n") == 4
+
+
+def test_differences_without_spread_are_not_a_test_at_p_zero():
+    from txl.groups import Group
+    from txl.pairs import pairs_table, pairwise
+    from txl.stats import paired_difference
+
+    d = paired_difference({0: 2.1, 1: 2.2, 2: 2.3}, {0: 2.0, 1: 2.1, 2: 2.2})  # every seed 0.1 worse, exactly
+    assert t_test([0.1, 0.1, 0.1]) is None and (d.p is None or d.p > 0)
+    groups = [
+        Group("a", "train", {}, {}, [2.0, 2.1, 2.2], by_seed={0: 2.0, 1: 2.1, 2: 2.2}),
+        Group("b", "train", {}, {}, [2.5, 2.6, 2.7], by_seed={0: 2.5, 1: 2.6, 2: 2.7}),
+    ]
+    (pair,) = pairwise(groups, "bpb")
+    assert pair.p_holm is None and "no spread: not tested" in pairs_table([pair], "bpb")

@@ -58,12 +58,17 @@ def pairs_table(pairs: list[Pair], metric: str, fmt: str = "text") -> str:
         if d is None:
             cells += ["-", "no shared seed or blocks", None, None, "-"]
         else:
+            flat = d.p is None and d.kind == "paired seeds" and d.n >= 2  # every seed differs by the same
             cells += [
                 f"{d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]",
-                f"{d.kind}, n={d.n}",
+                f"{d.kind}, n={d.n}" + (", no spread" if flat else ""),
                 d.p,
                 p.p_holm,
-                "-" if p.beyond_noise is None else ("yes" if p.beyond_noise else "no"),
+                "no spread: not tested"
+                if flat
+                else "-"
+                if p.beyond_noise is None
+                else ("yes" if p.beyond_noise else "no"),
             ]
         rows.append(([p.group] if grouped else []) + cells)
     headers = ["better", "worse", f"{metric} difference [95%]", "over", "p", "p (Holm)", "beyond noise (Holm)"]

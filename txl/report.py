@@ -98,6 +98,15 @@ def _interval_text(i: Interval | None, signed: bool = False) -> str:
     return f"{fmt.format(i.mean)} [{fmt.format(i.lo)}, {fmt.format(i.hi)}]"
 
 
+def _beyond(d: Interval | None) -> str:
+    """Whether a difference's interval excludes zero; 'no spread' where every seed differs by the same (no test)."""
+    if d is None:
+        return "-"
+    if d.kind == "paired seeds" and d.n >= 2 and d.p is None:
+        return "no spread"
+    return "yes" if d.excludes_zero else "no"
+
+
 def report_table(
     groups: list[Group], metric: str, x_axis: str, markdown: bool = False, baseline: str | None = None
 ) -> str:
@@ -122,7 +131,7 @@ def report_table(
             row += [
                 _interval_text(d, signed=True),
                 "-" if d is None else f"{d.kind}, n={d.n}",
-                "-" if d is None else ("yes" if d.excludes_zero else "no"),
+                _beyond(d),
             ]
         row.append("*" if g.pareto else ("~" if g.near_frontier else ""))
         at = (1 if grouped else 0) + 5  # memory dtypes and sinks, where used: beside the plan's other columns

@@ -122,11 +122,12 @@ def paired_difference(values: dict[int, float], baseline: dict[int, float], leve
     return out
 
 
-def t_test(diffs: Sequence[float]) -> float:
-    """The two-sided p-value of a one-sample t test that the mean of `diffs` is zero (at least 2 values)."""
+def t_test(diffs: Sequence[float]) -> float | None:
+    """The two-sided p-value of a one-sample t test that the mean of `diffs` is zero (at least 2 values); None
+    when they have no spread (every one the same): no test can be made, which is not p = 0."""
     mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-    if sd == 0:
-        return 1.0 if mean == 0 else 0.0
+    if sd <= 1e-9 * max(abs(mean), 1e-12):  # equal but for rounding: 2.1 - 2.0 and 2.2 - 2.1 differ in the 16th digit
+        return None
     t = mean / (sd / math.sqrt(len(diffs)))
     return min(1.0, 2.0 * (1.0 - t_cdf(abs(t), len(diffs) - 1)))
 
