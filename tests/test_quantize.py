@@ -156,3 +156,32 @@ def test_memory_stored_quantized_reads_back_whatever_the_plan_says_now():
 
     state = quantize(torch.randn(1, 3, 8), "int8")
     assert read_memory(state, "fp32", torch.float32).dtype == torch.float32  # dequantized, not the raw int8
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        {"memory": "16"},
+        {"memory": "16", "sinks": "sinks=2"},
+        {"memory": "8", "compress": "compress=4/2:mean"},
+        {"memory": "16", "memory_dtype": "dtype=int8"},
+        {"memory": "16", "memory_dtype": "dtype=bf16@first:1,fp32"},
+    ],
+    ids=["fp32", "sinks", "compressed", "int8", "mixed"],
+)
+def test_the_memory_holds_exactly_the_bytes_the_budget_counts(plan):
+    """Every cached tensor in storage of its own: no fp32 memory, sink or compressed slot is a view that keeps the
+    longer [memory; segment] (or the whole segment) alive."""
+    from txl.budget import budget
+    from txl.model import TransformerXL
+    from txl.plans import apply_plans
+    from txl.presets import get_preset
+
+    cfg = apply_plans(get_preset("tiny").model, **plan)
+    model, mems, batch, length = TransformerXL(cfg).eval(), None, 3, 16
+    with torch.no_grad():
+        for _ in range(4):  # past every memory's length: sinks, slots and memory full
+            x = torch.randint(0, 256, (batch, length))
+            _, mems = model(x, mems, x)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for m in mems for t in m.values()}
+    assert sum(storages.values()) == budget(cfg, length, batch).bytes
