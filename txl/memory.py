@@ -209,7 +209,8 @@ def evict(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> tuple[torc
     memory), and the states that fall out of it, oldest first (None: none)."""
     cat = h if mem is None or mem.size(1) == 0 else torch.cat([mem, h], dim=1)
     out = cat.size(1) - mem_len
-    kept = None if mem_len == 0 else cat[:, max(out, 0) :].detach()
+    # what is kept is copied out of the longer [mem; h]: a view would keep all of it alive, beyond the bytes counted
+    kept = None if mem_len == 0 else (cat[:, out:].detach().clone() if out > 0 else cat.detach())
     return kept, (cat[:, :out].detach() if out > 0 else None)
 
 
@@ -246,5 +247,5 @@ def take_sinks(sinks: torch.Tensor | None, h: torch.Tensor, n_sinks: int) -> tup
     need = max(n_sinks - have, 0)
     if need == 0:
         return sinks, h
-    head = h[:, :need].detach()
+    head = h[:, :need].detach().clone()  # its own storage: a view would keep the whole segment alive
     return (head if sinks is None else torch.cat([sinks, head], dim=1)), h[:, need:]

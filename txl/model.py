@@ -121,7 +121,10 @@ class Block(nn.Module):
             out.update(_stored(state, "c"))
         elif layer.cmem_len:
             slots = pool_groups(old, layer.cmem_rate, layer.cmem_fn, self.compressor).detach()
-            out.update(quantize(_cat(cmem, slots)[:, -layer.cmem_len :], layer.mem_dtype, "c"))
+            slots = _cat(cmem, slots)
+            if slots.size(1) > layer.cmem_len:  # the newest, copied: a view would keep the older slots alive
+                slots = slots[:, -layer.cmem_len :].clone()
+            out.update(quantize(slots, layer.mem_dtype, "c"))
             if self.compressor is not None and self.training:
                 out["recon_loss"] = self.reconstruction_loss(h, old)
         if cache is not None:

@@ -43,8 +43,8 @@ def quantize(h: torch.Tensor, dtype: str, key: str = "h") -> dict[str, torch.Ten
 
 
 def _quantize(h: torch.Tensor, dtype: str) -> dict[str, torch.Tensor]:
-    if dtype == "fp32":  # its own storage, like the other dtypes: a view would keep the longer [mem; h] alive
-        return {"h": h if h.untyped_storage().nbytes() == h.numel() * h.element_size() else h.clone()}
+    if dtype == "fp32":  # in storage of its own already (txl.memory copies what it keeps out of longer tensors)
+        return {"h": h}
     if dtype == "bf16":
         return {"h": h.to(torch.bfloat16, copy=True)}  # a copy: never a view of the longer [mem; h]
     if dtype == "fp16":
