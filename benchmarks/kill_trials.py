@@ -12,7 +12,8 @@ equal the uninterrupted run's bit for bit (for sweeps: every result row's metric
 every results line is whole and no (variant, seed) appears twice; no temporary folder
 is left. The local target runs the sweep with `--launcher local --parallel 2` and sends the
 signal to its whole process group, as a terminal's Ctrl-C does (its jobs and their controllers
-too); it also checks that what txl printed holds no traceback and at most one 'interrupted' line.
+too). Every target also checks that what txl printed holds no traceback and at most one
+'interrupted' line, and that a SIGINT ends it with status 130 (or 0, when it came too late).
 Prints one row per trial and a summary.
 """
 
@@ -125,6 +126,7 @@ def trial(target: str, sig: signal.Signals, delay: float, work: Path, reference)
         proc.send_signal(sig)
     _, err = proc.communicate()
     said = "Traceback" not in err and err.count("interrupted") <= 1
+    said = said and (sig != signal.SIGINT or proc.returncode in (0, 130))  # a Ctrl-C: 130 (or done), never -2
     if proc.returncode == 0:
         attempts = 0  # it finished before the signal came
     elif target == "train" and not (work / "run" / "checkpoints" / "last").exists():
@@ -145,7 +147,7 @@ def trial(target: str, sig: signal.Signals, delay: float, work: Path, reference)
         f"exit {proc.returncode}, {attempts} resume run(s), {'equal' if same else 'DIFFERENT'}, {len(left)} leftovers"
     )
     if not said:
-        what += ", a TRACEBACK or more than one line on the terminal: " + (err.strip().splitlines() or [""])[-1][:80]
+        what += ", a TRACEBACK, more than one line on the terminal or another status than 130: " + (err.strip().splitlines() or [""])[-1][:80]
     if left:
         what += ": " + ", ".join(str(p.relative_to(work.parent)) for p in left[:3])
     return ok, what
