@@ -147,7 +147,8 @@ def trial(target: str, sig: signal.Signals, delay: float, work: Path, reference)
         f"exit {proc.returncode}, {attempts} resume run(s), {'equal' if same else 'DIFFERENT'}, {len(left)} leftovers"
     )
     if not said:
-        what += ", a TRACEBACK, more than one line on the terminal or another status than 130: " + (err.strip().splitlines() or [""])[-1][:80]
+        last = (err.strip().splitlines() or [""])[-1][:80]
+        what += f", a TRACEBACK, more than one line on the terminal or another status than 130: {last}"
     if left:
         what += ": " + ", ".join(str(p.relative_to(work.parent)) for p in left[:3])
     return ok, what
