@@ -192,3 +192,29 @@ def test_an_evaluation_spec_carries_sinks_and_names_its_plans_by_them():
     cfg = plan.apply(run.model)
     assert [layer.sinks for layer in cfg.layers] == [0, 0, 2] and cfg.mem_lens == [4, 4, 4]
     assert EvalSpec.for_run(run).plans()[0].name == "as trained"
+
+
+@pytest.mark.parametrize("refresh", [0, 3])
+def test_the_sinks_training_attends_to_are_taken_anew_as_the_weights_change(tmp_path, monkeypatch, capsys, refresh):
+    """With train.sink_refresh the sinks are a recent segment's first states (what the current weights make);
+    without, they are the stream's first states from the first step on, made by the initial weights."""
+    from conftest import tiny_run
+
+    from txl.train import Trainer
+
+    seen = []
+    real = Trainer._commit
+
+    def commit(self, segment, mems, loss):
+        seen.append(mems[0][1]["sink"].clone())  # layer 1's sinks
+        return real(self, segment, mems, loss)
+
+    monkeypatch.setattr(Trainer, "_commit", commit)
+    run = tiny_run(tmp_path, **{"train.steps": 8, "train.sink_refresh": refresh, "model.layers.1.sinks": 2})
+    Trainer(run, tmp_path / "run", progress=False).fit()
+    assert ("train.sink_refresh=N takes them anew" in capsys.readouterr().err) == (refresh == 0)  # said when stale
+    changed = [not torch.equal(a, b) for a, b in zip(seen, seen[1:])]
+    if refresh:  # taken anew at steps 3 and 6 (0-based: before the 4th and 7th), and kept in between
+        assert changed == [False, False, True, False, False, True, False]
+    else:
+        assert not any(changed)

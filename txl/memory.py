@@ -249,3 +249,12 @@ def take_sinks(sinks: torch.Tensor | None, h: torch.Tensor, n_sinks: int) -> tup
         return sinks, h
     head = h[:, :need].detach().clone()  # its own storage: a view would keep the whole segment alive
     return (head if sinks is None else torch.cat([sinks, head], dim=1)), h[:, need:]
+
+
+def without_sinks(mems: list) -> list:
+    """A memory (per chunk, per layer, the cached tensors by name) with every layer's sinks dropped, so the next
+    segment's first states become the sinks: in training, sinks that the current weights produced."""
+    return [
+        None if chunk is None else [{k: v for k, v in layer.items() if not k.startswith("sink")} for layer in chunk]
+        for chunk in mems
+    ]

@@ -27,12 +27,13 @@ from txl.devices import capture_rng, pick_device, pick_precision, restore_rng
 from txl.distributed import setup_distributed
 from txl.errors import TxlError
 from txl.evaluate import LN2, EvalResult, EvalSpec, evaluate, metric_name, scalars
+from txl.memory import without_sinks
 from txl.model import TransformerXL
 from txl.optim import TrainStep, lr_at
 from txl.plans import check_run
 from txl.runs import RunFolder
 from txl.signals import StopRequests
-from txl.train_log import LossTally, banner, budget_row, hparams, pace, progress_bar, warmup_warning
+from txl.train_log import LossTally, banner, budget_row, hparams, pace, progress_bar, training_notes
 
 
 def due(step: int, every: int) -> bool:
@@ -132,8 +133,8 @@ class Trainer:
         else:
             self.folder.start(run, self.corpus, command)
         self.folder.open_tensorboard()
-        if tc.warmup >= tc.steps > self.step:
-            self._say(warmup_warning(tc))
+        for note in training_notes(run, self.step):
+            self._say(note)
         where = f"{self.device} x {self.dist.world}, {self.precision}"
         self._say(banner(self.run, self.corpus, self.model.num_params(), where, self.step if resume else None))
 
@@ -163,6 +164,8 @@ class Trainer:
                     mems = (
                         [None] * tc.grad_accum if segment.index == 0 else self.mems
                     )  # a new epoch restarts the streams
+                    if tc.sink_refresh and self.step % tc.sink_refresh == 0:  # sinks of the weights as they are now
+                        mems = without_sinks(mems)
                     loss, norm, mems = self.step_fn(segment, mems, self.step)
                     self._commit(segment, mems, loss)
                     if bar is not None:

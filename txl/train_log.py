@@ -110,9 +110,17 @@ class LossTally:
         return time.time() - self.start
 
 
-def warmup_warning(tc) -> str:
-    """What a run whose warm-up is as long as the run itself is told."""
-    return (
-        f"warning: train.warmup ({tc.warmup} steps) is as long as the run ({tc.steps}): the learning rate never "
-        f"reaches train.lr ({tc.lr:g}); set a shorter warm-up"
-    )
+def training_notes(run: RunConfig, step: int) -> list[str]:
+    """What a run is told before it trains: a warm-up as long as the run, sinks that would go stale."""
+    tc, notes = run.train, []
+    if tc.warmup >= tc.steps > step:
+        notes.append(
+            f"warning: train.warmup ({tc.warmup} steps) is as long as the run ({tc.steps}): the learning rate never "
+            f"reaches train.lr ({tc.lr:g}); set a shorter warm-up"
+        )
+    if any(layer.sinks for layer in run.model.layers) and not tc.sink_refresh and tc.steps > step:
+        notes.append(
+            "note: the sinks are taken once per stream, at an epoch's start, so for the whole run they are states the "
+            "initial weights made; --set train.sink_refresh=N takes them anew every N steps"
+        )
+    return notes

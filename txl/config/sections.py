@@ -102,6 +102,9 @@ class TrainConfig:
     init_from: str | None = field(default=None, metadata={"omit_default": True})
     # the weight of the attention-reconstruction loss that trains learned (conv) memory compression (Rae et al. 2019)
     recon_weight: float = field(default=1.0, metadata={"omit_default": True})
+    # with attention sinks: every this many steps training takes them anew from a segment's first states, so the
+    # sinks a model learns to use are what its current weights produce (0: once per stream, at an epoch's start)
+    sink_refresh: int = field(default=0, metadata={"omit_default": True})
     log_every: int = 50
     eval_every: int = 2000  # 0: evaluate only at the end
     eval_segments: int | None = 200  # validation segments per evaluation; none = the whole split
@@ -176,6 +179,7 @@ DOMAINS.update(
             "betas": FRACTION,
             "weight_decay": AT_LEAST_0,
             "recon_weight": AT_LEAST_0,
+            "sink_refresh": AT_LEAST_0,
             "warmup": AT_LEAST_0,
             "min_lr": AT_LEAST_0,
             "clip": AT_LEAST_0,
