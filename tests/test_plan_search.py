@@ -163,7 +163,8 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
     ]
     assert main(["run", "analysis/plan-search", *common]) == 0
     folder = tmp_path / "r" / "analysis" / "plan-search" / "tiny"
-    analysis = folder / "runs" / "all-long" / "seed0" / "analysis"
+    (run,) = (folder / "runs" / "all-long").glob("seed0-*")  # the model's own folder, keyed by its configuration
+    analysis = run / "analysis"
     for f in ("attention.png", "context.png", "sensitivity.png", "plan-20.png", "plan-20.json"):
         assert (analysis / f).stat().st_size > 0, f
     assert main(["run", "analysis/plan-search", *common, "--test"]) == 0
@@ -186,7 +187,7 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
     assert searched[0]["metrics"]["loss"] == pytest.approx(best["metrics"]["loss"], rel=1e-12)
     out = capsys.readouterr().out
     assert "- searched (budget 20)" in out and "test split: report these numbers" in out
-    seed0 = str(folder / "runs" / "all-long" / "seed0")
+    seed0 = str(run)
     append = ["--append", "analysis/plan-search", "--scale", "tiny", "--results", str(tmp_path / "r"), "--no-progress"]
     assert main(["plan", seed0, "--budget", "16", *append]) == 0
     assert re.search(r"appended   [1-9] rows", capsys.readouterr().out)
@@ -291,9 +292,16 @@ def test_a_joint_search_chooses_each_layers_length_and_more_within_the_bytes(fla
         assert set(p["chosen"]) == chosen
         cfg = MemoryPlan.parse(2, memory=p["memory"], **p["chosen"]).apply(run.model)
         assert p["cost"] == pytest.approx(budget(cfg, run.eval.tgt_len).bytes / 2**20)
-    refs = [p for p in record["plans"] if p["how"].startswith("lrm=") or ", lrm=" in p["how"]]
+    refs = [  # Rae & Razavi's plans as the evaluation stores them (not those at a searched precision)
+        p for p in record["plans"] if any(h.startswith("lrm=") and " at " not in h for h in p["how"].split(", "))
+    ]
     as_trained = next(p for p in record["plans"] if p["how"].startswith("as trained"))
     assert refs and all(p["chosen"] == as_trained["chosen"] for p in refs)  # Rae & Razavi's plans as evaluated
+    if "memory_dtype" in chosen:  # and what a precision alone buys: Rae & Razavi's and a uniform plan at each
+        hows = " | ".join(p["how"] for p in record["plans"])
+        assert all("uniform " in hows and f" at {d}" in hows for d in ("fp32", "int8", "int4")), hows
+        at_int4 = [p for p in record["plans"] if "uniform" in p["how"] and p["how"].endswith("at int4")]
+        assert at_int4 and set(at_int4[0]["chosen"]["memory_dtype"].replace("2x", "").split(",")) == {"int4"}
     best = record["plans"][0]
     assert best["within_budget"] and all(f" {t}" in best["label"] for t in best["chosen"].values())
     check = re.search(r"check it   (txl eval .*)", out).group(1)

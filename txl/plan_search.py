@@ -310,9 +310,16 @@ def search_plan(
     for predicted, options in k_best(rise, run.costs, limit, confirm):
         run(options, "predicted", base.loss + predicted)
     for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: run.cost(as_kept(lens)) <= limit + 1e-9):
-        e = run(as_kept(lens), name)
-        if all(e is not r for r in search.references):  # one layer interleaved is one layer last
-            search.references.append(e)
+        _reference(run, search, as_kept(lens), name)
+    for d in grids.get("memory_dtype", []):  # what a precision alone buys: the search's gain is stated over these
+        _references_at(
+            run,
+            search,
+            d,
+            (long, short, lengths),
+            as_kept,
+            lambda o: layer_costs(cfg, o, spec.tgt_len, unit, spec.plan),
+        )
 
     def predict(options) -> float:
         return base.loss + sum(rise[i].get(o, math.inf) for i, o in enumerate(options))
@@ -321,6 +328,33 @@ def search_plan(
     search.best = min((e for e in run.seen.values() if e.cost <= limit + 1e-9), key=lambda e: e.loss)
     search.evaluated = list(run.seen.values())
     return search
+
+
+def _reference(run: _Evaluator, search: Search, options: list, name: str) -> None:
+    e = run(options, name)
+    if all(e is not r for r in search.references):  # one layer interleaved is one layer last
+        search.references.append(e)
+
+
+def _references_at(run: _Evaluator, search: Search, dtype: str, sizes: tuple, as_kept: Callable, costs_of) -> None:
+    """The references of a search that chooses precisions, at one of them: Rae & Razavi's plans stored at `dtype`,
+    and the uniform plan of the longest length on the grid that fits at `dtype` (every layer alike)."""
+    long, short, lengths = sizes
+    n_layer, k = len(run.costs), 1 + list(CHOICES).index("memory_dtype")
+
+    def at(lens: list[int]) -> list:
+        return [option(o[:k] + (dtype,) + o[k + 1 :]) for o in as_kept(lens)]
+
+    new = sorted({o for v in {*lengths, long, short} for o in at([v] * n_layer)} - set(run.costs[0]), key=str)
+    for layer, costs in zip(run.costs, costs_of(new) if new else [{}] * n_layer):
+        layer.update(costs)
+    fits = lambda lens: run.cost(at(lens)) <= search.limit + 1e-9  # noqa: E731
+    plans = [(f"{name} at {dtype}", lens) for name, lens in reference_plans(n_layer, long, short, fits)]
+    plans += [(f"uniform {v} at {dtype}", [v] * n_layer) for v in sorted(lengths, reverse=True) if fits([v] * n_layer)][
+        :1
+    ]
+    for name, lens in plans:
+        _reference(run, search, at(lens), name)
 
 
 def _sensitivities(run: _Evaluator, trained: list, grid: list) -> list[dict]:
