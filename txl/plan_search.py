@@ -294,14 +294,7 @@ def search_plan(
     run = _Evaluator(
         model, corpus, spec, layer_costs(cfg, sorted(set(grid) | extra, key=str), spec.tgt_len, unit, spec.plan)
     )
-    cheap = [min(grid, key=lambda o: c[o]) for c in run.costs]  # each layer's cheapest option
-    cheapest = sum(c[o] for c, o in zip(run.costs, cheap))
-    if cheapest > limit + 1e-9:
-        raise TxlError(
-            f"a budget of {limit:g} {UNITS[unit]} is below the cheapest plan on the grid ({cheapest:g}: "
-            f"{_cheapest_words(cheap)}); raise --budget, or add cheaper values to --lengths"
-            + "".join(f" or {FLAG_OF[f]}" for f in grids)
-        )
+    _check_affordable(run.costs, grid, limit, unit, grids)
     base = run(trained, "as trained")
     rise = _sensitivities(run, trained, grid)
     settings = {"batch_size": spec.batch_size, "max_segments": spec.max_segments, "tgt_len": spec.tgt_len}
@@ -311,15 +304,9 @@ def search_plan(
         run(options, "predicted", base.loss + predicted)
     for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: run.cost(as_kept(lens)) <= limit + 1e-9):
         _reference(run, search, as_kept(lens), name)
+    costs_of = lambda o: layer_costs(cfg, o, spec.tgt_len, unit, spec.plan)  # noqa: E731
     for d in grids.get("memory_dtype", []):  # what a precision alone buys: the search's gain is stated over these
-        _references_at(
-            run,
-            search,
-            d,
-            (long, short, lengths),
-            as_kept,
-            lambda o: layer_costs(cfg, o, spec.tgt_len, unit, spec.plan),
-        )
+        _references_at(run, search, d, (long, short, lengths), as_kept, costs_of)
 
     def predict(options) -> float:
         return base.loss + sum(rise[i].get(o, math.inf) for i, o in enumerate(options))
@@ -328,6 +315,18 @@ def search_plan(
     search.best = min((e for e in run.seen.values() if e.cost <= limit + 1e-9), key=lambda e: e.loss)
     search.evaluated = list(run.seen.values())
     return search
+
+
+def _check_affordable(costs: list[dict], grid: list, limit: float, unit: str, grids: dict) -> None:
+    """Refuse, in one line naming what the cheapest plan keeps, a budget below every plan on the grid."""
+    cheap = [min(grid, key=lambda o: c[o]) for c in costs]  # each layer's cheapest option
+    cheapest = sum(c[o] for c, o in zip(costs, cheap))
+    if cheapest > limit + 1e-9:
+        raise TxlError(
+            f"a budget of {limit:g} {UNITS[unit]} is below the cheapest plan on the grid ({cheapest:g}: "
+            f"{_cheapest_words(cheap)}); raise --budget, or add cheaper values to --lengths"
+            + "".join(f" or {FLAG_OF[f]}" for f in grids)
+        )
 
 
 def _reference(run: _Evaluator, search: Search, options: list, name: str) -> None:
