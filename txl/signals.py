@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class StopRequests:
@@ -50,3 +52,15 @@ class StopRequests:
             signal.signal(s, handler)
         self._previous.clear()
         return False
+
+
+@contextmanager
+def held_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C back while code runs that cannot take a KeyboardInterrupt: torch's C++ importing Python (torch
+    itself, and torch._dynamo, which creating an optimizer imports), where one aborts the process. A Ctrl-C pressed
+    meanwhile is delivered as the block ends, and is then the usual one line."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)

@@ -32,7 +32,7 @@ from txl.model import TransformerXL
 from txl.optim import TrainStep, lr_at
 from txl.plans import check_run
 from txl.runs import RunFolder
-from txl.signals import StopRequests
+from txl.signals import StopRequests, held_interrupts
 from txl.train_log import LossTally, banner, budget_row, hparams, pace, progress_bar, training_notes
 
 
@@ -110,7 +110,8 @@ class Trainer:
 
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         loss_on_mask = tc.loss_on == "mask" or (tc.loss_on == "auto" and self.corpus.masks is not None)
-        self.step_fn = TrainStep(self.model, net, tc, self.device, self.precision, self.dist.world, loss_on_mask)
+        with held_interrupts():  # the optimizer imports torch._dynamo, which a Ctrl-C would abort
+            self.step_fn = TrainStep(self.model, net, tc, self.device, self.precision, self.dist.world, loss_on_mask)
         self.stream = self.corpus.stream(
             "train",
             tc.batch_size,

@@ -85,10 +85,20 @@ def _parse(parser, argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _load_torch() -> None:
+    """Import torch with Ctrl-C held back (txl.signals.held_interrupts): a Ctrl-C inside its start-up could abort
+    the process; one pressed meanwhile is delivered as soon as torch has loaded, as one line."""
+    from txl.signals import held_interrupts
+
+    with held_interrupts():
+        import torch  # noqa: F401
+
+
 def _messages() -> None:
     """The library's messages on stderr; under torchrun, rank 0's alone (errors aside)."""
     import logging
 
+    _load_torch()
     from txl.distributed import launched
     from txl.log import setup
 
