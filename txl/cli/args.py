@@ -81,6 +81,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--d-inner", type=int, metavar="DI", help="feed-forward width (default 4 d_model)")
     g.add_argument("--vocab", type=int, metavar="V", help="vocabulary size")
     g.add_argument("--same-length", action="store_true", default=None, help="every query sees at most mem_len keys")
+    add_plan_flags(g)
+    add_overrides(g)
+
+
+def add_plan_flags(g, attn: bool = True) -> None:
+    """The per-layer plan flags beside --memory (range, attention variant where the model is built, memory dtype,
+    sinks, compression), each given once: one plan says what every layer does."""
     g.add_argument(
         "--range",
         dest="attn_range",
@@ -88,12 +95,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="PLAN",
         help="attention range per layer, e.g. 'range=128@first:12' (default unlimited)",
     )
-    g.add_argument(
-        "--attn",
-        action=Once,
-        metavar="PLAN",
-        help="attention variant per layer, e.g. 'attn=las@first:6,xl' (default xl)",
-    )
+    if attn:
+        g.add_argument(
+            "--attn",
+            action=Once,
+            metavar="PLAN",
+            help="attention variant per layer, e.g. 'attn=las@first:6,xl' (default xl)",
+        )
     g.add_argument(
         "--memory-dtype",
         action=Once,
@@ -102,7 +110,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--sinks", action=Once, metavar="PLAN", help=SINKS_HELP)
     g.add_argument("--compress", action=Once, metavar="PLAN", help=COMPRESS_HELP)
-    add_overrides(g)
 
 
 COMPRESS_HELP = (

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from txl.cli.args import COMPRESS_HELP, SINKS_HELP, Once, command
+from txl.cli.args import add_plan_flags, command
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -28,15 +28,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         metavar="PLAN",
         help="memory plan to evaluate with; repeat to compare plans (default: as trained)",
     )
-    p.add_argument("--range", dest="attn_range", action=Once, metavar="PLAN", help="attention range plan")
-    p.add_argument(
-        "--memory-dtype",
-        action=Once,
-        metavar="PLAN",
-        help="how each layer stores its memory (fp32 bf16 fp16 fp8 int8 int4)",
-    )
-    p.add_argument("--sinks", action=Once, metavar="PLAN", help=SINKS_HELP)
-    p.add_argument("--compress", action=Once, metavar="PLAN", help=COMPRESS_HELP)
+    add_plan_flags(p, attn=False)  # a trained model's attention variants stay as they are
     p.add_argument("--tgt-len", type=int, help="segment length (default: the run's eval.tgt_len)")
     p.add_argument("--clamp-len", type=int, help="clamp relative distances at this value")
     p.add_argument(
