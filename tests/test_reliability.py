@@ -207,7 +207,7 @@ def test_a_sweep_skips_runs_another_process_trains_and_never_duplicates_rows(tmp
     rows = run_experiment(exp, tmp_path / "r", progress=False)
     said = messages()
     assert rows == [] and any(f"in use by pid {proc.pid}" in s for s in said)
-    assert any("being trained by another process" in s for s in said) and "run the same command again" in said[-1]
+    assert any("being trained by another process" in s for s in said) and "fill them in with: txl run" in said[-1]
     proc.kill()
     proc.wait()
     rows = run_experiment(exp, tmp_path / "r", progress=False)
