@@ -115,7 +115,7 @@ def test_the_budget_a_run_logs_is_per_sequence_like_every_table_with_the_batch_b
     row = budget_row(run, 2, "fp32")
     one = budget(run.model, run.train.tgt_len)
     assert row["memory_mib"] == one.bytes / 2**20 and row["cached_positions"] == one.cached_positions
-    assert row["memory_mib_batch"] == row["memory_mib"] * run.train.batch_size * 2
+    assert row["memory_mib_batch"] == budget(run.model, run.train.tgt_len, run.train.batch_size * 2).bytes / 2**20
 
 
 def test_budget_takes_a_run_folder_shows_bytes_and_says_where_evaluation_reaches(tmp_path, capsys):

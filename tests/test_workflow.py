@@ -212,7 +212,7 @@ def test_a_report_says_when_variants_have_different_numbers_of_seeds(tmp_path):
 
 
 def test_evaluations_recorded_in_the_same_second_each_keep_their_record(tmp_path):
-    from txl.runs import record_evaluation
+    from txl.run_evals import record_evaluation
 
     (tmp_path / "run").mkdir()
     record = {"split": "valid", "results": [{"loss": 1.0, "plan": "0"}]}
@@ -263,14 +263,14 @@ def test_generate_says_when_the_prompt_has_words_the_model_does_not_know(tmp_pat
 def test_eval_in_a_read_only_run_folder_prints_its_results_then_names_what_it_could_not_save(
     tmp_path, monkeypatch, capsys
 ):
-    import txl.runs
+    import txl.run_evals
 
     Trainer(tiny_run(tmp_path, **{"train.steps": 1}), tmp_path / "run", progress=False).fit()
 
     def read_only(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(txl.runs, "record_evaluation", read_only)
+    monkeypatch.setattr(txl.run_evals, "record_evaluation", read_only)
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run"), "--max-segments", "2", "--no-progress"]) == 2
     out, err = capsys.readouterr()

@@ -86,6 +86,7 @@ class Experiment:
     after: Callable | None = None  # after(exp, root, split): run once every job is done (analyses that add rows)
     name: str = ""
     command: str = ""  # the txl run command that runs this sweep, as its hints and run folders give it
+    _contents: dict = field(default_factory=dict, repr=False, compare=False)  # corpus -> content hash (content)
 
     def title(self, rows: list[dict]) -> str:
         """Name, scale and the data the rows were measured on (corpus, tokenizer, split and its size), for reports."""
@@ -135,10 +136,17 @@ class Experiment:
         ident = {"train": to_dict(run)}
         if variant.adapts:
             ident["from"] = to_dict(self.config(self.variant(variant.of), seed))
-        content = content_hash(run.data)
+        content = self.content(run.data)
         if content is not None:  # named only for a user's text: results on registered corpora keep their hashes
             ident["data"] = content
         return ident
+
+    def content(self, data) -> str | None:
+        """The content hash of a user's text (txl.data.content), taken once per corpus for this experiment: every
+        job of a sweep is keyed by the text as the sweep found it."""
+        if data.corpus not in self._contents:
+            self._contents[data.corpus] = content_hash(data)
+        return self._contents[data.corpus]
 
     def model_key(self, variant: str, seed: int) -> str:
         """The hash of `identity`: the key of a trained (or adapted) model, its run folder's and its rows'."""
@@ -251,11 +259,10 @@ def run_dir(root: Path, exp: Experiment, variant: str, seed: int) -> Path:
     base = root / exp.folder / "runs" / slug
     folder = base / f"seed{seed}-{exp.model_key(variant, seed)[:8]}"
     legacy = base / f"seed{seed}"
-    run = exp.config(exp.variant(variant), seed)
-    if not folder.exists() and (legacy / "config.json").exists() and content_hash(run.data) is None:
-        if not config_changes(legacy, run):  # on a user's text no earlier folder is taken: it names no content
-            return legacy
-    return folder
+    if folder.exists() or not (legacy / "config.json").exists():
+        return folder
+    run = exp.config(exp.variant(variant), seed)  # on a user's text no earlier folder is taken: it names no content
+    return legacy if exp.content(run.data) is None and not config_changes(legacy, run) else folder
 
 
 def config_changes(folder: Path, run: RunConfig) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from txl.groups import HIGHER_IS_BETTER, Group, difference
 from txl.io import atomic_write_text
-from txl.stats import Interval, holm
+from txl.stats import Interval, holm, no_spread
 from txl.table import render_table
 
 ALPHA = 0.05
@@ -58,17 +58,14 @@ def pairs_table(pairs: list[Pair], metric: str, fmt: str = "text") -> str:
         if d is None:
             cells += ["-", "no shared seed or blocks", None, None, "-"]
         else:
-            flat = d.p is None and d.kind == "paired seeds" and d.n >= 2  # every seed differs by the same
+            flat = no_spread(d)  # every seed differs by the same: not tested
+            verdict = "-" if p.beyond_noise is None else ("yes" if p.beyond_noise else "no")
             cells += [
                 f"{d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]",
                 f"{d.kind}, n={d.n}" + (", no spread" if flat else ""),
                 d.p,
                 p.p_holm,
-                "no spread: not tested"
-                if flat
-                else "-"
-                if p.beyond_noise is None
-                else ("yes" if p.beyond_noise else "no"),
+                "no spread: not tested" if flat else verdict,
             ]
         rows.append(([p.group] if grouped else []) + cells)
     headers = ["better", "worse", f"{metric} difference [95%]", "over", "p", "p (Holm)", "beyond noise (Holm)"]

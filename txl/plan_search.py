@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from txl.budget import budget
 from txl.data import Corpus
 from txl.errors import TxlError
 from txl.evaluate import EvalResult, EvalSpec, evaluate
-from txl.memory import MEMORY, PLACEMENTS, format_plan, parse_plan
+from txl.memory import MEMORY, format_plan, parse_plan
 from txl.model import TransformerXL
 from txl.plan_choices import CHOICES, grid_of, option, texts_of, with_options
+from txl.plan_references import add_reference, check_affordable, reference_plans, references_at
 from txl.plans import MemoryPlan
 from txl.stats import Interval, bootstrap_difference
 
@@ -197,24 +197,6 @@ def k_best(rise: list[dict], costs: list[dict], limit: float, k: int) -> list[tu
     return sorted((t for v in states.values() for t in v), key=lambda t: t[0])[:k]
 
 
-def reference_plans(
-    n_layer: int, long: int, short: int, fits: Callable[[list[int]], bool]
-) -> list[tuple[str, list[int]]]:
-    """Rae & Razavi's plans of the budget: the most long-range layers (memory `long`, the rest `short`) that fit,
-    placed first, interleaved and last; none when even all-short does not fit."""
-    for count in range(n_layer, -1, -1):
-        plans = [
-            (
-                f"lrm={count}" + (f"@{p}" if 0 < count < n_layer else ""),
-                parse_plan(f"lrm={count}@{p}:{long},srm={short}", n_layer, MEMORY),
-            )
-            for p in PLACEMENTS
-        ]
-        if all(fits(lens) for _, lens in plans):
-            return plans if 0 < count < n_layer else plans[:1]
-    return []
-
-
 class _Evaluator:
     """Evaluates plans that differ from the spec's plan in their options (memory lengths, and storage when the
     search chooses it), each once, and remembers them."""
@@ -242,23 +224,6 @@ class _Evaluator:
         elif how not in self.seen[key].how.split(", "):
             self.seen[key].how += f", {how}"  # found again another way (a reference plan the search had tried, say)
         return self.seen[key]
-
-
-FLAG_OF = {"memory_dtype": "--dtypes", "sinks": "--sinks-grid", "compress": "--compress-grid"}
-
-
-def _cheapest_words(options: list) -> str:
-    """'every layer at 0, sinks 4' (or layer by layer where they differ): what the cheapest plan keeps."""
-
-    def words(o) -> str:
-        return ", ".join([str(o[0])] + [f"{f.replace('memory_', '')} {v}" for f, v in zip(CHOICES, o[1:]) if v])
-
-    said = [words(o) for o in options]
-    return (
-        f"every layer at {said[0]}"
-        if len(set(said)) == 1
-        else "; ".join(f"layer {i} at {w}" for i, w in enumerate(said))
-    )
 
 
 def search_plan(
@@ -294,7 +259,7 @@ def search_plan(
     run = _Evaluator(
         model, corpus, spec, layer_costs(cfg, sorted(set(grid) | extra, key=str), spec.tgt_len, unit, spec.plan)
     )
-    _check_affordable(run.costs, grid, limit, unit, grids)
+    check_affordable(run.costs, grid, limit, UNITS[unit], grids)
     base = run(trained, "as trained")
     rise = _sensitivities(run, trained, grid)
     settings = {"batch_size": spec.batch_size, "max_segments": spec.max_segments, "tgt_len": spec.tgt_len}
@@ -303,10 +268,10 @@ def search_plan(
     for predicted, options in k_best(rise, run.costs, limit, confirm):
         run(options, "predicted", base.loss + predicted)
     for name, lens in reference_plans(cfg.n_layer, long, short, lambda lens: run.cost(as_kept(lens)) <= limit + 1e-9):
-        _reference(run, search, as_kept(lens), name)
+        add_reference(run, search, as_kept(lens), name)
     costs_of = lambda o: layer_costs(cfg, o, spec.tgt_len, unit, spec.plan)  # noqa: E731
     for d in grids.get("memory_dtype", []):  # what a precision alone buys: the search's gain is stated over these
-        _references_at(run, search, d, (long, short, lengths), as_kept, costs_of)
+        references_at(run, search, d, (long, short, lengths), as_kept, costs_of)
 
     def predict(options) -> float:
         return base.loss + sum(rise[i].get(o, math.inf) for i, o in enumerate(options))
@@ -315,45 +280,6 @@ def search_plan(
     search.best = min((e for e in run.seen.values() if e.cost <= limit + 1e-9), key=lambda e: e.loss)
     search.evaluated = list(run.seen.values())
     return search
-
-
-def _check_affordable(costs: list[dict], grid: list, limit: float, unit: str, grids: dict) -> None:
-    """Refuse, in one line naming what the cheapest plan keeps, a budget below every plan on the grid."""
-    cheap = [min(grid, key=lambda o: c[o]) for c in costs]  # each layer's cheapest option
-    cheapest = sum(c[o] for c, o in zip(costs, cheap))
-    if cheapest > limit + 1e-9:
-        raise TxlError(
-            f"a budget of {limit:g} {UNITS[unit]} is below the cheapest plan on the grid ({cheapest:g}: "
-            f"{_cheapest_words(cheap)}); raise --budget, or add cheaper values to --lengths"
-            + "".join(f" or {FLAG_OF[f]}" for f in grids)
-        )
-
-
-def _reference(run: _Evaluator, search: Search, options: list, name: str) -> None:
-    e = run(options, name)
-    if all(e is not r for r in search.references):  # one layer interleaved is one layer last
-        search.references.append(e)
-
-
-def _references_at(run: _Evaluator, search: Search, dtype: str, sizes: tuple, as_kept: Callable, costs_of) -> None:
-    """The references of a search that chooses precisions, at one of them: Rae & Razavi's plans stored at `dtype`,
-    and the uniform plan of the longest length on the grid that fits at `dtype` (every layer alike)."""
-    long, short, lengths = sizes
-    n_layer, k = len(run.costs), 1 + list(CHOICES).index("memory_dtype")
-
-    def at(lens: list[int]) -> list:
-        return [option(o[:k] + (dtype,) + o[k + 1 :]) for o in as_kept(lens)]
-
-    new = sorted({o for v in {*lengths, long, short} for o in at([v] * n_layer)} - set(run.costs[0]), key=str)
-    for layer, costs in zip(run.costs, costs_of(new) if new else [{}] * n_layer):
-        layer.update(costs)
-    fits = lambda lens: run.cost(at(lens)) <= search.limit + 1e-9  # noqa: E731
-    plans = [(f"{name} at {dtype}", lens) for name, lens in reference_plans(n_layer, long, short, fits)]
-    plans += [(f"uniform {v} at {dtype}", [v] * n_layer) for v in sorted(lengths, reverse=True) if fits([v] * n_layer)][
-        :1
-    ]
-    for name, lens in plans:
-        _reference(run, search, at(lens), name)
 
 
 def _sensitivities(run: _Evaluator, trained: list, grid: list) -> list[dict]:

@@ -8,7 +8,7 @@ from txl.groups import HIGHER_IS_BETTER, X_AXES, Group, aggregate, difference, h
 from txl.io import atomic_write_text
 from txl.report_figures import report_plot, write_hparams
 from txl.results import ResultRow
-from txl.stats import Interval
+from txl.stats import Interval, no_spread
 from txl.table import format_table, render_table, whole
 
 
@@ -102,7 +102,7 @@ def _beyond(d: Interval | None) -> str:
     """Whether a difference's interval excludes zero; 'no spread' where every seed differs by the same (no test)."""
     if d is None:
         return "-"
-    if d.kind == "paired seeds" and d.n >= 2 and d.p is None:
+    if no_spread(d):
         return "no spread"
     return "yes" if d.excludes_zero else "no"
 

@@ -96,7 +96,7 @@ def _number(x: Any) -> bool:
 
 
 def _numbers(x: Any) -> bool:
-    return isinstance(x, list) and all(isinstance(i, _NUMBER) and not isinstance(i, bool) for i in x)
+    return isinstance(x, list) and all(_number(i) for i in x)
 
 
 def _check_row(v: dict) -> None:

@@ -14,10 +14,8 @@ import copy
 import json
 import logging
 import math
-import os
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +37,7 @@ from txl.data import Corpus, load_corpus
 from txl.data.tokenizers import Tokenizer, load_tokenizer
 from txl.devices import pick_device
 from txl.errors import TxlError
-from txl.evaluate import EvalSpec, metric_name, scalars
+from txl.evaluate import EvalSpec
 from txl.io import append_line, atomic_write_json, atomic_write_text, read_jsonl
 from txl.locks import FolderLock
 from txl.model import TransformerXL
@@ -218,51 +216,6 @@ def adapt_recipe(train: TrainConfig, steps: int) -> TrainConfig:
 def run_root(checkpoint: Path) -> Path:
     """The run folder a checkpoint folder belongs to (the folder itself when it is not under checkpoints/)."""
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
-
-
-def evaluation_record(trained: Trained, spec: EvalSpec, corpus: Corpus, results: list, command: str | None) -> dict:
-    """Everything an evaluation of several plans measured, with what it was measured on: one JSON record."""
-    return {
-        "checkpoint": str(trained.folder),
-        "corpus": corpus.name,
-        "data": corpus.identity(),
-        "split": spec.split,
-        "metric": metric_name(corpus),
-        "protocol": spec.protocol.name if spec.protocol else None,
-        "unknown_tokens": corpus.unknown.get(spec.split),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "command": command,
-        "results": [r.to_dict() for r in results],
-    }
-
-
-def evaluation_header(trained: Trained, spec: EvalSpec, corpus: Corpus) -> str:
-    """The line above an evaluation's tables: which checkpoint, split, how much text, segments and corpus."""
-    split = spec.split
-    tokens = f"{len(corpus.splits[split]):,} {corpus.unit}s"
-    if split == "whole":
-        where = f"the whole text ({tokens}: its train, valid and test parts in order)"
-    else:
-        purpose = "for choosing; report the test split once with --split test" if split == "valid" else "for reporting"
-        where = f"{split} split ({tokens}, {purpose})"
-    return f"checkpoint {trained.folder}; {where}, segments of {spec.tgt_len}, {corpus.name}"
-
-
-def record_evaluation(checkpoint: Path, record: dict, markdown: str) -> Path:
-    """Keep an evaluation with its run: evals/TIME.json (everything) and .md (the tables), and one line per
-    plan in evals.jsonl, the run's own results file (what `txl compare` reads)."""
-    root = run_root(checkpoint)
-    # unique by construction: the time to the microsecond and the process (evaluations started together each keep
-    # their record)
-    now = time.time()
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now % 1 * 1e6):06d}-{os.getpid()}"
-    out = root / "evals" / stamp
-    atomic_write_json(out.with_suffix(".json"), record)
-    atomic_write_text(out.with_suffix(".md"), markdown + "\n")
-    for r in record["results"]:
-        row = {k: v for k, v in record.items() if k != "results"}
-        append_line(root / "evals.jsonl", json.dumps({**row, **scalars(r)}))
-    return out
 
 
 def _command(command: str | None) -> str:

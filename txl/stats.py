@@ -100,6 +100,11 @@ def t_quantile(p: float, df: float) -> float:
     return (lo + hi) / 2.0
 
 
+def no_spread(d: Interval) -> bool:
+    """A paired difference whose per-seed differences are all the same: no t test can be made (its p is None)."""
+    return d.kind == "paired seeds" and d.n >= 2 and d.p is None
+
+
 def mean_interval(values: Sequence[float], level: float = LEVEL, kind: str = "seeds") -> Interval:
     """The mean of independent values and its t interval; with one value, no interval (kind 'one seed')."""
     values = [float(v) for v in values]

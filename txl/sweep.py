@@ -17,7 +17,6 @@ from pathlib import Path
 
 from txl.checkpoint import find_checkpoint
 from txl.config import apply_overrides, differences
-from txl.data.content import content_hash
 from txl.distributed import launched
 from txl.errors import TxlError
 from txl.evaluate import EvalSpec, evaluate
@@ -86,15 +85,15 @@ def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
     return ident
 
 
-def model_in(exp: Experiment, folder: Path, variant: str, seed: int) -> str:
-    """The key of the model a run folder holds (its identity.json), refused in one line naming what differs
-    unless it is the model `variant`'s seed asks for; a folder of an earlier txl (no identity.json) was matched
-    by its config in run_dir."""
+def model_in(exp: Experiment, folder: Path, variant: str, seed: int) -> dict:
+    """{key: the model a run folder holds (its identity.json), asked: the one `variant`'s seed asks for}, what a
+    row records; a folder holding another is refused in one line naming what differs. A folder of an earlier txl
+    (no identity.json) was matched by its config in run_dir."""
     asked = json.loads(json.dumps(exp.identity(exp.variant(variant), seed)))
     key = config_hash(asked)
     path = folder / IDENTITY
     if not path.exists():
-        return key
+        return {"key": key, "asked": key}
     try:
         saved = json.loads(path.read_text())
         held, ident = saved["key"], saved["identity"]
@@ -106,7 +105,7 @@ def model_in(exp: Experiment, folder: Path, variant: str, seed: int) -> str:
             f"{folder} holds another model than {variant}/seed{seed} asks for ({'; '.join(changed[:4]) or 'key'}); "
             "remove that folder to train it again, or run with the settings it was trained with"
         )
-    return key
+    return {"key": held, "asked": key}
 
 
 def run_experiment(
@@ -216,7 +215,7 @@ def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, tag: str) 
     folder = run_dir(root, exp, job.variant.name, job.seed)
     run = exp.config(job.variant, job.seed)
     resume = find_checkpoint(folder) is not None
-    key = model_in(exp, folder, job.variant.name, job.seed)  # never resumes another configuration's model
+    model = model_in(exp, folder, job.variant.name, job.seed)  # never resumes another configuration's model
     if job.variant.adapts and not resume:  # from the source's trained model
         source = find_checkpoint(_trained_folder(exp, root, job.variant.of, job.seed))
         run.train.init_from = str(source.resolve())
@@ -233,29 +232,26 @@ def _train_job(exp: Experiment, job: Job, root: Path, progress: bool, tag: str) 
         log.info(f"{tag}: {e}; skipped")
         return None
     if not resume and trainer.dist.main and folder.name != f"seed{job.seed}":  # not an earlier txl's folder
-        atomic_write_json(folder / IDENTITY, {"key": key, "identity": exp.identity(job.variant, job.seed)})
+        atomic_write_json(folder / IDENTITY, {"key": model["asked"], "identity": exp.identity(job.variant, job.seed)})
     result = trainer.fit()
     spec = EvalSpec.for_run(run)
-    return result["final"], spec.plan.apply(run.model), spec.tgt_len, folder, result["data"], key
+    return result["final"], spec.plan.apply(run.model), spec.tgt_len, folder, result["data"], model
 
 
 def _row(exp: Experiment, job: Job, digest: str, parts: tuple, seconds: float) -> dict:
     """The results row of a finished job, from what training or evaluating it gave."""
-    metrics, model_cfg, tgt_len, folder, data, key = parts
+    metrics, model_cfg, tgt_len, folder, data, model = parts  # model: what model_in found and checked
     v = job.variant
     group = v.group or (exp.variant(v.of).group if v.of else "")
-    asked = exp.model_key(v.of if v.of and not v.adapts else v.name, job.seed)
-    if key != asked:  # model_in refuses this before anything runs; a row never carries another model's scores
-        raise TxlError(f"{job.key}: the model scored ({key}) is not the one its configuration asks for ({asked})")
     row = result_row(
         exp, v.name, v.kind, job.seed, digest, metrics, model_cfg, tgt_len, folder, data, seconds, of=v.of, group=group
     )
-    return dataclasses.replace(row, model={"key": key, "asked": asked})
+    return dataclasses.replace(row, model=model)
 
 
 def _say_changed_corpus(exp: Experiment, path: Path, rows: list) -> None:
     """One line when the user's text the sweep reads is not the one its rows were measured on."""
-    now = content_hash(exp.base.data)
+    now = exp.content(exp.base.data)
     before = [r for r in rows if r.data and r.data.get("content") not in (None, now)]
     if now is not None and before:
         was = ", ".join(sorted({r.data["content"] for r in before}))
@@ -320,5 +316,5 @@ def _evaluate_variant(exp: Experiment, job: Job, root: Path, progress: bool, tag
         plan = spec.plan
     corpus = trained.corpus(spec, progress=progress)
     metrics = evaluate(trained.model, corpus, spec, plan, progress).to_dict()
-    key = model_in(exp, folder, v.of if at_eval else v.name, job.seed)
-    return metrics, plan.apply(trained.run.model), spec.tgt_len, folder, corpus.identity(), key
+    model = model_in(exp, folder, v.of if at_eval else v.name, job.seed)
+    return metrics, plan.apply(trained.run.model), spec.tgt_len, folder, corpus.identity(), model

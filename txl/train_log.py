@@ -25,12 +25,12 @@ def budget_row(run: RunConfig, world: int, precision: str) -> dict:
     and MiB), and the memory of the whole batch over every process beside it."""
     tc = run.train
     dtype = "bfloat16" if precision == "bf16" else "float32"
-    b, batch = budget(run.model, tc.tgt_len, 1, dtype), budget(run.model, tc.tgt_len, tc.batch_size * world, dtype)
+    b = budget(run.model, tc.tgt_len, 1, dtype)
     return {
         "step": 0,
         "cached_positions": b.cached_positions,
         "memory_mib": b.bytes / 2**20,
-        "memory_mib_batch": batch.bytes / 2**20,
+        "memory_mib_batch": b.bytes * tc.batch_size * world / 2**20,
         "params": b.params,
         "receptive_field": b.receptive_field[0],
     }

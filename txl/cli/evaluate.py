@@ -51,7 +51,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 )
 def cmd_eval(args: argparse.Namespace) -> int:
     from txl.evaluate import check_flags, evaluate_plans, metric_name, plans_tables
-    from txl.runs import evaluation_header, evaluation_record, load_trained, record_evaluation
+    from txl.run_evals import evaluation_header, evaluation_record, record_evaluation
+    from txl.runs import load_trained
 
     names = ("split", "tgt_len", "batch_size", "max_segments", "attn_range", "memory_dtype", "sinks", "compress")
     flags = {k: getattr(args, k) for k in names}

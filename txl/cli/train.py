@@ -61,9 +61,7 @@ def _resumed(args: argparse.Namespace):
     asked = run_config_from_args(args, base=copy.deepcopy(saved))
     changed = resume_changes(saved, asked)
     if changed:
-        given = [
-            _flag(k) for k, v in vars(args).items() if k not in RUN_FLAGS | {"steps"} and v not in (None, False, [])
-        ]
+        given = [_flag(k) for k, v in vars(args).items() if k not in RUN_FLAGS and v not in (None, False, [])]
         raise TxlError(
             f"--resume continues {args.run_dir} as it was trained, but {' '.join(given)} would change "
             f"{'; '.join(changed[:4])}: drop {'it' if len(given) == 1 else 'them'}, or start a new run from its "
