@@ -1,20 +1,25 @@
-"""Memory in bytes: every family of memory reduction at the same byte budgets, on one plot of loss against bytes.
+"""Memory in bytes: every family of memory reduction at the same byte budgets, trained, cut and adapted.
 
-At a half, a quarter and an eighth of the all-long model's cache bytes, the largest plan of each
-family that fits:
+At a quarter and an eighth of the all-long model's cache bytes, each family's plan is the largest that fits,
+so that each spends its budget:
 
-- fewer long-range layers (Rae & Razavi: k interleaved layers long, the rest short), the
-  comparison every other family is held to: trained from scratch, cut at evaluation, adapted;
-- long memory only in the top layers, the attention range of the layers below limited to the
-  short memory (the lower-range intervention);
+- fewer long-range layers (Rae & Razavi): the most long layers (interleaved) that fit, the short memory of the
+  rest as long as the bytes they leave allow;
+- long memory only in the top layers, the attention range of the layers below limited to their short memory
+  (the lower-range intervention), the short memory as long as fits (or, where no long layer fits, the top one's
+  memory as long as fits beside the short memory of the rest);
 - one shorter memory in every layer;
-- the long memory stored as int8 (and int4), as long as it fits;
-- a short raw memory with as many compressed slots (rate 4, mean pooling);
-- a window with 4 attention sinks.
+- the memory stored as int8 or int4, as long as the bytes buy (longer than the trained length where they do);
+- a raw memory with as many compressed slots of 4 states each, pooled by mean or by the Compressive
+  Transformer's learned convolution (trained by its reconstruction loss);
+- a window with 4 attention sinks, taken anew from the current weights every tenth of training.
 
-Each family is applied to the all-long model at evaluation time and adapted to it for a short
-run (`adapt_steps`); Rae & Razavi's plan is also trained from scratch. Variants are grouped by
-budget, so that each is compared (`txl report --pairs`) with the others of the same bytes.
+Every family is trained from scratch with its plan, applied to the all-long model at evaluation time (but the
+learned compression, whose convolution the all-long model never trained), and adapted to it for a short run
+(`adapt_steps`), beside the control that adapts the all-long model to its own plan for the same steps: an adapted
+row is read against that control, a cut row against its source model, a trained row against the other trained
+rows of its budget. A plan that two families share at a budget is one variant, named for both. Each variant
+records the bytes of its budget, so that a report shows the share it spends.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from txl.budget import budget
 from txl.experiments import Experiment, Variant, experiment
 from txl.plans import apply_plans, describe
 
-FRACTIONS = {"1/2": 2, "1/4": 4, "1/8": 8}  # budgets: the all-long model's cache bytes divided by these
+FRACTIONS = {"1/4": 4, "1/8": 8}  # budgets: the all-long model's cache bytes divided by these
+SINKS = 4
+RATE = 4  # states pooled into one compressed slot
 
 
 def _largest(fits: Callable[[dict], bool], candidates: list[tuple[str, dict]]) -> tuple[str, dict] | None:
@@ -41,48 +48,77 @@ def _largest(fits: Callable[[dict], bool], candidates: list[tuple[str, dict]]) -
     return candidates[lo - 1] if lo else None
 
 
-def _fewer_long_layers(fits: Callable[[dict], bool], n: int, long: int, short: int) -> tuple[str, dict] | None:
-    """Rae & Razavi's plan of the budget: the most long layers (interleaved) that fit beside a short memory of at
-    least 1, that short memory as long as fits (up to `short`)."""
-    for k in range(n, -1, -1):
-        plans = [(f"lrm={k},srm={m}", {"memory": f"lrm={k}@interleave:{long},srm={m}"}) for m in range(1, short + 1)]
-        found = _largest(fits, plans)
+def _most_long_layers(fits, counts, plan: Callable[[int, int], tuple[str, dict]], long: int):
+    """For the first count of `counts` whose long layers fit beside a short memory of at least 1, the plan with
+    that short memory as long as fits (below `long`)."""
+    for k in counts:
+        found = _largest(fits, [plan(k, m) for m in range(1, long)])
         if found is not None:
             return found
     return None
 
 
+def _top(n: int, long: int, short: int, k: int = 1) -> tuple[str, dict]:
+    """The top `k` layers keep `long` states, the rest `short`, and the attention of those below reaches only that."""
+    plan = {"memory": f"lrm={k}@last:{long},srm={short}", "attn_range": f"range={short}@first:{n - k}"}
+    return f"top {k}: {long}, srm={short}", plan
+
+
+def _candidates(n: int, long: int, short: int) -> dict[str, Callable | list]:
+    """Per family, its plans in growing bytes (or, for the two families of long layers, how to find one)."""
+    lengths = range(1, long + 1)
+    quantized = range(1, 8 * long + 1)  # a quantized memory may be longer than the trained one
+    interleaved = lambda k, m: (f"lrm={k},srm={m}", {"memory": f"lrm={k}@interleave:{long},srm={m}"})  # noqa: E731
+    top = lambda k, m: _top(n, long, m, k)  # noqa: E731
+    return {
+        "fewer long layers": (range(n, -1, -1), interleaved),
+        "long on top, range below": (range(n - 1, 0, -1), top),
+        "shorter memory": [(f"memory {m}", {"memory": str(m)}) for m in lengths],
+        "int8": [(f"memory {m} int8", {"memory": str(m), "memory_dtype": "int8"}) for m in quantized],
+        "int4": [(f"memory {m} int4", {"memory": str(m), "memory_dtype": "int4"}) for m in quantized],
+        "compressed, mean": [
+            (f"memory {m} + {m}/{RATE}:mean", {"memory": str(m), "compress": f"{m}/{RATE}:mean"}) for m in lengths
+        ],
+        "compressed, conv": [
+            (f"memory {m} + {m}/{RATE}:conv", {"memory": str(m), "compress": f"{m}/{RATE}:conv"}) for m in lengths
+        ],
+        "sinks": [(f"window {m} + {SINKS} sinks", {"memory": str(m), "sinks": str(SINKS)}) for m in lengths],
+    }
+
+
 def family_plans(model_cfg, tgt_len: int, limit: int, long: int, short: int) -> dict[str, tuple[str, dict]]:
-    """Per family, the largest plan within `limit` bytes: (its name, its plan texts by flag name)."""
-    n = model_cfg.n_layer
+    """Per family, the largest plan within `limit` bytes: (its name, its plan texts by flag name). A plan another
+    family found first is not repeated: that family's name then names both ("lrm=0,srm=16 = memory 16")."""
 
     def fits(plan: dict) -> bool:
         return budget(apply_plans(model_cfg, **plan), tgt_len).bytes <= limit
 
-    lengths = range(1, long + 1)
-    families = {
-        "long on top, range below": [
-            (f"top {k}", {"memory": f"lrm={k}@last:{long},srm={short}", "attn_range": f"range={short}@first:{n - k}"})
-            for k in range(1, n)
-        ],
-        "shorter memory": [(f"memory {m}", {"memory": str(m)}) for m in lengths],
-        "int8": [(f"memory {m} int8", {"memory": str(m), "memory_dtype": "int8"}) for m in lengths],
-        "int4": [(f"memory {m} int4", {"memory": str(m), "memory_dtype": "int4"}) for m in lengths],
-        "compressed": [
-            (f"memory {m} + {m}/4:mean", {"memory": str(m), "compress": f"{m}/4:mean"}) for m in range(1, long + 1)
-        ],
-        "sinks": [(f"window {m} + 4 sinks", {"memory": str(m), "sinks": "4"}) for m in lengths],
-    }
     out: dict[str, tuple[str, dict]] = {}
-    for family, candidates in {"fewer long layers": None, **families}.items():
-        found = _fewer_long_layers(fits, n, long, short) if candidates is None else _largest(fits, candidates)
-        same = lambda a, b: describe(apply_plans(model_cfg, **a)) == describe(apply_plans(model_cfg, **b))  # noqa: E731
-        if found is not None and not any(same(found[1], plan) for _, plan in out.values()):  # another family's plan
+    for family, candidates in _candidates(model_cfg.n_layer, long, short).items():
+        if isinstance(candidates, tuple):
+            found = _most_long_layers(fits, *candidates, long)
+            if found is None and family == "long on top, range below":  # no long layer of the long length fits
+                found = _largest(fits, [_top(model_cfg.n_layer, length, short) for length in range(short + 1, long)])
+        else:
+            found = _largest(fits, candidates)
+        if found is None:
+            continue
+        key = describe(apply_plans(model_cfg, **found[1]))
+        same = [f for f, (_, plan) in out.items() if describe(apply_plans(model_cfg, **plan)) == key]
+        if same:
+            name, plan = out[same[0]]
+            out[same[0]] = (f"{name} = {found[0]}", plan)
+        else:
             out[family] = found
     return out
 
 
-@experiment("memory/frontier", "every memory-reduction family at a half, a quarter and an eighth of the bytes")
+def _refresh(plan: dict, steps: int) -> list[str]:
+    """Sinks a model trains with are taken anew every tenth of its steps: what its current weights make."""
+    return [f"train.sink_refresh={max(1, steps // 10)}"] if plan.get("sinks") else []
+
+
+@experiment("memory/frontier", "every memory-reduction family at a quarter and an eighth of the bytes, trained")
 def frontier(scale: str) -> Experiment:
     base = lm_base(scale)
     long, short = memory_lengths(scale)
@@ -90,15 +126,21 @@ def frontier(scale: str) -> Experiment:
     full = budget(base.model, base.train.tgt_len).bytes
     steps = adapt_steps(scale) // 2
     reference = "all long (trained)"
-    variants = [Variant(reference, memory=str(long), group="all long")]
+    variants = [
+        Variant(reference, memory=str(long), group="all long", budget_bytes=full),
+        Variant(
+            "all long (adapted)", of=reference, memory=str(long), group="all long", budget_bytes=full, adapt_steps=steps
+        ),
+    ]
     for label, divisor in FRACTIONS.items():
-        group = f"{label} of the bytes"
-        plans = family_plans(base.model, base.train.tgt_len, full // divisor, long, short)
-        for family, (name, plan) in plans.items():
+        group, limit = f"{label} of the bytes", full // divisor
+        for family, (name, plan) in family_plans(base.model, base.train.tgt_len, limit, long, short).items():
             tag = f"{label}: {name}"
-            if family == "fewer long layers":
-                variants.append(Variant(f"{tag} (trained)", group=group, **plan))
-            variants.append(Variant(f"{tag} (at evaluation)", of=reference, group=group, **plan))
-            if family != "int4":
-                variants.append(Variant(f"{tag} (adapted)", of=reference, group=group, adapt_steps=steps, **plan))
+            common = dict(group=group, budget_bytes=limit, **plan)
+            variants.append(Variant(f"{tag} (trained)", set=_refresh(plan, base.train.steps), **common))
+            if family != "compressed, conv":  # the all-long model has no trained compression to cut to
+                variants.append(Variant(f"{tag} (at evaluation)", of=reference, **common))
+            variants.append(
+                Variant(f"{tag} (adapted)", of=reference, adapt_steps=steps, set=_refresh(plan, steps), **common)
+            )
     return Experiment(scale, base, variants, summary="memory reductions at equal bytes", x_axis="memory_bytes")

@@ -122,3 +122,14 @@ def test_init_from_adapts_with_the_experiments_recipe_and_says_so(source, tmp_pa
     capsys.readouterr()
     assert main([*common, "--run-dir", str(tmp_path / "c"), "--steps", "3", "--set", "train.warmup=5"]) == 0
     assert "train.warmup (5 steps) is as long as the run (3)" in capsys.readouterr().err
+
+
+def test_a_learned_compression_the_source_lacks_starts_fresh_and_the_rest_is_the_source(source, tmp_path, capsys):
+    argv = ["train", "--init-from", str(source / "run"), "--run-dir", str(tmp_path / "b"), "--steps", "0"]
+    assert main([*argv, "--memory", "4", "--compress", "4/2:conv", "--no-progress"]) == 0
+    assert "compressor tensors the source lacks start fresh" in capsys.readouterr().err
+    a = load_trained(source / "run", "cpu").model.state_dict()
+    b = load_trained(tmp_path / "b", "cpu").model.state_dict()
+    fresh = sorted(k for k in b if k not in a)
+    assert fresh and all(".compressor." in k for k in fresh)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # every weight the source has is the source's

@@ -154,7 +154,9 @@ def weights_dtype(folder: Path) -> torch.dtype | None:
     return floats[0] if len(floats) == 1 else None
 
 
-def load_weights(model: torch.nn.Module, folder: Path, strict: bool = True) -> None:
+def load_weights(model: torch.nn.Module, folder: Path, strict: bool = True, fresh: str | None = None) -> list[str]:
+    """Read a checkpoint's weights into `model`; with `fresh`, parameters whose names contain it may be missing
+    (they keep their initial values: a part the source never had). Returns the names so left."""
     path = folder / "model.safetensors"
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
@@ -163,11 +165,14 @@ def load_weights(model: torch.nn.Module, folder: Path, strict: bool = True) -> N
     except Exception as e:  # a truncated or foreign file, or tensors whose shapes the config does not give
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise TxlError(f"cannot load {path} into the model its config.json describes ({first})") from None
+    left = sorted(k for k in missing if fresh is not None and fresh in k)
+    missing = [k for k in missing if k not in left]
     if strict and (missing or unexpected):
         raise TxlError(
             f"checkpoint {folder} does not fit this model: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
+    return left
 
 
 def load_state(folder: Path) -> dict:

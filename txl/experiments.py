@@ -48,6 +48,7 @@ class Variant:
     sinks: str | None = None  # attention sinks per layer (txl.memory.take_sinks), trained or at evaluation
     compress: str | None = None  # compressed memory per layer (txl.memory.Compression), trained or at evaluation
     adapt_steps: int | None = None  # with `of`: train of's model under this plan for so many steps (fresh optimizer)
+    budget_bytes: int | None = None  # the memory bytes its group allows: its rows record it, reports show the share
 
     def plan_texts(self) -> dict[str, str | None]:
         """The plan dimensions this variant sets, by flag name (see txl.plans.PLAN_FLAGS)."""

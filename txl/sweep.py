@@ -246,6 +246,8 @@ def _row(exp: Experiment, job: Job, digest: str, parts: tuple, seconds: float) -
     row = result_row(
         exp, v.name, v.kind, job.seed, digest, metrics, model_cfg, tgt_len, folder, data, seconds, of=v.of, group=group
     )
+    if v.budget_bytes is not None:
+        row.budget["limit_bytes"] = v.budget_bytes
     return dataclasses.replace(row, model=model)
 
 

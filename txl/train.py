@@ -291,12 +291,14 @@ class Trainer:
         if not (folder / "model.safetensors").is_file():
             raise TxlError(f"train.init_from: no checkpoint in {folder} (model.safetensors is missing)")
         try:
-            ckpt.load_weights(self.model, folder)
+            fresh = ckpt.load_weights(self.model, folder, fresh=".compressor.")
         except TxlError as e:
             raise TxlError(
                 f"--init-from: {e}; keep the source's widths, layers, vocabulary and attention variants "
-                "(memory, range, dtype and sink plans may change)"
+                "(memory, range, dtype, sink and compression plans may change)"
             ) from None
+        if fresh:  # a learned compression the source did not have: it starts from its initial weights
+            self._say(f"init-from: {len(fresh)} compressor tensors the source lacks start fresh ({fresh[0]}, ...)")
 
     def _resume(self, folder: Path) -> None:
         ckpt.load_weights(self.model, folder)
