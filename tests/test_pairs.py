@@ -80,3 +80,68 @@ def test_differences_without_spread_are_not_a_test_at_p_zero():
     ]
     (pair,) = pairwise(groups, "bpb")
     assert pair.p_holm is None and "no spread: not tested" in pairs_table([pair], "bpb")
+
+
+def _frontier_rows():
+    """A frontier in miniature: the source, its adapted control, a budget's trained, cut and adapted rows."""
+    spec = [  # variant, kind, of, group, plan memory, bpb per seed
+        ("long", "train", None, "all", "4x16", [2.00, 2.03, 1.99]),
+        ("long adapted", "adapt", "long", "all", "4x16", [1.95, 1.99, 1.93]),
+        ("short", "train", None, "1/4", "4x4", [2.10, 2.12, 2.09]),
+        ("int8", "train", None, "1/4", "4x16", [2.05, 2.06, 2.06]),
+        ("short cut", "eval", "long", "1/4", "4x4", [2.30, 2.33, 2.31]),
+        ("int8 cut", "eval", "long", "1/4", "4x16", [2.001, 2.031, 1.992]),
+        ("short adapted", "adapt", "long", "1/4", "4x4", [1.99, 2.04, 1.96]),
+    ]
+    return result_rows(
+        *[
+            {"variant": v, "seed": s, "kind": k, "of": of, "group": g, "plan": {"memory": m}, "metrics": {"bpb": x}}
+            for v, k, of, g, m, xs in spec
+            for s, x in enumerate(xs)
+        ]
+    )
+
+
+def test_each_variant_is_read_against_like_and_pairs_stay_within_kinds():
+    from txl.groups import references
+
+    groups = aggregate(_frontier_rows(), "bpb")
+    refs = {name: g.variant for name, g in references(groups).items()}
+    assert refs == {
+        "long adapted": "long",  # the control against the model it adapts
+        "int8": "short",  # trained against its budget's first trained
+        "short cut": "long",  # cut at evaluation against its own source
+        "int8 cut": "long",
+        "short adapted": "long adapted",  # adapted against the control adapted for the same steps
+    }
+    pairs = pairwise(groups, "bpb")
+    kinds = {g.variant: g.kind for g in groups}
+    named = {frozenset((p.a, p.b)) for p in pairs}
+    within = {frozenset(x) for x in [("short", "int8"), ("short cut", "int8 cut")]}
+    assert named == within | {frozenset((a, b)) for a, b in refs.items()}
+    crossed = [p for p in pairs if kinds[p.a] != kinds[p.b]]
+    assert {frozenset((p.a, p.b)) for p in crossed} <= {frozenset((a, b)) for a, b in refs.items()}
+    assert not any({p.a, p.b} == {"short", "short cut"} for p in pairs)  # a trained row never meets a cut one
+
+
+def test_a_named_baseline_rules_its_groups_trained_rows_and_cut_rows_meet_their_source():
+    from txl.groups import references
+
+    refs = {n: g.variant for n, g in references(aggregate(_frontier_rows(), "bpb"), "int8").items()}
+    assert refs["short"] == "int8" and refs["short cut"] == "long" and refs["short adapted"] == "long adapted"
+
+
+def test_pairs_of_experiments_reported_together_share_one_holm_adjustment(tmp_path, capsys):
+    for name in ("rae2020/lrm-count", "rae2020/lrm-placement"):
+        exp = get_experiment(name, "tiny")
+        for row in _rows():
+            append_result(results_path(tmp_path, exp), replace(row, experiment=exp.name))
+    argv = ["report", "rae2020/lrm-count", "rae2020/lrm-placement", "--scale", "tiny", "--results", str(tmp_path)]
+    assert main([*argv, "--no-plot", "--pairs"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Holm's adjustment over the 6 pairs of 2 experiments") == 2
+    alone = pairwise(aggregate(_rows(), "bpb"), "bpb")
+    path = results_path(tmp_path, get_experiment("rae2020/lrm-count", "tiny")).parent / "pairs.csv"
+    pooled = [float(line.split(",")[-2]) for line in path.read_text().splitlines()[1:]]
+    assert pooled != pytest.approx([p.p_holm for p in alone])  # six tests at once, not three
+    assert all(q >= p.p_holm for q, p in zip(pooled, alone))

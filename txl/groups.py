@@ -47,6 +47,8 @@ class Group:
     interval: Interval | None = None  # of the mean over seeds
     vs_baseline: Interval | None = None  # the paired difference from the baseline variant
     near_frontier: bool = False  # off the frontier, but its interval reaches a frontier point's
+    of: str | None = None  # the trained variant an evaluation or adaptation starts from
+    reference: str | None = None  # the variant vs_baseline is measured against (txl.groups.references)
 
     @property
     def mean(self) -> float:
@@ -64,7 +66,7 @@ def aggregate(rows: list[ResultRow], metric: str) -> list[Group]:
         latest[(r.variant, r.seed)] = r
     groups: dict[str, Group] = {}
     for (variant, seed), r in latest.items():
-        g = groups.setdefault(variant, Group(variant, r.kind, r.plan, r.budget, [], r.group))
+        g = groups.setdefault(variant, Group(variant, r.kind, r.plan, r.budget, [], r.group, of=r.of))
         g.values.append(float(r.metrics[metric]))
         g.by_seed[seed], g.rows[seed] = float(r.metrics[metric]), r
     for g in groups.values():
@@ -75,6 +77,40 @@ def aggregate(rows: list[ResultRow], metric: str) -> list[Group]:
             # the reach every seed's plan guarantees; costs are the same by construction (one budget)
             g.budget = {**g.budget, "receptive_field": min(r.budget["receptive_field"] for r in g.rows.values())}
     return list(groups.values())
+
+
+def references(groups: list[Group], baseline: str | None = None) -> dict[str, Group]:
+    """What each variant is compared with, like with like: an adapted variant with the control adapted from the
+    same model under that model's own plan (for the same steps), where there is one; an evaluation-time plan with
+    the model it cuts; another variant of the named baseline's task group with that baseline; an adapted variant
+    without a control with its source; a trained one with its task group's first trained one. A variant that is
+    its own reference is left out."""
+    by_name = {g.variant: g for g in groups}
+    named = by_name.get(baseline) if baseline else None
+    first: dict[str, Group] = {}
+    for g in groups:
+        if g.kind == "train":
+            first.setdefault(g.group, g)
+    controls: dict[str, Group] = {}
+    for g in groups:
+        source = by_name.get(g.of) if g.of else None
+        if g.kind == "adapt" and source is not None and g.plan == source.plan:
+            controls.setdefault(source.variant, g)
+    out = {}
+    for g in groups:
+        if g.kind == "adapt" and g.of in controls and controls[g.of] is not g:
+            ref = controls[g.of]
+        elif g.kind == "eval" and g.of in by_name:
+            ref = by_name[g.of]
+        elif named is not None and named.group == g.group:
+            ref = named
+        elif g.kind == "adapt" and g.of in by_name:
+            ref = by_name[g.of]
+        else:
+            ref = first.get(g.group)
+        if ref is not None and ref is not g:
+            out[g.variant] = ref
+    return out
 
 
 def _to_metric(row: ResultRow, metric: str) -> Callable[[float], float] | None:

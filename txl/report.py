@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from txl.groups import HIGHER_IS_BETTER, X_AXES, Group, aggregate, difference, headline_metric
+from txl.groups import HIGHER_IS_BETTER, X_AXES, Group, aggregate, difference, headline_metric, references
 from txl.io import atomic_write_text
 from txl.report_figures import report_plot, write_hparams
 from txl.results import ResultRow
@@ -30,27 +31,19 @@ def superseded(rows: list[ResultRow]) -> list[str]:
     return [f"{v} seed {s}" for (v, s), h in hashes.items() if len(h) > 1]
 
 
-def compare_with_baseline(groups: list[Group], metric: str, baseline: str | None) -> Group | None:
-    """Each variant's difference from the baseline of its task group, paired by seed.
+def compare_with_references(groups: list[Group], metric: str, baseline: str | None) -> str | None:
+    """Each variant's difference from its reference (txl.groups.references: like with like), paired by seed.
 
-    With two or more shared seeds: t over the per-seed differences. With one: a paired
-    bootstrap over evaluation blocks, when both rows carry the same blocks.
-    """
-    bases: dict[str, Group] = {}
-    for g in groups:  # each task group is compared with its own first trained variant ...
-        if g.kind == "train":
-            bases.setdefault(g.group, g)
-    named = next((g for g in groups if g.variant == baseline), None)
-    if named is not None:  # ... unless the experiment names one
-        bases[named.group] = named
-    if not bases:
-        return None
+    With two or more shared seeds: t over the per-seed differences. With one: a paired bootstrap over evaluation
+    blocks, when both rows carry the same blocks. Returns the reference's name when every variant has the same one
+    (the table's column then names it), else None (a column names each row's)."""
+    refs = references(groups, baseline)
     for g in groups:
-        base = bases.get(g.group)
-        if base is None or g is base:
-            continue
-        g.vs_baseline = difference(g, base, metric)
-    return named if named is not None or len(bases) > 1 else next(iter(bases.values()))
+        ref = refs.get(g.variant)
+        if ref is not None:
+            g.vs_baseline, g.reference = difference(g, ref, metric), ref.variant
+    names = {g.reference for g in groups if g.reference}
+    return names.pop() if len(names) == 1 else None
 
 
 def mark_pareto(groups: list[Group], metric: str, x_axis: str) -> None:
@@ -107,117 +100,74 @@ def _beyond(d: Interval | None) -> str:
     return "yes" if d.excludes_zero else "no"
 
 
-def report_table(
-    groups: list[Group], metric: str, x_axis: str, markdown: bool = False, baseline: str | None = None
-) -> str:
-    grouped = len({g.group for g in groups}) > 1
-    compared = any(g.vs_baseline is not None for g in groups)
-    rows = []
-    for g in groups:
-        row = ([g.group] if grouped else []) + [
-            g.variant,
-            g.kind,
-            g.plan["memory"],
-            g.plan["range"],
-            g.plan["attn"],
-            g.budget["cached_positions"],
-            g.budget["memory_bytes"] / 2**20,
-            whole(g.budget["receptive_field"]),
-            _interval_text(g.interval),
-            len(g.values),
-        ]
-        if compared:
-            d = g.vs_baseline
-            row += [
-                _interval_text(d, signed=True),
-                "-" if d is None else f"{d.kind}, n={d.n}",
-                _beyond(d),
-            ]
-        row.append("*" if g.pareto else ("~" if g.near_frontier else ""))
-        at = (1 if grouped else 0) + 5  # memory dtypes and sinks, where used: beside the plan's other columns
-        row[at:at] = [g.plan.get(d, default) for d, _, default in _optional(groups)]
-        rows.append(row)
-    headers = [
-        "variant",
-        "kind",
-        "memory",
-        "range",
-        "attn",
-        "cached",
-        "MiB/seq",
-        "receptive field",
-        f"{metric} [95% interval]",
-        "seeds",
-    ]
-    if compared:
-        headers += [f"- {baseline or 'baseline'} [95%]", "interval over", "beyond noise"]
-    headers.append("pareto")
-    headers[5:5] = [title for _, title, _ in _optional(groups)]
-    return format_table((["group"] if grouped else []) + headers, rows, markdown)
-
-
-def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -> tuple[list[str], list[list]]:
-    """The report as raw numbers (intervals as separate columns), for CSV and LaTeX."""
-    headers = [
-        "group",
-        "variant",
-        "kind",
-        "memory",
-        "range",
-        "attn",
-        "cached_positions",
-        "memory_mib",
-        "receptive_field",
-        metric,
-        f"{metric}_lo",
-        f"{metric}_hi",
-        "seeds",
-        "interval",
-        f"minus_{baseline or 'baseline'}",
-        "diff_lo",
-        "diff_hi",
-        "diff_interval",
-        "beyond_noise",
-        "pareto",
-    ]
-    headers[6:6] = [title.replace(" ", "_") for _, title, _ in _optional(groups)]
-    rows = []
-    for g in groups:
-        i, d = g.interval, g.vs_baseline
-        rows.append(
-            [
-                g.group,
-                g.variant,
-                g.kind,
-                g.plan["memory"],
-                g.plan["range"],
-                g.plan["attn"],
-                g.budget["cached_positions"],
-                g.budget["memory_bytes"] / 2**20,
-                whole(g.budget["receptive_field"]),
-                i.mean,
-                None if i.kind == "one seed" else i.lo,
-                None if i.kind == "one seed" else i.hi,
-                len(g.values),
-                i.kind,
-                None if d is None else d.mean,
-                None if d is None or d.kind == "one seed" else d.lo,
-                None if d is None or d.kind == "one seed" else d.hi,
-                None if d is None else d.kind,
-                None if d is None else d.excludes_zero,
-                "frontier" if g.pareto else ("near" if g.near_frontier else ""),
-            ]
-        )
-        rows[-1][6:6] = [g.plan.get(d, default) for d, _, default in _optional(groups)]
-    return headers, rows
-
-
 # plan dimensions a report shows only when a variant uses them (its plan then names them): name, title, default
 OPTIONAL = (("dtype", "stored as", "fp32"), ("sinks", "sinks", "0"), ("compress", "compressed", "0"))
 
 
 def _optional(groups: list[Group]) -> list[tuple[str, str, str]]:
     return [o for o in OPTIONAL if any(o[0] in g.plan for g in groups)]
+
+
+def _share(g: Group) -> float | None:
+    """The share of its budget's bytes a variant's memory takes (rows record the budget as limit_bytes)."""
+    limit = g.budget.get("limit_bytes")
+    return g.budget["memory_bytes"] / limit if limit else None
+
+
+def _columns(groups: list[Group], metric: str, baseline: str | None, raw: bool) -> list[tuple[str, Callable]]:
+    """The report's columns as (title, value of a group): as shown (raw False) or as numbers for CSV and LaTeX."""
+    plan = [(k, lambda g, k=k: g.plan[k]) for k in ("memory", "range", "attn")]
+    plan += [(title, lambda g, d=d, dflt=dflt: g.plan.get(d, dflt)) for d, title, dflt in _optional(groups)]
+    shares = any(_share(g) is not None for g in groups)
+    per_row = baseline == "reference"  # each row names what it is compared with
+    one = lambda i, end: None if i is None or i.kind == "one seed" else getattr(i, end)  # noqa: E731
+    if raw:
+        cols = [("group", lambda g: g.group), ("variant", lambda g: g.variant), ("kind", lambda g: g.kind)]
+        cols += [(t.replace(" ", "_"), f) for t, f in plan]
+        cols += [("cached_positions", lambda g: g.budget["cached_positions"])]
+        cols += [("memory_mib", lambda g: g.budget["memory_bytes"] / 2**20)]
+        cols += [("budget_share", _share)] if shares else []
+        cols += [("receptive_field", lambda g: whole(g.budget["receptive_field"])), (metric, lambda g: g.interval.mean)]
+        cols += [(f"{metric}_lo", lambda g: one(g.interval, "lo"))]
+        cols += [(f"{metric}_hi", lambda g: one(g.interval, "hi")), ("seeds", lambda g: len(g.values))]
+        cols += [("interval", lambda g: g.interval.kind)]
+        cols += [("reference", lambda g: g.reference)] if per_row else []
+        d = lambda g: g.vs_baseline  # noqa: E731
+        cols += [(f"minus_{baseline or 'baseline'}", lambda g: None if d(g) is None else d(g).mean)]
+        cols += [("diff_lo", lambda g: one(d(g), "lo")), ("diff_hi", lambda g: one(d(g), "hi"))]
+        cols += [("diff_interval", lambda g: None if d(g) is None else d(g).kind)]
+        cols += [("beyond_noise", lambda g: None if d(g) is None else d(g).excludes_zero)]
+        return cols + [("pareto", lambda g: "frontier" if g.pareto else ("near" if g.near_frontier else ""))]
+    cols = ([("group", lambda g: g.group)] if len({g.group for g in groups}) > 1 else []) + [
+        ("variant", lambda g: g.variant),
+        ("kind", lambda g: g.kind),
+    ]
+    cols += plan + [("cached", lambda g: g.budget["cached_positions"])]
+    cols += [("MiB/seq", lambda g: g.budget["memory_bytes"] / 2**20)]
+    cols += [("share", lambda g: "-" if _share(g) is None else f"{_share(g):.2f}")] if shares else []
+    cols += [("receptive field", lambda g: whole(g.budget["receptive_field"]))]
+    cols += [(f"{metric} [95% interval]", lambda g: _interval_text(g.interval)), ("seeds", lambda g: len(g.values))]
+    if any(g.vs_baseline is not None for g in groups):
+        cols += [("reference", lambda g: g.reference or "-")] if per_row else []
+        cols += [(f"- {baseline or 'baseline'} [95%]", lambda g: _interval_text(g.vs_baseline, signed=True))]
+        cols += [
+            ("interval over", lambda g: "-" if g.vs_baseline is None else f"{g.vs_baseline.kind}, n={g.vs_baseline.n}")
+        ]
+        cols += [("beyond noise", lambda g: _beyond(g.vs_baseline))]
+    return cols + [("pareto", lambda g: "*" if g.pareto else ("~" if g.near_frontier else ""))]
+
+
+def report_table(
+    groups: list[Group], metric: str, x_axis: str, markdown: bool = False, baseline: str | None = None
+) -> str:
+    cols = _columns(groups, metric, baseline, raw=False)
+    return format_table([t for t, _ in cols], [[f(g) for _, f in cols] for g in groups], markdown)
+
+
+def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -> tuple[list[str], list[list]]:
+    """The report as raw numbers (intervals as separate columns), for CSV and LaTeX."""
+    cols = _columns(groups, metric, baseline, raw=True)
+    return [t for t, _ in cols], [[f(g) for _, f in cols] for g in groups]
 
 
 def build_report(
@@ -234,10 +184,11 @@ def build_report(
     metric = headline_metric(rows)
     order = {name: i for i, name in enumerate(dict.fromkeys(r.group for r in rows))}  # groups as first seen
     groups = aggregate(rows, metric)  # in the order the experiment lists its variants: a group's first is its baseline
-    base = compare_with_baseline(groups, metric, baseline)
-    groups.sort(key=lambda g: (order[g.group], g.budget[x_axis], g.variant))
+    one = compare_with_references(groups, metric, baseline)
+    kinds = {"train": 0, "eval": 1, "adapt": 2}  # within a task group: trained, then cut, then adapted
+    groups.sort(key=lambda g: (order[g.group], kinds.get(g.kind, 3), g.budget[x_axis], g.variant))
     mark_pareto(groups, metric, x_axis)
-    name = base.variant if base else ("its group's first" if any(g.vs_baseline for g in groups) else None)
+    name = one or ("reference" if any(g.reference for g in groups) else None)
     notes = legend(metric, x_axis, name) + seed_note(groups)
     text = report_table(groups, metric, x_axis, baseline=name)
     markdown = report_table(groups, metric, x_axis, markdown=True, baseline=name)

@@ -12,7 +12,11 @@ from txl.scales import SCALES
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="an experiment name")
+    p.add_argument(
+        "name",
+        nargs="+",
+        help="an experiment name; several are reported one after another, their pairs (--pairs) adjusted together",
+    )
     p.add_argument("--scale", choices=SCALES, default="small")
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--corpus", help="the results of a run with --corpus (as given to txl run)")
@@ -98,7 +102,7 @@ def show_report(
     return report
 
 
-def _where_else(root: Path, exp, args: argparse.Namespace) -> str:
+def _where_else(root: Path, exp, args: argparse.Namespace, name: str) -> str:
     """What to do about missing results: the flags that show the results this experiment has on other data, or
     the command that makes them."""
     from txl.experiments import other_results
@@ -107,24 +111,48 @@ def _where_else(root: Path, exp, args: argparse.Namespace) -> str:
     if not found:
         from txl.cli.cluster import sweep
 
-        return f"run '{sweep(args, [], None).command()}' first"
-    shown = ", ".join(f"'txl report {args.name} --scale {args.scale} {flags}'" for flags in found[:3])
+        return f"run '{sweep(argparse.Namespace(**{**vars(args), 'name': name}), [], None).command()}' first"
+    shown = ", ".join(f"'txl report {name} --scale {args.scale} {flags}'" for flags in found[:3])
     return f"this experiment has results on other data: {shown}"
 
 
 @command("report", "quality against memory budget from a results table: table, plot, Pareto frontier", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
+    load_definitions()
+    reports = [(name, *_one_report(args, name)) for name in args.name]
+    if args.pairs:
+        from txl.pairs import adjust, pairs_legend, pairs_table, pairwise, write_pairs
+
+        found = [(name, path, r, pairwise(r["groups"], r["metric"], base)) for name, path, r, base in reports]
+        pool = [p for *_, pairs in found for p in pairs]
+        adjust(pool)  # Holm's correction over every pair of the experiments reported together
+        together = f" of {len(found)} experiments" if len(found) > 1 else ""
+        for name, path, report, pairs in found:
+            table_fmt = "markdown" if args.markdown else args.format
+            legend = pairs_legend(pairs, len([p for p in pool if p.p_holm is not None]), together)
+            if table_fmt in ("text", "markdown"):  # csv and latex print the report's table alone; pairs are in files
+                head = f"{name}: pairs\n" if len(found) > 1 else ""
+                print(f"\n{head}{pairs_table(pairs, report['metric'], table_fmt)}\n{legend}")
+            stem = "pairs" if report["split"] in (None, "valid") else f"pairs-{report['split']}"
+            report["files"].update(write_pairs(pairs, report["metric"], path.parent, stem, legend))
+    for _, _, report, _ in reports:
+        for kind, file in report["files"].items():
+            say(args, f"{kind:<12} {file}")
+    return 0
+
+
+def _one_report(args: argparse.Namespace, name: str) -> tuple[Path, dict, str | None]:
+    """One experiment's report (printed): its results file, the report, and its named baseline."""
     from txl.experiments import get_experiment, results_path, retarget
     from txl.results import read_results
 
-    load_definitions()
-    exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer, args.vocab_size)
+    exp = retarget(get_experiment(name, args.scale), args.corpus, args.tokenizer, args.vocab_size)
     path = results_path(Path(args.results), exp)
     rows = [r for r in read_results(path) if r.scale == args.scale]
     if not rows and path.exists() and path.stat().st_size > 0:
         raise TxlError(f"{path} has no readable {args.scale} rows (the damaged lines are named above)")
     if not rows:
-        raise TxlError(f"no results at {path}; " + _where_else(Path(args.results), exp, args))
+        raise TxlError(f"no results at {path}; " + _where_else(Path(args.results), exp, args, name))
     report = show_report(
         exp,
         rows,
@@ -134,15 +162,4 @@ def cmd_report(args: argparse.Namespace) -> int:
         not args.no_plot,
         "markdown" if args.markdown else args.format,
     )
-    if args.pairs:
-        from txl.pairs import pairs_legend, pairs_table, pairwise, write_pairs
-
-        pairs = pairwise(report["groups"], report["metric"])
-        table_fmt = "markdown" if args.markdown else args.format
-        if table_fmt in ("text", "markdown"):  # csv and latex print the report's table alone; the pairs are in files
-            print(f"\n{pairs_table(pairs, report['metric'], table_fmt)}\n{pairs_legend(pairs)}")
-        stem = "pairs" if report["split"] in (None, "valid") else f"pairs-{report['split']}"
-        report["files"].update(write_pairs(pairs, report["metric"], path.parent, stem))
-    for kind, file in report["files"].items():
-        say(args, f"{kind:<12} {file}")
-    return 0
+    return path, report, exp.baseline
