@@ -72,11 +72,13 @@ _NORMALISE = [
     (re.compile(r"\b\d+(\.\d+)? ?s\b"), "N s"),  # elapsed seconds
     (re.compile(r"\b\d+(\.\d+)? (ms|min)\b"), "N \\2"),
     (re.compile(r"[\d,]+ tokens/s"), "N tokens/s"),
+    (re.compile(r"TIME-\d+"), "TIME"),  # a saved evaluation's file name: its time, then the process id
+    (re.compile(r"[ \t]+$", re.M), ""),  # a cleared progress line is as wide as the terminal it ran in
 ]
 
 
 def normalise(text: str, scratch: str) -> str:
-    text = text.replace(scratch, "{w}")
+    text = text.replace(scratch, "{w}") if scratch else text
     for pattern, repl in _NORMALISE:
         text = pattern.sub(repl, text)
     # progress bars (tqdm redraws with carriage returns) are not output anyone compares
@@ -112,13 +114,14 @@ def compare(a: Path, b: Path) -> int:
             print(f"{name:<18} missing on one side")
             differ += 1
             continue
-        if left.read_text() == right.read_text():
+        left_text, right_text = normalise(left.read_text(), ""), normalise(right.read_text(), "")
+        if left_text == right_text:
             print(f"{name:<18} same")
             continue
         differ += 1
         print(f"{name:<18} DIFFERS")
         lines = difflib.unified_diff(
-            left.read_text().splitlines(), right.read_text().splitlines(), str(left), str(right), lineterm=""
+            left_text.splitlines(), right_text.splitlines(), str(left), str(right), lineterm=""
         )
         print("\n".join(lines))
     print(f"{len(COMMANDS) - differ} of {len(COMMANDS)} commands print the same")

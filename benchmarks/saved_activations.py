@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("TRITON_INTERPRET", "1")  # the fused path's checks pass on a CPU; its launches are skipped below
 
-from txl.model import TransformerXL  # noqa: E402
-from txl.presets import get_preset  # noqa: E402
-from txl.table import format_table  # noqa: E402
+from txl.core.table import format_table  # noqa: E402
+from txl.model.transformer import TransformerXL  # noqa: E402
+from txl.train.presets import get_preset  # noqa: E402
 
 
 class _Skip:

@@ -1,6 +1,6 @@
 """Experiment definitions, one module per paper or theme; importing this package registers them all.
 
-A new definition is a module here with functions decorated by txl.experiments.experiment,
+A new definition is a module here with functions decorated by txl.study.registry.experiment,
 added to the imports below (tests/test_experiments.py then builds and trains it at scale tiny).
 """
 

@@ -20,19 +20,25 @@ import logging
 from pathlib import Path
 
 from experiments.common import adapt_steps, lm_base, memory_lengths
-from txl.analysis import attention_mass, image_to_tensorboard, layer_sensitivity, plot_attention, write_sensitivity
-from txl.context_ablation import context_curve, effective_context, plot_context
-from txl.errors import TxlError
-from txl.evaluate import EvalSpec, metric_name
-from txl.experiments import Experiment, Variant, experiment, results_path, run_dir
-from txl.io import atomic_write_json
-from txl.memory import MEMORY, format_plan, parse_plan
-from txl.plan_results import append_plan_search, read_search, write_search
-from txl.plan_search import plan_cost, rescore, search_plan
-from txl.plans import MemoryPlan, apply_plans
-from txl.results import read_results
-from txl.runs import Trained, load_trained
-from txl.sweep import run_job
+from txl.core.errors import TxlError
+from txl.core.io import atomic_write_json
+from txl.evaluation.analysis import (
+    attention_mass,
+    image_to_tensorboard,
+    layer_sensitivity,
+    plot_attention,
+    write_sensitivity,
+)
+from txl.evaluation.context_ablation import context_curve, effective_context, plot_context
+from txl.evaluation.evaluate import EvalSpec, metric_name
+from txl.model.plans import MemoryPlan, apply_plans
+from txl.plan.language import MEMORY, format_plan, parse_plan
+from txl.search.results import append_plan_search, read_search, write_search
+from txl.search.search import plan_cost, rescore, search_plan
+from txl.study.registry import Experiment, Variant, experiment, results_path, run_dir
+from txl.study.results import read_results
+from txl.study.sweep import run_job
+from txl.train.runs import Trained, load_trained
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from txl.config import EvalConfig, ModelConfig, RunConfig
-from txl.plans import apply_plans
-from txl.presets import get_preset
+from txl.model.plans import apply_plans
+from txl.train.presets import get_preset
 
 
 def lm_base(scale: str) -> RunConfig:

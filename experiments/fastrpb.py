@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from experiments.common import lm_base, memory_lengths
-from txl.experiments import Experiment, Variant, experiment
+from txl.study.registry import Experiment, Variant, experiment
 
 
 @experiment(

@@ -27,9 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from experiments.common import adapt_steps, lm_base, memory_lengths
-from txl.budget import budget
-from txl.experiments import Experiment, Variant, experiment
-from txl.plans import apply_plans, describe
+from txl.model.budget import budget
+from txl.model.plans import apply_plans, describe
+from txl.study.registry import Experiment, Variant, experiment
 
 FRACTIONS = {"1/4": 4, "1/8": 8}  # budgets: the all-long model's cache bytes divided by these
 SINKS = 4

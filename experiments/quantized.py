@@ -1,4 +1,4 @@
-"""Quantized memory: the cached hidden states of each layer stored in fewer bytes (txl.quantize).
+"""Quantized memory: the cached hidden states of each layer stored in fewer bytes (txl.model.quantize).
 
 KV-cache quantization (KIVI, KVQuant) reports little loss at 2 to 4 bits; Transformer-XL caches
 hidden states, not keys and values, so how much of that carries over is what this measures.
@@ -11,9 +11,9 @@ trained with int8 memory throughout sits beside them. Plot against memory bytes
 from __future__ import annotations
 
 from experiments.common import lm_base, memory_lengths
-from txl.experiments import Experiment, Variant, experiment
-from txl.plans import apply_plans
-from txl.quantize import MEMORY_DTYPES
+from txl.model.plans import apply_plans
+from txl.model.quantize import MEMORY_DTYPES
+from txl.study.registry import Experiment, Variant, experiment
 
 TRAINED = "fp32 (trained)"
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from txl.config import EvalConfig
-from txl.experiments import Experiment, Variant, experiment
-from txl.presets import get_preset
+from txl.study.registry import Experiment, Variant, experiment
+from txl.train.presets import get_preset
 
 
 @experiment(

@@ -12,8 +12,8 @@ reference model sit beside the trained ones. Plotted against memory bytes.
 from __future__ import annotations
 
 from experiments.common import lm_base, memory_lengths
-from txl.experiments import Experiment, Variant, experiment
-from txl.plans import apply_plans
+from txl.model.plans import apply_plans
+from txl.study.registry import Experiment, Variant, experiment
 
 
 @experiment("rae2019/compressive", "compressed memory (mean, max, conv; rates 2, 4) against raw memory of equal bytes")

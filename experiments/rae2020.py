@@ -8,7 +8,7 @@ memory (SRM) length, and the attention range of the lower layers.
 from __future__ import annotations
 
 from experiments.common import lm_base, lrm_counts, memory_lengths
-from txl.experiments import Experiment, Variant, experiment
+from txl.study.registry import Experiment, Variant, experiment
 
 
 def lrm_plan(count: int, long: int, short: int, placement: str = "interleave") -> str:

@@ -8,8 +8,8 @@ same_length makes the receptive field exactly the sum of the layers' memories.
 from __future__ import annotations
 
 from txl.config import DataConfig, EvalConfig, ModelConfig, RunConfig, SyntheticConfig, TrainConfig
-from txl.experiments import Experiment, Variant, experiment
-from txl.plans import apply_plans
+from txl.model.plans import apply_plans
+from txl.study.registry import Experiment, Variant, experiment
 
 
 def copy_base(scale: str) -> RunConfig:

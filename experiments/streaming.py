@@ -2,7 +2,7 @@
 
 StreamingLLM keeps 4 initial tokens beside a window of recent ones, because a model trained
 with a full context puts much of its attention on them. A Transformer-XL layer's window is its
-memory; its sinks (txl.memory.take_sinks) sit just before the oldest memory. Here a model trained
+memory; its sinks (txl.model.cache.take_sinks) sit just before the oldest memory. Here a model trained
 with long memory is cut to a short window with 0, 4 or 16 sinks per layer at evaluation time, and
 models trained with the short window, with and without 4 sinks, sit beside them, and the long
 model adapted to the short window (with 0 or 4 sinks) for a quarter of a run: do the sinks buy
@@ -14,8 +14,8 @@ against memory bytes (sinks cost bytes too). Training with sinks takes them anew
 from __future__ import annotations
 
 from experiments.common import adapt_steps, lm_base, memory_lengths
-from txl.experiments import Experiment, Variant, experiment
-from txl.plans import apply_plans
+from txl.model.plans import apply_plans
+from txl.study.registry import Experiment, Variant, experiment
 
 TRAINED = "long memory (trained)"
 SINKS = (0, 4, 16)

@@ -19,7 +19,7 @@ import torch
 
 import txl.attention.fused  # noqa: F401  (its kernels are made now, interpreted, whichever test first unsets the variable)
 from txl.config import ModelConfig
-from txl.plans import apply_plans
+from txl.model.plans import apply_plans
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -44,7 +44,7 @@ def run_segments(model, tokens: torch.Tensor, tgt_len: int, hidden: bool = True)
 
 def assert_fast_path_matches_plain(cfg, impl: str, tokens: tuple = (2, 20), tgt_len: int = 5) -> None:
     """The same weights on the plain path and on `impl` (sdpa, flex), segment by segment: equal outputs to 1e-5."""
-    from txl.model import TransformerXL
+    from txl.model.transformer import TransformerXL
 
     plain = TransformerXL(cfg).eval()
     fast = TransformerXL(apply_plans(cfg)).eval()
@@ -91,7 +91,7 @@ def pytest_collection_modifyitems(config, items):
 
 def result_rows(*rows: dict) -> list:
     """Hand-made results rows, as read back from a results file (fields a test does not care about filled in)."""
-    from txl.results import ResultRow
+    from txl.study.results import ResultRow
 
     out = []
     for r in rows:
@@ -105,8 +105,8 @@ def result_rows(*rows: dict) -> list:
 def tiny_run(tmp_path, **sets):
     """The tiny preset, its data cached under tmp_path, with dotted overrides (`**{"train.steps": 20}`)."""
     from txl.config import apply_overrides
-    from txl.plans import check_run
-    from txl.presets import get_preset
+    from txl.model.plans import check_run
+    from txl.train.presets import get_preset
 
     run = get_preset("tiny")
     run.data.root = str(tmp_path / "data")

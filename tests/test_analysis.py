@@ -1,4 +1,4 @@
-"""txl.analysis: context ablation, where each layer looks, per-layer sensitivity, RECL."""
+"""txl.evaluation.analysis: context ablation, where each layer looks, per-layer sensitivity, RECL."""
 
 import json
 
@@ -9,15 +9,15 @@ from conftest import run_segments, tiny_config, tiny_run
 
 from txl.cli import main
 from txl.data import load_corpus
-from txl.evaluate import EvalSpec
-from txl.model import TransformerXL
-from txl.train import Trainer
+from txl.evaluation.evaluate import EvalSpec
+from txl.model.transformer import TransformerXL
+from txl.train.loop import Trainer
 
 
 def test_context_ablation_sees_nothing_beyond_the_receptive_field():
     from types import SimpleNamespace
 
-    from txl.context_ablation import context_curve, effective_context
+    from txl.evaluation.context_ablation import context_curve, effective_context
 
     torch.manual_seed(0)
     model = TransformerXL(
@@ -40,7 +40,7 @@ def test_context_ablation_sees_nothing_beyond_the_receptive_field():
 
 
 def test_attention_mass_equals_brute_force_over_stored_probabilities():
-    from txl.analysis import AttentionMass, distance_edges
+    from txl.evaluation.analysis import AttentionMass, distance_edges
 
     torch.manual_seed(0)
     model = TransformerXL(
@@ -89,9 +89,9 @@ def test_attention_mass_equals_brute_force_over_stored_probabilities():
 
 
 def test_attention_mass_is_the_same_whatever_path_the_model_runs_on():
-    from txl.analysis import attention_mass
     from txl.config import DataConfig, SyntheticConfig
     from txl.data import load_corpus
+    from txl.evaluation.analysis import attention_mass
 
     corpus = load_corpus(
         DataConfig(corpus="copy", synthetic=SyntheticConfig(lags=[4], train_tokens=4000, eval_tokens=2000)),
@@ -111,8 +111,8 @@ def test_recl_is_where_the_relative_gain_over_the_group_stops():
     import numpy as np
     import pytest
 
-    from txl.context_ablation import recl
-    from txl.errors import TxlError
+    from txl.core.errors import TxlError
+    from txl.evaluation.context_ablation import recl
 
     rng = np.random.default_rng(0)
     noise = rng.uniform(0, 0.5, 200)  # the same tokens for both runs, some harder than others
@@ -131,8 +131,8 @@ def test_recl_is_where_the_relative_gain_over_the_group_stops():
 
 @pytest.mark.slow
 def test_layer_sensitivity_equals_evaluating_each_cut_plan(tmp_path, capsys):
-    from txl.analysis import layer_sensitivity
-    from txl.runs import load_trained
+    from txl.evaluation.analysis import layer_sensitivity
+    from txl.train.runs import load_trained
 
     run = tiny_run(tmp_path, **{"train.steps": 20})
     Trainer(run, tmp_path / "run", progress=False).fit()
@@ -142,7 +142,7 @@ def test_layer_sensitivity_equals_evaluating_each_cut_plan(tmp_path, capsys):
     spec = EvalSpec(split="valid", tgt_len=16, batch_size=4, max_segments=6)
     base, rows = layer_sensitivity(model, corpus, spec, short=4)
     assert [(r["layer"], r["mem_len"]) for r in rows] == [(0, 0), (0, 4), (1, 0), (1, 4)]  # memory 16 in both layers
-    from txl.stats import holm  # the four cuts are tested at once: beyond noise after Holm's adjustment
+    from txl.core.stats import holm  # the four cuts are tested at once: beyond noise after Holm's adjustment
 
     assert [r["p_holm"] for r in rows] == holm([r["p"] for r in rows])
     assert all(r["beyond_noise"] == (r["p_holm"] < 0.05) for r in rows)
@@ -198,7 +198,7 @@ def test_layer_sensitivity_equals_evaluating_each_cut_plan(tmp_path, capsys):
 
 
 def test_segments_of_a_context_window_end_at_its_end_so_the_scored_tokens_keep_their_place():
-    from txl.context_ablation import segment_starts
+    from txl.evaluation.context_ablation import segment_starts
 
     assert segment_starts(20, 8) == [0, 4, 12] and segment_starts(16, 8) == [0, 8] and segment_starts(3, 8) == [0]
     for length in range(1, 40):  # whatever the window, the last segment ends at its end and is whole
@@ -213,7 +213,7 @@ def test_the_curve_of_a_model_that_sees_d_tokens_steps_at_d_whatever_the_segment
     and longer than the windows, and the bootstrap over windows keeps 6 inside its interval."""
     from types import SimpleNamespace
 
-    from txl.context_ablation import context_curve, effective_context, effective_context_interval
+    from txl.evaluation.context_ablation import context_curve, effective_context, effective_context_interval
 
     torch.manual_seed(0)
     model = TransformerXL(tiny_config(n_layer=1, memory="6", attn_range="6")).eval()  # sees exactly 6 back
@@ -230,8 +230,8 @@ def test_the_curve_of_a_model_that_sees_d_tokens_steps_at_d_whatever_the_segment
 
 
 def test_recl_refuses_curves_measured_on_different_text():
-    from txl.context_ablation import recl
-    from txl.errors import TxlError
+    from txl.core.errors import TxlError
+    from txl.evaluation.context_ablation import recl
 
     a = [{"context": c, "cut_tokens": [1.0] * 8, "windows": "aaa"} for c in (0, 4)]
     b = [{"context": c, "cut_tokens": [1.0] * 8, "windows": "bbb"} for c in (0, 4)]

@@ -138,7 +138,7 @@ def test_saved_activations_count_grows_linearly_and_the_fused_path_keeps_less():
     import torch
     from conftest import tiny_config
 
-    from txl.model import TransformerXL
+    from txl.model.transformer import TransformerXL
 
     path = Path(__file__).parent.parent / "benchmarks" / "saved_activations.py"
     spec = importlib.util.spec_from_file_location("saved_activations", path)

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from txl.budget import budget, param_count
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.plans import apply_plans
+from txl.model.budget import budget, param_count
+from txl.model.plans import apply_plans
 
 
 def test_budget_shows_six_times_less_long_range_memory(capsys):
@@ -107,9 +107,9 @@ def test_help_lists_the_commands(capsys):
 
 
 def test_the_budget_a_run_logs_is_per_sequence_like_every_table_with_the_batch_beside_it():
-    from txl.budget import budget
-    from txl.presets import get_preset
-    from txl.train_log import budget_row
+    from txl.model.budget import budget
+    from txl.train.log import budget_row
+    from txl.train.presets import get_preset
 
     run = get_preset("tiny")
     row = budget_row(run, 2, "fp32")
@@ -120,7 +120,7 @@ def test_the_budget_a_run_logs_is_per_sequence_like_every_table_with_the_batch_b
 
 def test_budget_takes_a_run_folder_shows_bytes_and_says_where_evaluation_reaches(tmp_path, capsys):
     from txl.config import save_config
-    from txl.presets import get_preset
+    from txl.train.presets import get_preset
 
     run = get_preset("tiny")
     run.train.tgt_len, run.eval.tgt_len = 16, 8

@@ -1,5 +1,5 @@
-"""Sweeps as jobs (txl.cluster, txl.launch): the tasks and what each needs, job records and states, resources,
-and the local launcher against the in-process runner. The real Slurm is tested in test_slurm.py."""
+"""Sweeps as jobs (txl.study.cluster, txl.study.launch): the tasks and what each needs, job records and states,
+resources, and the local launcher against the in-process runner. The real Slurm is tested in test_slurm.py."""
 
 import json
 import pickle
@@ -9,11 +9,11 @@ import pytest
 
 import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
-from txl.cluster import Resources, Sweep, recall, remember, state_of, tasks
-from txl.errors import TxlError
-from txl.experiments import Experiment, Variant, get_experiment, results_path
-from txl.presets import get_preset
-from txl.results import read_results
+from txl.core.errors import TxlError
+from txl.study.cluster import Resources, Sweep, recall, remember, state_of, tasks
+from txl.study.registry import Experiment, Variant, get_experiment, results_path
+from txl.study.results import read_results
+from txl.train.presets import get_preset
 
 
 def _exp(after=None) -> Experiment:
@@ -97,7 +97,7 @@ class _FakeSlurm:
 
 def test_training_runs_go_as_one_array_and_each_evaluation_after_the_training_it_reads(tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
-    from txl import launch
+    from txl.study import launch
 
     monkeypatch.setattr(submitit, "SlurmExecutor", _FakeSlurm)
     monkeypatch.setattr(launch, "MAX_ARRAY", 3)
@@ -148,10 +148,11 @@ def _outcome(tmp_path, name, value) -> dict:
 
 def test_a_job_state_comes_from_slurm_while_it_knows_the_job_then_from_its_outcome(tmp_path):
     ok = _outcome(tmp_path, "ok", ("success", "trained"))
-    failed = _outcome(tmp_path, "bad", ("error", "Traceback ...\n  File x\ntxl.errors.TxlError: no trained model\n"))
+    error = "Traceback ...\n  File x\ntxl.core.errors.TxlError: no trained model\n"
+    failed = _outcome(tmp_path, "bad", ("error", error))
     lost, damaged = _outcome(tmp_path, "lost", None), _outcome(tmp_path, "damaged", b"\x80not a pickle")
     assert state_of(ok, {}) == ("COMPLETED", "")
-    assert state_of(failed, {}) == ("FAILED", "txl.errors.TxlError: no trained model")
+    assert state_of(failed, {}) == ("FAILED", "txl.core.errors.TxlError: no trained model")
     assert state_of(lost, {})[0] == "LOST"
     assert state_of(damaged, {})[0] == "FAILED" and "damaged" in state_of(damaged, {})[1]
     assert state_of(lost, {"12_3": ("PENDING", "Dependency")}) == ("PENDING", "Dependency")
@@ -194,7 +195,7 @@ def test_launcher_flags_that_cannot_work_are_refused_in_one_line(tmp_path, capsy
 
 
 def rows_by_job(root, name="quickstart") -> dict:
-    from txl.experiments import get_experiment
+    from txl.study.registry import get_experiment
 
     path = results_path(root, get_experiment(name, "tiny"))
     return {(r.variant, r.seed): r for r in read_results(path)}

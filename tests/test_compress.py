@@ -7,14 +7,15 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_fast_path_matches_plain, cache_bytes, run_segments, tiny_config
 
-from txl.budget import budget, param_count, reach_lens
 from txl.cli import main
 from txl.config import ConfigError, ModelConfig, from_dict, to_dict
-from txl.memory import Compression, pool_groups
-from txl.model import TransformerXL
-from txl.plans import MemoryPlan, apply_plans, describe
-from txl.quantize import MEMORY_DTYPES
-from txl.reach import compressed_groups, dependencies, earliest_dependency, reach_by_position
+from txl.model.budget import budget, param_count, reach_lens
+from txl.model.cache import pool_groups
+from txl.model.plans import MemoryPlan, apply_plans, describe
+from txl.model.quantize import MEMORY_DTYPES
+from txl.model.transformer import TransformerXL
+from txl.plan.language import Compression
+from txl.plan.reach import compressed_groups, dependencies, earliest_dependency, reach_by_position
 
 
 @pytest.mark.parametrize("fn", ["mean", "max", "conv"])
@@ -168,8 +169,8 @@ def test_the_plan_language_and_configs_carry_compression_and_refuse_what_cannot_
 def test_training_with_a_learned_compressor_moves_it_by_the_reconstruction_loss(tmp_path):
     from conftest import tiny_run
 
-    from txl.runs import load_trained
-    from txl.train import Trainer
+    from txl.train.loop import Trainer
+    from txl.train.runs import load_trained
 
     run = tiny_run(tmp_path, **{"train.steps": 4})
     run.model = apply_plans(run.model, memory="4", compress="2/2:conv")
@@ -189,7 +190,7 @@ def test_txl_budget_prints_compressed_memory(capsys):
 
 
 def test_export_refuses_sinks_and_compressed_memory_in_one_line():
-    from txl.interop import InteropError, export_state
+    from txl.interop.convert import InteropError, export_state
 
     for plans, what in ((dict(sinks="sinks=2@last:1,0"), "keep attention sinks"), (dict(compress="2/2"), "compressed")):
         with pytest.raises(InteropError, match=what):

@@ -13,7 +13,7 @@ from txl.config import (
     save_config,
     to_dict,
 )
-from txl.plans import apply_plans, check_model, check_run
+from txl.model.plans import apply_plans, check_model, check_run
 
 
 def test_defaults_are_the_enwik8_base_model():
@@ -195,7 +195,7 @@ def test_variant_sections_read_before_the_variants_are_known_are_completed_by_th
         "import json, sys; from txl.config import load_config\n"
         "json.dump({'model': {'n_layer': 2, 'las': {'kernel': 5}, 'lass': {}}}, open(sys.argv[1], 'w'))\n"
         "run = load_config(sys.argv[1]); assert run.model.settings['las'] == {'kernel': 5}\n"
-        "from txl.plans import check_run\n"
+        "from txl.model.plans import check_run\n"
         "try:\n    check_run(run)\nexcept Exception as e:\n    print(e)\n"
         "del run.model.settings['lass']; check_run(run); print(run.model.las.kernel)\n"
     )

@@ -8,9 +8,9 @@ import pytest
 
 import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
-from txl.cluster import read_records
-from txl.experiments import get_experiment, results_path
-from txl.results import read_results
+from txl.study.cluster import read_records
+from txl.study.registry import get_experiment, results_path
+from txl.study.results import read_results
 
 GOOD = {
     "experiment": "quickstart", "scale": "tiny", "variant": "v", "kind": "train", "seed": 0, "config_hash": "h",
@@ -132,7 +132,7 @@ def trained(tmp_path_factory):
     """A tiny trained run (memory 16, 4 steps) and its data root."""
     from conftest import tiny_run
 
-    from txl.train import Trainer
+    from txl.train.loop import Trainer
 
     tmp = tmp_path_factory.mktemp("trained")
     Trainer(tiny_run(tmp, **{"train.steps": 4}), tmp / "run", progress=False).fit()
@@ -173,9 +173,9 @@ def test_an_import_whose_config_txl_cannot_run_writes_nothing(tmp_path, capsys):
     import torch
 
     from txl.config import ModelConfig
-    from txl.interop import export_state
-    from txl.model import TransformerXL
-    from txl.plans import apply_plans
+    from txl.interop.convert import export_state
+    from txl.model.plans import apply_plans
+    from txl.model.transformer import TransformerXL
 
     fields = dict(vocab_size=256, n_layer=2, d_model=16, n_head=2, d_head=8, d_inner=32)
     torch.manual_seed(0)

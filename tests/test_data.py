@@ -14,6 +14,7 @@ import pytest
 
 from txl.cli import main
 from txl.config import DataConfig, SyntheticConfig
+from txl.core.errors import TxlError
 from txl.data import load_corpus, synthetic
 from txl.data.corpora import assign_files, split_contiguous
 from txl.data.download import download, extract_member
@@ -26,7 +27,6 @@ from txl.data.tokenizers import (
     load_tokenizer,
     smallest_dtype,
 )
-from txl.errors import TxlError
 
 SAMPLE = (
     "def f(x):\n    return x  +  1\t# tab\n\n"
@@ -403,8 +403,8 @@ def test_a_damaged_token_cache_is_detected_and_rebuilt(tmp_path, damage, full, c
 
 
 def test_leftovers_of_dead_builds_and_saves_are_removed(tmp_path):
-    from txl import checkpoint as ckpt
-    from txl.io import owner_tag
+    from txl.core.io import owner_tag
+    from txl.train import checkpoint as ckpt
 
     folder = _folder_corpus(tmp_path)
     cfg = DataConfig(corpus=str(folder), root=str(tmp_path / "cache"))

@@ -1,4 +1,5 @@
-"""txl.evaluate: what an evaluation is (EvalSpec), what it measures (EvalResult), and evaluating under a plan."""
+"""txl.evaluation.evaluate: what an evaluation is (EvalSpec), what it measures (EvalResult), and evaluating under a
+plan."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from txl import checkpoint as ckpt
 from txl.config import DataConfig, EvalConfig, RunConfig, SyntheticConfig, TrainConfig, to_dict
+from txl.core.errors import TxlError
 from txl.data import load_corpus
-from txl.errors import TxlError
-from txl.evaluate import EvalResult, EvalSpec, check_flags, evaluate, evaluate_plans
-from txl.model import TransformerXL
-from txl.plans import KEEP, MemoryPlan
-from txl.protocols import get_protocol
-from txl.runs import load_trained
+from txl.evaluation.evaluate import EvalResult, EvalSpec, check_flags, evaluate, evaluate_plans
+from txl.evaluation.protocols import get_protocol
+from txl.model.plans import KEEP, MemoryPlan
+from txl.model.transformer import TransformerXL
+from txl.train import checkpoint as ckpt
+from txl.train.runs import load_trained
 
 
 def _run(**eval_fields) -> RunConfig:

@@ -8,18 +8,18 @@ from conftest import worker_failure
 
 import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
-from txl.experiments import (
+from txl.core.io import read_jsonl
+from txl.model.plans import check_run
+from txl.model.transformer import TransformerXL
+from txl.study.registry import (
     EXPERIMENTS,
     experiment,
     get_experiment,
     list_experiments,
     results_path,
 )
-from txl.io import read_jsonl
-from txl.model import TransformerXL
-from txl.plans import check_run
-from txl.sweep import jobs, run_experiment, shard
-from txl.train import Trainer
+from txl.study.sweep import jobs, run_experiment, shard
+from txl.train.loop import Trainer
 
 NAMES = [name for name, _ in list_experiments()]
 
@@ -316,10 +316,10 @@ def test_variants_are_chosen_on_valid_and_test_is_scored_once_apart(tmp_path, ca
 
 def test_an_evaluation_variants_identity_names_every_plan_dimension_it_sets():
     """Changing a cut's memory dtype, sinks or compression is another result, never one already done."""
-    from txl.experiments import Experiment, Variant
-    from txl.presets import get_preset
-    from txl.results import config_hash
-    from txl.sweep import Job, job_identity
+    from txl.study.registry import Experiment, Variant
+    from txl.study.results import config_hash
+    from txl.study.sweep import Job, job_identity
+    from txl.train.presets import get_preset
 
     def digest(**plan):
         exp = Experiment("tiny", get_preset("tiny"), [Variant("t", memory="8"), Variant("e", of="t", **plan)])

@@ -10,7 +10,7 @@ from conftest import tiny_config
 
 from txl.attention import VARIANTS
 from txl.attention.fast import block_mask
-from txl.model import TransformerXL
+from txl.model.transformer import TransformerXL
 
 FAST = [name for name, cls in VARIANTS.items() if cls.fast_impls]
 PLANS = [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import experiments  # noqa: F401  (registers the experiments)
 from experiments.frontier import FRACTIONS, family_plans
-from txl.budget import budget
-from txl.experiments import get_experiment
-from txl.plans import apply_plans, describe
+from txl.model.budget import budget
+from txl.model.plans import apply_plans, describe
+from txl.study.registry import get_experiment
 
 PLAN = ("memory", "attn_range", "memory_dtype", "sinks", "compress")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from txl.model import TransformerXL
+from txl.model.transformer import TransformerXL
 
 triton = pytest.importorskip("triton")
 from txl.attention.fused import available  # noqa: E402
@@ -185,7 +185,7 @@ def test_bf16_fused_matches_float32_plain_on_gpu():
 def test_fused_is_refused_in_one_line_where_it_cannot_run(monkeypatch):
     from txl.attention import fused
     from txl.attention.fast import resolve_impl
-    from txl.errors import TxlError
+    from txl.core.errors import TxlError
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(TxlError, match="needs triton and a GPU"):

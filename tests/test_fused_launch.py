@@ -12,7 +12,7 @@ import torch
 triton = pytest.importorskip("triton")
 from txl.attention import fused_launch  # noqa: E402
 from txl.attention.launches import KERNELS, Launch, default_launch, launch_for  # noqa: E402
-from txl.errors import TxlError  # noqa: E402
+from txl.core.errors import TxlError  # noqa: E402
 
 needs_tools = pytest.mark.skipif(
     not fused_launch.available(), reason="triton's CUDA tools (ptxas, cuobjdump) are missing"

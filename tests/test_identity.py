@@ -10,12 +10,12 @@ import pytest
 import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
 from txl.config import DataConfig
+from txl.core.errors import TxlError
+from txl.core.io import read_jsonl
 from txl.data.content import content_hash
-from txl.errors import TxlError
-from txl.experiments import IDENTITY, get_experiment, results_path, run_dir
-from txl.io import read_jsonl
-from txl.results import read_results
-from txl.sweep import model_in
+from txl.study.registry import IDENTITY, get_experiment, results_path, run_dir
+from txl.study.results import read_results
+from txl.study.sweep import model_in
 
 
 def _run(tmp_path, *flags, results="r") -> list[str]:

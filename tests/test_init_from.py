@@ -8,13 +8,13 @@ import pytest
 import torch
 from conftest import tiny_run
 
-from txl.checkpoint import find_checkpoint
 from txl.cli import main
-from txl.evaluate import evaluate
-from txl.experiments import Experiment, Variant
-from txl.runs import load_trained
-from txl.sweep import jobs, run_experiment
-from txl.train import Trainer
+from txl.evaluation.evaluate import evaluate
+from txl.study.registry import Experiment, Variant
+from txl.study.sweep import jobs, run_experiment
+from txl.train.checkpoint import find_checkpoint
+from txl.train.loop import Trainer
+from txl.train.runs import load_trained
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from safetensors.torch import save_file
 
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.errors import TxlError
-from txl.interop import export_state, import_state, read_state_dict
-from txl.model import TransformerXL
-from txl.plans import apply_plans
+from txl.core.errors import TxlError
+from txl.interop.convert import export_state, import_state, read_state_dict
+from txl.model.plans import apply_plans
+from txl.model.transformer import TransformerXL
 
 
 def model_of(seed=0, **fields) -> TransformerXL:
@@ -256,8 +256,8 @@ def test_import_then_eval_under_two_plans(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_export_command_writes_both_layouts(tmp_path, capsys):
-    from txl.presets import get_preset
-    from txl.train import Trainer
+    from txl.train.loop import Trainer
+    from txl.train.presets import get_preset
 
     run = get_preset("tiny")
     run.train.steps = 2
@@ -293,8 +293,8 @@ def test_export_refuses_in_one_line_what_the_layout_cannot_run(fields, plans, me
             export_state(model, layout)
     from conftest import tiny_run
 
-    from txl.runs import load_trained  # and the command says so in one line, writing nothing
-    from txl.train import Trainer
+    from txl.train.loop import Trainer
+    from txl.train.runs import load_trained  # and the command says so in one line, writing nothing
 
     if fields:  # a trained run with tf same_length: refused, then exported under the pt rule with --set
         run = tiny_run(tmp_path, **{"train.steps": 1, "model.same_length": "true"})
@@ -331,7 +331,7 @@ def test_an_imported_model_evaluated_without_its_text_says_to_give_it(tmp_path, 
     ],
 )
 def test_a_source_config_of_the_wrong_types_is_one_line(bad, message):
-    from txl.interop_checks import check_hints
+    from txl.interop.checks import check_hints
 
     with pytest.raises(TxlError, match=message):
         check_hints({"mem_len": 8, **bad})

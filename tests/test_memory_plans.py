@@ -7,9 +7,9 @@ import pytest
 
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.memory import MEMORY, RANGE, PlanError, format_plan, parse_plan, placement_layers
-from txl.plans import ATTENTION, apply_plans, describe
-from txl.reach import max_distance, reach_by_position
+from txl.model.plans import ATTENTION, apply_plans, describe
+from txl.plan.language import MEMORY, RANGE, PlanError, format_plan, parse_plan, placement_layers
+from txl.plan.reach import max_distance, reach_by_position
 
 
 def test_uniform_and_runs():

@@ -8,11 +8,11 @@ from conftest import run_segments, tiny_config
 
 from txl.attention.base import rel_shift
 from txl.attention.masks import MaskCache
-from txl.budget import budget, param_count
 from txl.config import ModelConfig
-from txl.model import TransformerXL, sinusoid
-from txl.plans import apply_plans
-from txl.reach import SAME_LENGTH_SHORTFALL, earliest_dependency, reach_by_position
+from txl.model.budget import budget, param_count
+from txl.model.plans import apply_plans
+from txl.model.transformer import TransformerXL, sinusoid
+from txl.plan.reach import SAME_LENGTH_SHORTFALL, earliest_dependency, reach_by_position
 
 PLANS = [
     dict(memory="8"),

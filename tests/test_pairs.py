@@ -9,11 +9,11 @@ from conftest import result_rows
 
 import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
-from txl.experiments import get_experiment, results_path
-from txl.groups import aggregate
-from txl.pairs import pairwise
-from txl.results import append_result
-from txl.stats import bootstrap_difference, holm, paired_difference, t_test
+from txl.core.stats import bootstrap_difference, holm, paired_difference, t_test
+from txl.study.groups import aggregate
+from txl.study.pairs import pairwise
+from txl.study.registry import get_experiment, results_path
+from txl.study.results import append_result
 
 
 def test_holms_adjustment_by_hand():
@@ -68,9 +68,9 @@ def test_txl_report_pairs_prints_and_writes_the_pairs(tmp_path, capsys):
 
 
 def test_differences_without_spread_are_not_a_test_at_p_zero():
-    from txl.groups import Group
-    from txl.pairs import pairs_table, pairwise
-    from txl.stats import paired_difference
+    from txl.core.stats import paired_difference
+    from txl.study.groups import Group
+    from txl.study.pairs import pairs_table, pairwise
 
     d = paired_difference({0: 2.1, 1: 2.2, 2: 2.3}, {0: 2.0, 1: 2.1, 2: 2.2})  # every seed 0.1 worse, exactly
     assert t_test([0.1, 0.1, 0.1]) is None and d.p is None  # equal but for rounding: no test either
@@ -103,7 +103,7 @@ def _frontier_rows():
 
 
 def test_each_variant_is_read_against_like_and_pairs_stay_within_kinds():
-    from txl.groups import references
+    from txl.study.groups import references
 
     groups = aggregate(_frontier_rows(), "bpb")
     refs = {name: g.variant for name, g in references(groups).items()}
@@ -125,7 +125,7 @@ def test_each_variant_is_read_against_like_and_pairs_stay_within_kinds():
 
 
 def test_a_named_baseline_rules_its_groups_trained_rows_and_cut_rows_meet_their_source():
-    from txl.groups import references
+    from txl.study.groups import references
 
     refs = {n: g.variant for n, g in references(aggregate(_frontier_rows(), "bpb"), "int8").items()}
     assert refs["short"] == "int8" and refs["short cut"] == "long" and refs["short adapted"] == "long adapted"

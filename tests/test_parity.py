@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from txl.interop import import_state
+from txl.interop.convert import import_state
 
 V, L, D, H, DH, DI = 20, 2, 16, 2, 8, 32
 
@@ -181,9 +181,9 @@ def test_an_exported_model_scores_the_same_under_the_originals_equations():
     """A txl model (one memory length, same_length under the pt rule) exported to the original layout, then scored
     by the reference above from the exported tensors and config alone: the losses agree to float64 rounding."""
     from txl.config import ModelConfig
-    from txl.interop import export_state
-    from txl.model import TransformerXL
-    from txl.plans import apply_plans
+    from txl.interop.convert import export_state
+    from txl.model.plans import apply_plans
+    from txl.model.transformer import TransformerXL
 
     torch.manual_seed(3)
     fields = dict(vocab_size=V, n_layer=L, d_model=D, n_head=H, d_head=DH, d_inner=DI, dropout=0.0, dropatt=0.0)

@@ -9,12 +9,12 @@ import shlex
 import pytest
 
 import experiments  # noqa: F401  (registers every definition)
-from txl.budget import budget
 from txl.cli import main
 from txl.config import ModelConfig
-from txl.plan_choices import option
-from txl.plan_search import k_best, layer_costs, reference_plans
-from txl.plans import MemoryPlan, apply_plans
+from txl.model.budget import budget
+from txl.model.plans import MemoryPlan, apply_plans
+from txl.search.choices import option
+from txl.search.search import k_best, layer_costs, reference_plans
 
 
 def test_k_best_is_the_k_best_of_every_plan_within_the_budget():
@@ -66,8 +66,8 @@ def test_on_a_copy_task_the_analysis_and_the_search_find_the_lag(tmp_path, capsy
     12 positions (just enough to reach 12) finds a plan that reaches it. Every plan searched is within the
     budget and valid, and the best plan's loss is what `txl eval` gives for it."""
     from experiments.sparse_memory import copy_base
-    from txl.plans import check_run
-    from txl.train import Trainer
+    from txl.model.plans import check_run
+    from txl.train.loop import Trainer
 
     run = copy_base("tiny")
     run.data.root = str(tmp_path / "data")
@@ -202,7 +202,7 @@ def test_the_plan_search_experiment_chooses_on_valid_and_scores_test_once(tmp_pa
 def test_a_valid_search_chooses_on_the_first_half_and_compares_on_the_second():
     from types import SimpleNamespace
 
-    from txl.plan_search import Evaluated, Search
+    from txl.search.search import Evaluated, Search
 
     def evaluated(first: float, second: float, halves: bool = True) -> Evaluated:
         loss = [first + 0.01 * (i % 3) for i in range(10)] + [second + 0.01 * (i % 3) for i in range(10)]
@@ -228,8 +228,8 @@ def test_a_valid_search_chooses_on_the_first_half_and_compares_on_the_second():
     ],
 )
 def test_a_damaged_plan_search_record_is_one_line(content, tmp_path):
-    from txl.errors import TxlError
-    from txl.plan_results import read_search
+    from txl.core.errors import TxlError
+    from txl.search.results import read_search
 
     path = tmp_path / "plan-12.json"
     path.write_bytes(content)
@@ -244,9 +244,9 @@ def test_a_damaged_plan_search_record_is_one_line(content, tmp_path):
 def test_a_search_in_bytes_at_a_storage_precision_spends_the_bytes_at_that_precision(tmp_path, capsys):
     from conftest import tiny_run
 
-    from txl.budget import budget
-    from txl.plans import MemoryPlan
-    from txl.train import Trainer
+    from txl.model.budget import budget
+    from txl.model.plans import MemoryPlan
+    from txl.train.loop import Trainer
 
     run = tiny_run(tmp_path, **{"train.steps": 2})
     Trainer(run, tmp_path / "run", progress=False).fit()
@@ -273,8 +273,8 @@ def test_a_search_in_bytes_at_a_storage_precision_spends_the_bytes_at_that_preci
 def test_a_joint_search_chooses_each_layers_length_and_more_within_the_bytes(flags, chosen, tmp_path, capsys):
     from conftest import tiny_run
 
-    from txl.plan_results import read_search
-    from txl.train import Trainer
+    from txl.search.results import read_search
+    from txl.train.loop import Trainer
 
     run = tiny_run(tmp_path, **{"train.steps": 2})
     Trainer(run, tmp_path / "run", progress=False).fit()

@@ -1,4 +1,4 @@
-"""txl.plans: the memory-plan object, written into configs in one place, and read back from them."""
+"""txl.model.plans: the memory-plan object, written into configs in one place, and read back from them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from conftest import tiny_config
 
 from txl.config import ConfigError, to_dict
-from txl.plans import DIMENSIONS, KEEP, MemoryPlan, apply_plans, describe, planned_model_config
+from txl.model.plans import DIMENSIONS, KEEP, MemoryPlan, apply_plans, describe, planned_model_config
 
 
 def test_a_plan_parsed_from_the_language_says_what_each_layer_gets():

@@ -1,4 +1,4 @@
-"""txl.quantize: per-layer memory dtypes, their round-trip bounds, and bytes that the budget counts exactly."""
+"""txl.model.quantize: per-layer memory dtypes, their round-trip bounds, and bytes that the budget counts exactly."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import pytest
 import torch
 from conftest import assert_fast_path_matches_plain, cache_bytes, run_segments, tiny_config
 
-from txl.budget import budget
 from txl.cli import main
 from txl.config import ConfigError, from_dict, to_dict
 from txl.config.model import ModelConfig
-from txl.model import TransformerXL
-from txl.plans import MemoryPlan, apply_plans, check_model, describe
-from txl.quantize import BITS, MEMORY_DTYPES, SCALED, dequantize, quantize, stored_bytes
+from txl.model.budget import budget
+from txl.model.plans import MemoryPlan, apply_plans, check_model, describe
+from txl.model.quantize import BITS, MEMORY_DTYPES, SCALED, dequantize, quantize, stored_bytes
+from txl.model.transformer import TransformerXL
 
 # the documented bound on |dequantize(quantize(x)) - x|, from x and its position's scale s = max|x| / levels
 BOUNDS = {
@@ -122,8 +122,8 @@ def test_a_run_with_quantized_memory_resumes_bit_for_bit(tmp_path):
     from conftest import tiny_run
     from safetensors.torch import load_file
 
-    from txl import checkpoint as ckpt
-    from txl.train import Trainer
+    from txl.train import checkpoint as ckpt
+    from txl.train.loop import Trainer
 
     sets = {"train.steps": 6, "train.save_every": 3, "train.log_every": 1}
     for name in ("straight", "cut"):
@@ -140,8 +140,8 @@ def test_a_run_with_quantized_memory_resumes_bit_for_bit(tmp_path):
 
 
 def test_quantized_memory_is_refused_by_export_and_mixed_budgets_compare():
-    from txl.budget import budgets_text
-    from txl.interop import InteropError, export_state
+    from txl.interop.convert import InteropError, export_state
+    from txl.model.budget import budgets_text
 
     cfg = tiny_config(n_layer=2, memory="4")
     quantized = apply_plans(cfg, memory_dtype="dtype=int8@last:1,fp32")
@@ -152,7 +152,7 @@ def test_quantized_memory_is_refused_by_export_and_mixed_budgets_compare():
 
 
 def test_memory_stored_quantized_reads_back_whatever_the_plan_says_now():
-    from txl.model import read_memory
+    from txl.model.transformer import read_memory
 
     state = quantize(torch.randn(1, 3, 8), "int8")
     assert read_memory(state, "fp32", torch.float32).dtype == torch.float32  # dequantized, not the raw int8
@@ -172,10 +172,10 @@ def test_memory_stored_quantized_reads_back_whatever_the_plan_says_now():
 def test_the_memory_holds_exactly_the_bytes_the_budget_counts(plan):
     """Every cached tensor in storage of its own: no fp32 memory, sink or compressed slot is a view that keeps the
     longer [memory; segment] (or the whole segment) alive."""
-    from txl.budget import budget
-    from txl.model import TransformerXL
-    from txl.plans import apply_plans
-    from txl.presets import get_preset
+    from txl.model.budget import budget
+    from txl.model.plans import apply_plans
+    from txl.model.transformer import TransformerXL
+    from txl.train.presets import get_preset
 
     cfg = apply_plans(get_preset("tiny").model, **plan)
     model, mems, batch, length = TransformerXL(cfg).eval(), None, 3, 16

@@ -14,9 +14,9 @@ import experiments  # noqa: F401  (registers every definition)
 from txl.cli import main
 from txl.config import RunConfig
 from txl.config.domains import DOMAINS, HUGE
-from txl.experiments import get_experiment, run_dir
-from txl.locks import FolderLock
-from txl.sweep import run_experiment
+from txl.core.locks import FolderLock
+from txl.study.registry import get_experiment, run_dir
+from txl.study.sweep import run_experiment
 
 # where each section sits in a run config
 SECTIONS = {
@@ -163,7 +163,7 @@ def test_the_run_config_default_passes():
 
 
 HOLDER = (
-    "import sys, time; from txl.locks import FolderLock; "
+    "import sys, time; from txl.core.locks import FolderLock; "
     "lock = FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)"
 )
 
@@ -219,9 +219,9 @@ def test_a_sweep_skips_runs_another_process_trains_and_never_duplicates_rows(tmp
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny run folder, trained once for the damaged-file cases (each test copies it)."""
-    from txl.plans import check_run
-    from txl.presets import get_preset
-    from txl.train import Trainer
+    from txl.model.plans import check_run
+    from txl.train.loop import Trainer
+    from txl.train.presets import get_preset
 
     root = tmp_path_factory.mktemp("trained")
     run = get_preset("tiny")
@@ -233,7 +233,7 @@ def trained(tmp_path_factory):
 def damaged_copy(trained, tmp_path, damage: str):
     import shutil
 
-    from txl import checkpoint as ckpt
+    from txl.train import checkpoint as ckpt
 
     run = tmp_path / "run"
     shutil.copytree(trained, run, symlinks=True)
@@ -283,7 +283,7 @@ def test_a_damaged_results_file_reports_its_good_rows_and_names_the_bad_lines(tm
 
 
 def test_written_files_follow_the_umask(tmp_path):
-    from txl.io import FILE_MODE, atomic_write_text
+    from txl.core.io import FILE_MODE, atomic_write_text
 
     atomic_write_text(tmp_path / "x.json", "{}")
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == FILE_MODE
@@ -300,7 +300,7 @@ def test_unwritable_places_are_one_line_errors(tmp_path, capsys):
 
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
-    from txl.io import atomic_write_text, owner_tag
+    from txl.core.io import atomic_write_text, owner_tag
 
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -341,8 +341,8 @@ def test_budget_prints_what_a_step_needs(capsys):
 
 @pytest.mark.parametrize("name", ["bogus", "mps", "cuda:x", "cpu:0:1"])
 def test_a_device_name_torch_does_not_take_is_a_txl_error(name):
-    from txl.devices import pick_device
-    from txl.errors import TxlError
+    from txl.core.devices import pick_device
+    from txl.core.errors import TxlError
 
     with pytest.raises(TxlError, match=r"device|cuda"):
         pick_device(name)
@@ -361,8 +361,8 @@ def test_a_device_name_torch_does_not_take_is_a_txl_error(name):
     ],
 )
 def test_a_damaged_tokenizer_file_is_one_line(content, message, tmp_path):
+    from txl.core.errors import TxlError
     from txl.data.tokenizers import load_tokenizer
-    from txl.errors import TxlError
 
     path = tmp_path / "vocab.json"
     path.write_bytes(content)
@@ -397,7 +397,7 @@ def test_a_config_that_is_not_a_regular_utf8_file_is_one_line(tmp_path, capsys):
 
 def test_budget_of_a_run_config_counts_the_runs_own_segment_length(tmp_path, capsys):
     from txl.config import save_config
-    from txl.presets import get_preset
+    from txl.train.presets import get_preset
 
     run = get_preset("tiny")
     run.train.tgt_len = 24
@@ -407,7 +407,7 @@ def test_budget_of_a_run_config_counts_the_runs_own_segment_length(tmp_path, cap
 
 
 def test_temporary_files_of_dead_writers_are_cleaned_whatever_they_were_writing(tmp_path):
-    from txl.io import atomic_write_text, owner_tag
+    from txl.core.io import atomic_write_text, owner_tag
 
     dead = owner_tag(pid=2**22 + 12345)  # no such process
     left = tmp_path / f".evals-20261203-101010.json.abc.tmp-{dead}"  # a killed eval's, another name
@@ -421,9 +421,9 @@ def test_temporary_files_of_dead_writers_are_cleaned_whatever_they_were_writing(
 def test_checkpoint_weights_follow_the_umask_like_every_other_file(tmp_path):
     from conftest import tiny_run
 
-    from txl.checkpoint import find_checkpoint
-    from txl.io import FILE_MODE
-    from txl.train import Trainer
+    from txl.core.io import FILE_MODE
+    from txl.train.checkpoint import find_checkpoint
+    from txl.train.loop import Trainer
 
     Trainer(tiny_run(tmp_path, **{"train.steps": 1}), tmp_path / "run", progress=False).fit()
     folder = find_checkpoint(tmp_path / "run")
@@ -468,8 +468,8 @@ def test_a_full_disk_from_any_library_is_one_line(error, monkeypatch, capsys):
 def test_a_run_folders_config_is_checked_in_every_section_when_read_back(key, value, message, tmp_path, capsys):
     from conftest import tiny_run
 
-    from txl.checkpoint import find_checkpoint
-    from txl.train import Trainer
+    from txl.train.checkpoint import find_checkpoint
+    from txl.train.loop import Trainer
 
     Trainer(tiny_run(tmp_path, **{"train.steps": 1}), tmp_path / "run", progress=False).fit()
     path = find_checkpoint(tmp_path / "run") / "config.json"
@@ -516,7 +516,7 @@ def test_a_cache_vocabulary_that_lost_symbols_is_damaged_and_rebuilt(tmp_path, c
 def test_a_run_tokenizer_that_is_not_the_models_vocabulary_is_one_line(tmp_path, capsys):
     from conftest import tiny_run
 
-    from txl.train import Trainer
+    from txl.train.loop import Trainer
 
     text = tmp_path / "text.txt"
     text.write_text("".join(f"the cat {w} sat on the mat {w}\n" for w in ("a", "b", "c", "d") * 60))
@@ -549,7 +549,7 @@ def test_a_full_disk_under_torch_save_is_the_oserror_not_torchs_archive_error(tm
 
     import torch
 
-    from txl.checkpoint import save_tensors
+    from txl.train.checkpoint import save_tensors
 
     real_open = open
 

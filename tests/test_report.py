@@ -1,11 +1,11 @@
-"""txl.report: seeds aggregated with intervals, paired differences from a baseline, Pareto frontiers, plots."""
+"""txl.study.report: seeds aggregated with intervals, paired differences from a baseline, Pareto frontiers, plots."""
 
 import math
 
 import pytest
 from conftest import result_rows
 
-from txl.report import build_report
+from txl.study.report import build_report
 
 
 def row(variant, seed, bpb, cached, kind="train", of=None, blocks=None):
@@ -84,7 +84,7 @@ def test_each_task_group_is_compared_with_its_own_baseline(tmp_path):
 
 
 def test_a_variant_whose_plan_differs_by_seed_says_so():
-    from txl.groups import aggregate
+    from txl.study.groups import aggregate
 
     def row(seed, memory, bpb):
         return {
@@ -103,7 +103,7 @@ def test_a_variant_whose_plan_differs_by_seed_says_so():
 
 
 def test_results_measured_under_two_configurations_are_named():
-    from txl.report import superseded
+    from txl.study.report import superseded
 
     rows = [
         {"variant": "a", "seed": 0, "config_hash": "x"},
@@ -115,8 +115,8 @@ def test_results_measured_under_two_configurations_are_named():
 
 
 def test_report_marks_the_pareto_frontier_and_aggregates_seeds():
-    from txl.groups import aggregate
-    from txl.report import mark_pareto
+    from txl.study.groups import aggregate
+    from txl.study.report import mark_pareto
 
     def row(variant, seed, cached, bpb):
         return {
@@ -139,7 +139,7 @@ def test_report_marks_the_pareto_frontier_and_aggregates_seeds():
 def test_pareto_frontiers_are_drawn_within_each_task(tmp_path):
     """Variants on different tasks never dominate each other:
     a cheap plan on an easy lag is no frontier for a hard one."""
-    from txl.report import build_report
+    from txl.study.report import build_report
 
     def row(variant, group, reach, accuracy):
         return {
@@ -221,9 +221,9 @@ def test_sinks_get_a_column_beside_the_memory_dtypes(tmp_path):
 
 
 def test_numbers_that_differ_or_are_not_zero_are_printed_so():
-    from txl.report import _interval_text
-    from txl.stats import Interval
-    from txl.table import format_table
+    from txl.core.stats import Interval
+    from txl.core.table import format_table
+    from txl.study.report import _interval_text
 
     tiny = Interval(-0.00003, -0.00004, -0.00002, 3, "paired seeds")
     assert _interval_text(tiny, signed=True) == "-0.00003 [-0.00004, -0.00002]"  # not -0.0000 [-0.0000, -0.0000]
@@ -234,7 +234,7 @@ def test_numbers_that_differ_or_are_not_zero_are_printed_so():
 
 
 def test_labels_of_points_that_nearly_coincide_are_fanned_out_highest_on_top():
-    from txl.report_figures import _label_offsets
+    from txl.study.figures import _label_offsets
 
     xs, ys = [1000, 1000, 600, 2000], [7.85192, 7.85191, 7.8523, 7.8519]
     offsets = _label_offsets(xs, ys)

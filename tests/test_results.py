@@ -1,4 +1,4 @@
-"""txl.results: result rows are read and checked once, and a malformed line is named by its line and field."""
+"""txl.study.results: result rows are read and checked once, and a malformed line is named by its line and field."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import result_rows
 
-from txl.results import ResultRow, RowError, append_result, read_results
+from txl.study.results import ResultRow, RowError, append_result, read_results
 
 
 def _good() -> dict:

@@ -6,13 +6,13 @@ import pytest
 import torch
 from conftest import assert_fast_path_matches_plain, cache_bytes, run_segments, tiny_config
 
-from txl.budget import budget
 from txl.cli import main
 from txl.config import ConfigError, ModelConfig, from_dict, to_dict
-from txl.model import TransformerXL
-from txl.plans import MemoryPlan, apply_plans, describe
-from txl.quantize import MEMORY_DTYPES
-from txl.reach import dependencies, earliest_dependency
+from txl.model.budget import budget
+from txl.model.plans import MemoryPlan, apply_plans, describe
+from txl.model.quantize import MEMORY_DTYPES
+from txl.model.transformer import TransformerXL
+from txl.plan.reach import dependencies, earliest_dependency
 
 
 def test_zero_sinks_is_todays_model_bit_for_bit():
@@ -183,7 +183,7 @@ def test_txl_budget_prints_sinks_and_their_bytes(capsys):
 
 def test_an_evaluation_spec_carries_sinks_and_names_its_plans_by_them():
     from txl.config import RunConfig
-    from txl.evaluate import EvalSpec
+    from txl.evaluation.evaluate import EvalSpec
 
     run = RunConfig(model=tiny_config(n_layer=3, memory="8"))
     spec = EvalSpec.for_run(run, memory="4", sinks="sinks=2@last:1,0", memory_dtype="int8")
@@ -200,7 +200,7 @@ def test_the_sinks_training_attends_to_are_taken_anew_as_the_weights_change(tmp_
     without, they are the stream's first states from the first step on, made by the initial weights."""
     from conftest import tiny_run
 
-    from txl.train import Trainer
+    from txl.train.loop import Trainer
 
     seen = []
     real = Trainer._commit

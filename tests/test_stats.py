@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from txl.stats import bootstrap_difference, mean_interval, paired_difference, t_quantile
+from txl.core.stats import bootstrap_difference, mean_interval, paired_difference, t_quantile
 
 
 @pytest.mark.parametrize(

@@ -14,14 +14,14 @@ import torch
 from conftest import tiny_run, worker_failure
 from safetensors.torch import load_file
 
-from txl import checkpoint as ckpt
 from txl.cli import main
+from txl.core.errors import TxlError
+from txl.core.io import read_jsonl
 from txl.data import load_corpus
-from txl.errors import TxlError
-from txl.io import read_jsonl
-from txl.optim import lr_at
-from txl.presets import get_preset
-from txl.train import Trainer
+from txl.train import checkpoint as ckpt
+from txl.train.loop import Trainer
+from txl.train.optim import lr_at
+from txl.train.presets import get_preset
 
 
 class Gadget:
@@ -162,7 +162,7 @@ def test_ctrl_c_inside_the_update_finishes_the_step_then_saves_and_resumes_exact
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_inside_the_update_stops_at_once_without_saving_a_half_step(tmp_path, monkeypatch):
-    from txl.signals import StopRequests
+    from txl.core.signals import StopRequests
 
     monkeypatch.setattr(StopRequests, "GRACE", 0.0)  # a repeat within the grace period counts as the same Ctrl-C
     sets = {"train.steps": 16, "train.save_every": 4, "data.max_tokens": 20_000}
@@ -531,25 +531,25 @@ def test_word_generation_keeps_the_prompt_a_line_apart_from_nothing(tmp_path, ca
 
 @pytest.mark.slow
 def test_ctrl_c_during_the_final_evaluation_leaves_a_run_that_resumes_to_the_end(tmp_path, monkeypatch):
-    import txl.train
+    import txl.train.loop
 
     sets = {"train.steps": 6, "train.save_every": 3}
     Trainer(tiny_run(tmp_path, **sets), tmp_path / "straight", progress=False).fit()
-    real = txl.train.evaluate
+    real = txl.train.loop.evaluate
 
     def interrupted(*a, **k):
         if k.get("plan") is not None or len(a) > 3:  # the final evaluation (the one with the run's evaluation plan)
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(txl.train, "evaluate", interrupted)
+    monkeypatch.setattr(txl.train.loop, "evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_run(tmp_path, **sets), tmp_path / "cut", progress=False).fit()
     assert (
         not (tmp_path / "cut" / "result.json").exists()
         and ckpt.read_meta(ckpt.find_checkpoint(tmp_path / "cut"))["step"] == 6
     )
-    monkeypatch.setattr(txl.train, "evaluate", real)
+    monkeypatch.setattr(txl.train.loop, "evaluate", real)
     result = Trainer(tiny_run(tmp_path, **sets), tmp_path / "cut", resume=True, progress=False).fit()
     assert result["final"] is not None and (tmp_path / "cut" / "result.json").exists()
     assert train_losses(tmp_path / "cut") == train_losses(tmp_path / "straight")
@@ -561,7 +561,7 @@ def test_adam_updates_in_one_fused_kernel_on_a_gpu_only():
     from types import SimpleNamespace
 
     from txl.config import TrainConfig
-    from txl.optim import fused_update, make_optimizer
+    from txl.train.optim import fused_update, make_optimizer
 
     model = torch.nn.Linear(3, 2)
     assert not fused_update(list(model.parameters()))
@@ -576,7 +576,7 @@ def test_adam_updates_in_one_fused_kernel_on_a_gpu_only():
 @pytest.mark.gpu
 def test_adam_is_fused_on_a_gpu():
     from txl.config import TrainConfig
-    from txl.optim import make_optimizer
+    from txl.train.optim import make_optimizer
 
     for name in ("adam", "adamw"):
         assert make_optimizer(torch.nn.Linear(3, 2).cuda(), TrainConfig(optimizer=name)).defaults["fused"] is True
@@ -586,7 +586,7 @@ def test_resuming_keeps_this_machines_choice_of_fused_adam():
     """A checkpoint's optimizer groups carry the saving machine's `fused` flag; loading must not restore it (a GPU
     checkpoint resumed on a CPU would switch to CPU fused Adam, away from torch's default that parity relies on)."""
     from txl.config import TrainConfig
-    from txl.optim import TrainStep
+    from txl.train.optim import TrainStep
 
     model = torch.nn.Linear(3, 2)
     step = TrainStep(model, model, TrainConfig(), torch.device("cpu"), "fp32")

@@ -9,12 +9,12 @@ from txl.attention.fastrpb import causal_conv_fft, toeplitz
 from txl.attention.las import causal_pool, head_alphas
 from txl.attention.masks import visible
 from txl.attention.sikf import quadratic
-from txl.budget import budget, param_count
 from txl.cli import main
 from txl.config import ConfigError
-from txl.model import TransformerXL
-from txl.plans import check_model
-from txl.reach import earliest_dependency
+from txl.model.budget import budget, param_count
+from txl.model.plans import check_model
+from txl.model.transformer import TransformerXL
+from txl.plan.reach import earliest_dependency
 
 ALL = [name for name in VARIANTS] + [f"{name}+fastrpb" for name in VARIANTS]
 

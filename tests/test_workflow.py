@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_run
 
 from txl.cli import main
-from txl.train import Trainer
+from txl.train.loop import Trainer
 
 
 def _steps_done(folder) -> int:
@@ -31,7 +31,7 @@ def test_steps_changed_on_resume_are_recorded_and_a_finished_run_trains_nothing(
 
 
 def test_eval_of_another_file_scores_it_whole(tmp_path, capsys):
-    from txl.runs import load_trained
+    from txl.train.runs import load_trained
 
     run = tiny_run(tmp_path, **{"train.steps": 2})
     Trainer(run, tmp_path / "run", progress=False).fit()
@@ -59,7 +59,7 @@ def test_report_names_the_results_a_corpus_run_made(tmp_path, capsys):
     from conftest import result_rows
 
     import experiments  # noqa: F401
-    from txl.results import append_result
+    from txl.study.results import append_result
 
     (row,) = result_rows({"variant": "v", "seed": 0, "kind": "train", "metrics": {"bpb": 2.0, "split": "valid"}})
     data = {"corpus": "novel.txt", "source": "/texts/novel.txt", "tokenizer": "bytes", "tokens": {"valid": 10}}
@@ -72,8 +72,8 @@ def test_report_names_the_results_a_corpus_run_made(tmp_path, capsys):
 
 
 def test_a_stopped_sweep_says_to_run_the_sweep_again(tmp_path, monkeypatch):
-    from txl.experiments import Experiment, Variant
-    from txl.sweep import run_experiment
+    from txl.study.registry import Experiment, Variant
+    from txl.study.sweep import run_experiment
 
     hints = []
     real = Trainer.fit
@@ -91,9 +91,9 @@ def test_a_stopped_sweep_says_to_run_the_sweep_again(tmp_path, monkeypatch):
 
 
 def test_sweeps_and_training_say_how_long_is_left(tmp_path, messages, capsys):
-    from txl.experiments import Experiment, Variant
-    from txl.sweep import run_experiment
-    from txl.table import clock
+    from txl.core.table import clock
+    from txl.study.registry import Experiment, Variant
+    from txl.study.sweep import run_experiment
 
     assert [clock(s) for s in (4.6, 200, 7500)] == ["5 s", "3 min 20 s", "2 h 05 min"]
     exp = Experiment(
@@ -114,9 +114,9 @@ def test_sweeps_and_training_say_how_long_is_left(tmp_path, messages, capsys):
 
 
 def test_compare_keeps_splits_and_corpora_apart(tmp_path):
-    from txl.compare import compare, compare_rows, plot_lines
-    from txl.errors import TxlError
-    from txl.io import append_line
+    from txl.core.errors import TxlError
+    from txl.core.io import append_line
+    from txl.study.compare import compare, compare_rows, plot_lines
 
     for run in ("a", "b"):
         for split, corpus, bpb in (("valid", "pystdlib", 2.0), ("test", "pystdlib", 2.1), ("whole", "novel", 3.0)):
@@ -142,7 +142,7 @@ def test_compare_keeps_splits_and_corpora_apart(tmp_path):
 
 
 def _only_valid(tmp_path):
-    from txl.io import append_line
+    from txl.core.io import append_line
 
     row = {"plan": "0", "split": "valid", "corpus": "pystdlib", "metric": "bpb", "bpb": 2.0, "loss": 1.0}
     (tmp_path / "c").mkdir()
@@ -200,7 +200,7 @@ def test_a_mistyped_flag_is_answered_with_the_closest_ones(capsys):
 def test_a_report_says_when_variants_have_different_numbers_of_seeds(tmp_path):
     from conftest import result_rows
 
-    from txl.report import build_report
+    from txl.study.report import build_report
 
     rows = result_rows(
         *[{"variant": "a", "seed": s, "kind": "train", "metrics": {"bpb": 2.0 + s / 100}} for s in range(2)],
@@ -212,7 +212,7 @@ def test_a_report_says_when_variants_have_different_numbers_of_seeds(tmp_path):
 
 
 def test_evaluations_recorded_in_the_same_second_each_keep_their_record(tmp_path):
-    from txl.run_evals import record_evaluation
+    from txl.train.run_evals import record_evaluation
 
     (tmp_path / "run").mkdir()
     record = {"split": "valid", "results": [{"loss": 1.0, "plan": "0"}]}
@@ -229,8 +229,8 @@ def test_csv_and_latex_print_the_table_alone(tmp_path, capsys):
     from conftest import result_rows
 
     import experiments  # noqa: F401
-    from txl.experiments import get_experiment, results_path
-    from txl.results import append_result
+    from txl.study.registry import get_experiment, results_path
+    from txl.study.results import append_result
 
     exp = get_experiment("quickstart", "tiny")
     for row in result_rows(*[{"variant": v, "seed": 0, "kind": "train", "metrics": {"bpb": 2.0}} for v in "ab"]):
@@ -263,14 +263,14 @@ def test_generate_says_when_the_prompt_has_words_the_model_does_not_know(tmp_pat
 def test_eval_in_a_read_only_run_folder_prints_its_results_then_names_what_it_could_not_save(
     tmp_path, monkeypatch, capsys
 ):
-    import txl.run_evals
+    import txl.train.run_evals
 
     Trainer(tiny_run(tmp_path, **{"train.steps": 1}), tmp_path / "run", progress=False).fit()
 
     def read_only(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(txl.run_evals, "record_evaluation", read_only)
+    monkeypatch.setattr(txl.train.run_evals, "record_evaluation", read_only)
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run"), "--max-segments", "2", "--no-progress"]) == 2
     out, err = capsys.readouterr()
@@ -280,8 +280,8 @@ def test_eval_in_a_read_only_run_folder_prints_its_results_then_names_what_it_co
 
 
 def test_compare_leaves_out_saved_rows_of_the_wrong_types_and_says_so(tmp_path, messages):
-    from txl.compare import compare_rows
-    from txl.io import append_line
+    from txl.core.io import append_line
+    from txl.study.compare import compare_rows
 
     (tmp_path / "a").mkdir()
     good = {"plan": "0", "split": "valid", "corpus": "c", "metric": "bpb", "bpb": 2.0, "loss": 1.0, "tokens": 10}
@@ -312,8 +312,8 @@ def test_a_plan_flag_given_twice_is_refused_not_half_dropped(argv, capsys):
 
 
 def test_compare_takes_runs_of_one_text_with_other_tokenizers_in_bytes_and_keeps_segments_apart(tmp_path, messages):
-    from txl.compare import compare, compare_rows, plot_lines
-    from txl.io import append_line
+    from txl.core.io import append_line
+    from txl.study.compare import compare, compare_rows, plot_lines
 
     for run, metric, value in (("bytes", "bpb", 2.0), ("words", "ppl", 90.0)):
         (tmp_path / run).mkdir()

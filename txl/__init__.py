@@ -2,6 +2,54 @@
 
 __version__ = "0.1.0"
 
-from txl.errors import TxlError  # noqa: E402
+import importlib  # noqa: E402
+import importlib.abc  # noqa: E402
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
 
-__all__ = ["TxlError", "__version__"]
+# Where the modules of txl 0.1's flat layout live now. A job pickled on a cluster queue before the move (its class
+# was txl.cluster.SweepJob) and a script importing txl.results still find them: the old name is the new module.
+MOVED = {
+    **{m: f"core.{m}" for m in ("errors", "io", "table", "locks", "signals", "log", "stats", "scales")},
+    **{m: f"core.{m}" for m in ("devices", "distributed")},
+    "memory": "plan.language",
+    "reach": "plan.reach",
+    **{m: f"model.{m}" for m in ("plans", "quantize", "adaptive", "budget")},
+    **{m: f"evaluation.{m}" for m in ("evaluate", "protocols", "generate", "analysis", "context_ablation")},
+    **{m: f"train.{m}" for m in ("optim", "runs", "run_evals", "checkpoint", "presets")},
+    "train_log": "train.log",
+    "interop_checks": "interop.checks",
+    "interop_layouts": "interop.layouts",
+    "bench_train": "bench.train",
+    **{m: f"study.{m}" for m in ("results", "sweep", "cluster", "launch", "groups", "pairs", "compare", "report")},
+    "experiments": "study.registry",
+    "report_figures": "study.figures",
+    "plan_search": "search.search",
+    "plan_choices": "search.choices",
+    "plan_references": "search.references",
+    "plan_results": "search.results",
+}
+
+
+class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports txl.OLD as the module it moved to (MOVED): one module object under both names."""
+
+    def find_spec(self, fullname, path, target=None):
+        old = fullname.removeprefix("txl.")
+        if fullname.startswith("txl.") and old in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module("txl." + MOVED[spec.name.removeprefix("txl.")])
+
+    def exec_module(self, module):
+        pass  # the module it moved to has run already
+
+
+if not any(isinstance(f, _Moved) for f in sys.meta_path):
+    sys.meta_path.append(_Moved())
+
+from txl.core.errors import TxlError  # noqa: E402
+
+__all__ = ["MOVED", "TxlError", "__version__"]

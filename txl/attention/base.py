@@ -13,14 +13,14 @@ from torch import nn
 
 from txl.attention.masks import MaskCache
 from txl.config import ConfigError, LayerConfig, ModelConfig
-from txl.reach import max_distance
+from txl.plan.reach import max_distance
 
 
 @dataclass
 class AttnContext:
     """What the layers of one forward pass share: masks, position embeddings, global biases."""
 
-    same_length: bool | str  # False, or the rule in force: "tf" or "pt" (see txl.memory.max_distance)
+    same_length: bool | str  # False, or the rule in force: "tf" or "pt" (see txl.plan.reach.max_distance)
     masks: MaskCache
     pos_emb: Callable[[int], torch.Tensor] | None = None  # klen -> (klen, d_model), distances klen-1 .. 0
     r_w_bias: torch.Tensor | None = None  # u: the global content bias

@@ -24,7 +24,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 IMPLS = ("auto", "plain", "sdpa", "flex", "fused")
 

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def fits(row: dict) -> bool:
 
 
 def resource_table(rows: list[dict], markdown: bool = False) -> str:
-    from txl.table import format_table
+    from txl.core.table import format_table
 
     headers = [
         "arch",
@@ -308,7 +308,7 @@ def _run_cases(cases: list, measure) -> list[dict]:
 
 
 def time_table(rows: list[dict], markdown: bool = False) -> str:
-    from txl.table import format_table
+    from txl.core.table import format_table
 
     base = next(r for r in rows if r["case"] == "sdpa (bias)" and "error" not in r)
     total = base["fwd_ms"] + base["bwd_ms"]

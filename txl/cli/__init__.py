@@ -30,7 +30,7 @@ from txl.cli import (  # noqa: F401  (registers the commands)
     train,
 )
 from txl.cli.args import COMMANDS, Parser
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 FIRST = [
     "run",
@@ -86,9 +86,9 @@ def _parse(parser, argv: list[str]) -> argparse.Namespace:
 
 
 def _load_torch() -> None:
-    """Import torch with Ctrl-C held back (txl.signals.held_interrupts): a Ctrl-C inside its start-up could abort
+    """Import torch with Ctrl-C held back (txl.core.signals.held_interrupts): a Ctrl-C inside its start-up could abort
     the process; one pressed meanwhile is delivered as soon as torch has loaded, as one line."""
-    from txl.signals import held_interrupts
+    from txl.core.signals import held_interrupts
 
     with held_interrupts():
         import torch  # noqa: F401
@@ -99,8 +99,8 @@ def _messages() -> None:
     import logging
 
     _load_torch()
-    from txl.distributed import launched
-    from txl.log import setup
+    from txl.core.distributed import launched
+    from txl.core.log import setup
 
     setup(logging.INFO if launched().main else logging.ERROR)
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from txl.cli.args import Parser, command, int_list, say
-from txl.errors import TxlError
-from txl.io import shown
+from txl.core.errors import TxlError
+from txl.core.io import shown
 
 
 def _analyze_args(p: argparse.ArgumentParser) -> None:
@@ -76,10 +76,10 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from txl.analysis import attention_mass, attention_table, image_to_tensorboard, plot_attention
-    from txl.evaluate import check_flags
-    from txl.io import atomic_write_json
-    from txl.runs import load_trained
+    from txl.core.io import atomic_write_json
+    from txl.evaluation.analysis import attention_mass, attention_table, image_to_tensorboard, plot_attention
+    from txl.evaluation.evaluate import check_flags
+    from txl.train.runs import load_trained
 
     check_flags({"max_segments": args.max_segments})
     trained = load_trained(args.path, args.device)
@@ -100,10 +100,16 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 
 def cmd_context(args: argparse.Namespace) -> int:
-    from txl.analysis import image_to_tensorboard
-    from txl.context_ablation import context_curve, context_table, effective_context_interval, plot_context, recl
-    from txl.io import atomic_write_json
-    from txl.runs import load_trained
+    from txl.core.io import atomic_write_json
+    from txl.evaluation.analysis import image_to_tensorboard
+    from txl.evaluation.context_ablation import (
+        context_curve,
+        context_table,
+        effective_context_interval,
+        plot_context,
+        recl,
+    )
+    from txl.train.runs import load_trained
 
     if args.score < 1 or args.windows < 1:
         raise TxlError("--score and --windows must be >= 1")
@@ -161,9 +167,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return cmd_context(args)
     if args.analysis == "attention":
         return cmd_attention(args)
-    from txl.analysis import image_to_tensorboard, layer_sensitivity, sensitivity_table, write_sensitivity
-    from txl.log import setup as setup_log
-    from txl.runs import load_trained
+    from txl.core.log import setup as setup_log
+    from txl.evaluation.analysis import image_to_tensorboard, layer_sensitivity, sensitivity_table, write_sensitivity
+    from txl.train.runs import load_trained
 
     if (args.short is not None and args.short < 1) or (args.max_segments is not None and args.max_segments < 1):
         raise TxlError("--short and --max-segments must be >= 1")

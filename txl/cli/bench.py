@@ -84,10 +84,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     _bench_args,
 )
 def cmd_bench(args: argparse.Namespace) -> int:
-    from txl.bench import bench_device, variants_benchmark, variants_table
-    from txl.io import atomic_write_json
-    from txl.memory import parse_plan
-    from txl.plans import ATTENTION
+    from txl.bench.attention import bench_device, variants_benchmark, variants_table
+    from txl.core.io import atomic_write_json
+    from txl.model.plans import ATTENTION
+    from txl.plan.language import parse_plan
 
     if args.bench_command == "train":
         return bench_train(args)
@@ -130,12 +130,12 @@ def bench_train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from txl.bench import bench_device
-    from txl.bench_train import train_benchmark, train_table
+    from txl.bench.attention import bench_device
+    from txl.bench.train import train_benchmark, train_table
     from txl.config import apply_overrides, load_config
-    from txl.io import atomic_write_json
-    from txl.plans import check_run
-    from txl.presets import get_preset
+    from txl.core.io import atomic_write_json
+    from txl.model.plans import check_run
+    from txl.train.presets import get_preset
 
     run = load_config(args.config) if args.config else get_preset(args.preset)
     for flag, name in (("batch_size", "batch_size"), ("tgt_len", "tgt_len"), ("precision", "precision")):

@@ -46,14 +46,14 @@ def bench_kernel(args: argparse.Namespace) -> int:
     import sys
 
     from txl.attention import fused_launch
-    from txl.errors import TxlError
-    from txl.io import atomic_write_json
+    from txl.core.errors import TxlError
+    from txl.core.io import atomic_write_json
 
     if args.time:
         import torch
 
         from txl.attention.fast import resolve_impl
-        from txl.bench import bench_device
+        from txl.bench.attention import bench_device
 
         device = torch.device(bench_device(args.device))
         resolve_impl("fused", device)  # one line, before measuring anything, where the kernel cannot run

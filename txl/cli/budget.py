@@ -7,7 +7,7 @@ import json
 
 from txl.cli.args import add_model_args, command
 from txl.cli.configs import config_file, model_config_from_args
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 
 def _budget_args(p: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def _run_lengths(config: str | None) -> tuple[int, int] | None:
     _budget_args,
 )
 def cmd_budget(args: argparse.Namespace) -> int:
-    from txl.budget import budget, budgets_text, reach_text, step_bytes
+    from txl.model.budget import budget, budgets_text, reach_text, step_bytes
 
     lengths = _run_lengths(args.config)
     evaluated = lengths[1] if lengths and args.tgt_len is None and lengths[1] != lengths[0] else None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from txl.cli.args import command, load_definitions
-from txl.errors import TxlError
-from txl.scales import SCALES
-from txl.table import format_table
+from txl.core.errors import TxlError
+from txl.core.scales import SCALES
+from txl.core.table import format_table
 
 
 def add_launcher_args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def add_launcher_args(p: argparse.ArgumentParser) -> None:
 
 
 def resources(args: argparse.Namespace):
-    from txl.cluster import Resources
+    from txl.study.cluster import Resources
 
     extra = {}
     for item in args.slurm_options:
@@ -60,7 +60,7 @@ def sweep(args: argparse.Namespace, overrides: list[str], seeds: list[int] | Non
     """The sweep as a job rebuilds it: names and flags (jobs register the definitions first, as this does)."""
     from pathlib import Path
 
-    from txl.cluster import Sweep
+    from txl.study.cluster import Sweep
 
     load_definitions()
     root = str(Path(args.results).resolve())  # a job may start in another folder
@@ -111,7 +111,7 @@ def _status_args(p: argparse.ArgumentParser) -> None:
     "status", "each job of a sweep: done, queued, running or failed (with its log), and what is left", _status_args
 )
 def cmd_status(args: argparse.Namespace) -> int:
-    from txl.launch import status
+    from txl.study.launch import status
 
     rows, submitted, test = status(sweep(args, [], None))
     flags = [f"--set {o}" for o in submitted.overrides] + (["--test"] if test else [])

@@ -27,7 +27,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     _compare_args,
 )
 def cmd_compare(args: argparse.Namespace) -> int:
-    from txl.compare import compare
+    from txl.study.compare import compare
 
     result = compare([Path(r) for r in args.runs], Path(args.out), args.format, not args.no_plot, args.split, args.x)
     print(result["table"])

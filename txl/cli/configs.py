@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 
 def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_widths: bool):
     """The model flags of add_model_args applied to `cfg`; plans last. fresh_widths: d_inner follows d_model."""
-    from txl.plans import apply_plans
+    from txl.model.plans import apply_plans
 
     for flag, name in (("layers", "n_layer"), ("d_model", "d_model"), ("n_head", "n_head"), ("vocab", "vocab_size")):
         if getattr(args, flag, None) is not None:
@@ -44,7 +44,7 @@ def config_file(path: str) -> str:
 def model_config_from_args(args: argparse.Namespace, memory: str | None):
     """The model config a command's flags describe, checked."""
     from txl.config import RunConfig, apply_overrides, load_config
-    from txl.plans import check_model
+    from txl.model.plans import check_model
 
     run = load_config(config_file(args.config)) if args.config else RunConfig()
     run.model = apply_model_flags(run.model, args, memory, fresh_widths=not args.config)
@@ -73,8 +73,8 @@ def data_config_from_args(args: argparse.Namespace, base=None):
 def run_config_from_args(args: argparse.Namespace, base=None):
     """Preset, --config or `base` (a RunConfig), then flags, then --set: the run a command describes, checked."""
     from txl.config import apply_overrides, load_config
-    from txl.plans import check_run
-    from txl.presets import get_preset
+    from txl.model.plans import check_run
+    from txl.train.presets import get_preset
 
     if args.preset and args.config:
         raise TxlError("give --preset or --config, not both")

@@ -50,9 +50,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     "eval", "evaluate a checkpoint under one or more memory plans; loss by position within the segment", _eval_args
 )
 def cmd_eval(args: argparse.Namespace) -> int:
-    from txl.evaluate import check_flags, evaluate_plans, metric_name, plans_tables
-    from txl.run_evals import evaluation_header, evaluation_record, record_evaluation
-    from txl.runs import load_trained
+    from txl.evaluation.evaluate import check_flags, evaluate_plans, metric_name, plans_tables
+    from txl.train.run_evals import evaluation_header, evaluation_record, record_evaluation
+    from txl.train.runs import load_trained
 
     names = ("split", "tgt_len", "batch_size", "max_segments", "attn_range", "memory_dtype", "sinks", "compress")
     flags = {k: getattr(args, k) for k in names}
@@ -88,7 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _print_tables(args, header, spec, corpus, results, metric, saved, trained) -> None:
-    from txl.evaluate import plans_tables
+    from txl.evaluation.evaluate import plans_tables
 
     print(header)
     if unknown := corpus.unknown.get(spec.split):

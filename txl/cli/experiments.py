@@ -9,8 +9,8 @@ from pathlib import Path
 from txl.cli.args import add_overrides, command, load_definitions
 from txl.cli.cluster import add_launcher_args, resources, sweep
 from txl.cli.report import show_report
-from txl.errors import TxlError
-from txl.scales import SCALES
+from txl.core.errors import TxlError
+from txl.core.scales import SCALES
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -76,9 +76,9 @@ MAX_SEEDS = 1000
     "run", "run every variant of a named experiment; finished ones are skipped, interrupted ones resumed", _run_args
 )
 def cmd_run(args: argparse.Namespace) -> int:
-    from txl.distributed import finish_distributed, launched
-    from txl.experiments import get_experiment, retarget
-    from txl.sweep import run_experiment
+    from txl.core.distributed import finish_distributed, launched
+    from txl.study.registry import get_experiment, retarget
+    from txl.study.sweep import run_experiment
 
     load_definitions()
     exp = retarget(get_experiment(args.name, args.scale), args.corpus, args.tokenizer, args.vocab_size)
@@ -111,9 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _launch(args: argparse.Namespace, exp, overrides: list[str], start: float) -> int:
     """--launcher local|slurm: submit what is left as jobs; report once they are done (local, or slurm --wait)."""
-    from txl.experiments import results_path
-    from txl.launch import launch
-    from txl.results import read_results
+    from txl.study.launch import launch
+    from txl.study.registry import results_path
+    from txl.study.results import read_results
 
     if args.shard != (0, 1):
         raise TxlError("--shard and --launcher do not go together: a launcher submits every job of the sweep")
@@ -129,7 +129,7 @@ def _launch(args: argparse.Namespace, exp, overrides: list[str], start: float) -
 
 def _finished(args: argparse.Namespace, exp, rows: list, root: Path, start: float) -> None:
     """The report of a finished sweep, and where its files are."""
-    from txl.experiments import results_path
+    from txl.study.registry import results_path
 
     mine = [r for r in rows if r.scale == exp.scale]
     plots = [

@@ -7,7 +7,7 @@ import math
 import sys
 
 from txl.cli.args import command
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
@@ -26,8 +26,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 @command("generate", "sample text from a checkpoint, memory carried across chunks", _generate_args)
 def cmd_generate(args: argparse.Namespace) -> int:
-    from txl.generate import generate_text
-    from txl.runs import load_trained
+    from txl.evaluation.generate import generate_text
+    from txl.train.runs import load_trained
 
     if args.tokens < 1:
         raise TxlError("--tokens must be >= 1")

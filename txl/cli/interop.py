@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from txl.cli.args import add_overrides, command, int_list
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
@@ -39,9 +39,9 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 
 @command("import", "read Transformer-XL weights (original or transformers layout) into a txl checkpoint", _import_args)
 def cmd_import(args: argparse.Namespace) -> int:
-    from txl.interop import import_checkpoint
-    from txl.interop_checks import check_hints
-    from txl.plans import describe
+    from txl.interop.checks import check_hints
+    from txl.interop.convert import import_checkpoint
+    from txl.model.plans import describe
 
     hints = {}
     if args.config:
@@ -93,12 +93,12 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 @command("export", "write a txl model's weights in the original or transformers layout", _export_args)
 def cmd_export(args: argparse.Namespace) -> int:
-    from txl.interop import export_checkpoint
-    from txl.runs import load_trained
+    from txl.interop.convert import export_checkpoint
+    from txl.train.runs import load_trained
 
     model = load_trained(args.path, "cpu").model
     if args.overrides:
-        from txl.interop import with_overrides
+        from txl.interop.convert import with_overrides
 
         model = with_overrides(model, args.overrides)
     target, n_tensors = export_checkpoint(model, args.layout, args.out, args.format)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from txl.cli.args import command, load_definitions
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 
 def _list_args(p: argparse.ArgumentParser) -> None:
@@ -15,10 +15,10 @@ def _list_args(p: argparse.ArgumentParser) -> None:
 @command("list", "named experiments, presets and attention variants", _list_args)
 def cmd_list(args: argparse.Namespace) -> int:
     from txl.attention import VARIANTS
-    from txl.experiments import list_experiments
-    from txl.presets import PRESETS
-    from txl.protocols import PROTOCOLS
-    from txl.table import format_table
+    from txl.core.table import format_table
+    from txl.evaluation.protocols import PROTOCOLS
+    from txl.study.registry import list_experiments
+    from txl.train.presets import PRESETS
 
     load_definitions()
     found = list_experiments(args.pattern)

@@ -9,16 +9,16 @@ import time
 from pathlib import Path
 
 from txl.cli.args import Once, command, say
-from txl.errors import TxlError
-from txl.io import shown
-from txl.scales import SCALES
+from txl.core.errors import TxlError
+from txl.core.io import shown
+from txl.core.scales import SCALES
 
 
 def _typed(name: str, *args):
-    """An argparse type from a parser of txl.plan_choices, by name (its ValueError: the flag's one-line error)."""
+    """An argparse type from a parser of txl.search.choices, by name (its ValueError: the flag's one-line error)."""
 
     def convert(text: str):
-        from txl import plan_choices
+        from txl.search import choices as plan_choices
 
         try:
             return getattr(plan_choices, name)(*args, text)
@@ -111,7 +111,7 @@ def _output_args(p: argparse.ArgumentParser) -> None:
 def _experiment_of(args: argparse.Namespace, run, folder):
     """The experiment --append names, refused unless the run is one of its own models (in its runs folder)."""
     from txl.cli.args import load_definitions
-    from txl.experiments import get_experiment, results_path, retarget
+    from txl.study.registry import get_experiment, results_path, retarget
 
     load_definitions()
     exp = retarget(get_experiment(args.append, args.scale), run.data.corpus, run.data.tokenizer)
@@ -130,12 +130,12 @@ def _experiment_of(args: argparse.Namespace, run, folder):
     _plan_args,
 )
 def cmd_plan(args: argparse.Namespace) -> int:
-    from txl.analysis import image_to_tensorboard
-    from txl.evaluate import check_flags, metric_name
-    from txl.log import setup as setup_log
-    from txl.plan_results import write_search
-    from txl.plan_search import UNITS, check_budget, resolve_budget, search_plan
-    from txl.runs import load_trained
+    from txl.core.log import setup as setup_log
+    from txl.evaluation.analysis import image_to_tensorboard
+    from txl.evaluation.evaluate import check_flags, metric_name
+    from txl.search.results import write_search
+    from txl.search.search import UNITS, check_budget, resolve_budget, search_plan
+    from txl.train.runs import load_trained
 
     for flag, least in (("confirm", 1), ("refine", 0)):
         if getattr(args, flag) < least:
@@ -173,7 +173,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     stem = write_search(search, Path(args.out) if args.out else trained.root / "analysis", title, metric, tag)
     _print_search(args, trained, spec, search, stem, title, metric, time.time() - start)
     if args.append:
-        from txl.plan_results import append_plan_search
+        from txl.search.results import append_plan_search
 
         added = append_plan_search(exp, Path(args.results), search, trained.run, trained.folder, corpus, spec.tgt_len)
         where = f" --scale {args.scale}" + (f" --results {args.results}" if args.results != "results" else "")
@@ -188,7 +188,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _print_search(args, trained, spec, search, stem: Path, title: str, metric: str, seconds: float) -> None:
-    from txl.plan_results import search_notes, search_table
+    from txl.search.results import search_notes, search_table
 
     say(args, title)
     print(search_table(search, metric, args.format, most=5))

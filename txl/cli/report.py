@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from txl.cli.args import command, load_definitions, say
-from txl.errors import TxlError
-from txl.scales import SCALES
+from txl.core.errors import TxlError
+from txl.core.scales import SCALES
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -64,8 +64,8 @@ def show_report(
     fmt: str = "text",
 ) -> dict:
     """Build, print and return the report of one split's rows (report.* for valid, report-test.* for test)."""
-    from txl.experiments import results_path
-    from txl.report import build_report, rows_of_split, superseded
+    from txl.study.registry import results_path
+    from txl.study.report import build_report, rows_of_split, superseded
 
     split, chosen = rows_of_split(rows, split)
     where = f" --results {root}" if str(root) != "results" else ""
@@ -105,7 +105,7 @@ def show_report(
 def _where_else(root: Path, exp, args: argparse.Namespace, name: str) -> str:
     """What to do about missing results: the flags that show the results this experiment has on other data, or
     the command that makes them."""
-    from txl.experiments import other_results
+    from txl.study.registry import other_results
 
     found = other_results(root, exp)
     if not found:
@@ -121,7 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     load_definitions()
     reports = [(name, *_one_report(args, name)) for name in args.name]
     if args.pairs:
-        from txl.pairs import adjust, pairs_legend, pairs_table, pairwise, write_pairs
+        from txl.study.pairs import adjust, pairs_legend, pairs_table, pairwise, write_pairs
 
         found = [(name, path, r, pairwise(r["groups"], r["metric"], base)) for name, path, r, base in reports]
         pool = [p for *_, pairs in found for p in pairs]
@@ -143,8 +143,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _one_report(args: argparse.Namespace, name: str) -> tuple[Path, dict, str | None]:
     """One experiment's report (printed): its results file, the report, and its named baseline."""
-    from txl.experiments import get_experiment, results_path, retarget
-    from txl.results import read_results
+    from txl.study.registry import get_experiment, results_path, retarget
+    from txl.study.results import read_results
 
     exp = retarget(get_experiment(name, args.scale), args.corpus, args.tokenizer, args.vocab_size)
     path = results_path(Path(args.results), exp)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from txl.cli.args import add_model_args, command
 from txl.cli.configs import run_config_from_args
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -50,10 +50,10 @@ RUN_FLAGS = {  # what --resume may be given beside the run folder; every other f
 
 def _resumed(args: argparse.Namespace):
     """The run in --run-dir with the flags given applied: those that change only how long or how often
-    (txl.runs.RESUMABLE_KEYS) are applied and recorded; a flag that changes what the run is is refused, named."""
+    (txl.train.runs.RESUMABLE_KEYS) are applied and recorded; a flag that changes what the run is is refused, named."""
     import copy
 
-    from txl.runs import prepare_resume, resume_changes
+    from txl.train.runs import prepare_resume, resume_changes
 
     if args.preset or args.config:
         raise TxlError("--resume continues the run with its own settings; drop --preset and --config")
@@ -71,9 +71,9 @@ def _resumed(args: argparse.Namespace):
 
 
 def _adapted(args: argparse.Namespace):
-    """The run --init-from starts: the source's settings under the adaptation recipe (txl.runs.adapt_recipe: a
+    """The run --init-from starts: the source's settings under the adaptation recipe (txl.train.runs.adapt_recipe: a
     tenth of its learning rate, decayed over the run, warm-up within its first tenth), then the flags; said."""
-    from txl.runs import adapt_recipe, init_from_config
+    from txl.train.runs import adapt_recipe, init_from_config
 
     if args.preset or args.config:
         raise TxlError("--init-from starts from the source run's settings; give flags, not --preset or --config")
@@ -97,8 +97,8 @@ def _flag(dest: str) -> str:
     "train", "train a language model: memory carried across segments, checkpoints, TensorBoard, resume", _train_args
 )
 def cmd_train(args: argparse.Namespace) -> int:
-    from txl.distributed import finish_distributed
-    from txl.train import Trainer
+    from txl.core.distributed import finish_distributed
+    from txl.train.loop import Trainer
 
     if args.resume:
         if args.init_from:

@@ -5,7 +5,7 @@ An attention variant's settings (model.las, model.t5, ...) are a dataclass besid
 registered as a model section with `variant_settings`.
 
 Each section checks its own fields (`validate`); the checks that need the plan
-language or the attention variants are txl.plans.check_model and check_run.
+language or the attention variants are txl.model.plans.check_model and check_run.
 """
 
 from txl.config.domains import ConfigError

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 
 class ConfigError(TxlError):

@@ -17,7 +17,7 @@ from txl.config import model as model_module
 from txl.config.domains import ConfigError
 from txl.config.model import OMIT_AT_DEFAULT, VARIANT_SETTINGS, ModelConfig
 from txl.config.sections import RunConfig
-from txl.io import atomic_write_json
+from txl.core.io import atomic_write_json
 
 
 def to_dict(cfg: Any) -> dict:

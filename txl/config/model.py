@@ -18,14 +18,14 @@ class LayerConfig:
     attn_range: int | None = None  # largest query-key distance allowed; None = unlimited
     attn: str = "xl"  # attention variant, a name in txl.attention.VARIANTS
     fastrpb: bool = False  # add FastRPB's W V term (Zubkov & Gavrilov) to this layer
-    # how the cached states are stored (txl.quantize: fp32 bf16 fp16 fp8 int8 int4); written to JSON only when not
+    # how the cached states are stored (txl.model.quantize: fp32 bf16 fp16 fp8 int8 int4); written to JSON only when not
     # fp32, so configs and the config hashes of results from before it existed stay as they were
     mem_dtype: str = field(default="fp32", metadata={"omit_default": True})
     # attention sinks: the first states of the stream this layer keeps for good beside its memory (StreamingLLM;
-    # txl.memory.take_sinks); written to JSON only when not 0, as mem_dtype
+    # txl.model.cache.take_sinks); written to JSON only when not 0, as mem_dtype
     sinks: int = field(default=0, metadata={"omit_default": True})
-    # compressed memory (Rae et al. 2019; txl.memory.pool_groups): up to cmem_len slots, each pooling cmem_rate states
-    # evicted from the memory by cmem_fn (mean, max, conv); 0 slots: none. Written to JSON only when not default
+    # compressed memory (Rae et al. 2019; txl.model.cache.pool_groups): up to cmem_len slots, each pooling cmem_rate
+    # states evicted from the memory by cmem_fn (mean, max, conv); 0 slots: none. Written to JSON only when not default
     cmem_len: int = field(default=0, metadata={"omit_default": True})
     cmem_rate: int = field(default=4, metadata={"omit_default": True})
     cmem_fn: str = field(default="mean", metadata={"omit_default": True})
@@ -132,7 +132,8 @@ class ModelConfig:
 
     @property
     def same_length_mode(self) -> bool | str:
-        """False when same_length is off, else the rule in force ("tf" or "pt"), as txl.memory.max_distance reads it."""
+        """False when same_length is off, else the rule in force ("tf" or "pt"), as txl.plan.reach.max_distance reads
+        it."""
         return self.same_length and self.same_length_rule
 
     @property
@@ -177,7 +178,7 @@ class ModelConfig:
         """Check values and combinations of fields; raise ConfigError naming the field.
 
         The checks that need the plan language or the attention variants (an unknown
-        variant, a variant that cannot run its layer's plan) are txl.plans.check_model's.
+        variant, a variant that cannot run its layer's plan) are txl.model.plans.check_model's.
         """
         positive(self, "model", ["vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val"])
         if self.d_embed is not None and self.d_embed < 1:
@@ -198,7 +199,7 @@ class ModelConfig:
         self._check_adaptive()
         for name, section in self.complete().settings.items():
             if not VARIANT_SETTINGS:
-                break  # read where no variant has registered (txl.config alone): txl.plans.check_model judges them
+                break  # read where no variant registered (txl.config alone): txl.model.plans.check_model judges them
             if not isinstance(section, VARIANT_SETTINGS.get(name, ())):
                 raise ConfigError(
                     f"unknown config key 'model.{name}': no attention variant registers a section of that name"

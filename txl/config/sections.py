@@ -213,7 +213,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> RunConfig:
-        """Each section's field checks; txl.plans.check_run adds the plan and variant checks."""
+        """Each section's field checks; txl.model.plans.check_run adds the plan and variant checks."""
         self.model.validate()
         self.data.validate()
         self.train.validate()

@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from txl.config import DataConfig, SyntheticConfig
+from txl.core.errors import TxlError
+from txl.core.io import atomic_write_json, owner_tag, remove_stale
+from txl.core.table import format_table
 from txl.data import synthetic
 from txl.data.content import content_hash, local_folder
 from txl.data.corpora import CORPORA, SPLITS, RawCorpus, cache_root, corpus_spec, fetch_local
@@ -38,9 +41,6 @@ from txl.data.tokenizers import (
     load_tokenizer,
     smallest_dtype,
 )
-from txl.errors import TxlError
-from txl.io import atomic_write_json, owner_tag, remove_stale
-from txl.table import format_table
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from txl.config import DataConfig
+from txl.core.io import atomic_write_json
 from txl.data.corpora import cache_root, corpus_spec
-from txl.io import atomic_write_json
 
 CHUNK = 1 << 20
 

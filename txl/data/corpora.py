@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from txl.config import DataConfig
+from txl.core.errors import TxlError
+from txl.core.table import format_table
 from txl.data.download import download, extract_member
-from txl.errors import TxlError
-from txl.table import format_table
 
 SPLITS = ("train", "valid", "test")
 

@@ -12,7 +12,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 CHUNK = 1 << 20
 

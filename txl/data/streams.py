@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from txl.errors import TxlError
+from txl.core.errors import TxlError
 
 
 @dataclass

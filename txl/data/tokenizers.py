@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from txl.errors import TxlError
-from txl.io import atomic_write_json
+from txl.core.errors import TxlError
+from txl.core.io import atomic_write_json
 
 EOS, UNK = "<eos>", "<unk>"
 
@@ -243,7 +243,7 @@ class SentencePieceTokenizer(Tokenizer):
         """Train on the training split's lines; the model file is written atomically to out_path."""
         import sentencepiece as spm
 
-        from txl.io import atomic_path
+        from txl.core.io import atomic_path
 
         out_path = Path(out_path)
         lines = [line for line in as_text(train).splitlines() if line.strip()]

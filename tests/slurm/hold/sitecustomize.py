@@ -32,10 +32,10 @@ def _hold_after_saves(trainer_cls) -> None:
 
 
 class _PatchTrainer(importlib.abc.MetaPathFinder):
-    """Finds txl.train as usual, and patches its Trainer once the module has run."""
+    """Finds txl.train.loop as usual, and patches its Trainer once the module has run."""
 
     def find_spec(self, name, path, target=None):
-        if name != "txl.train":
+        if name != "txl.train.loop":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

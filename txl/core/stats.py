@@ -1,0 +1,183 @@
+"""The noise of a comparison: intervals over seeds, paired differences, and a block bootstrap.
+
+Every interval here is two-sided at `level` (0.95 by default) and says what kind it is:
+
+- `seeds`: Student's t over the per-seed values (each seed a separately trained model);
+- `paired seeds`: t over per-seed differences against a baseline (same seed, same data);
+- `blocks`: a paired bootstrap over evaluation blocks (contiguous runs of text, see
+  txl.evaluation.evaluate.blocks) when there is one seed: it captures the noise of the data, not of training.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+LEVEL = 0.95
+
+
+@dataclass
+class Interval:
+    """A mean (or a difference of means) and its interval."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int  # seeds, or blocks for a bootstrap
+    kind: str  # "seeds", "paired seeds", "blocks", or "one seed" (no interval)
+    p: float | None = None  # two-sided p-value of "no difference", for a paired difference (t, or the bootstrap)
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+    @property
+    def half_width(self) -> float:
+        return (self.hi - self.lo) / 2
+
+    def scaled(self, f: Callable[[float], float]) -> Interval:
+        return Interval(f(self.mean), f(self.lo), f(self.hi), self.n, self.kind, self.p)
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for num in (
+            m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+            -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with `df` degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The t value below which a fraction `p` of the distribution lies (bisection on the CDF)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    lo, hi = -1.0, 1.0
+    while t_cdf(lo, df) > p:
+        lo *= 2.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+def no_spread(d: Interval) -> bool:
+    """A paired difference whose per-seed differences are all the same: no t test can be made (its p is None)."""
+    return d.kind == "paired seeds" and d.n >= 2 and d.p is None
+
+
+def mean_interval(values: Sequence[float], level: float = LEVEL, kind: str = "seeds") -> Interval:
+    """The mean of independent values and its t interval; with one value, no interval (kind 'one seed')."""
+    values = [float(v) for v in values]
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Interval(mean, mean, mean, len(values), "one seed")
+    half = t_quantile(0.5 + level / 2.0, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return Interval(mean, mean - half, mean + half, len(values), kind)
+
+
+def paired_difference(values: dict[int, float], baseline: dict[int, float], level: float = LEVEL) -> Interval | None:
+    """values - baseline over the seeds both have: the mean difference and its t interval (None if none shared)."""
+    shared = sorted(set(values) & set(baseline))
+    if not shared:
+        return None
+    diffs = [values[s] - baseline[s] for s in shared]
+    out = mean_interval(diffs, level, kind="paired seeds")
+    if len(diffs) >= 2:
+        out.p = t_test(diffs)
+    return out
+
+
+def t_test(diffs: Sequence[float]) -> float | None:
+    """The two-sided p-value of a one-sample t test that the mean of `diffs` is zero (at least 2 values); None
+    when they have no spread (every one the same): no test can be made, which is not p = 0."""
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    if sd <= 1e-9 * max(abs(mean), 1e-12):  # equal but for rounding: 2.1 - 2.0 and 2.2 - 2.1 differ in the 16th digit
+        return None
+    t = mean / (sd / math.sqrt(len(diffs)))
+    return min(1.0, 2.0 * (1.0 - t_cdf(abs(t), len(diffs) - 1)))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for testing them all at once (the family-wise error rate): the
+    k-th smallest is multiplied by (m - k + 1), then made non-decreasing in that order; capped at 1."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [0.0] * m, 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def bootstrap_difference(
+    blocks: dict,
+    baseline_blocks: dict,
+    to_metric: Callable[[float], float] = lambda loss: loss,
+    level: float = LEVEL,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """metric(blocks) - metric(baseline) with a paired percentile bootstrap over evaluation blocks.
+
+    Each side is a dict of per-block `loss` sums and `tokens` counts over the same blocks of
+    text; a resample draws block indices with replacement and applies them to both sides.
+    `to_metric` turns a loss per token into the reported metric (bits per byte, perplexity ...).
+    """
+    la, ta, lb, tb = blocks["loss"], blocks["tokens"], baseline_blocks["loss"], baseline_blocks["tokens"]
+    n = len(la)
+    if n != len(lb) or ta != tb:
+        raise ValueError(
+            "the two results were not evaluated on the same blocks (split, segment length, batch or segments differ)"
+        )
+
+    def diff(idx: Sequence[int]) -> float:
+        tokens = sum(ta[i] for i in idx) or 1.0
+        return to_metric(sum(la[i] for i in idx) / tokens) - to_metric(sum(lb[i] for i in idx) / tokens)
+
+    rng = random.Random(seed)
+    draws = sorted(diff([rng.randrange(n) for _ in range(n)]) for _ in range(resamples))
+    k = int(round((1.0 - level) / 2.0 * resamples))  # round, not floor: (1 - 0.9) / 2 * 2000 is 99.999...
+    # the p-value: twice the share of resamples on the far side of zero (a percentile bootstrap test)
+    far = min(sum(d <= 0 for d in draws), sum(d >= 0 for d in draws))
+    p = min(1.0, 2.0 * (far + 1) / (resamples + 1))
+    return Interval(diff(range(n)), draws[k], draws[resamples - 1 - k], n, "blocks", p)
