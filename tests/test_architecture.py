@@ -255,3 +255,22 @@ def test_ranks_come_from_the_distributed_module():
         text = path.read_text(encoding="utf-8")
         for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
             assert f'environ.get("{var}"' not in text and f'environ["{var}"]' not in text, f"{name} reads {var}"
+
+
+def test_a_job_pickled_before_the_move_unpickles_under_its_old_module_path():
+    """A cluster job queued by txl 0.1 was pickled as txl.cluster.SweepJob (txl.cluster.Sweep inside it)."""
+    import pickle
+
+    from txl.study.cluster import Sweep, SweepJob
+
+    job = SweepJob(Sweep("quickstart", "tiny", "results", seeds=[0, 1]), "long/seed0", None)
+    data = pickle.dumps(job, protocol=0)  # protocol 0 writes module paths as text lines
+    old = data.replace(b"txl.study.cluster", b"txl.cluster")
+    assert old != data and b"txl.study" not in old
+    back = pickle.loads(old)
+    assert type(back) is SweepJob and back.sweep == job.sweep and back.key == "long/seed0"
+    import txl.cluster
+    import txl.results
+    import txl.study.results
+
+    assert txl.results is txl.study.results  # one module under both names: its state is not duplicated
