@@ -19,6 +19,7 @@ import torch
 
 import txl.attention.fused  # noqa: F401  (its kernels are made now, interpreted, whichever test first unsets the variable)
 from txl.config import ModelConfig
+from txl.model.dimensions import plan_flags
 from txl.model.plans import apply_plans
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -27,7 +28,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def tiny_config(n_layer: int = 2, memory: str = "8", **overrides) -> ModelConfig:
     """A model small enough to run hundreds of times in a test, dropout off."""
     fields = dict(vocab_size=23, n_layer=n_layer, d_model=16, n_head=2, d_head=8, d_inner=32, dropout=0.0, dropatt=0.0)
-    plans = {k: overrides.pop(k) for k in ("attn_range", "attn", "memory_dtype", "sinks", "compress") if k in overrides}
+    plans = {k: overrides.pop(k) for k in plan_flags() if k != "memory" and k in overrides}
     fields.update(overrides)
     return apply_plans(ModelConfig(**fields), memory=memory, **plans)
 

@@ -86,37 +86,42 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_plan_flags(g, attn: bool = True) -> None:
-    """The per-layer plan flags beside --memory (range, attention variant where the model is built, memory dtype,
-    sinks, compression), each given once: one plan says what every layer does."""
-    g.add_argument(
-        "--range",
-        dest="attn_range",
-        action=Once,
-        metavar="PLAN",
-        help="attention range per layer, e.g. 'range=128@first:12' (default unlimited)",
-    )
-    if attn:
+    """The per-layer plan flags beside --memory, one per registered dimension (txl.model.dimensions: range,
+    attention variant where the model is built, memory dtype, sinks, compression, and any registered later), each
+    given once: one plan says what every layer does."""
+    from txl.model.dimensions import DIMENSIONS
+
+    for name, dim in DIMENSIONS.items():
+        if name == "memory" or not (attn or dim.at_eval):  # --memory is the command's own; a variant is built in
+            continue
+        g.add_argument(dim.option, dest=dim.flag, action=Once, metavar="PLAN", help=dim.help)
+
+
+def typed_choices(name: str, *args):
+    """An argparse type from a parser of txl.search.choices, by name (its ValueError: the flag's one-line error)."""
+
+    def convert(text: str):
+        from txl.core.errors import TxlError
+        from txl.search import choices as plan_choices
+
+        try:
+            return getattr(plan_choices, name)(*args, text)
+        except (ValueError, TxlError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
+
+
+def grid_args(g) -> None:
+    """A flag per dimension a search may choose per layer (txl.model.dimensions: those with a grid flag)."""
+    from txl.model.dimensions import searched
+
+    for dim in searched().values():
+        dest = dim.grid.replace("-", "_")
+        kind = typed_choices("parse_choices", dim.grid)
         g.add_argument(
-            "--attn",
-            action=Once,
-            metavar="PLAN",
-            help="attention variant per layer, e.g. 'attn=las@first:6,xl' (default xl)",
+            f"--{dim.grid}", dest=dest, type=kind, metavar="LIST", help=f"per layer, e.g. {dim.grid_example}"
         )
-    g.add_argument(
-        "--memory-dtype",
-        action=Once,
-        metavar="PLAN",
-        help="how each layer stores its memory: fp32 bf16 fp16 fp8 int8 int4, e.g. 'dtype=int8@first:4,fp32'",
-    )
-    g.add_argument("--sinks", action=Once, metavar="PLAN", help=SINKS_HELP)
-    g.add_argument("--compress", action=Once, metavar="PLAN", help=COMPRESS_HELP)
-
-
-COMPRESS_HELP = (
-    "compressed memory per layer, LENGTH/RATE:FN (FN mean, max or conv), e.g. 'compress=16/4:mean@last:2,0' "
-    "(default 0: none)"
-)
-SINKS_HELP = "attention sinks per layer: the stream's first N states kept for good, e.g. 'sinks=4@last:2,0' (default 0)"
 
 
 # --------------------------------------------------------------------------- data flags

@@ -10,6 +10,7 @@ from txl.core.errors import TxlError
 
 def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_widths: bool):
     """The model flags of add_model_args applied to `cfg`; plans last. fresh_widths: d_inner follows d_model."""
+    from txl.model.dimensions import DIMENSIONS
     from txl.model.plans import apply_plans
 
     for flag, name in (("layers", "n_layer"), ("d_model", "d_model"), ("n_head", "n_head"), ("vocab", "vocab_size")):
@@ -26,7 +27,7 @@ def apply_model_flags(cfg, args: argparse.Namespace, memory: str | None, fresh_w
         cfg.d_inner = 4 * args.d_model
     if args.same_length:
         cfg.same_length = True
-    plans = {name: getattr(args, name, None) for name in ("attn_range", "attn", "memory_dtype", "sinks", "compress")}
+    plans = {dim.flag: getattr(args, dim.flag, None) for name, dim in DIMENSIONS.items() if name != "memory"}
     return apply_plans(cfg, memory=memory, **plans)
 
 

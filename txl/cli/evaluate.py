@@ -51,10 +51,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 )
 def cmd_eval(args: argparse.Namespace) -> int:
     from txl.evaluation.evaluate import check_flags, evaluate_plans, metric_name, plans_tables
+    from txl.model.dimensions import at_eval
     from txl.train.run_evals import evaluation_header, evaluation_record, record_evaluation
     from txl.train.runs import load_trained
 
-    names = ("split", "tgt_len", "batch_size", "max_segments", "attn_range", "memory_dtype", "sinks", "compress")
+    names = ("split", "tgt_len", "batch_size", "max_segments", *(d.flag for n, d in at_eval().items() if n != "memory"))
     flags = {k: getattr(args, k) for k in names}
     flags.update(same_length=args.same_length, clamp_len=args.clamp_len, corpus=args.corpus, tokenizer=args.tokenizer)
     check_flags(flags)

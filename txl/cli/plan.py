@@ -8,24 +8,10 @@ import re
 import time
 from pathlib import Path
 
-from txl.cli.args import Once, command, say
+from txl.cli.args import Once, command, grid_args, say, typed_choices
 from txl.core.errors import TxlError
 from txl.core.io import shown
 from txl.core.scales import SCALES
-
-
-def _typed(name: str, *args):
-    """An argparse type from a parser of txl.search.choices, by name (its ValueError: the flag's one-line error)."""
-
-    def convert(text: str):
-        from txl.search import choices as plan_choices
-
-        try:
-            return getattr(plan_choices, name)(*args, text)
-        except (ValueError, TxlError) as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    return convert
 
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +32,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--lengths",
-        type=_typed("parse_lengths"),
+        type=typed_choices("parse_lengths"),
         help="the grid of per-layer memory lengths (default 0 and the longest trained /8, /4, /2, /1)",
     )
     p.add_argument(
@@ -70,9 +56,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
         help="how every plan (searched and Rae & Razavi's) stores its memory, e.g. int8: with --budget-mib the "
         "search then spends the bytes at that precision (fp32 bf16 fp16 fp8 int8 int4, per layer)",
     )
-    g = p.add_argument_group("choices searched beside the lengths (with --budget-mib, spent in bytes together)")
-    for flag, what in (("dtypes", "fp32,int8,int4"), ("sinks-grid", "0,4"), ("compress-grid", "0,8/4:mean")):
-        g.add_argument(f"--{flag}", type=_typed("parse_choices", flag), metavar="LIST", help=f"per layer, e.g. {what}")
+    grid_args(p.add_argument_group("choices searched beside the lengths (with --budget-mib, spent in bytes together)"))
     p.add_argument(
         "--split",
         choices=["valid", "test"],
@@ -133,6 +117,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from txl.core.log import setup as setup_log
     from txl.evaluation.analysis import image_to_tensorboard
     from txl.evaluation.evaluate import check_flags, metric_name
+    from txl.model.dimensions import searched
     from txl.search.results import write_search
     from txl.search.search import UNITS, check_budget, resolve_budget, search_plan
     from txl.train.runs import load_trained
@@ -154,7 +139,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     metric = metric_name(corpus)
     setup_log(logging.WARNING if args.no_progress else logging.INFO)  # each plan as it is evaluated
     start = time.time()
-    grids = {"memory_dtype": args.dtypes, "sinks": args.sinks_grid, "compress": args.compress_grid}
+    grids = {dim.flag: getattr(args, dim.grid.replace("-", "_")) for dim in searched().values()}
     grids = {flag: values for flag, values in grids.items() if values}
     search = search_plan(
         trained.model, corpus, spec, limit, unit, args.lengths, args.confirm, args.refine, long, short, grids

@@ -39,7 +39,7 @@ def _shape(obj: Any, data: dict) -> None:
                         continue
                     _shape(section, plain)
                 data[name] = plain
-        elif f.metadata.get("omit_default") and value == f.default:
+        elif f.metadata.get("omit_default") and value == _default(f):
             del data[f.name]
         elif dataclasses.is_dataclass(value):
             _shape(value, data[f.name])
@@ -47,6 +47,10 @@ def _shape(obj: Any, data: dict) -> None:
             for item, plain in zip(value, data[f.name]):
                 if dataclasses.is_dataclass(item):
                     _shape(item, plain)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _sections(cls: type) -> tuple[str | None, dict[str, type]]:
@@ -229,6 +233,10 @@ def _check(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, list):
             item = typing.get_args(tp)[0]
             return [_check(v, item, f"{path}.{i}") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            item = typing.get_args(tp)[1]
+            return {k: _check(v, item, f"{path}.{k}") for k, v in value.items()}
     elif dataclasses.is_dataclass(tp):
         if isinstance(value, dict):
             return from_dict(tp, value, path)

@@ -29,6 +29,9 @@ class LayerConfig:
     cmem_len: int = field(default=0, metadata={"omit_default": True})
     cmem_rate: int = field(default=4, metadata={"omit_default": True})
     cmem_fn: str = field(default="mean", metadata={"omit_default": True})
+    # the values of memory dimensions registered beyond these fields (txl.model.dimensions.register_dimension), by
+    # dimension name, as JSON values; written to JSON only when a layer has one
+    extra: dict[str, Any] = field(default_factory=dict, metadata={"omit_default": True})
 
     @property
     def label(self) -> str:

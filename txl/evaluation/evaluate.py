@@ -19,6 +19,7 @@ from txl.core.table import render_table, whole
 from txl.data import Corpus
 from txl.evaluation.protocols import Protocol, get_protocol
 from txl.model.budget import budget
+from txl.model.dimensions import at_eval, optional
 from txl.model.plans import KEEP, MemoryPlan
 from txl.model.transformer import TransformerXL
 from txl.plan.language import parse_plan
@@ -68,7 +69,7 @@ class EvalSpec:
     precision: str = "fp32"
     plan: MemoryPlan = field(default_factory=lambda: MemoryPlan("eval"))
     memory: str | None = None  # the plan's memory as written (None: as trained), which names it in tables
-    named: dict[str, str] = field(default_factory=dict)  # the plan's other dimensions as written (NAMING), when given
+    named: dict[str, str] = field(default_factory=dict)  # the plan's other dimensions as written (naming()), when given
     n_layer: int = 0  # the model's, to read plans written in the plan language
     protocol: Protocol | None = None
     corpus: str | None = None  # another corpus than the run's, read with the run's tokenizer
@@ -91,13 +92,13 @@ class EvalSpec:
         `whole_split`: without a max_segments flag, score the whole split (txl eval), not eval.max_segments.
         With another `corpus` and no `split`, the split is `whole`: the text's three parts in order, the whole file.
         Without a `device` the precision is left as the run names it (auto stays auto)."""
-        unknown = set(flags) - set(FLAGS)
+        unknown = set(flags) - set(eval_flags())
         if unknown:
             raise TypeError(f"unknown evaluation settings {sorted(unknown)}")
         given = {k: v for k, v in flags.items() if v is not None}
         check_flags(given)
         proto = get_protocol(protocol) if protocol else None
-        e = {f: getattr(run.eval, f) for f in FLAGS if hasattr(run.eval, f)}
+        e = {f: getattr(run.eval, f) for f in eval_flags() if hasattr(run.eval, f)}
         if whole_split:
             e["max_segments"] = None
         if proto is not None:
@@ -107,7 +108,7 @@ class EvalSpec:
             e["split"] = "whole"  # another text is scored whole, not the share a split of it would hold
         e.update(given)
         n = run.model.n_layer
-        named = {f: e[f] for f in NAMING if e.get(f) is not None}
+        named = {f: e[f] for f in naming() if e.get(f) is not None}
         clamp = KEEP if e["clamp_len"] is None else e["clamp_len"]
         plan = MemoryPlan.parse(
             n, "eval", e["same_length"], clamp, memory=e["memory"], attn_range=e["attn_range"], **named
@@ -132,31 +133,24 @@ class EvalSpec:
         out = []
         for text in memories or [self.memory]:
             plan = self.plan if text is None else self.plan.with_values("memory", parse_plan(text, self.n_layer))
-            suffix = "".join(f", {NAMING[f]} {t}" for f, t in self.named.items())
+            words = naming()
+            suffix = "".join(f", {words[f]} {t}" for f, t in self.named.items())
             out.append(replace(plan, name=(text or "as trained") + suffix))
         return out
 
 
-FLAGS = (
-    "split",
-    "tgt_len",
-    "batch_size",
-    "max_segments",
-    "memory",
-    "attn_range",
-    "same_length",
-    "clamp_len",
-    "memory_dtype",
-    "sinks",
-    "compress",
-    "corpus",
-    "tokenizer",
-)
-NAMING = {
-    "memory_dtype": "stored as",
-    "sinks": "sinks",
-    "compress": "compressed",
-}  # plan dimensions that, given, name evaluation plans
+# the settings EvalSpec.for_run takes beside the plan dimensions an evaluation may change (txl.model.dimensions)
+SETTINGS = ("split", "tgt_len", "batch_size", "max_segments", "same_length", "clamp_len", "corpus", "tokenizer")
+
+
+def eval_flags() -> tuple[str, ...]:
+    """Every flag EvalSpec.for_run takes: its settings and each plan dimension an evaluation may change."""
+    return SETTINGS + tuple(dim.flag for dim in at_eval().values())
+
+
+def naming() -> dict[str, str]:
+    """The plan dimensions that, given, name evaluation plans (a flag and the word its name uses)."""
+    return {dim.flag: dim.title for dim in optional().values() if dim.at_eval}
 
 
 def check_flags(given: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from txl.config import ModelConfig
 from txl.core.errors import TxlError
+from txl.model.dimensions import DIMENSIONS, optional
 from txl.plan.language import format_plan
 
 
@@ -15,19 +16,21 @@ class InteropError(TxlError):
 
 def refuse_lossy(cfg: ModelConfig, layout_name: str) -> None:
     """Refuse, in one line naming what would be lost, a plan the layout's code cannot run: it has one memory length
-    for every layer, no attention range, sinks, compressed or quantized memory, and windows same_length at
+    for every layer, no attention range, sinks, compressed or quantized memory (no value but the default of any
+    dimension the registry does not say the layout holds: txl.model.dimensions), and windows same_length at
     0..mem_len-1 (txl's pt rule)."""
-    for field_name, default, what in (
-        ("mem_dtype", "fp32", "store their memory quantized"),
-        ("sinks", 0, "keep attention sinks"),
-        ("cmem_len", 0, "keep a compressed memory"),
-        ("attn_range", None, "limit their attention range"),
-    ):
-        layers = [i for i, layer in enumerate(cfg.layers) if getattr(layer, field_name) != default]
+    dims = {**optional(), **{n: d for n, d in DIMENSIONS.items() if d.always}}  # the older dimensions after
+    for name, dim in dims.items():
+        if name == "memory" or layout_name in dim.layouts:  # one length for every layer: checked below
+            continue
+        default = dim.kind.default
+        layers = [i for i, layer in enumerate(cfg.layers) if dim.get(layer) != default]
         if layers:
+            field_name = dim.field or f"extra.{name}"
+            shown = "none" if default is None else getattr(default, "length", default)
             raise InteropError(
-                f"layers {layers} {what} ({field_name}), which the {layout_name} code cannot; export with "
-                f"--set model.layers.N.{field_name}={'none' if default is None else default} or keep the model in txl"
+                f"layers {layers} {dim.lossy or f'set {dim.title}'} ({field_name}), which the {layout_name} code "
+                f"cannot; export with --set model.layers.N.{field_name}={shown} or keep the model in txl"
             )
     if len(set(cfg.mem_lens)) > 1:
         raise InteropError(

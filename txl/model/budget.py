@@ -7,12 +7,14 @@ receptive field; the tests check each against the built model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from txl.attention import unbounded_layers, variant
 from txl.config import ModelConfig
 from txl.core.errors import TxlError
 from txl.core.table import format_table
 from txl.model.adaptive import cluster_dims
+from txl.model.dimensions import Dimension, default_text, optional
 from txl.model.plans import describe
 from txl.model.quantize import stored_bytes
 from txl.plan.language import Compression
@@ -75,6 +77,7 @@ class LayerBudget:
     mem_dtype: str = "fp32"  # how the cached states are stored (txl.model.quantize); bytes count values and scales
     sinks: int = 0  # of the cached positions, the stream's first states kept for good (txl.model.cache.take_sinks)
     compress: str = "0"  # the compressed memory, LENGTH/RATE:FN; its slots are among the cached positions
+    shown: dict[str, Any] = field(default_factory=dict)  # per optional plan dimension, the value tables show
 
 
 @dataclass
@@ -127,7 +130,7 @@ class Budget:
             "attn_flops_per_token": self.attn_flops_per_token,
             "dense_flops_per_token": self.dense_flops_per_token,
             "receptive_field": list(self.receptive_field),
-            "layers": [vars(layer) for layer in self.layers],
+            "layers": [{k: v for k, v in vars(layer).items() if k != "shown"} for layer in self.layers],
         }
 
 
@@ -160,6 +163,7 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
                 compress=str(
                     Compression(layer.cmem_len, layer.cmem_rate, layer.cmem_fn) if layer.cmem_len else Compression()
                 ),
+                shown={name: _shown(dim, dim.get(layer)) for name, dim in optional().items()},
             )
         )
     out.params = param_count(cfg)
@@ -245,18 +249,48 @@ def size_text(n: float) -> str:
     return f"{int(n):,} bytes"
 
 
+def _shown(dim: Dimension, value: Any) -> Any:
+    """A layer's value of a dimension as a table shows it: a number as is (totals add them), else as plans write it."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else dim.kind.format_value(value)
+
+
+def _used(budgets: list[Budget]) -> dict[str, Dimension]:
+    """The optional plan dimensions (txl.model.dimensions) some layer of these budgets sets away from its default."""
+    return {
+        name: dim
+        for name, dim in optional().items()
+        if any(
+            str(layer.shown.get(name, default_text(dim))) != default_text(dim) for b in budgets for layer in b.layers
+        )
+    }
+
+
+ANCHORS = ("memory", "range", "cached")  # the columns an optional dimension's column may follow (budget_after)
+
+
 def layer_table(b: Budget, markdown: bool = False) -> str:
-    """One row per layer and a total row; a column for compressed memory, sinks and stored dtypes where a layer
-    has them. Each column is (header, a layer's value, the total's)."""
-    columns = [
-        ("layer", lambda layer: layer.index, "total"),
-        ("attn", lambda layer: layer.attn, ""),
-        ("mem_len", lambda layer: layer.mem_len, ""),
-        *([("compressed", lambda layer: layer.compress, "")] if _compressed(b) else []),
-        ("range", lambda layer: "inf" if layer.attn_range is None else layer.attn_range, ""),
-        *([("sinks", lambda layer: layer.sinks, sum(layer.sinks for layer in b.layers))] if _sinks(b) else []),
-        ("cached", lambda layer: layer.cached_positions, b.cached_positions),
-        *([("stored as", lambda layer: layer.mem_dtype, "")] if _quantized(b) else []),
+    """One row per layer and a total row; a column for each optional plan dimension a layer sets (compressed memory,
+    sinks, stored dtypes, ...) after the column it names. Each column is (header, a layer's value, the total's)."""
+    used = _used([b])
+
+    def total(name: str) -> Any:
+        values = [layer.shown[name] for layer in b.layers]
+        return sum(values) if all(isinstance(v, int) for v in values) else ""
+
+    columns = [("layer", lambda layer: layer.index, "total"), ("attn", lambda layer: layer.attn, "")]
+    for anchor, column in zip(
+        ANCHORS,
+        [
+            ("mem_len", lambda layer: layer.mem_len, ""),
+            ("range", lambda layer: "inf" if layer.attn_range is None else layer.attn_range, ""),
+            ("cached", lambda layer: layer.cached_positions, b.cached_positions),
+        ],
+    ):
+        columns.append(column)
+        columns += [
+            (d.title, lambda layer, n=n: layer.shown[n], total(n)) for n, d in used.items() if d.budget_after == anchor
+        ]
+    columns += [
         (f"MiB ({b.dtype}, batch {b.batch})", lambda layer: _mib(layer.bytes), _mib(b.bytes)),
         ("bytes", lambda layer: layer.bytes, b.bytes),
         ("keys/query", lambda layer: layer.keys_per_query, None),
@@ -271,10 +305,6 @@ def _quantized(b: Budget) -> bool:
     return any(layer.mem_dtype != "fp32" for layer in b.layers)
 
 
-def _compressed(b: Budget) -> bool:
-    return any(layer.compress != "0" for layer in b.layers)
-
-
 def _sinks(b: Budget) -> int:
     """The most sinks a layer keeps (0: none)."""
     return max((layer.sinks for layer in b.layers), default=0)
@@ -284,9 +314,7 @@ def summary_lines(b: Budget) -> str:
     return "\n".join(
         [
             f"memory plan      {b.plan['memory']}   range {b.plan['range']}   attn {b.plan['attn']}"
-            + (f"   stored as {b.plan['dtype']}" if _quantized(b) else "")
-            + (f"   sinks {b.plan['sinks']}" if _sinks(b) else "")
-            + (f"   compressed {b.plan['compress']}" if _compressed(b) else ""),
+            + "".join(f"   {dim.title} {b.plan[name]}" for name, dim in _used([b]).items()),
             f"cached positions {b.cached_positions:,} per sequence, "
             f"{size_text(b.bytes)}{f' ({b.bytes:,} bytes)' if b.bytes >= 1024 else ''} at {b.dtype} x batch {b.batch}",
             f"long-range       {b.long_range_positions:,} positions in {b.long_range_layers} layers "
@@ -315,8 +343,9 @@ def step_lines(cfg: ModelConfig, b: Budget) -> str:
 
 
 def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
-    """One row per plan, with cached and long-range memory relative to the first plan; a column for compressed
-    memory, sinks and stored dtypes where a plan has them. Each column is (header, a plan's value)."""
+    """One row per plan, with cached and long-range memory relative to the first plan; a column for each optional
+    plan dimension a plan sets (compressed memory, sinks, stored dtypes, ...). Each column is (header, a plan's
+    value)."""
     base = budgets[0]
     quantized = any(_quantized(x) for x in budgets)
 
@@ -326,9 +355,10 @@ def compare_table(budgets: list[Budget], markdown: bool = False) -> str:
     columns = [
         ("memory", lambda b: b.label),
         ("range", lambda b: b.plan["range"]),
-        *([("compressed", lambda b: b.plan.get("compress", "0"))] if any(_compressed(x) for x in budgets) else []),
-        *([("sinks", lambda b: b.plan.get("sinks", "0"))] if any(_sinks(x) for x in budgets) else []),
-        *([("stored as", lambda b: b.plan.get("dtype", "fp32"))] if quantized else []),
+        *[
+            (d.title, lambda b, n=n, d=d: b.plan.get(n, default_text(d)))
+            for n, d in sorted(_used(budgets).items(), key=lambda item: ANCHORS.index(item[1].budget_after))
+        ],
         ("cached", lambda b: b.cached_positions),
         ("long-range", lambda b: b.long_range_positions),
         ("long-range smaller", lambda b: smaller(base.long_range_positions, b.long_range_positions)),

@@ -1,9 +1,9 @@
 """The memory-plan object, plans applied to model configs, and the checks that need plans and variants together.
 
-config checks each field on its own, memory.py reads and writes the plan language, and
+config checks each field on its own, txl.plan.language reads and writes the plan language, and
 txl.attention knows what each variant can run. This module joins them: `MemoryPlan` holds
 everything a plan says per layer (memory length, attention range, attention variant; a new
-per-layer memory dimension is one `Dimension` in `DIMENSIONS` and one `LayerConfig` field),
+per-layer memory dimension is one `Dimension` in txl.model.dimensions' registry),
 and `MemoryPlan.apply` is the one place a plan is written into a model config, for
 training configs, evaluation-time plans, budgets and the plan search alike. It also
 describes a config's plans and completes the checks of a config (`check_model`,
@@ -13,71 +13,19 @@ describes a config's plans and completes the checks of a config (`check_model`,
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from txl.attention import VARIANTS, check_layer
 from txl.config import ConfigError, LayerConfig, ModelConfig, RunConfig
 from txl.config.files import complete_sections
+from txl.model.dimensions import ATTENTION, DIMENSIONS, MEMORY_DTYPE, Dimension, get_compression, plan_flags
 from txl.model.quantize import check_dtype
-from txl.plan.language import COMPRESS, MEMORY, RANGE, SINKS, Compression, PlanKind, format_plan, parse_plan
+from txl.plan.language import MEMORY, RANGE, format_plan, parse_plan
+
+__all__ = ["ATTENTION", "DIMENSIONS", "KEEP", "MEMORY_DTYPE", "Dimension", "MemoryPlan", "apply_plans", "describe"]
 
 KEEP = "keep"  # a plan's clamp_len that keeps the model's own (None is a real value: no clamping)
-
-
-def _parse_attn(text: str) -> str:
-    name, plus, addon = text.partition("+")
-    if name not in VARIANTS:
-        raise ValueError(f"unknown attention variant {name!r} (known: {', '.join(VARIANTS)})")
-    if plus and addon != "fastrpb":
-        raise ValueError(f"unknown add-on {addon!r} after {name!r} (the one add-on is +fastrpb)")
-    return text
-
-
-ATTENTION = PlanKind("attention", ("attn",), _parse_attn, str, "xl")
-MEMORY_DTYPE = PlanKind("memory dtype", ("dtype",), check_dtype, str, "fp32")  # see txl.model.quantize
-
-
-def _set_attn(layer: LayerConfig, value: str) -> None:
-    layer.attn, _, addon = value.partition("+")
-    layer.fastrpb = addon == "fastrpb"
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One per-layer quantity a plan can set: how the plan language writes it, the layer field it lives in, the
-    keyword (and command-line flag) that gives it, and whether `describe` names it when every layer has the
-    default (the dimensions added after results were first written are named only when used)."""
-
-    kind: PlanKind
-    get: Callable[[LayerConfig], Any]
-    set: Callable[[LayerConfig, Any], None]
-    flag: str
-    always: bool = True
-
-
-def _field(name: str) -> tuple[Callable, Callable]:
-    return (lambda layer: getattr(layer, name)), (lambda layer, v: setattr(layer, name, v))
-
-
-def _get_compression(layer: LayerConfig) -> Compression:
-    return Compression(layer.cmem_len, layer.cmem_rate, layer.cmem_fn) if layer.cmem_len else Compression()
-
-
-def _set_compression(layer: LayerConfig, value: Compression) -> None:
-    layer.cmem_len, layer.cmem_rate, layer.cmem_fn = value.length, value.rate, value.fn
-
-
-DIMENSIONS: dict[str, Dimension] = {
-    "memory": Dimension(MEMORY, *_field("mem_len"), "memory"),
-    "range": Dimension(RANGE, *_field("attn_range"), "attn_range"),
-    "attn": Dimension(ATTENTION, lambda layer: layer.label, _set_attn, "attn"),
-    "dtype": Dimension(MEMORY_DTYPE, *_field("mem_dtype"), "memory_dtype", always=False),
-    "sinks": Dimension(SINKS, *_field("sinks"), "sinks", always=False),
-    "compress": Dimension(COMPRESS, _get_compression, _set_compression, "compress", always=False),
-}
-PLAN_FLAGS = tuple(dim.flag for dim in DIMENSIONS.values())  # the keywords MemoryPlan.parse and apply_plans take
 
 
 @dataclass(frozen=True)
@@ -101,9 +49,9 @@ class MemoryPlan:
     ) -> MemoryPlan:
         """A plan from the plan language, one text per dimension, by its flag name (`memory`, `attn_range`, `attn`,
         `memory_dtype`, `sinks`, `compress`; None keeps the model's; '' is an error)."""
-        unknown = set(texts) - set(PLAN_FLAGS)
+        unknown = set(texts) - set(plan_flags())
         if unknown:
-            raise TypeError(f"unknown plan dimensions {sorted(unknown)} (known: {', '.join(PLAN_FLAGS)})")
+            raise TypeError(f"unknown plan dimensions {sorted(unknown)} (known: {', '.join(plan_flags())})")
         layers = {
             d: tuple(parse_plan(texts[dim.flag], n_layer, dim.kind))
             for d, dim in DIMENSIONS.items()
@@ -178,8 +126,8 @@ def planned_model_config(cfg: ModelConfig, plan: MemoryPlan) -> ModelConfig:
         if layer.mem_len < 0 or (layer.attn_range is not None and layer.attn_range < 0) or layer.sinks < 0:
             raise ConfigError(f"model.layers.{i}: memory length, range and sinks must be >= 0")
         _check_planned_layer(layer, f"model.layers.{i}", out.same_length)
-        learned = _get_compression(layer).fn == "conv"
-        if learned and (_get_compression(own).fn != "conv" or own.cmem_rate != layer.cmem_rate):
+        learned = get_compression(layer).fn == "conv"
+        if learned and (get_compression(own).fn != "conv" or own.cmem_rate != layer.cmem_rate):
             raise ConfigError(
                 f"model.layers.{i}: conv compression is learned, and this model has no compressor of rate "
                 f"{layer.cmem_rate} in that layer; at evaluation use mean or max, or train with conv"

@@ -7,11 +7,12 @@ import itertools
 
 from txl.core.errors import TxlError
 from txl.evaluation.evaluate import EvalSpec
-from txl.model.plans import MEMORY_DTYPE, MemoryPlan
-from txl.plan.language import COMPRESS, SINKS
+from txl.model.dimensions import live, searched
+from txl.model.plans import MemoryPlan
 
-# what a search may choose per layer beside the memory length, by flag name: the plan dimension and its kind
-CHOICES = {"memory_dtype": ("dtype", MEMORY_DTYPE), "sinks": ("sinks", SINKS), "compress": ("compress", COMPRESS)}
+# what a search may choose per layer beside the memory length, by flag name: the plan dimension and its kind (every
+# registered dimension with a grid flag: txl.model.dimensions)
+CHOICES = live(lambda: {dim.flag: (name, dim.kind) for name, dim in searched().items()})
 Option = tuple  # (memory length, then a value per CHOICES entry, None where the evaluation's own is kept)
 
 
@@ -47,7 +48,7 @@ def parse_lengths(text: str) -> list[int]:
     return values
 
 
-FLAGS = {"dtypes": "memory_dtype", "sinks-grid": "sinks", "compress-grid": "compress"}  # txl plan's, per choice
+FLAGS = live(lambda: {dim.grid: dim.flag for dim in searched().values()})  # txl plan's flag, per choice
 
 
 def parse_choices(flag: str, text: str) -> list:

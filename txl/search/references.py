@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from txl.core.errors import TxlError
+from txl.model.dimensions import live, searched
 from txl.plan.language import MEMORY, PLACEMENTS, parse_plan
 from txl.search.choices import CHOICES, option
 
@@ -29,7 +30,7 @@ def reference_plans(
     return []
 
 
-FLAG_OF = {"memory_dtype": "--dtypes", "sinks": "--sinks-grid", "compress": "--compress-grid"}
+FLAG_OF = live(lambda: {dim.flag: f"--{dim.grid}" for dim in searched().values()})
 
 
 def _cheapest_words(options: list) -> str:

@@ -29,6 +29,7 @@ from txl.core.stats import Interval, bootstrap_difference
 from txl.data import Corpus
 from txl.evaluation.evaluate import EvalResult, EvalSpec, evaluate
 from txl.model.budget import budget
+from txl.model.dimensions import DIMENSIONS
 from txl.model.plans import MemoryPlan
 from txl.model.transformer import TransformerXL
 from txl.plan.language import MEMORY, format_plan, parse_plan
@@ -80,7 +81,7 @@ class Evaluated:
     @property
     def label(self) -> str:
         """The plan in the plan language: lengths, then what else the search chose (`as` the storage)."""
-        words = {"memory_dtype": "as", "sinks": "sinks", "compress": "compress"}
+        words = {dim.flag: dim.word or dim.flag for dim in DIMENSIONS.values()}
         return " ".join([self.memory] + [f"{words[f]} {t}" for f, t in self.texts.items()])
 
     @property

@@ -18,7 +18,7 @@ import fnmatch
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from txl.config import RunConfig, apply_overrides, differences, load_config, to_dict
@@ -26,6 +26,7 @@ from txl.core.errors import TxlError
 from txl.core.scales import SCALES
 from txl.data.content import content_hash
 from txl.data.corpora import cache_root
+from txl.model.dimensions import DIMENSIONS
 from txl.model.plans import apply_plans
 from txl.study.results import config_hash, read_results
 from txl.train.runs import adapt_recipe
@@ -48,13 +49,18 @@ class Variant:
     sinks: str | None = None  # attention sinks per layer (txl.model.cache.take_sinks), trained or at evaluation
     compress: str | None = None  # compressed memory per layer (txl.plan.language.Compression), trained or at evaluation
     adapt_steps: int | None = None  # with `of`: train of's model under this plan for so many steps (fresh optimizer)
+    plan: dict[str, str] = field(default_factory=dict)  # texts of dimensions registered beyond the fields above
     budget_bytes: int | None = None  # the memory bytes its group allows: its rows record it, reports show the share
 
     def plan_texts(self) -> dict[str, str | None]:
-        """The plan dimensions this variant sets, by flag name (see txl.model.plans.PLAN_FLAGS)."""
-        texts = {"memory": self.memory, "attn_range": self.attn_range, "memory_dtype": self.memory_dtype}
-        texts.update(sinks=self.sinks, compress=self.compress)
-        return {**texts, **({"attn": self.attn} if self.trains else {})}
+        """The text of each plan dimension this variant may set (None: not set), by flag name (txl.model.dimensions:
+        the fields above, or `plan` for one registered later); an attention variant only where it trains."""
+        own = {f.name for f in fields(Variant)}
+        return {
+            dim.flag: getattr(self, dim.flag) if dim.flag in own else self.plan.get(dim.flag)
+            for dim in DIMENSIONS.values()
+            if dim.at_eval or self.trains
+        }
 
     @property
     def trains(self) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 from txl.core.io import atomic_write_text
 from txl.core.stats import Interval, no_spread
 from txl.core.table import format_table, render_table, whole
+from txl.model.dimensions import default_text, optional
 from txl.study.figures import report_plot, write_hparams
 from txl.study.groups import HIGHER_IS_BETTER, X_AXES, Group, aggregate, difference, headline_metric, references
 from txl.study.results import ResultRow
@@ -100,12 +101,10 @@ def _beyond(d: Interval | None) -> str:
     return "yes" if d.excludes_zero else "no"
 
 
-# plan dimensions a report shows only when a variant uses them (its plan then names them): name, title, default
-OPTIONAL = (("dtype", "stored as", "fp32"), ("sinks", "sinks", "0"), ("compress", "compressed", "0"))
-
-
 def _optional(groups: list[Group]) -> list[tuple[str, str, str]]:
-    return [o for o in OPTIONAL if any(o[0] in g.plan for g in groups)]
+    """The plan dimensions a report shows only when a variant uses them (its plan then names them): (name, title,
+    default), from the registry (txl.model.dimensions)."""
+    return [(n, d.title, default_text(d)) for n, d in optional().items() if any(n in g.plan for g in groups)]
 
 
 def _share(g: Group) -> float | None:

@@ -22,6 +22,7 @@ from txl.core.io import atomic_write_json
 from txl.core.locks import LockedError
 from txl.core.table import clock
 from txl.evaluation.evaluate import EvalSpec, evaluate
+from txl.model.dimensions import at_eval
 from txl.model.plans import MemoryPlan, check_run
 from txl.study.registry import IDENTITY, Experiment, Variant, results_path, run_dir
 from txl.study.results import append_result, config_hash, read_results, result_row
@@ -71,15 +72,11 @@ def job_identity(exp: Experiment, job: Job, split: str | None = None) -> dict:
     v = job.variant
     ident = exp.identity(v if v.adapts or v.trains else exp.variant(v.of), job.seed)
     if v.of and not v.adapts:
-        ident["eval"] = {
-            "memory": v.memory,
-            "attn_range": v.attn_range,
-            "tgt_len": v.eval_tgt_len,
-            "same_length": v.same_length,
-        }
-        for name in ("memory_dtype", "sinks", "compress"):  # named only when set: older identities stay the same
-            if getattr(v, name) is not None:
-                ident["eval"][name] = getattr(v, name)
+        texts = v.plan_texts()
+        ident["eval"] = {"tgt_len": v.eval_tgt_len, "same_length": v.same_length}
+        for dim in at_eval().values():  # every dimension an evaluation may change (txl.model.dimensions) ...
+            if dim.always or texts[dim.flag] is not None:  # ... those added later named when set: old keys stay
+                ident["eval"][dim.flag] = texts[dim.flag]
     if split is not None and split != exp.base.eval.split:
         ident["split"] = split
     return ident
