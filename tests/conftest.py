@@ -60,7 +60,7 @@ def assert_fast_path_matches_plain(cfg, impl: str, tokens: tuple = (2, 20), tgt_
 
 def cache_bytes(mems) -> int:
     """Bytes the tensors of a model's memory hold (values, scales, sinks, slots)."""
-    return sum(t.numel() * t.element_size() for state in mems for t in state.values())
+    return sum(t.numel() * t.element_size() for cache in mems for t in cache.to_dict().values())
 
 
 @pytest.fixture

@@ -51,8 +51,8 @@ def test_a_layers_compressed_slots_are_the_mean_of_the_states_evicted_from_its_m
     groups = compressed_groups(0, 4, 2, 3, 5, 4)
     assert groups == [(11, 14), (14, 16)]  # evictions of 1, 5, 5, 5 states, each 5 pooled as 3 + 2; 2 slots kept
     hand = torch.stack([embedded[:, a:b].mean(1) for a, b in groups], dim=1)
-    torch.testing.assert_close(mems[0]["c"], hand, rtol=0, atol=1e-6)
-    assert torch.equal(mems[0]["h"], embedded[:, 16:20])
+    torch.testing.assert_close(mems[0].slots.values, hand, rtol=0, atol=1e-6)
+    assert torch.equal(mems[0].recent.values, embedded[:, 16:20])
 
 
 def test_the_reconstruction_loss_is_its_formula_and_reaches_the_compressor_alone():
@@ -60,7 +60,7 @@ def test_the_reconstruction_loss_is_its_formula_and_reaches_the_compressor_alone
     model = TransformerXL(tiny_config(n_layer=2, memory="4", compress="compress=2/2:conv@last:1,0")).train()
     tokens = torch.randint(0, 23, (2, 12))
     _, mems = model(tokens[:, :4], None, tokens[:, :4])
-    old = mems[1]["h"]  # layer 1's memory of 4, all evicted by the next segment of 4
+    old = mems[1].recent.values  # layer 1's memory of 4, all evicted by the next segment of 4
     block = model.layers[1]
     inputs = {}
     block.register_forward_pre_hook(lambda mod, args: inputs.update(h=args[0]))
@@ -79,7 +79,7 @@ def test_the_reconstruction_loss_is_its_formula_and_reaches_the_compressor_alone
     grads = {name: p.grad for name, p in model.named_parameters()}
     assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "compressor" in n)
     assert all(g is None for n, g in grads.items() if "compressor" not in n)  # nothing reaches the main network
-    assert not any(t.requires_grad for state in mems for t in state.values())
+    assert not any(t.requires_grad for state in mems for t in state.to_dict().values())
 
 
 PLANS = [

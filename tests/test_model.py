@@ -105,7 +105,7 @@ def test_cache_sizes_match_the_budget(plan):
     for _ in range(5):
         _, mems = model(torch.randint(0, 23, (2, 4)), mems)
     b = budget(model.cfg, tgt_len=4, batch=2)
-    for state, layer in zip(mems, b.layers):
+    for state, layer in zip((c.to_dict() for c in mems), b.layers):
         assert (state["h"].size(1) if "h" in state else 0) == layer.cached_positions
         if "h" in state:
             assert state["h"].numel() * 4 == layer.bytes
@@ -118,7 +118,7 @@ def test_memory_is_stop_gradient():
     _, mems = model(torch.randint(0, 23, (2, 8)))
     loss, _ = model(torch.randint(0, 23, (2, 8)), mems, targets=torch.randint(0, 23, (2, 8)))
     loss.mean().backward()
-    assert all(not s["h"].requires_grad and s["h"].grad_fn is None for s in mems)
+    assert all(not s.recent.values.requires_grad and s.recent.values.grad_fn is None for s in mems)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_relative_attention_matches_the_formula(float64):
     attn = model.layers[0].attn
     _, mems = model(torch.randint(0, 23, (1, 6)))
     x = torch.randn(1, 5, 16)
-    mem = mems[0]["h"]
+    mem = mems[0].recent.values
     ctx = model.context(5, mems, torch.device("cpu"))
     cat = torch.cat([mem, x], 1)
     w_q, w_k, _ = attn.qkv.weight.chunk(3)

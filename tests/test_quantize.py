@@ -59,7 +59,7 @@ def test_a_models_cache_holds_what_its_budget_says_for_every_dtype():
             _, mems = model(torch.randint(0, 23, (3, 4)), mems)  # a full memory: 5 of the 8 positions seen
         held = cache_bytes(mems)
         assert held == budget(cfg, 4, batch=3).bytes, dtype
-        assert mems[0]["h"].shape[1] == 5
+        assert mems[0].recent.values.shape[1] == 5
 
 
 def test_fp32_memory_is_todays_model_bit_for_bit():
@@ -89,8 +89,8 @@ def test_training_through_a_quantized_memory_sends_gradients_to_the_weights_alon
     loss, mems = model(torch.randint(0, 23, (2, 4)), None, torch.randint(0, 23, (2, 4)))
     loss, mems = model(torch.randint(0, 23, (2, 4)), mems, torch.randint(0, 23, (2, 4)))
     loss.mean().backward()
-    assert all(not t.requires_grad for state in mems for t in state.values())
-    assert mems[0]["h"].dtype == torch.float8_e4m3fn and model.layers[0].attn.qkv.weight.grad is not None
+    assert all(not t.requires_grad for state in mems for t in state.to_dict().values())
+    assert mems[0].recent.values.dtype == torch.float8_e4m3fn and model.layers[0].attn.qkv.weight.grad is not None
 
 
 def test_the_plan_language_carries_memory_dtypes_and_old_configs_keep_their_form():
@@ -152,10 +152,22 @@ def test_quantized_memory_is_refused_by_export_and_mixed_budgets_compare():
 
 
 def test_memory_stored_quantized_reads_back_whatever_the_plan_says_now():
-    from txl.model.transformer import read_memory
+    from txl.model.cache import Stored
 
-    state = quantize(torch.randn(1, 3, 8), "int8")
-    assert read_memory(state, "fp32", torch.float32).dtype == torch.float32  # dequantized, not the raw int8
+    stored = Stored.of(torch.randn(1, 3, 8), "int8")
+    assert stored.values.dtype == torch.int8 and stored.read(torch.float32).dtype == torch.float32  # dequantized
+
+
+def test_a_layer_cache_is_typed_and_saves_under_the_names_checkpoints_always_had():
+    """A checkpoint of an earlier txl saved each layer's memory as flat tensors by name; they read back typed."""
+    from txl.model.cache import LayerCache
+
+    x = torch.randn(2, 5, 8)
+    flat = {**quantize(x, "int8"), **quantize(x[:, :2], "int8", "sink"), "c": x[:, :1], "sikf_s": torch.ones(2)}
+    cache = LayerCache.from_dict(flat)
+    assert cache.recent.values.dtype == torch.int8 and cache.recent.scale is not None and cache.slots.scale is None
+    assert cache.sinks.positions == 2 and cache.positions == 5 + 2 + 1 and set(cache.state) == {"sikf_s"}
+    assert cache.to_dict().keys() == flat.keys() and all(cache.to_dict()[k] is flat[k] for k in flat)
 
 
 @pytest.mark.parametrize(
@@ -183,5 +195,6 @@ def test_the_memory_holds_exactly_the_bytes_the_budget_counts(plan):
         for _ in range(4):  # past every memory's length: sinks, slots and memory full
             x = torch.randint(0, 256, (batch, length))
             _, mems = model(x, mems, x)
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for m in mems for t in m.values()}
+    tensors = [t for m in mems for t in m.to_dict().values()]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     assert sum(storages.values()) == budget(cfg, length, batch).bytes

@@ -42,8 +42,8 @@ def test_sinks_hold_the_stream_start_and_the_memory_the_states_after_them():
         for start in (0, 5):
             _, mems = sinks.hidden(tokens[:, start : start + 5], mems)
         embedded = sinks.embed(tokens)  # layer 0 caches its input, the embeddings
-    assert torch.equal(mems[0]["sink"], embedded[:, :3]) and torch.equal(mems[0]["h"], embedded[:, 6:10])
-    assert not any(t.requires_grad for state in mems for t in state.values())
+    assert torch.equal(mems[0].sinks.values, embedded[:, :3]) and torch.equal(mems[0].recent.values, embedded[:, 6:10])
+    assert not any(t.requires_grad for state in mems for t in state.to_dict().values())
 
 
 def test_sinks_longer_than_a_segment_fill_over_several_segments():
@@ -54,8 +54,8 @@ def test_sinks_longer_than_a_segment_fill_over_several_segments():
     with torch.no_grad():
         for start in range(0, 12, 3):
             _, mems = model.hidden(tokens[:, start : start + 3], mems)
-            sizes.append((mems[0]["sink"].size(1), mems[0]["h"].size(1)))
-        assert torch.equal(mems[0]["sink"], model.embed(tokens)[:, :7])
+            sizes.append((mems[0].sinks.values.size(1), mems[0].recent.values.size(1)))
+        assert torch.equal(mems[0].sinks.values, model.embed(tokens)[:, :7])
     assert sizes == [(3, 0), (6, 0), (7, 2), (7, 2)]
 
 
@@ -116,7 +116,7 @@ def test_a_models_cache_holds_what_its_budget_counts_for_sinks_in_every_dtype():
         held = cache_bytes(mems)
         b = budget(cfg, 4, batch=3)
         assert held == b.bytes and b.cached_positions == 5 + 2 + 5 + 3, dtype
-        assert [layer.sinks for layer in b.layers] == [2, 3] and mems[1]["sink"].shape[1] == 3
+        assert [layer.sinks for layer in b.layers] == [2, 3] and mems[1].sinks.values.shape[1] == 3
 
 
 def test_a_plan_with_sinks_learns_an_answer_at_the_stream_start_and_without_them_stays_at_chance():
@@ -206,7 +206,7 @@ def test_the_sinks_training_attends_to_are_taken_anew_as_the_weights_change(tmp_
     real = Trainer._commit
 
     def commit(self, segment, mems, loss):
-        seen.append(mems[0][1]["sink"].clone())  # layer 1's sinks
+        seen.append(mems[0][1].sinks.values.clone())  # layer 1's sinks
         return real(self, segment, mems, loss)
 
     monkeypatch.setattr(Trainer, "_commit", commit)

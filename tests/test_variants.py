@@ -121,7 +121,7 @@ def test_state_sizes_and_parameters_match_the_budget(attn):
     for _ in range(4):
         _, mems = model(torch.randint(0, 23, (2, 4)), mems)
     b = budget(model.cfg, tgt_len=4, batch=2)
-    for state, layer in zip(mems, b.layers):
+    for state, layer in zip((c.to_dict() for c in mems), b.layers):
         assert (state["h"].size(1) if "h" in state else 0) == layer.cached_positions
         state_values = sum(t.numel() for k, t in state.items() if k != "h")
         assert state_values == layer.state_values * 2  # per sequence, batch of 2

@@ -1,8 +1,79 @@
-"""The memory-cache update: what a layer keeps of [memory; segment], its compressed slots and its sinks."""
+"""What a layer carries between segments (`LayerCache`: its recent memory, sinks and compressed slots as stored,
+and a variant's recurrent state) and the cache update: what a layer keeps of [memory; segment], its compressed
+slots and its sinks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
 import torch
+
+from txl.model.quantize import dequantize, quantize
+
+
+@dataclass
+class Stored:
+    """Cached states as a layer stores them (txl.model.quantize): values in its memory dtype, and for the scaled
+    dtypes a float32 scale per position."""
+
+    values: torch.Tensor
+    scale: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, h: torch.Tensor, dtype: str) -> Stored:
+        """(B, M, D) states stored in `dtype` (fp32: `h` itself, which already owns its storage)."""
+        q = quantize(h, dtype)
+        return cls(q["h"], q.get("h_scale"))
+
+    def read(self, dtype: torch.dtype) -> torch.Tensor:
+        """The states as attention reads them: as stored for fp32, else dequantized to `dtype`."""
+        if self.scale is None and self.values.dtype == torch.float32:
+            return self.values
+        return dequantize({"h": self.values, **({"h_scale": self.scale} if self.scale is not None else {})}, dtype)
+
+    @property
+    def positions(self) -> int:
+        return self.values.size(1)
+
+
+@dataclass
+class LayerCache:
+    """What one layer carries to the next segment: its recent memory, its attention sinks and its compressed slots
+    (each as stored, or None), and the recurrent state its attention variant keeps (sikf's running sums) by name.
+    Keys are [sinks; slots; recent] before the segment, so the attention context is as long as `positions`."""
+
+    recent: Stored | None = None
+    sinks: Stored | None = None
+    slots: Stored | None = None
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    PARTS = {"recent": "h", "sinks": "sink", "slots": "c"}  # the names a checkpoint saves each part under
+
+    @property
+    def positions(self) -> int:
+        """Cached positions: what every query of the next segment may see beside the segment."""
+        return sum(part.positions for part in (self.recent, self.sinks, self.slots) if part is not None)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        """Flat tensors by name, as checkpoints have always saved a layer's memory ('h', 'h_scale', 'sink', ...)."""
+        out = dict(self.state)
+        for attr, key in self.PARTS.items():
+            part = getattr(self, attr)
+            if part is not None:
+                out[key] = part.values
+                if part.scale is not None:
+                    out[f"{key}_scale"] = part.scale
+        return out
+
+    @classmethod
+    def from_dict(cls, flat: dict[str, torch.Tensor]) -> LayerCache:
+        """A layer's memory read back from `to_dict`'s form (a checkpoint of this or an earlier txl)."""
+        flat = dict(flat)
+        parts = {}
+        for attr, key in cls.PARTS.items():
+            if key in flat:
+                parts[attr] = Stored(flat.pop(key), flat.pop(f"{key}_scale", None))
+        return cls(**parts, state=flat)
 
 
 def evict(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -53,9 +124,6 @@ def take_sinks(sinks: torch.Tensor | None, h: torch.Tensor, n_sinks: int) -> tup
 
 
 def without_sinks(mems: list) -> list:
-    """A memory (per chunk, per layer, the cached tensors by name) with every layer's sinks dropped, so the next
-    segment's first states become the sinks: in training, sinks that the current weights produced."""
-    return [
-        None if chunk is None else [{k: v for k, v in layer.items() if not k.startswith("sink")} for layer in chunk]
-        for chunk in mems
-    ]
+    """A memory (per chunk, per layer, a LayerCache) with every layer's sinks dropped, so the next segment's first
+    states become the sinks: in training, sinks that the current weights produced."""
+    return [None if chunk is None else [replace(layer, sinks=None) for layer in chunk] for chunk in mems]

@@ -3,9 +3,10 @@
     loss, mems = model(tokens, mems, targets)     # per-token NLL, (B, T)
     logp, mems = model(tokens, mems)              # log-probabilities, (B, T, vocab)
 
-Tensors are batch-first. Memory is explicit state: a list with one dict per layer,
-{"h": (B, mem_len, d_model)} for layers that cache hidden states (plus whatever
-recurrent state a variant carries), detached so no gradient crosses segments.
+Tensors are batch-first. Memory is explicit state: a list with one LayerCache per layer
+(txl.model.cache: its recent memory (B, mem_len, d_model), sinks and compressed slots as
+stored, and whatever recurrent state a variant carries), detached so no gradient crosses
+segments.
 Layer l caches the input it saw (the output of layer l-1), as the original does.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +26,10 @@ from txl.attention.fast import resolve_impl
 from txl.attention.masks import MaskCache
 from txl.config import ModelConfig
 from txl.model.adaptive import AdaptiveEmbedding, AdaptiveSoftmax
-from txl.model.cache import evict, pool_groups, take_sinks
+from txl.model.cache import LayerCache, Stored, evict, pool_groups, take_sinks
 from txl.model.plans import MemoryPlan, check_model, planned_model_config
-from txl.model.quantize import dequantize, quantize
 
-Memory = list[dict[str, torch.Tensor]]
+Memory = list[LayerCache]
 
 
 def sinusoid(pos: torch.Tensor, d_model: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -46,19 +47,6 @@ def sinusoid(pos: torch.Tensor, d_model: int, dtype: torch.dtype | None = None) 
 def inverse_frequencies(d_model: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """(d_model / 2,) the sinusoid's 1 / 10000^(2k/d): what the original code stores as pos_emb.inv_freq."""
     return 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=device, dtype=dtype) / d_model))
-
-
-def read_memory(state: dict, mem_dtype: str, dtype: torch.dtype, key: str = "h") -> torch.Tensor | None:
-    """A layer's cached states as its attention reads them: as stored for fp32, else dequantized to `dtype`.
-    `key`: "h" for the recent memory, "sink" for the attention sinks."""
-    if mem_dtype == "fp32" and f"{key}_scale" not in state:
-        return state.get(key)
-    return dequantize(state, dtype, key)
-
-
-def _stored(state: dict, key: str) -> dict:
-    """A cached tensor carried over as it is stored, with its scales where it has them."""
-    return {k: state[k] for k in (key, f"{key}_scale") if k in state}
 
 
 def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
@@ -92,44 +80,48 @@ class Block(nn.Module):
             nn.Conv1d(cfg.d_model, cfg.d_model, layer.cmem_rate, stride=layer.cmem_rate) if learned else None
         )
 
-    def forward(self, h: torch.Tensor, state: dict, ctx: AttnContext) -> tuple[torch.Tensor, dict]:
-        layer, dtype = self.attn.layer, self.attn_norm.weight.dtype
-        mem = read_memory(state, layer.mem_dtype, dtype)
-        sinks = read_memory(state, layer.mem_dtype, dtype, "sink") if layer.sinks else None
-        cmem = read_memory(state, layer.mem_dtype, dtype, "c") if layer.cmem_len else None
+    def forward(self, h: torch.Tensor, cache: LayerCache, ctx: AttnContext) -> tuple[torch.Tensor, LayerCache, Any]:
+        """The layer's output, what it carries to the next segment, and (training a learned compression) the
+        reconstruction loss of the states it compressed, else None."""
+        dtype = self.attn_norm.weight.dtype
+        mem, sinks, cmem = (
+            None if part is None else part.read(dtype) for part in (cache.recent, cache.sinks, cache.slots)
+        )
         keys = _cat(_cat(sinks, cmem), mem)  # sinks, then compressed slots, just before the oldest memory
         if self.pre_lnorm:
-            a, extra = self.attn(self.attn_norm(h), None if keys is None else self.attn_norm(keys), state, ctx)
+            a, extra = self.attn(self.attn_norm(h), None if keys is None else self.attn_norm(keys), cache.state, ctx)
             h2 = h + a
             out = h2 + self.ff(self.ff_norm(h2))
         else:
-            a, extra = self.attn(h, keys, state, ctx)
+            a, extra = self.attn(h, keys, cache.state, ctx)
             h2 = self.attn_norm(h + a)
             out = self.ff_norm(h2 + self.ff(h2))
-        return out, {**extra, **self._next_memory(state, h, mem, sinks, cmem)}
+        nxt, recon = self._next_memory(cache, h, mem, sinks, cmem)
+        nxt.state = extra
+        return out, nxt, recon
 
-    def _next_memory(self, state: dict, h: torch.Tensor, mem, sinks, cmem) -> dict:
-        """What the layer keeps for the next segment: sinks, compressed slots and memory, stored in its dtype."""
-        layer, out = self.attn.layer, {}
+    def _next_memory(self, cache: LayerCache, h: torch.Tensor, mem, sinks, cmem) -> tuple[LayerCache, Any]:
+        """What the layer keeps for the next segment (sinks, compressed slots and memory, stored in its dtype), and
+        the reconstruction loss of what it compressed when it learns its compression and trains (else None)."""
+        layer, out, recon = self.attn.layer, LayerCache(), None
         recent = h
         if layer.sinks:
             kept, recent = take_sinks(sinks, h, layer.sinks)
-            # already full: kept as stored, never quantized again
-            out.update(_stored(state, "sink") if kept is sinks else quantize(kept, layer.mem_dtype, "sink"))
-        cache, old = evict(mem, recent, self.attn.cache_len(layer))
+            out.sinks = cache.sinks if kept is sinks else Stored.of(kept, layer.mem_dtype)  # full: kept as stored
+        kept, old = evict(mem, recent, self.attn.cache_len(layer))
         if layer.cmem_len and old is None:
-            out.update(_stored(state, "c"))
+            out.slots = cache.slots
         elif layer.cmem_len:
             slots = pool_groups(old, layer.cmem_rate, layer.cmem_fn, self.compressor).detach()
             slots = _cat(cmem, slots)
             if slots.size(1) > layer.cmem_len:  # the newest, copied: a view would keep the older slots alive
                 slots = slots[:, -layer.cmem_len :].clone()
-            out.update(quantize(slots, layer.mem_dtype, "c"))
+            out.slots = Stored.of(slots, layer.mem_dtype)
             if self.compressor is not None and self.training:
-                out["recon_loss"] = self.reconstruction_loss(h, old)
-        if cache is not None:
-            out.update(quantize(cache, layer.mem_dtype))
-        return out
+                recon = self.reconstruction_loss(h, old)
+        if kept is not None:
+            out.recent = Stored.of(kept, layer.mem_dtype)
+        return out, recon
 
     def reconstruction_loss(self, h: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         """Rae et al.'s attention-reconstruction loss: the segment's content attention over the evicted states and
@@ -220,8 +212,8 @@ class TransformerXL(nn.Module):
     # ------------------------------------------------------------------ memory
 
     def init_mems(self) -> Memory:
-        """Empty memory: one state dict per layer."""
-        return [{} for _ in self.layers]
+        """Empty memory: one empty LayerCache per layer."""
+        return [LayerCache() for _ in self.layers]
 
     @contextlib.contextmanager
     def memory_plan(self, plan: MemoryPlan | None = None, **lists) -> Iterator[TransformerXL]:
@@ -245,9 +237,7 @@ class TransformerXL(nn.Module):
 
     def context(self, qlen: int, mems: Memory, device: torch.device) -> AttnContext:
         """What every layer of this forward pass shares."""
-        kmax = qlen + max(  # no max(default=): torch.compile breaks on it
-            [0] + [sum(s[key].size(1) for key in ("h", "sink", "c") if key in s) for s in mems]
-        )
+        kmax = qlen + max([0] + [c.positions for c in mems])  # no max(default=): torch.compile breaks on it
         cache: dict[str, torch.Tensor] = {}
 
         def pos_emb(klen: int) -> torch.Tensor:
@@ -280,12 +270,11 @@ class TransformerXL(nn.Module):
         ctx = self.context(tokens.size(1), mems, tokens.device)
         new_mems = []
         self.recon_loss = None
-        for block, state in zip(self.layers, mems):
-            h, state = block(h, state, ctx)
-            recon = state.pop("recon_loss", None)
+        for block, cache in zip(self.layers, mems):
+            h, cache, recon = block(h, cache, ctx)
             if recon is not None:  # learned compression's reconstruction loss, for the trainer
                 self.recon_loss = recon if self.recon_loss is None else self.recon_loss + recon
-            new_mems.append(state)
+            new_mems.append(cache)
         if self.training and self.recon_loss is None and any(b.compressor is not None for b in self.layers):
             # nothing evicted yet: a zero that still reaches every compressor, so DDP sees each parameter used
             self.recon_loss = (

@@ -184,18 +184,22 @@ def load_state(folder: Path) -> dict:
         ) from None
 
 
-def flatten_memory(mems_by_chunk: list[list[dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
-    """Memory states as flat {'chunk.layer.key': tensor} for saving."""
+def flatten_memory(mems_by_chunk: list) -> dict[str, torch.Tensor]:
+    """Memory (per chunk, per layer, a LayerCache) as flat {'chunk.layer.key': tensor} for saving, the keys a
+    layer's memory has always been saved under (LayerCache.to_dict)."""
     return {
         f"{c}.{layer}.{key}": t.detach().cpu()
         for c, mems in enumerate(mems_by_chunk)
         if mems is not None
-        for layer, state in enumerate(mems)
-        for key, t in state.items()
+        for layer, cache in enumerate(mems)
+        for key, t in cache.to_dict().items()
     }
 
 
 def unflatten_memory(flat: dict[str, torch.Tensor], chunks: int, n_layer: int, device: torch.device) -> list:
+    """flatten_memory's output (of this or an earlier txl) read back as LayerCaches on `device`."""
+    from txl.model.cache import LayerCache
+
     out: list = [None] * chunks
     for name, t in flat.items():
         c, layer, key = name.split(".", 2)
@@ -203,4 +207,4 @@ def unflatten_memory(flat: dict[str, torch.Tensor], chunks: int, n_layer: int, d
         if out[c] is None:
             out[c] = [{} for _ in range(n_layer)]
         out[c][layer][key] = t.to(device)
-    return out
+    return [None if chunk is None else [LayerCache.from_dict(d) for d in chunk] for chunk in out]
