@@ -50,8 +50,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >>"$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 
-part tests-gpu python3 -m pytest -q -x -m gpu tests/test_fast.py tests/test_fused.py
-part tests-fused python3 -m pytest -q tests/test_fused.py
+part tests-gpu python3 -m pytest -q -x -m gpu tests/model/test_fast.py tests/model/test_fused.py
+part tests-fused python3 -m pytest -q tests/model/test_fused.py
 part kernel-time python3 -m txl bench kernel --time --markdown --out "$OUT/kernel-time.json"
 part bench-impls python3 -m txl bench train --preset enwik8-base --impl plain,sdpa,flex,fused --precision bf16 \
     --out "$OUT/e8-impls.json" --markdown

@@ -274,3 +274,11 @@ def test_a_job_pickled_before_the_move_unpickles_under_its_old_module_path():
     import txl.study.results
 
     assert txl.results is txl.study.results  # one module under both names: its state is not duplicated
+
+
+def test_tests_mirror_the_packages():
+    """Each folder of tests/ is named for the package of txl it tests, but slow/ (the real Slurm) and slurm/ (its
+    set-up); a test module at the top tests the whole code's shape."""
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    assert folders - {"slow", "slurm"} <= set(PACKAGE_ORDER), sorted(folders - {"slow", "slurm"} - set(PACKAGE_ORDER))
+    assert [p.name for p in (ROOT / "tests").glob("test_*.py")] == ["test_architecture.py"]

@@ -1,4 +1,4 @@
-"""For tests/test_slurm.py only: holds a sweep's training job mid-training, by construction rather than by timing.
+"""For tests/slow/test_slurm.py only: holds a sweep's training job mid-training, by construction rather than by timing.
 
 Python imports this module at start-up when its folder is on PYTHONPATH, which the test sets (with TXL_TEST_HOLD)
 for the jobs it submits; Slurm passes the environment on. While the file TXL_TEST_HOLD names exists, a training

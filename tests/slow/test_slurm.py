@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cluster import _run, assert_a_rerun_with_other_steps_trains_anew, assert_same_rows, rows_by_job
+from study.test_cluster import _run, assert_a_rerun_with_other_steps_trains_anew, assert_same_rows, rows_by_job
 
 from txl.cli import main
 
@@ -79,7 +79,7 @@ def test_a_slurm_sweep_writes_the_inline_rows_and_a_second_run_submits_nothing(t
     )
 
 
-HOLD_HOOK = Path(__file__).parent / "slurm" / "hold"  # sitecustomize.py: holds a training job after its saves
+HOLD_HOOK = Path(__file__).parents[1] / "slurm" / "hold"  # sitecustomize.py: holds a training job after its saves
 
 
 def test_a_requeued_or_cancelled_job_resumes_and_the_sweep_ends_with_the_same_rows(

@@ -140,7 +140,7 @@ def test_saved_activations_count_grows_linearly_and_the_fused_path_keeps_less():
 
     from txl.model.transformer import TransformerXL
 
-    path = Path(__file__).parent.parent / "benchmarks" / "saved_activations.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "saved_activations.py"
     spec = importlib.util.spec_from_file_location("saved_activations", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
