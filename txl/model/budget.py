@@ -14,7 +14,7 @@ from txl.config import ModelConfig
 from txl.core.errors import TxlError
 from txl.core.table import format_table
 from txl.model.adaptive import cluster_dims
-from txl.model.dimensions import Dimension, default_text, optional
+from txl.model.dimensions import Dimension, default_text, family_positions, optional
 from txl.model.plans import describe
 from txl.model.quantize import stored_bytes
 from txl.plan.language import Compression
@@ -141,7 +141,7 @@ def budget(cfg: ModelConfig, tgt_len: int, batch: int = 1, dtype: str = "float32
     out = Budget(plan=plan, label=label or plan["memory"], tgt_len=tgt_len, batch=batch, dtype=dtype)
     for i, layer in enumerate(cfg.layers):
         cls = variant(layer.attn)
-        extra = layer.sinks + layer.cmem_len  # sinks and compressed slots: every query sees them
+        extra = layer.sinks + layer.cmem_len + family_positions(layer)  # sinks, slots, families': every query sees
         cached = cls.cache_len(layer) + extra
         state = cls.state_numel(cfg, layer)
         seen = min(layer.mem_len, max_distance(layer.mem_len, layer.attn_range, cfg.same_length_mode)) + extra

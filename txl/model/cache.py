@@ -46,19 +46,23 @@ class LayerCache:
     sinks: Stored | None = None
     slots: Stored | None = None
     state: dict[str, torch.Tensor] = field(default_factory=dict)
+    kept: dict[str, Stored] = field(default_factory=dict)  # by registered family (txl.model.dimensions), what it keeps
 
     PARTS = {"recent": "h", "sinks": "sink", "slots": "c"}  # the names a checkpoint saves each part under
+    FAMILY = "kept:"  # a family's states are saved as kept:NAME (and kept:NAME_scale)
 
     @property
     def positions(self) -> int:
         """Cached positions: what every query of the next segment may see beside the segment."""
-        return sum(part.positions for part in (self.recent, self.sinks, self.slots) if part is not None)
+        parts = [self.recent, self.sinks, self.slots, *self.kept.values()]
+        return sum(part.positions for part in parts if part is not None)
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         """Flat tensors by name, as checkpoints have always saved a layer's memory ('h', 'h_scale', 'sink', ...)."""
         out = dict(self.state)
-        for attr, key in self.PARTS.items():
-            part = getattr(self, attr)
+        named = {key: getattr(self, attr) for attr, key in self.PARTS.items()}
+        named.update({self.FAMILY + name: part for name, part in self.kept.items()})
+        for key, part in named.items():
             if part is not None:
                 out[key] = part.values
                 if part.scale is not None:
@@ -73,7 +77,9 @@ class LayerCache:
         for attr, key in cls.PARTS.items():
             if key in flat:
                 parts[attr] = Stored(flat.pop(key), flat.pop(f"{key}_scale", None))
-        return cls(**parts, state=flat)
+        names = [k[len(cls.FAMILY) :] for k in flat if k.startswith(cls.FAMILY) and not k.endswith("_scale")]
+        kept = {n: Stored(flat.pop(cls.FAMILY + n), flat.pop(f"{cls.FAMILY}{n}_scale", None)) for n in names}
+        return cls(**parts, state=flat, kept=kept)
 
 
 def evict(mem: torch.Tensor | None, h: torch.Tensor, mem_len: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -64,6 +64,12 @@ class Dimension:
     field: str = ""  # the LayerConfig field an export refusal names (default: extra.NAME)
     word: str = ""  # how a searched plan's label names it (default: its flag): 'as int8'
     lossy: str = ""  # what layers at another value do, as an export refusal says it (default: 'set TITLE')
+    # A memory family of its own (registered later): `positions(value)` is how many states a layer at `value` keeps
+    # beside its recent memory (budgets count them at its memory dtype; every query sees them, just before the oldest
+    # memory), and `keep(value, evicted, kept)` what it keeps after a segment, from the states its recent memory
+    # evicted then (oldest first; None when none) and what it kept before (None at first): (B, N, D) or None.
+    positions: Callable[[Any], int] | None = None
+    keep: Callable[[Any, Any, Any], Any] | None = None
 
     @property
     def option(self) -> str:
@@ -178,6 +184,16 @@ def _extra_setter(name: str, default: Any) -> Callable[[LayerConfig, Any], None]
 def unregister_dimension(name: str) -> None:
     """Remove a dimension `register_dimension` added (tests register made-up ones)."""
     DIMENSIONS.pop(name)
+
+
+def families() -> dict[str, Dimension]:
+    """The registered dimensions that keep states of their own beside the recent memory (those with `keep`)."""
+    return {name: dim for name, dim in DIMENSIONS.items() if dim.keep is not None}
+
+
+def family_positions(layer: LayerConfig) -> int:
+    """The states a layer keeps in registered families beside its recent memory, sinks and compressed slots."""
+    return sum(dim.positions(dim.get(layer)) for dim in families().values())
 
 
 def plan_flags() -> tuple[str, ...]:

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field, replace
 from txl.attention import VARIANTS, check_layer
 from txl.config import ConfigError, LayerConfig, ModelConfig, RunConfig
 from txl.config.files import complete_sections
-from txl.model.dimensions import ATTENTION, DIMENSIONS, MEMORY_DTYPE, Dimension, get_compression, plan_flags
+from txl.model.dimensions import (
+    ATTENTION,
+    DIMENSIONS,
+    MEMORY_DTYPE,
+    Dimension,
+    family_positions,
+    get_compression,
+    plan_flags,
+)
 from txl.model.quantize import check_dtype
 from txl.plan.language import MEMORY, RANGE, format_plan, parse_plan
 
@@ -163,6 +171,11 @@ def _check_planned_layer(layer: LayerConfig, where: str, same_length: bool | str
         raise ConfigError(
             f"{where}: attention variant {layer.attn!r} carries its whole past in running sums, so sinks add nothing; "
             "give sinks to a softmax layer"
+        )
+    if family_positions(layer) and (layer.attn_range is not None or same_length):
+        raise ConfigError(
+            f"{where}: what a memory family keeps sits beyond the raw memory, so the layer cannot also limit its "
+            f"attention ({'same_length' if same_length else f'range {layer.attn_range}'}); give it range inf"
         )
     if layer.cmem_len:
         if layer.attn_range is not None or same_length:

@@ -27,6 +27,7 @@ from txl.attention.masks import MaskCache
 from txl.config import ModelConfig
 from txl.model.adaptive import AdaptiveEmbedding, AdaptiveSoftmax
 from txl.model.cache import LayerCache, Stored, evict, pool_groups, take_sinks
+from txl.model.dimensions import families
 from txl.model.plans import MemoryPlan, check_model, planned_model_config
 
 Memory = list[LayerCache]
@@ -84,10 +85,13 @@ class Block(nn.Module):
         """The layer's output, what it carries to the next segment, and (training a learned compression) the
         reconstruction loss of the states it compressed, else None."""
         dtype = self.attn_norm.weight.dtype
-        mem, sinks, cmem = (
-            None if part is None else part.read(dtype) for part in (cache.recent, cache.sinks, cache.slots)
-        )
-        keys = _cat(_cat(sinks, cmem), mem)  # sinks, then compressed slots, just before the oldest memory
+        parts = (cache.recent, cache.sinks, cache.slots)
+        mem, sinks, cmem = (None if part is None else part.read(dtype) for part in parts)
+        kept = {name: part.read(dtype) for name, part in cache.kept.items()}
+        older = _cat(sinks, cmem)  # sinks, compressed slots, then what families keep, just before the oldest memory
+        for states in kept.values():
+            older = _cat(older, states)
+        keys = _cat(older, mem)
         if self.pre_lnorm:
             a, extra = self.attn(self.attn_norm(h), None if keys is None else self.attn_norm(keys), cache.state, ctx)
             h2 = h + a
@@ -96,13 +100,28 @@ class Block(nn.Module):
             a, extra = self.attn(h, keys, cache.state, ctx)
             h2 = self.attn_norm(h + a)
             out = self.ff_norm(h2 + self.ff(h2))
-        nxt, recon = self._next_memory(cache, h, mem, sinks, cmem)
+        nxt, old, recon = self._next_memory(cache, h, mem, sinks, cmem)
         nxt.state = extra
+        self._keep_families(cache, nxt, old, kept)
         return out, nxt, recon
 
-    def _next_memory(self, cache: LayerCache, h: torch.Tensor, mem, sinks, cmem) -> tuple[LayerCache, Any]:
-        """What the layer keeps for the next segment (sinks, compressed slots and memory, stored in its dtype), and
-        the reconstruction loss of what it compressed when it learns its compression and trains (else None)."""
+    def _keep_families(self, cache: LayerCache, nxt: LayerCache, old, kept: dict) -> None:
+        """What each registered memory family (txl.model.dimensions) keeps of the states the memory evicted."""
+        layer = self.attn.layer
+        for name, dim in families().items():
+            value = dim.get(layer)
+            if not dim.positions(value):
+                continue
+            states = dim.keep(value, old, kept.get(name))
+            if states is not None and states is kept.get(name):
+                nxt.kept[name] = cache.kept[name]  # unchanged: kept as stored, never quantized again
+            elif states is not None:
+                nxt.kept[name] = Stored.of(states.detach(), layer.mem_dtype)
+
+    def _next_memory(self, cache: LayerCache, h: torch.Tensor, mem, sinks, cmem) -> tuple[LayerCache, Any, Any]:
+        """What the layer keeps for the next segment (sinks, compressed slots and memory, stored in its dtype), the
+        states its memory evicted (oldest first, or None), and the reconstruction loss of what it compressed when it
+        learns its compression and trains (else None)."""
         layer, out, recon = self.attn.layer, LayerCache(), None
         recent = h
         if layer.sinks:
@@ -121,7 +140,7 @@ class Block(nn.Module):
                 recon = self.reconstruction_loss(h, old)
         if kept is not None:
             out.recent = Stored.of(kept, layer.mem_dtype)
-        return out, recon
+        return out, old, recon
 
     def reconstruction_loss(self, h: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         """Rae et al.'s attention-reconstruction loss: the segment's content attention over the evicted states and
