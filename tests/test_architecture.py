@@ -274,6 +274,7 @@ def test_a_job_pickled_before_the_move_unpickles_under_its_old_module_path():
     import txl.study.results
 
     assert txl.results is txl.study.results  # one module under both names: its state is not duplicated
+    assert txl.study.results.__spec__.name == "txl.study.results"  # and it keeps its own spec: a reload reloads it
 
 
 def test_tests_mirror_the_packages():

@@ -32,7 +32,8 @@ MOVED = {
 
 
 class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports txl.OLD as the module it moved to (MOVED): one module object under both names."""
+    """Imports txl.OLD as the module it moved to (MOVED): one module object under both names, which keeps its own
+    name and spec (so reloading it reloads the real module)."""
 
     def find_spec(self, fullname, path, target=None):
         old = fullname.removeprefix("txl.")
@@ -41,14 +42,18 @@ class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def create_module(self, spec):
-        return importlib.import_module("txl." + MOVED[spec.name.removeprefix("txl.")])
+        module = importlib.import_module("txl." + MOVED[spec.name.removeprefix("txl.")])
+        self.own = getattr(self, "own", {})
+        self.own[spec.name] = (module.__spec__, module.__loader__, module.__package__)  # written over next
+        return module
 
     def exec_module(self, module):
-        pass  # the module it moved to has run already
+        # the module it moved to has run already; the import machinery wrote the old name's spec onto it: undo that
+        module.__spec__, module.__loader__, module.__package__ = self.own.pop(module.__spec__.name)
 
 
 if not any(isinstance(f, _Moved) for f in sys.meta_path):
-    sys.meta_path.append(_Moved())
+    sys.meta_path.insert(0, _Moved())  # first: a leftover txl/OLD.py of an older checkout is never a second copy
 
 from txl.core.errors import TxlError  # noqa: E402
 

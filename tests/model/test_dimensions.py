@@ -91,3 +91,19 @@ def test_budget_and_report_columns_and_both_export_layouts_refuse_it(stride, tmp
 def test_a_name_or_flag_is_registered_once():
     with pytest.raises(ValueError, match="registered already"):
         register_dimension("sinks2", DIMENSIONS["sinks"])
+
+
+def test_a_registration_that_would_clash_or_half_work_is_refused():
+    kind = PlanKind("x", ("x",), int, str, 0)
+    cases = [
+        (Dimension(kind, "x1", "x", "h", cli="--sinks"), "is taken"),  # another dimension's flag
+        (Dimension(kind, "x2", "x", "h", cli="--memory"), "is taken"),  # a command's own flag
+        (Dimension(kind, "x3", "x", "h", get=lambda layer: 0), "both get and set"),
+        (Dimension(kind, "x4", "x", "h", keep=lambda v, e, k: k), "both keep and positions"),
+    ]
+    for dim, message in cases:
+        with pytest.raises(ValueError, match=message):
+            register_dimension(dim.flag, dim)
+        assert dim.flag not in DIMENSIONS
+    with pytest.raises(ValueError, match="_scale"):
+        register_dimension("x_scale", Dimension(kind, "x5", "x", "h"))

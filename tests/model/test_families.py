@@ -70,6 +70,8 @@ def test_a_layer_keeps_every_kth_evicted_state_and_attends_to_them(strided):
     torch.testing.assert_close(mems[0].kept["strided"].values, embedded[:, [5, 7, 9, 11, 13, 15]], rtol=0, atol=0)
     torch.testing.assert_close(mems[0].recent.values, embedded[:, 16:20], rtol=0, atol=0)
     assert mems[0].positions == 10 and cache_bytes(mems) == budget(model.cfg, 4, batch=2).bytes
+    kept = mems[0].kept["strided"].values
+    assert kept.untyped_storage().nbytes() == kept.numel() * kept.element_size()  # no view of [mem; h] kept alive
     plain = TransformerXL(tiny_config(n_layer=1, memory="4"))
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():

@@ -51,6 +51,7 @@ def sync(device: str) -> None:
 def run_attn_case(case: AttnCase) -> dict:
     """Forward + backward of one attention layer: median seconds and peak bytes above the inputs."""
     from txl.config import ModelConfig
+    from txl.model.cache import LayerCache, Stored
     from txl.model.plans import apply_plans
     from txl.model.transformer import TransformerXL
 
@@ -80,7 +81,7 @@ def run_attn_case(case: AttnCase) -> dict:
     mem = torch.randn(case.batch, case.mem_len, case.d_model, device=device, dtype=dtype) if case.mem_len else None
     klen = case.seq_len + case.mem_len
     v = torch.randn(case.batch, case.n_head, klen, case.d_head, device=device, dtype=dtype, requires_grad=True)
-    mems = [{"h": mem}] if mem is not None else [{}]
+    mems = [LayerCache(recent=None if mem is None else Stored(mem))]  # only its length is read (the context)
 
     def step() -> None:
         if rpb is not None and case.attn == "fastrpb":

@@ -162,6 +162,15 @@ def register_dimension(name: str, dim: Dimension) -> Dimension:
     set. Every flag, identity, column, refusal and search choice then knows it. A name or flag twice is refused."""
     if name in DIMENSIONS or dim.flag in plan_flags():
         raise ValueError(f"memory dimension {name!r} (flag {dim.flag!r}) is registered already")
+    taken = {d.option for d in DIMENSIONS.values()} | {d.grid for d in DIMENSIONS.values() if d.grid}
+    if dim.option in taken or (dim.grid and dim.grid in taken) or dim.option in RESERVED_OPTIONS:
+        raise ValueError(f"memory dimension {name!r}: its flag {dim.option} or grid {dim.grid} is taken")
+    if (dim.get is None) != (dim.set is None):
+        raise ValueError(f"memory dimension {name!r}: give both get and set, or neither (its values in extra)")
+    if name.endswith("_scale") or "." in name:
+        raise ValueError(f"memory dimension {name!r}: a name may not end in _scale or hold a dot (checkpoint keys)")
+    if (dim.keep is None) != (dim.positions is None):
+        raise ValueError(f"memory dimension {name!r}: a family gives both keep and positions")
     if dim.get is None:
         default = dim.kind.default
         dim = Dimension(
@@ -169,6 +178,10 @@ def register_dimension(name: str, dim: Dimension) -> Dimension:
         )
     DIMENSIONS[name] = dim
     return dim
+
+
+# flags the commands that take plans have beside the plan dimensions' (a dimension may not take them)
+RESERVED_OPTIONS = frozenset({"--memory", "--layers", "--d-model", "--set", "--same-length", "--clamp-len", "--split"})
 
 
 def _extra_setter(name: str, default: Any) -> Callable[[LayerConfig, Any], None]:

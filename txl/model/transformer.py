@@ -115,8 +115,9 @@ class Block(nn.Module):
             states = dim.keep(value, old, kept.get(name))
             if states is not None and states is kept.get(name):
                 nxt.kept[name] = cache.kept[name]  # unchanged: kept as stored, never quantized again
-            elif states is not None:
-                nxt.kept[name] = Stored.of(states.detach(), layer.mem_dtype)
+            elif states is not None:  # a view of [mem; h] would keep all of it alive, beyond the bytes counted
+                states = states.detach()
+                nxt.kept[name] = Stored.of(states.clone() if states._base is not None else states, layer.mem_dtype)
 
     def _next_memory(self, cache: LayerCache, h: torch.Tensor, mem, sinks, cmem) -> tuple[LayerCache, Any, Any]:
         """What the layer keeps for the next segment (sinks, compressed slots and memory, stored in its dtype), the

@@ -18,7 +18,7 @@ import fnmatch
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from txl.config import RunConfig, apply_overrides, differences, load_config, to_dict
@@ -30,6 +30,8 @@ from txl.model.dimensions import DIMENSIONS
 from txl.model.plans import apply_plans
 from txl.study.results import config_hash, read_results
 from txl.train.runs import adapt_recipe
+
+PLAN_FIELDS = ("memory", "attn_range", "attn", "memory_dtype", "sinks", "compress")  # Variant's own plan fields
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Variant:
     def plan_texts(self) -> dict[str, str | None]:
         """The text of each plan dimension this variant may set (None: not set), by flag name (txl.model.dimensions:
         the fields above, or `plan` for one registered later); an attention variant only where it trains."""
-        own = {f.name for f in fields(Variant)}
+        own = PLAN_FIELDS
         return {
             dim.flag: getattr(self, dim.flag) if dim.flag in own else self.plan.get(dim.flag)
             for dim in DIMENSIONS.values()
