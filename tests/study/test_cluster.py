@@ -2,8 +2,10 @@
 resources, and the local launcher against the in-process runner. The real Slurm is tested in test_slurm.py."""
 
 import json
+import os
 import pickle
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -243,3 +245,38 @@ def assert_a_rerun_with_other_steps_trains_anew(root, command: list[str]) -> Non
     assert len(rows) == 12 and len(trained) == 2 and trained[0].run_dir != trained[1].run_dir
     assert trained[1].metrics["bpb"] != before[("mem 16 (trained)", 0)].metrics["bpb"]
     assert {r.run_dir for r in rows[6:]} == {trained[1].run_dir}  # the evaluations read the new model
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_local_launcher_stops_its_jobs_instead_of_leaving_them_training(tmp_path):
+    """kill (or a scheduler's SIGTERM) to `txl run --launcher local`: its jobs stop after their step and save, and
+    it ends once they have, as on Ctrl-C. The training job is held after its first checkpoint (tests/slurm/hold), so
+    the signal lands mid-training by construction."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    hook = Path(__file__).parents[1] / "slurm" / "hold"
+    hold, held = tmp_path / "hold", tmp_path / "hold.held"
+    hold.touch()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
+    env["TXL_TEST_HOLD"] = str(hold)
+    flags = ["--launcher", "local", "--parallel", "1", "--steps", "60", "--set", "train.save_every=10"]
+    argv = [sys.executable, "-m", "txl", *_run(tmp_path, tmp_path / "r", *flags)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while not held.exists() and proc.poll() is None:
+            time.sleep(0.2)
+        assert held.exists(), proc.communicate()[0]
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # the launcher's handler has the SIGTERM now; let the held job go on to see its own
+        hold.unlink()
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out  # stopped as on Ctrl-C, not killed by the signal with its jobs left running
+    folder = next((tmp_path / "r" / "quickstart" / "tiny" / "runs").glob("*/seed0*"))
+    steps = sorted(int(p.name.split("-")[1]) for p in (folder / "checkpoints").glob("step-*"))
+    assert steps and steps[-1] < 60  # the job stopped before its last step, and saved where it stopped

@@ -227,6 +227,7 @@ def _run_local(exp, sweep: Sweep, resources: Resources, todo: list[Task], folder
         raise TxlError(f"--gpus-per-job {resources.gpus_per_job}: this machine shows {len(free)} GPUs")
     pending, running, out, failed = list(todo), {}, [], []
     start = time.time()
+    terminated = _terminate_as_interrupt()  # a SIGTERM (kill, a scheduler) stops the jobs as Ctrl-C does
     try:
         while pending or running:
             for key, (task, job, row, gpus) in list(running.items()):
@@ -258,10 +259,25 @@ def _run_local(exp, sweep: Sweep, resources: Resources, todo: list[Task], folder
         _stop_local([job for _, job, _, _ in running.values()])
         raise
     finally:
+        if terminated is not None:
+            signal.signal(signal.SIGTERM, terminated)
         _remove_if_empty(folder / "%j")  # where submitit writes a job before it has its id
     log.info(f"{exp.name}: {len(out)} local jobs in {clock(time.time() - start)}")
     _raise_failed(exp, failed)
     return out
+
+
+def _terminate_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt in the main thread (so the running jobs are stopped and waited for, not left
+    training on their own); the previous handler, or None off the main thread."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are the main thread's
+        return None
 
 
 def _start_local(executor, job: SweepJob):
