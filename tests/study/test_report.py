@@ -240,3 +240,14 @@ def test_labels_of_points_that_nearly_coincide_are_fanned_out_highest_on_top():
     offsets = _label_offsets(xs, ys)
     assert offsets[0][1] > offsets[1][1]  # the higher of the two close points has the higher label
     assert len({offsets[0], offsets[1]}) == 2 and offsets[2] != offsets[0]
+
+
+def test_task_groups_come_in_the_experiments_order_not_in_the_order_rows_were_written(tmp_path):
+    rows = []
+    for group, name in (("late", "b"), ("first", "a")):  # the later group's row finished first
+        r = row(name, 0, 2.0, 8)
+        r["group"] = group
+        rows.append(r)
+    table = build_report(result_rows(*rows), "t", tmp_path, plot=False, group_order=["first", "late"])["table"]
+    lines = [line for line in table.splitlines() if line.startswith(("first", "late"))]
+    assert [line.split()[0] for line in lines] == ["first", "late"]

@@ -82,6 +82,7 @@ def show_report(
         plot=plot,
         baseline=exp.baseline,
         stem="report" if split == "valid" else f"report-{split}",
+        group_order=[v.group for v in exp.variants],
     )
     report["split"] = split
     older = superseded(chosen)

@@ -177,11 +177,13 @@ def build_report(
     plot: bool = True,
     baseline: str | None = None,
     stem: str = "report",
+    group_order: list[str] | None = None,
 ) -> dict:
     """Table (terminal and Markdown), plot (PNG and SVG) and hparams, from result rows alone, written to
-    out_dir/STEM.{md,csv,tex,png,svg} (and TensorBoard hparams in tb-hparams, or STEM-tb-hparams)."""
+    out_dir/STEM.{md,csv,tex,png,svg} (and TensorBoard hparams in tb-hparams, or STEM-tb-hparams). Task groups
+    come in `group_order` (the experiment's), then as first seen."""
     metric = headline_metric(rows)
-    order = {name: i for i, name in enumerate(dict.fromkeys(r.group for r in rows))}  # groups as first seen
+    order = {name: i for i, name in enumerate(dict.fromkeys([*(group_order or []), *(r.group for r in rows)]))}
     groups = aggregate(rows, metric)  # in the order the experiment lists its variants: a group's first is its baseline
     one = compare_with_references(groups, metric, baseline)
     kinds = {"train": 0, "eval": 1, "adapt": 2}  # within a task group: trained, then cut, then adapted
