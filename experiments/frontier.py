@@ -64,25 +64,36 @@ def _top(n: int, long: int, short: int, k: int = 1) -> tuple[str, dict]:
     return f"top {k}: {long}, srm={short}", plan
 
 
-def _candidates(n: int, long: int, short: int) -> dict[str, Callable | list]:
-    """Per family, its plans in growing bytes (or, for the two families of long layers, how to find one)."""
+def _finders(n: int, long: int, short: int) -> dict[str, Callable]:
+    """Per family, how to find its largest plan that fits: fits -> (name, plan texts) or None."""
     lengths = range(1, long + 1)
     quantized = range(1, 8 * long + 1)  # a quantized memory may be longer than the trained one
     interleaved = lambda k, m: (f"lrm={k},srm={m}", {"memory": f"lrm={k}@interleave:{long},srm={m}"})  # noqa: E731
     top = lambda k, m: _top(n, long, m, k)  # noqa: E731
+
+    def listed(candidates: list) -> Callable:
+        return lambda fits: _largest(fits, candidates)
+
+    def on_top(fits):  # where no long layer of the long length fits, the top one's memory as long as fits
+        found = _most_long_layers(fits, range(n - 1, 0, -1), top, long)
+        return found or _largest(fits, [_top(n, length, short) for length in range(short + 1, long)])
+
+    def memory(m: int, **plan) -> dict:
+        return {"memory": str(m), **plan}
+
     return {
-        "fewer long layers": (range(n, -1, -1), interleaved),
-        "long on top, range below": (range(n - 1, 0, -1), top),
-        "shorter memory": [(f"memory {m}", {"memory": str(m)}) for m in lengths],
-        "int8": [(f"memory {m} int8", {"memory": str(m), "memory_dtype": "int8"}) for m in quantized],
-        "int4": [(f"memory {m} int4", {"memory": str(m), "memory_dtype": "int4"}) for m in quantized],
-        "compressed, mean": [
-            (f"memory {m} + {m}/{RATE}:mean", {"memory": str(m), "compress": f"{m}/{RATE}:mean"}) for m in lengths
-        ],
-        "compressed, conv": [
-            (f"memory {m} + {m}/{RATE}:conv", {"memory": str(m), "compress": f"{m}/{RATE}:conv"}) for m in lengths
-        ],
-        "sinks": [(f"window {m} + {SINKS} sinks", {"memory": str(m), "sinks": str(SINKS)}) for m in lengths],
+        "fewer long layers": lambda fits: _most_long_layers(fits, range(n, -1, -1), interleaved, long),
+        "long on top, range below": on_top,
+        "shorter memory": listed([(f"memory {m}", memory(m)) for m in lengths]),
+        "int8": listed([(f"memory {m} int8", memory(m, memory_dtype="int8")) for m in quantized]),
+        "int4": listed([(f"memory {m} int4", memory(m, memory_dtype="int4")) for m in quantized]),
+        **{
+            f"compressed, {fn}": listed(
+                [(f"memory {m} + {m}/{RATE}:{fn}", memory(m, compress=f"{m}/{RATE}:{fn}")) for m in lengths]
+            )
+            for fn in ("mean", "conv")
+        },
+        "sinks": listed([(f"window {m} + {SINKS} sinks", memory(m, sinks=str(SINKS))) for m in lengths]),
     }
 
 
@@ -94,22 +105,17 @@ def family_plans(model_cfg, tgt_len: int, limit: int, long: int, short: int) -> 
         return budget(apply_plans(model_cfg, **plan), tgt_len).bytes <= limit
 
     out: dict[str, tuple[str, dict]] = {}
-    for family, candidates in _candidates(model_cfg.n_layer, long, short).items():
-        if isinstance(candidates, tuple):
-            found = _most_long_layers(fits, *candidates, long)
-            if found is None and family == "long on top, range below":  # no long layer of the long length fits
-                found = _largest(fits, [_top(model_cfg.n_layer, length, short) for length in range(short + 1, long)])
-        else:
-            found = _largest(fits, candidates)
+    first: dict[str, str] = {}  # a plan's canonical form -> the family that found it first
+    for family, find in _finders(model_cfg.n_layer, long, short).items():
+        found = find(fits)
         if found is None:
             continue
-        key = describe(apply_plans(model_cfg, **found[1]))
-        same = [f for f, (_, plan) in out.items() if describe(apply_plans(model_cfg, **plan)) == key]
-        if same:
-            name, plan = out[same[0]]
-            out[same[0]] = (f"{name} = {found[0]}", plan)
+        key = str(describe(apply_plans(model_cfg, **found[1])))
+        if key in first:
+            name, plan = out[first[key]]
+            out[first[key]] = (f"{name} = {found[0]}", plan)
         else:
-            out[family] = found
+            first[key], out[family] = family, found
     return out
 
 

@@ -31,9 +31,30 @@ MOVED = {
 }
 
 
+def old_names(package: str, module: str):
+    """A package's `__getattr__` for the names of the module it was before it became a package (`from txl.model
+    import TransformerXL` still works): a module of the package is itself, any other name is read from `module`
+    when first asked for, so importing a sibling module does not load it."""
+
+    def __getattr__(name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if importlib.util.find_spec(f"{package}.{name}") is not None:
+            return importlib.import_module(f"{package}.{name}")
+        try:
+            return getattr(importlib.import_module(f"{package}.{module}"), name)
+        except AttributeError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
 class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports txl.OLD as the module it moved to (MOVED): one module object under both names, which keeps its own
     name and spec (so reloading it reloads the real module)."""
+
+    def __init__(self):
+        self.own: dict = {}  # a moved module's own spec, loader and package while its old name is imported
 
     def find_spec(self, fullname, path, target=None):
         old = fullname.removeprefix("txl.")
@@ -43,7 +64,6 @@ class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         module = importlib.import_module("txl." + MOVED[spec.name.removeprefix("txl.")])
-        self.own = getattr(self, "own", {})
         self.own[spec.name] = (module.__spec__, module.__loader__, module.__package__)  # written over next
         return module
 

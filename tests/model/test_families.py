@@ -13,7 +13,7 @@ from conftest import cache_bytes, tiny_config
 from txl.cli import main
 from txl.model.budget import budget
 from txl.model.dimensions import Dimension, register_dimension, unregister_dimension
-from txl.model.plans import apply_plans
+from txl.model.plans import MemoryPlan, apply_plans
 from txl.model.transformer import TransformerXL
 from txl.plan.language import PlanError, PlanKind
 
@@ -79,6 +79,11 @@ def test_a_layer_keeps_every_kth_evicted_state_and_attends_to_them(strided):
         for start in range(4, 12, 4):
             p, pm = plain.hidden(tokens[:, start : start + 4], pm)
     assert not torch.allclose(p, outs[2])  # what the family keeps is attended to
+    with torch.no_grad(), plain.memory_plan(MemoryPlan.parse(1, strided="6/2")):  # applied at evaluation only
+        _, cut = plain.hidden(tokens[:, :4], None)
+        _, cut = plain.hidden(tokens[:, 4:8], cut)
+    torch.testing.assert_close(cut[0].kept["strided"].values, embedded[:, [1, 3]], rtol=0, atol=0)
+    assert plain.layers[0].families == []  # and gone with the plan
 
 
 def test_it_is_stored_at_the_layers_memory_dtype_and_counted_in_the_budget(strided):

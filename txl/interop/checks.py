@@ -4,14 +4,19 @@ on import). One line each."""
 
 from __future__ import annotations
 
-from txl.config import ModelConfig
+import dataclasses
+
+from txl.config import LayerConfig, ModelConfig
 from txl.core.errors import TxlError
-from txl.model.dimensions import DIMENSIONS, optional
+from txl.model.dimensions import DIMENSIONS, default_text, optional
 from txl.plan.language import format_plan
 
 
 class InteropError(TxlError):
     """A state dict that does not fit a layout; the message names the tensors."""
+
+
+FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LayerConfig)}
 
 
 def refuse_lossy(cfg: ModelConfig, layout_name: str) -> None:
@@ -27,7 +32,8 @@ def refuse_lossy(cfg: ModelConfig, layout_name: str) -> None:
         layers = [i for i, layer in enumerate(cfg.layers) if dim.get(layer) != default]
         if layers:
             field_name = dim.field or f"extra.{name}"
-            shown = "none" if default is None else getattr(default, "length", default)
+            shown = FIELD_DEFAULTS.get(field_name, default_text(dim))  # what --set writes back: the field's default
+            shown = "none" if shown is None else shown
             raise InteropError(
                 f"layers {layers} {dim.lossy or f'set {dim.title}'} ({field_name}), which the {layout_name} code "
                 f"cannot; export with --set model.layers.N.{field_name}={shown} or keep the model in txl"

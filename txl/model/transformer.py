@@ -24,7 +24,7 @@ from torch import nn
 from txl.attention import AttnContext, build_attention, variant
 from txl.attention.fast import resolve_impl
 from txl.attention.masks import MaskCache
-from txl.config import ModelConfig
+from txl.config import LayerConfig, ModelConfig
 from txl.model.adaptive import AdaptiveEmbedding, AdaptiveSoftmax
 from txl.model.cache import LayerCache, Stored, evict, pool_groups, take_sinks
 from txl.model.dimensions import families
@@ -80,6 +80,7 @@ class Block(nn.Module):
         self.compressor = (
             nn.Conv1d(cfg.d_model, cfg.d_model, layer.cmem_rate, stride=layer.cmem_rate) if learned else None
         )
+        self.use_layer(layer)
 
     def forward(self, h: torch.Tensor, cache: LayerCache, ctx: AttnContext) -> tuple[torch.Tensor, LayerCache, Any]:
         """The layer's output, what it carries to the next segment, and (training a learned compression) the
@@ -105,13 +106,18 @@ class Block(nn.Module):
         self._keep_families(cache, nxt, old, kept)
         return out, nxt, recon
 
+    def use_layer(self, layer: LayerConfig) -> None:
+        """Run under this layer config (the model's, or an evaluation-time plan's planned copy): the attention reads
+        it, and the registered memory families it keeps states for are found once here, not at every segment."""
+        self.attn.layer = layer
+        self.families = [
+            (name, dim, dim.get(layer)) for name, dim in families().items() if dim.positions(dim.get(layer))
+        ]
+
     def _keep_families(self, cache: LayerCache, nxt: LayerCache, old, kept: dict) -> None:
         """What each registered memory family (txl.model.dimensions) keeps of the states the memory evicted."""
         layer = self.attn.layer
-        for name, dim in families().items():
-            value = dim.get(layer)
-            if not dim.positions(value):
-                continue
+        for name, dim, value in self.families:
             states = dim.keep(value, old, kept.get(name))
             if states is not None and states is kept.get(name):
                 nxt.kept[name] = cache.kept[name]  # unchanged: kept as stored, never quantized again
@@ -251,7 +257,7 @@ class TransformerXL(nn.Module):
     def _use_config(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
         for block, layer in zip(self.layers, cfg.layers):
-            block.attn.layer = layer
+            block.use_layer(layer)
 
     # ------------------------------------------------------------------ forward
 
