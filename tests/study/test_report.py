@@ -44,6 +44,19 @@ def test_report_shows_intervals_and_paired_differences(tmp_path):
     assert "paired difference from full" in (tmp_path / "report.md").read_text()
 
 
+def test_the_seed_sd_of_each_variant_is_shown_when_it_has_several_seeds(tmp_path):
+    rows = [row("full", s, v, 64) for s, v in enumerate([2.0, 2.1, 2.3])]
+    rows += [row("eval short", 0, 2.4, 8, "eval", "full")]
+    report = build_report(result_rows(*rows), "t", tmp_path, plot=False, baseline="full")
+    line = {g.variant: line for g in report["groups"] for line in report["table"].splitlines() if g.variant in line}
+    assert " 0.1528 " in line["full"]  # sample SD of 2.0, 2.1, 2.3
+    assert " 0.1528 " not in line["eval short"] and "seed SD" in report["table"]
+    full = next(r for r in report["csv"].splitlines()[1:] if ",full," in r)
+    assert "0.1527" in full  # the CSV's bpb_seed_sd, unrounded
+    one = build_report(result_rows(row("a", 0, 2.0, 8), row("b", 0, 2.1, 4)), "t", tmp_path / "one", plot=False)
+    assert "seed SD" not in one["table"]  # one seed each: no column of dashes
+
+
 def test_one_seed_falls_back_to_the_block_bootstrap(tmp_path):
     tokens = [10.0] * 30
     base = {"loss": [20.0 + i % 5 for i in range(30)], "tokens": tokens}

@@ -129,6 +129,7 @@ def _columns(groups: list[Group], metric: str, baseline: str | None, raw: bool) 
         cols += [("receptive_field", lambda g: whole(g.budget["receptive_field"])), (metric, lambda g: g.interval.mean)]
         cols += [(f"{metric}_lo", lambda g: one(g.interval, "lo"))]
         cols += [(f"{metric}_hi", lambda g: one(g.interval, "hi")), ("seeds", lambda g: len(g.values))]
+        cols += [(f"{metric}_seed_sd", lambda g: g.spread if len(g.values) > 1 else None)]
         cols += [("interval", lambda g: g.interval.kind)]
         cols += [("reference", lambda g: g.reference)] if per_row else []
         d = lambda g: g.vs_baseline  # noqa: E731
@@ -146,6 +147,8 @@ def _columns(groups: list[Group], metric: str, baseline: str | None, raw: bool) 
     cols += [("share", lambda g: "-" if _share(g) is None else f"{_share(g):.2f}")] if shares else []
     cols += [("receptive field", lambda g: whole(g.budget["receptive_field"]))]
     cols += [(f"{metric} [95% interval]", lambda g: _interval_text(g.interval)), ("seeds", lambda g: len(g.values))]
+    if any(len(g.values) > 1 for g in groups):  # the spread of the trained models, beside the interval of their mean
+        cols += [("seed SD", lambda g: f"{g.spread:.4f}" if len(g.values) > 1 else "-")]
     if any(g.vs_baseline is not None for g in groups):
         cols += [("reference", lambda g: g.reference or "-")] if per_row else []
         cols += [(f"- {baseline or 'baseline'} [95%]", lambda g: _interval_text(g.vs_baseline, signed=True))]
@@ -240,7 +243,8 @@ def legend(metric: str, x_axis: str, baseline: str | None) -> str:
     lines = [
         f"`*` marks the Pareto frontier of mean {metric} against {X_AXES.get(x_axis, x_axis)}; `~` a variant off it "
         "whose interval overlaps that of a frontier point no more expensive.",
-        f"{metric} [95% interval]: Student's t over seeds (one seed: no interval).",
+        f"{metric} [95% interval]: Student's t over seeds (one seed: no interval); seed SD: the standard deviation "
+        "of the seeds' values (shown when a variant has several).",
     ]
     if baseline:
         lines.append(
