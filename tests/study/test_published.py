@@ -1,39 +1,50 @@
 """The result rows behind the published tables (benchmarks/results/NAME/SCALE/results.jsonl): every line reads
-back, and `txl report` regenerates the table and its pairs from them alone on a fresh clone."""
+back, and `txl report` on them alone gives each table in benchmarks/README.md as it stands (benchmarks/publish.py),
+so a fresh clone regenerates what is published."""
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from txl.cli import main
 from txl.study.results import read_results
 
-ROOT = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-PUBLISHED = sorted(ROOT.glob("**/results.jsonl"))
+ROOT = Path(__file__).resolve().parents[2] / "benchmarks"
+_spec = importlib.util.spec_from_file_location("txl_publish", ROOT / "publish.py")
+publish = sys.modules.setdefault("txl_publish", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(publish)
+README = (ROOT / "README.md").read_text()
+TABLES = publish.tables(README)
 
 
-def _name_and_scale(path: Path) -> tuple[str, str]:
-    parts = path.relative_to(ROOT).parts
-    return "/".join(parts[:-2]), parts[-2]
+def test_published_tables_and_their_rows_are_there():
+    assert ("memory/frontier", "medium") in [(t.name, t.scale) for _, t in TABLES]
+    for _, table in TABLES:
+        rows = read_results(table.rows)
+        assert rows and len(rows) == sum(1 for line in table.rows.read_text().splitlines() if line.strip())
 
 
-def test_published_rows_are_there():
-    assert ("memory/frontier", "medium") in [_name_and_scale(p) for p in PUBLISHED]
+@pytest.mark.parametrize("found", TABLES, ids=lambda f: f"{f[1].name}/{f[1].scale}")
+def test_txl_report_on_the_committed_rows_gives_the_published_table(found):
+    block, table = found
+    body, n = publish.regenerate(table)
+    assert publish.marker(table, n) + body + "<!-- end txl report -->" == block[0]
+    assert all(r.variant in body for r in read_results(table.rows))
 
 
-@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: "/".join(_name_and_scale(p)))
-def test_txl_report_regenerates_a_published_table_from_its_rows(path, tmp_path, capsys):
-    rows = read_results(path)
-    assert rows and len(rows) == sum(1 for line in path.read_text().splitlines() if line.strip())  # none damaged
-    name, scale = _name_and_scale(path)
-    copy = tmp_path / name / scale
-    copy.mkdir(parents=True)
-    shutil.copy(path, copy / "results.jsonl")  # the report writes beside the rows: not into the checkout
-    argv = ["report", name, "--scale", scale, "--results", str(tmp_path), "--no-plot", "--pairs", "--markdown"]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert all(r.variant in out for r in rows)  # every row's variant is in the table
-    assert (copy / "pairs.md").is_file() and (copy / "report.md").is_file()
+def test_publishing_copies_whole_rows_only_and_says_which_it_left(tmp_path, monkeypatch, capsys):
+    rows = [line for line in next(t for _, t in TABLES).rows.read_text().splitlines() if line.strip()][:3]
+    monkeypatch.setattr(publish, "ROWS", tmp_path / "published")
+    table = publish.Table(["--scale", "medium"], "memory/frontier", "medium")
+    source = tmp_path / "results" / "memory" / "frontier" / "medium"
+    source.mkdir(parents=True)
+    (source / "results.jsonl").write_text("\n".join(rows) + "\n" + rows[0][:40] + "\n")  # a torn last line
+    assert publish.copy_rows(table, tmp_path / "results") == 3
+    assert [json.loads(line) for line in table.rows.read_text().splitlines()] == [json.loads(r) for r in rows]
+    assert "lines [4] are not whole rows" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no rows at"):
+        publish.copy_rows(table, tmp_path / "nothing")
