@@ -270,8 +270,13 @@ def test_a_sigterm_to_the_local_launcher_stops_its_jobs_instead_of_leaving_them_
             time.sleep(0.2)
         assert held.exists(), proc.communicate()[0]
         proc.send_signal(signal.SIGTERM)
-        time.sleep(1.0)  # the launcher's handler has the SIGTERM now; let the held job go on to see its own
-        hold.unlink()
+        jobs = tmp_path / "r" / "quickstart" / "tiny" / "jobs"
+        told = lambda: any("SIGTERM: stopping after this step" in f.read_text() for f in jobs.glob("*/*_log.err"))  # noqa: E731
+        deadline = time.monotonic() + 300  # a launcher that never passes it on fails here, not hangs
+        while not told() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the held job has its stop request
+        assert told(), "the job never had the SIGTERM passed on"
+        hold.unlink()  # only now: let it go on to the step where it stops
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
