@@ -28,10 +28,24 @@ def test_the_t_test_and_the_bootstrap_give_p_values_that_can_go_either_way():
     assert t_test([1.0, -1.0, 0.5, -0.5]) == pytest.approx(1.0)
     assert paired_difference({0: 2.0, 1: 3.0, 2: 4.0}, {0: 1.0, 1: 1.0, 2: 1.0}).p == pytest.approx(0.0742, abs=5e-4)
     same = {"loss": [1.0, 2.0, 1.5, 1.2] * 5, "tokens": [10] * 20}
-    worse = {"loss": [x + 0.5 for x in same["loss"]], "tokens": [10] * 20}
+    worse = {"loss": [x + 0.5 + 0.1 * (i % 2) for i, x in enumerate(same["loss"])], "tokens": [10] * 20}
     assert bootstrap_difference(worse, same).p < 0.01
     noisy = {"loss": [x + (0.3 if i % 2 else -0.3) for i, x in enumerate(same["loss"])], "tokens": [10] * 20}
     assert bootstrap_difference(noisy, same).p > 0.5
+
+
+def test_a_block_bootstrap_p_is_not_floored_at_its_resamples_so_holm_over_many_pairs_can_pass():
+    """A difference far beyond the data's noise gets a p far below 2 / (resamples + 1) (the floor a count of resamples
+    beyond zero has), so it stays beyond the noise after Holm's adjustment over 200 pairs; a small one does not."""
+    base = {"loss": [20.0 + (i * 7) % 5 for i in range(96)], "tokens": [10.0] * 96}
+    far = {"loss": [x + 1.0 + 0.1 * (i % 3) for i, x in enumerate(base["loss"])], "tokens": base["tokens"]}
+    near = {"loss": [x + (0.2 if i % 2 else -0.19) for i, x in enumerate(base["loss"])], "tokens": base["tokens"]}
+    d_far, d_near = bootstrap_difference(far, base), bootstrap_difference(near, base)
+    assert d_far.p < 1e-6 < 2 / 2001 and holm([d_far.p] * 200)[0] < 0.05
+    assert 0.05 < d_near.p < 1.0 and not d_near.excludes_zero
+    assert bootstrap_difference(base, base).p == 1.0  # no difference at all
+    same_everywhere = {"loss": [x + 1.0 for x in base["loss"]], "tokens": base["tokens"]}
+    assert bootstrap_difference(same_everywhere, base).p is None  # every block 0.1 worse: no test, not p = 0
 
 
 def _rows():

@@ -71,6 +71,30 @@ def test_one_seed_falls_back_to_the_block_bootstrap(tmp_path):
     assert "blocks, n=30" in report["table"]
 
 
+def test_two_models_trained_apart_with_one_seed_each_are_shown_but_not_tested(tmp_path):
+    """The block bootstrap holds the data's noise only: between two trainings (one seed each) it would call any
+    difference of training's noise real. The interval is shown; the verdict says it was not tested, and the pair
+    takes no part in Holm's adjustment. An evaluation of the same model is still tested over the blocks."""
+    from txl.study.pairs import pairs_table, pairwise
+
+    tokens = [10.0] * 30
+    base = {"loss": [20.0 + i % 5 for i in range(30)], "tokens": tokens}
+    worse = {"loss": [x + 1.0 + 0.1 * (i % 3) for i, x in enumerate(base["loss"])], "tokens": tokens}
+    rows = [row("full", 0, 2.0, 64, blocks=base), row("short", 0, 2.2, 8, blocks=worse)]
+    rows += [row("eval short", 0, 2.2, 8, "eval", "full", worse)]
+    report = build_report(result_rows(*rows), "t", tmp_path, plot=False, baseline="full")
+    by = {g.variant: g for g in report["groups"]}
+    assert by["short"].vs_baseline.excludes_zero and by["short"].vs_baseline.p is None
+    assert by["eval short"].vs_baseline.p < 0.05
+    line = next(line for line in report["table"].splitlines() if line.startswith("short"))
+    assert "one seed: untested" in line and "blocks, one training each, n=30" in line
+    pairs = pairwise(report["groups"], "bpb")
+    trained = next(p for p in pairs if {p.a, p.b} == {"full", "short"})
+    assert trained.p_holm is None and trained.beyond_noise is None
+    assert "one seed each: not tested" in pairs_table([trained], "bpb")
+    assert all(p.p_holm is not None for p in pairs if p is not trained)
+
+
 def test_report_plot_draws_one_budget_by_variant(tmp_path):
     rows = [
         row(name, s, 2.0 + 0.1 * s + 0.01 * i, 32)

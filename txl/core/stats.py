@@ -6,6 +6,8 @@ Every interval here is two-sided at `level` (0.95 by default) and says what kind
 - `paired seeds`: t over per-seed differences against a baseline (same seed, same data);
 - `blocks`: a paired bootstrap over evaluation blocks (contiguous runs of text, see
   txl.evaluation.evaluate.blocks) when there is one seed: it captures the noise of the data, not of training.
+  Its interval is the resamples' percentiles; its p-value the normal approximation with their standard
+  deviation as the standard error (a count of resamples beyond zero could not go below 2 / (resamples + 1)).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 LEVEL = 0.95
+# the block bootstrap between two models trained apart, one seed each: its interval is the data's noise alone, and
+# the training noise that separates two such models is unknown, so it is shown but is no test (p None)
+TRAININGS = "blocks, one training each"
 
 
 @dataclass
@@ -27,7 +32,7 @@ class Interval:
     lo: float
     hi: float
     n: int  # seeds, or blocks for a bootstrap
-    kind: str  # "seeds", "paired seeds", "blocks", or "one seed" (no interval)
+    kind: str  # "seeds", "paired seeds", "blocks", TRAININGS, or "one seed" (no interval)
     p: float | None = None  # two-sided p-value of "no difference", for a paired difference (t, or the bootstrap)
 
     @property
@@ -100,9 +105,15 @@ def t_quantile(p: float, df: float) -> float:
     return (lo + hi) / 2.0
 
 
+def untested_trainings(d: Interval) -> bool:
+    """A difference between two models trained apart with one seed each: no test of training's noise."""
+    return d.kind == TRAININGS
+
+
 def no_spread(d: Interval) -> bool:
-    """A paired difference whose per-seed differences are all the same: no t test can be made (its p is None)."""
-    return d.kind == "paired seeds" and d.n >= 2 and d.p is None
+    """A paired difference whose per-seed (or per-block) differences are all the same: no test can be made (its p
+    is None)."""
+    return d.kind in ("paired seeds", "blocks") and d.n >= 2 and d.p is None
 
 
 def mean_interval(values: Sequence[float], level: float = LEVEL, kind: str = "seeds") -> Interval:
@@ -177,7 +188,16 @@ def bootstrap_difference(
     rng = random.Random(seed)
     draws = sorted(diff([rng.randrange(n) for _ in range(n)]) for _ in range(resamples))
     k = int(round((1.0 - level) / 2.0 * resamples))  # round, not floor: (1 - 0.9) / 2 * 2000 is 99.999...
-    # the p-value: twice the share of resamples on the far side of zero (a percentile bootstrap test)
-    far = min(sum(d <= 0 for d in draws), sum(d >= 0 for d in draws))
-    p = min(1.0, 2.0 * (far + 1) / (resamples + 1))
-    return Interval(diff(range(n)), draws[k], draws[resamples - 1 - k], n, "blocks", p)
+    mean = diff(range(n))
+    return Interval(mean, draws[k], draws[resamples - 1 - k], n, "blocks", _normal_p(mean, statistics.stdev(draws)))
+
+
+def _normal_p(mean: float, se: float) -> float | None:
+    """The two-sided p-value of 'no difference' from a difference and its bootstrap standard error (the normal
+    approximation over the blocks). Not a count of resamples beyond zero: that could never go below
+    2 / (resamples + 1), so with Holm's correction over more than a few dozen pairs no difference, however large,
+    would be beyond the noise. None when the blocks differ by the same amount in every resample (no test); 1 when
+    they do not differ at all."""
+    if se <= 1e-12 * max(abs(mean), 1e-12):
+        return 1.0 if mean == 0 else None
+    return math.erfc(abs(mean) / se / math.sqrt(2.0))

@@ -63,7 +63,11 @@ def layer_sensitivity(
                 }
             )
     # every cut is tested at once: a cut is beyond the noise when its p-value survives Holm's adjustment
-    for row, adjusted in zip(rows, holm([r["p"] for r in rows])):
+    # (a cut that raises the loss of every block by the same amount has no spread to test: p None, not tested)
+    tested = [r for r in rows if r["p"] is not None]
+    for row in rows:
+        row.update(p_holm=None, beyond_noise=False)
+    for row, adjusted in zip(tested, holm([r["p"] for r in tested])):
         row.update(p_holm=adjusted, beyond_noise=adjusted < 0.05)
     return base, rows
 
@@ -88,7 +92,7 @@ def sensitivity_table(rows: list[dict], fmt: str = "text") -> str:
             f"{r['rise']:+.4f}",
             f"[{r['rise_lo']:+.4f}, {r['rise_hi']:+.4f}]",
             r.get("p_holm"),
-            "yes" if r["beyond_noise"] else "no",
+            "no spread" if r.get("p", 0.0) is None else ("yes" if r["beyond_noise"] else "no"),
         ]
         for r in rows
     ]

@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from txl.core.stats import Interval, bootstrap_difference, mean_interval, paired_difference
+from txl.core.stats import TRAININGS, Interval, bootstrap_difference, mean_interval, paired_difference
 from txl.study.results import ResultRow
 
 METRICS = ("accuracy", "ppl", "bpc", "bpb", "loss")  # the first one a row has is its headline
@@ -126,7 +126,9 @@ def _to_metric(row: ResultRow, metric: str) -> Callable[[float], float] | None:
 
 def difference(g: Group, base: Group, metric: str) -> Interval | None:
     """g's metric minus base's, paired: t over the seeds both have (two or more), or with one shared seed a block
-    bootstrap over the evaluation text (when both rows carry the same blocks); None when neither can be made."""
+    bootstrap over the evaluation text (when both rows carry the same blocks); None when neither can be made. Two
+    trained models with one seed each get the bootstrap's interval but no test (kind TRAININGS): the data's noise
+    is not the noise between two trainings."""
     shared = sorted(set(g.by_seed) & set(base.by_seed))
     if len(shared) >= 2:
         return paired_difference(g.by_seed, base.by_seed)
@@ -137,6 +139,9 @@ def difference(g: Group, base: Group, metric: str) -> Interval | None:
     if to_metric is None or not (row.blocks and ref.blocks):
         return None
     try:
-        return bootstrap_difference(row.blocks, ref.blocks, to_metric)
+        d = bootstrap_difference(row.blocks, ref.blocks, to_metric)
     except ValueError:
         return None
+    if g.kind == base.kind == "train":  # two trainings: the blocks hold the data's noise, not training's
+        d.kind, d.p = TRAININGS, None
+    return d

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from txl.core.io import atomic_write_text
-from txl.core.stats import Interval, holm, no_spread
+from txl.core.stats import Interval, holm, no_spread, untested_trainings
 from txl.core.table import render_table
 from txl.study.groups import HIGHER_IS_BETTER, Group, difference, references
 
@@ -71,6 +71,11 @@ def adjust(pairs: list[Pair]) -> None:
 def pairs_table(pairs: list[Pair], metric: str, fmt: str = "text") -> str:
     """One row per pair: the difference and its 95% interval, what it is over, the raw and the adjusted p."""
     grouped = len({p.group for p in pairs}) > 1
+    shown = fmt in ("text", "markdown")  # numbers for CSV and LaTeX; a p below 0.001 is never shown as 0.000
+
+    def pv(x: float | None):
+        return x if not shown or x is None or x >= 0.001 else "<0.001"
+
     rows = []
     for p in pairs:
         d = p.diff
@@ -80,11 +85,12 @@ def pairs_table(pairs: list[Pair], metric: str, fmt: str = "text") -> str:
         else:
             flat = no_spread(d)  # every seed differs by the same: not tested
             verdict = "-" if p.beyond_noise is None else ("yes" if p.beyond_noise else "no")
+            verdict = "one seed each: not tested" if untested_trainings(d) else verdict
             cells += [
                 f"{d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]",
                 f"{d.kind}, n={d.n}" + (", no spread" if flat else ""),
-                d.p,
-                p.p_holm,
+                pv(d.p),
+                pv(p.p_holm),
                 "no spread: not tested" if flat else verdict,
             ]
         rows.append(([p.group] if grouped else []) + cells)
@@ -98,8 +104,9 @@ def pairs_legend(pairs: list[Pair], tested: int | None = None, together: str = "
     tested = sum(p.p_holm is not None for p in pairs) if tested is None else tested
     return (
         f"Each pair: the better mean first, its difference from the worse (paired seeds: t; one seed: a block "
-        f"bootstrap, data noise only). 'beyond noise (Holm)': p < {ALPHA} after Holm's adjustment over the "
-        f"{tested} pairs{together} tested at once."
+        f"bootstrap, data noise only, p from its standard error; two models trained apart with one seed each are "
+        f"not tested). 'beyond noise (Holm)': p < {ALPHA} after Holm's "
+        f"adjustment over the {tested} pairs{together} tested at once."
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from txl.core.io import atomic_write_text
-from txl.core.stats import Interval, no_spread
+from txl.core.stats import Interval, no_spread, untested_trainings
 from txl.core.table import format_table, render_table, whole
 from txl.model.dimensions import default_text, optional
 from txl.study.figures import report_plot, write_hparams
@@ -98,6 +98,8 @@ def _beyond(d: Interval | None) -> str:
         return "-"
     if no_spread(d):
         return "no spread"
+    if untested_trainings(d):
+        return "one seed: untested"
     return "yes" if d.excludes_zero else "no"
 
 
@@ -250,6 +252,7 @@ def legend(metric: str, x_axis: str, baseline: str | None) -> str:
         lines.append(
             f"- {baseline}: the paired difference from {baseline} (same seed, same data): t over per-seed differences "
             "('paired seeds'), or with one seed a paired bootstrap over contiguous evaluation blocks ('blocks', data "
-            "noise only); 'beyond noise' when the interval excludes zero."
+            "noise only); 'beyond noise' when the interval excludes zero; two models trained apart with one seed each "
+            "are not tested ('one seed: untested'): the data's noise is not the noise between two trainings."
         )
     return "\n".join(lines)
