@@ -74,7 +74,7 @@ def pairs_table(pairs: list[Pair], metric: str, fmt: str = "text") -> str:
     shown = fmt in ("text", "markdown")  # numbers for CSV and LaTeX; a p below 0.001 is never shown as 0.000
 
     def pv(x: float | None):
-        return x if not shown or x is None or x >= 0.001 else "<0.001"
+        return x if not shown or x is None else (f"{x:.3f}" if x >= 0.001 else "<0.001")
 
     rows = []
     for p in pairs:
