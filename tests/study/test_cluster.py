@@ -262,7 +262,8 @@ def test_a_sigterm_to_the_local_launcher_stops_its_jobs_instead_of_leaving_them_
     hold.touch()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
     env["TXL_TEST_HOLD"] = str(hold)
-    flags = ["--launcher", "local", "--parallel", "1", "--steps", "60", "--set", "train.save_every=10"]
+    flags = ["--launcher", "local", "--parallel", "1", "--cpus-per-job", "1", "--steps", "60"]
+    flags += ["--set", "train.save_every=10"]
     argv = [sys.executable, "-m", "txl", *_run(tmp_path, tmp_path / "r", *flags)]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -285,3 +286,27 @@ def test_a_sigterm_to_the_local_launcher_stops_its_jobs_instead_of_leaving_them_
     folder = next((tmp_path / "r" / "quickstart" / "tiny" / "runs").glob("*/seed0*"))
     steps = sorted(int(p.name.split("-")[1]) for p in (folder / "checkpoints").glob("step-*"))
     assert steps and steps[-1] < 60  # the job stopped before its last step, and saved where it stopped
+    assert json.loads((folder / "versions.json").read_text())["threads"] == 1  # --cpus-per-job 1: one thread
+
+
+def test_a_job_runs_with_the_threads_it_was_given(tmp_path, monkeypatch):
+    """--cpus-per-job C for local jobs: each job's torch (and any process it starts) takes C threads, so jobs side
+    by side share the machine's cores instead of each taking all of them."""
+    import torch
+
+    from txl.study import sweep as sweep_module
+    from txl.study.cluster import SweepJob
+
+    seen = []
+    monkeypatch.setattr(sweep_module, "run_job", lambda *a: seen.append(torch.get_num_threads()) or "done")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    before = torch.get_num_threads()
+    try:
+        assert SweepJob(Sweep("quickstart", "tiny", str(tmp_path)), "mem 16 (trained)/seed0", None, 1)() == "done"
+        assert seen == [1] and os.environ["OMP_NUM_THREADS"] == "1"
+        torch.set_num_threads(before)
+        monkeypatch.setenv("OMP_NUM_THREADS", "7")
+        assert SweepJob(Sweep("quickstart", "tiny", str(tmp_path)), "mem 16 (trained)/seed0", None)() == "done"
+        assert seen == [1, before] and os.environ["OMP_NUM_THREADS"] == "7"  # none given: left as it was
+    finally:
+        torch.set_num_threads(before)

@@ -30,7 +30,12 @@ def add_launcher_args(p: argparse.ArgumentParser) -> None:
         metavar="MIN",
         help="a job's time limit in minutes (30 tiny, 240 small, 2880 paper)",
     )
-    g.add_argument("--cpus-per-job", type=int, metavar="C", help="CPUs per task")
+    g.add_argument(
+        "--cpus-per-job",
+        type=int,
+        metavar="C",
+        help="CPUs per task (slurm: cpus-per-task; local: each job's CPU threads, e.g. 1 with --parallel 2 on 2 cores)",
+    )
     g.add_argument("--parallel", type=int, default=2, metavar="P", help="local: jobs at once (default 2)")
     g.add_argument(
         "--slurm",

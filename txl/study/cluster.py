@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import shlex
 import subprocess
@@ -197,8 +198,9 @@ class SweepJob:
     """The callable a job runs: one task of a sweep. On a time limit or preemption submitit asks it for
     `checkpoint` and requeues the job, which then resumes from the run's last checkpoint."""
 
-    def __init__(self, sweep: Sweep, key: str | None, split: str | None):
+    def __init__(self, sweep: Sweep, key: str | None, split: str | None, threads: int | None = None):
         self.sweep, self.key, self.split = sweep, key, split  # key: the sweep job's (None: the after analyses)
+        self.threads = threads  # CPU threads (a local job's --cpus-per-job); None: torch's own choice
 
     def __call__(self) -> str:
         from txl.core.distributed import finish_distributed
@@ -206,6 +208,12 @@ class SweepJob:
         from txl.study.sweep import run_job
 
         setup(logging.INFO)
+        threads = getattr(self, "threads", None)  # a job pickled before threads were kept has none
+        if threads:  # jobs side by side on one machine share its cores instead of each taking all of them
+            import torch
+
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # for any process the job starts
+            torch.set_num_threads(threads)
         _distributed_from_slurm()
         exp = self.sweep.experiment()
         root = Path(self.sweep.root)
@@ -226,7 +234,9 @@ class SweepJob:
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(SweepJob(self.sweep, self.key, self.split))
+        return submitit.helpers.DelayedSubmission(
+            SweepJob(self.sweep, self.key, self.split, getattr(self, "threads", None))
+        )
 
 
 def _distributed_from_slurm() -> None:

@@ -249,7 +249,8 @@ def _run_local(exp, sweep: Sweep, resources: Resources, todo: list[Task], folder
                     executor.update_parameters(
                         timeout_min=minutes, tasks_per_node=tasks, gpus_per_node=len(gpus), visible_gpus=gpus
                     )
-                    job = _start_local(executor, SweepJob(sweep, task.job and task.job.key, task.split))
+                    threads = resources.cpus_per_job  # --cpus-per-job: each local job's CPU threads
+                    job = _start_local(executor, SweepJob(sweep, task.job and task.job.key, task.split, threads))
                     row = record_submission(folder, task, job, "local")
                     running[task.key] = (task, job, row, gpus)
                     out.append(_submitted(task, row))
