@@ -218,7 +218,11 @@ def assert_same_rows(a: dict, b: dict, hashes: bool = True) -> None:
 def test_the_local_launcher_runs_the_sweep_as_processes_with_the_rows_of_the_inline_runner(tmp_path, capsys):
     pytest.importorskip("submitit")
     assert main(_run(tmp_path, tmp_path / "inline")) == 0
-    assert main(_run(tmp_path, tmp_path / "local", "--launcher", "local", "--parallel", "2")) == 0
+    import torch
+
+    threads = str(torch.get_num_threads())  # the inline runner's, here in this process: the same sums, the same rows
+    flags = ["--launcher", "local", "--parallel", "2", "--cpus-per-job", threads]
+    assert main(_run(tmp_path, tmp_path / "local", *flags)) == 0
     assert_same_rows(rows_by_job(tmp_path / "inline"), rows_by_job(tmp_path / "local"))
     jobs = tmp_path / "local" / "quickstart" / "tiny" / "jobs"
     records = [json.loads(line) for line in (jobs / "submitted.jsonl").read_text().splitlines()]
@@ -287,6 +291,14 @@ def test_a_sigterm_to_the_local_launcher_stops_its_jobs_instead_of_leaving_them_
     steps = sorted(int(p.name.split("-")[1]) for p in (folder / "checkpoints").glob("step-*"))
     assert steps and steps[-1] < 60  # the job stopped before its last step, and saved where it stopped
     assert json.loads((folder / "versions.json").read_text())["threads"] == 1  # --cpus-per-job 1: one thread
+
+
+def test_local_jobs_share_the_cores_unless_told_their_threads(monkeypatch):
+    from txl.study.launch import local_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert local_threads(Resources(parallel=2)) == 4 and local_threads(Resources(parallel=3)) == 2
+    assert local_threads(Resources(parallel=16)) == 1 and local_threads(Resources(parallel=2, cpus_per_job=3)) == 3
 
 
 def test_a_job_runs_with_the_threads_it_was_given(tmp_path, monkeypatch):

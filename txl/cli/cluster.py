@@ -34,7 +34,7 @@ def add_launcher_args(p: argparse.ArgumentParser) -> None:
         "--cpus-per-job",
         type=int,
         metavar="C",
-        help="CPUs per task (slurm: cpus-per-task; local: each job's CPU threads, e.g. 1 with --parallel 2 on 2 cores)",
+        help="CPUs per task (slurm: cpus-per-task; local: each job's CPU threads, by default the cores / --parallel)",
     )
     g.add_argument("--parallel", type=int, default=2, metavar="P", help="local: jobs at once (default 2)")
     g.add_argument(
