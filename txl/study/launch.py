@@ -271,7 +271,7 @@ def _run_local(exp, sweep: Sweep, resources: Resources, todo: list[Task], folder
 def local_threads(resources: Resources) -> int:
     """Each local job's CPU threads: --cpus-per-job, else the cores this process may use shared among the jobs
     that run at once. Without a limit every job's torch takes every core, and two jobs on two cores then run
-    four threads that wait on each other: a medium training took 2.2 s a step so, and 0.2 s with one thread each."""
+    four threads that wait on each other: a medium training took 1.0 to 2.2 s a step so, 0.2 s with one thread each."""
     import os
 
     if resources.cpus_per_job:
