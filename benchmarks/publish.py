@@ -12,7 +12,7 @@ A published table sits between two markers that name the report behind it:
 
 Its rows are benchmarks/results/NAME/SCALE/results.jsonl (no run folders): a fresh clone gives the same table
 (tests/study/test_published.py checks that it does). Copying takes only whole rows (a line a crash left
-half-written is dropped and named) and replaces the committed file in one step.
+half-written is dropped, a damaged one named) and replaces the committed file in one step.
 """
 
 from __future__ import annotations
@@ -61,41 +61,28 @@ def tables(text: str) -> list[tuple[re.Match, Table]]:
     return found
 
 
-def whole_lines(path: Path) -> tuple[list[str], list[int]]:
-    """The lines of a results file that are whole rows, and the numbers of those that are not."""
-    from txl.study.results import ResultRow, RowError
-
-    good, bad = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            ResultRow.from_dict(json.loads(line))
-            good.append(line)
-        except (json.JSONDecodeError, RowError, TypeError, AttributeError):
-            bad.append(n)
-    return good, bad
-
-
 def copy_rows(table: Table, folder: Path) -> int:
+    """Write the whole rows of a results folder's file over the committed one, in one step; the rows are read as
+    every reader of results reads them (txl.study.results.read_results: a torn last line dropped, a damaged line
+    named in a warning and left out) and written as they were appended."""
     from txl.core.io import atomic_write_text
+    from txl.study.results import read_results
 
     source = folder / table.name / table.scale / "results.jsonl"
     if not source.is_file():
         raise SystemExit(f"publish: no rows at {source}; run 'txl run {table.name} --scale {table.scale}' first")
-    good, bad = whole_lines(source)
-    if bad:
-        print(f"publish: {source}: lines {bad} are not whole rows; left out", file=sys.stderr)
+    rows = read_results(source)
     table.rows.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(table.rows, "\n".join(good) + "\n")
-    return len(good)
+    atomic_write_text(table.rows, "".join(json.dumps(r.to_dict()) + "\n" for r in rows))
+    return len(rows)
 
 
 def regenerate(table: Table) -> tuple[str, int]:
     """The block `txl report` gives from the committed rows alone, and their number."""
     from txl.cli import main
+    from txl.study.results import read_results
 
-    n = len(whole_lines(table.rows)[0])
+    n = len(read_results(table.rows))
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / table.name / table.scale
         copy.mkdir(parents=True)

@@ -92,7 +92,7 @@ def sensitivity_table(rows: list[dict], fmt: str = "text") -> str:
             f"{r['rise']:+.4f}",
             f"[{r['rise_lo']:+.4f}, {r['rise_hi']:+.4f}]",
             r.get("p_holm"),
-            "no spread" if r.get("p", 0.0) is None else ("yes" if r["beyond_noise"] else "no"),
+            "no spread" if r["p"] is None else ("yes" if r["beyond_noise"] else "no"),
         ]
         for r in rows
     ]

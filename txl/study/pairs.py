@@ -84,14 +84,16 @@ def pairs_table(pairs: list[Pair], metric: str, fmt: str = "text") -> str:
             cells += ["-", "no shared seed or blocks", None, None, "-"]
         else:
             flat = no_spread(d)  # every seed differs by the same: not tested
-            verdict = "-" if p.beyond_noise is None else ("yes" if p.beyond_noise else "no")
-            verdict = "one seed each: not tested" if untested_trainings(d) else verdict
+            if flat or untested_trainings(d):
+                verdict = "no spread: not tested" if flat else "one seed each: not tested"
+            else:
+                verdict = "-" if p.beyond_noise is None else ("yes" if p.beyond_noise else "no")
             cells += [
                 f"{d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]",
                 f"{d.kind}, n={d.n}" + (", no spread" if flat else ""),
                 pv(d.p),
                 pv(p.p_holm),
-                "no spread: not tested" if flat else verdict,
+                verdict,
             ]
         rows.append(([p.group] if grouped else []) + cells)
     headers = ["better", "worse", f"{metric} difference [95%]", "over", "p", "p (Holm)", "beyond noise (Holm)"]
