@@ -43,7 +43,8 @@ def test_a_block_bootstrap_p_is_not_floored_at_its_resamples_so_holm_over_many_p
     d_far, d_near = bootstrap_difference(far, base), bootstrap_difference(near, base)
     assert d_far.p < 1e-6 < 2 / 2001 and holm([d_far.p] * 200)[0] < 0.05
     assert 0.05 < d_near.p < 1.0 and not d_near.excludes_zero
-    assert bootstrap_difference(base, base).p == 1.0  # no difference at all
+    assert bootstrap_difference(base, base).p is None  # no difference at all: no spread, as t_test says of seeds
+    assert t_test([0.0, 0.0, 0.0]) is None
     same_everywhere = {"loss": [x + 1.0 for x in base["loss"]], "tokens": base["tokens"]}
     assert bootstrap_difference(same_everywhere, base).p is None  # every block 0.1 worse: no test, not p = 0
 
@@ -159,3 +160,20 @@ def test_pairs_of_experiments_reported_together_share_one_holm_adjustment(tmp_pa
     pooled = [float(line.split(",")[-2]) for line in path.read_text().splitlines()[1:]]
     assert pooled != pytest.approx([p.p_holm for p in alone])  # six tests at once, not three
     assert all(q >= p.p_holm for q, p in zip(pooled, alone))
+
+
+def test_the_tables_beyond_noise_is_its_pairs_holm_verdict_not_the_raw_interval(tmp_path):
+    """A difference whose interval excludes zero is not beyond the noise when Holm's adjustment over the table's
+    pairs says it is not: the report's column and the pairs table give one verdict for one pair."""
+    from txl.study.report import beyond, build_report
+
+    report = build_report(_frontier_rows(), "t", tmp_path, plot=False)
+    by_pair = {frozenset((p.a, p.b)): p for p in report["pairs"]}
+    read = [g for g in report["groups"] if g.reference]
+    assert len(read) == 5 and all(g.p_holm == by_pair[frozenset((g.variant, g.reference))].p_holm for g in read)
+    lines = {g.variant: next(x for x in report["table"].splitlines() if f" {g.variant} " in x) for g in read}
+    raw_only = [g for g in read if g.vs_baseline.excludes_zero and not beyond(g)]
+    assert {g.variant for g in raw_only} == {"long adapted", "int8", "short adapted"}  # raw p 0.013 to 0.034
+    assert all(lines[g.variant].rstrip(" *~").endswith("no") for g in raw_only)
+    assert beyond(next(g for g in read if g.variant == "short cut"))
+    assert "Holm's adjustment over the 6 pairs" in report["legend"]  # int8 against short is one pair

@@ -56,7 +56,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 def show_report(
     exp,
-    rows: list[dict],
+    rows: list,
     root: Path,
     split: str | None,
     x_axis: str | None = None,
@@ -64,8 +64,13 @@ def show_report(
     fmt: str = "text",
 ) -> dict:
     """Build, print and return the report of one split's rows (report.* for valid, report-test.* for test)."""
+    return _show(exp, _assemble(exp, rows, root, split, x_axis), root, plot, fmt)
+
+
+def _assemble(exp, rows: list, root: Path, split: str | None, x_axis: str | None = None) -> dict:
+    """One split's report assembled (txl.study.report.assemble), nothing written yet."""
     from txl.study.registry import results_path
-    from txl.study.report import build_report, rows_of_split, superseded
+    from txl.study.report import assemble, rows_of_split
 
     split, chosen = rows_of_split(rows, split)
     where = f" --results {root}" if str(root) != "results" else ""
@@ -74,18 +79,19 @@ def show_report(
             f"no {split} results at {results_path(root, exp)}; run 'txl run {exp.name} --scale {exp.scale}{where}"
             + (" --test'" if split == "test" else "'")
         )
-    report = build_report(
-        chosen,
-        exp.title(chosen),
-        results_path(root, exp).parent,
-        x_axis or exp.x_axis,
-        plot=plot,
-        baseline=exp.baseline,
-        stem="report" if split == "valid" else f"report-{split}",
-        group_order=[v.group for v in exp.variants],
-    )
-    report["split"] = split
-    older = superseded(chosen)
+    report = assemble(chosen, x_axis or exp.x_axis, exp.baseline, [v.group for v in exp.variants])
+    return {**report, "split": split, "title": exp.title(chosen)}
+
+
+def _show(exp, report: dict, root: Path, plot: bool, fmt: str, tested: int | None = None) -> dict:
+    """Write and print an assembled report; `tested`: the pairs its Holm adjustment ran over, if pooled."""
+    from txl.study.registry import results_path
+    from txl.study.report import superseded, write_report
+
+    split, title = report["split"], report["title"]
+    stem = "report" if split == "valid" else f"report-{split}"
+    report = write_report(report, title, results_path(root, exp).parent, plot, stem, tested)
+    older = superseded(report["rows"])
     if older:
         print(
             f"note: {len(older)} results were measured under more than one configuration; the latest is shown "
@@ -93,7 +99,7 @@ def show_report(
             file=sys.stderr,
         )
     if fmt in ("text", "markdown"):
-        print(f"\n{'# ' if fmt == 'markdown' else ''}{exp.title(chosen)}\n")
+        print(f"\n{'# ' if fmt == 'markdown' else ''}{title}\n")
     print(report[{"text": "table"}.get(fmt, fmt)])
     if fmt in ("text", "markdown"):
         print(
@@ -119,31 +125,34 @@ def _where_else(root: Path, exp, args: argparse.Namespace, name: str) -> str:
 
 @command("report", "quality against memory budget from a results table: table, plot, Pareto frontier", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
-    load_definitions()
-    reports = [(name, *_one_report(args, name)) for name in args.name]
-    if args.pairs:
-        from txl.study.pairs import adjust, pairs_legend, pairs_table, pairwise, write_pairs
+    from txl.study.pairs import adjust, pairs_legend, pairs_table, write_pairs
 
-        found = [(name, path, r, pairwise(r["groups"], r["metric"], base)) for name, path, r, base in reports]
-        pool = [p for *_, pairs in found for p in pairs]
-        adjust(pool)  # Holm's correction over every pair of the experiments reported together
-        together = f" of {len(found)} experiments" if len(found) > 1 else ""
-        for name, path, report, pairs in found:
-            table_fmt = "markdown" if args.markdown else args.format
-            legend = pairs_legend(pairs, len([p for p in pool if p.p_holm is not None]), together)
+    load_definitions()
+    found = [(name, *_one_report(args, name)) for name in args.name]
+    pool = [p for *_, report in found for p in report["pairs"]]
+    adjust(pool)  # Holm's correction over every pair of the experiments reported together
+    tested = sum(p.p_holm is not None for p in pool)
+    together = f" of {len(found)} experiments" if len(found) > 1 else ""
+    table_fmt = "markdown" if args.markdown else args.format
+    shown = []
+    for name, path, exp, report in found:
+        report = _show(exp, report, Path(args.results), not args.no_plot, table_fmt, tested)
+        if args.pairs:
+            pairs, legend = report["pairs"], pairs_legend(report["pairs"], tested, together)
             if table_fmt in ("text", "markdown"):  # csv and latex print the report's table alone; pairs are in files
                 head = f"{name}: pairs\n" if len(found) > 1 else ""
                 print(f"\n{head}{pairs_table(pairs, report['metric'], table_fmt)}\n{legend}")
             stem = "pairs" if report["split"] in (None, "valid") else f"pairs-{report['split']}"
             report["files"].update(write_pairs(pairs, report["metric"], path.parent, stem, legend))
-    for _, _, report, _ in reports:
+        shown.append(report)
+    for report in shown:
         for kind, file in report["files"].items():
             say(args, f"{kind:<12} {file}")
     return 0
 
 
-def _one_report(args: argparse.Namespace, name: str) -> tuple[Path, dict, str | None]:
-    """One experiment's report (printed): its results file, the report, and its named baseline."""
+def _one_report(args: argparse.Namespace, name: str) -> tuple[Path, object, dict]:
+    """One experiment's results file, the experiment, and its report assembled (not yet printed)."""
     from txl.study.registry import get_experiment, results_path, retarget
     from txl.study.results import read_results
 
@@ -154,13 +163,5 @@ def _one_report(args: argparse.Namespace, name: str) -> tuple[Path, dict, str | 
         raise TxlError(f"{path} has no readable {args.scale} rows (the damaged lines are named above)")
     if not rows:
         raise TxlError(f"no results at {path}; " + _where_else(Path(args.results), exp, args, name))
-    report = show_report(
-        exp,
-        rows,
-        Path(args.results),
-        args.split,
-        {"bytes": "memory_bytes"}.get(args.x_axis, args.x_axis),
-        not args.no_plot,
-        "markdown" if args.markdown else args.format,
-    )
-    return path, report, exp.baseline
+    x_axis = {"bytes": "memory_bytes"}.get(args.x_axis, args.x_axis)
+    return path, exp, _assemble(exp, rows, Path(args.results), args.split, x_axis)

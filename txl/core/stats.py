@@ -196,8 +196,8 @@ def _normal_p(mean: float, se: float) -> float | None:
     """The two-sided p-value of 'no difference' from a difference and its bootstrap standard error (the normal
     approximation over the blocks). Not a count of resamples beyond zero: that could never go below
     2 / (resamples + 1), so with Holm's correction over more than a few dozen pairs no difference, however large,
-    would be beyond the noise. None when the blocks differ by the same amount in every resample (no test); 1 when
-    they do not differ at all."""
+    would be beyond the noise. None when the blocks differ by the same amount in every resample, zero included (no
+    spread: no test, as t_test says of seeds that differ by the same)."""
     if se <= 1e-12 * max(abs(mean), 1e-12):
-        return 1.0 if mean == 0 else None
+        return None
     return math.erfc(abs(mean) / se / math.sqrt(2.0))

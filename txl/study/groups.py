@@ -49,6 +49,7 @@ class Group:
     near_frontier: bool = False  # off the frontier, but its interval reaches a frontier point's
     of: str | None = None  # the trained variant an evaluation or adaptation starts from
     reference: str | None = None  # the variant vs_baseline is measured against (txl.study.groups.references)
+    p_holm: float | None = None  # vs_baseline's p after Holm's adjustment over the table's pairs (txl.study.pairs)
 
     @property
     def mean(self) -> float:

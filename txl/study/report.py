@@ -11,6 +11,7 @@ from txl.core.table import format_table, render_table, whole
 from txl.model.dimensions import default_text, optional
 from txl.study.figures import report_plot, write_hparams
 from txl.study.groups import HIGHER_IS_BETTER, X_AXES, Group, aggregate, difference, headline_metric, references
+from txl.study.pairs import ALPHA, pairwise
 from txl.study.results import ResultRow
 
 
@@ -92,15 +93,22 @@ def _interval_text(i: Interval | None, signed: bool = False) -> str:
     return f"{fmt.format(i.mean)} [{fmt.format(i.lo)}, {fmt.format(i.hi)}]"
 
 
-def _beyond(d: Interval | None) -> str:
-    """Whether a difference's interval excludes zero; 'no spread' where every seed differs by the same (no test)."""
+def beyond(g: Group) -> bool | None:
+    """Whether a variant's difference from its reference is beyond the noise: p < ALPHA after Holm's adjustment over
+    the table's pairs (None: no test, as when every seed differs by the same or two trainings have one seed each)."""
+    return None if g.p_holm is None else g.p_holm < ALPHA
+
+
+def _beyond(g: Group) -> str:
+    """beyond(g) as shown, saying why a difference is not tested."""
+    d = g.vs_baseline
     if d is None:
         return "-"
     if no_spread(d):
         return "no spread"
     if untested_trainings(d):
         return "one seed: untested"
-    return "yes" if d.excludes_zero else "no"
+    return "-" if beyond(g) is None else ("yes" if beyond(g) else "no")
 
 
 def _optional(groups: list[Group]) -> list[tuple[str, str, str]]:
@@ -138,7 +146,7 @@ def _columns(groups: list[Group], metric: str, baseline: str | None, raw: bool) 
         cols += [(f"minus_{baseline or 'baseline'}", lambda g: None if d(g) is None else d(g).mean)]
         cols += [("diff_lo", lambda g: one(d(g), "lo")), ("diff_hi", lambda g: one(d(g), "hi"))]
         cols += [("diff_interval", lambda g: None if d(g) is None else d(g).kind)]
-        cols += [("beyond_noise", lambda g: None if d(g) is None else d(g).excludes_zero)]
+        cols += [("p_holm", lambda g: g.p_holm), ("beyond_noise", beyond)]
         return cols + [("pareto", lambda g: "frontier" if g.pareto else ("near" if g.near_frontier else ""))]
     cols = ([("group", lambda g: g.group)] if len({g.group for g in groups}) > 1 else []) + [
         ("variant", lambda g: g.variant),
@@ -157,7 +165,7 @@ def _columns(groups: list[Group], metric: str, baseline: str | None, raw: bool) 
         cols += [
             ("interval over", lambda g: "-" if g.vs_baseline is None else f"{g.vs_baseline.kind}, n={g.vs_baseline.n}")
         ]
-        cols += [("beyond noise", lambda g: _beyond(g.vs_baseline))]
+        cols += [("beyond noise (Holm)", _beyond)]
     return cols + [("pareto", lambda g: "*" if g.pareto else ("~" if g.near_frontier else ""))]
 
 
@@ -174,19 +182,17 @@ def export_rows(groups: list[Group], metric: str, baseline: str | None = None) -
     return [t for t, _ in cols], [[f(g) for _, f in cols] for g in groups]
 
 
-def build_report(
+def assemble(
     rows: list[ResultRow],
-    title: str,
-    out_dir: Path,
     x_axis: str = "cached_positions",
-    plot: bool = True,
     baseline: str | None = None,
-    stem: str = "report",
     group_order: list[str] | None = None,
 ) -> dict:
-    """Table (terminal and Markdown), plot (PNG and SVG) and hparams, from result rows alone, written to
-    out_dir/STEM.{md,csv,tex,png,svg} (and TensorBoard hparams in tb-hparams, or STEM-tb-hparams). Task groups
-    come in `group_order` (the experiment's), then as first seen."""
+    """A report's numbers from result rows alone, before anything is written: the variants (aggregated over seeds,
+    each read against its reference, in the experiment's order, the frontier marked) and every pair of the table
+    (txl.study.pairs.pairwise), Holm-adjusted over those pairs. Reports shown together pool their pairs and adjust
+    them again (txl.study.pairs.adjust) before write_report; the table's 'beyond noise' is that pair's verdict.
+    Task groups come in `group_order` (the experiment's), then as first seen."""
     metric = headline_metric(rows)
     order = {name: i for i, name in enumerate(dict.fromkeys([*(group_order or []), *(r.group for r in rows)]))}
     groups = aggregate(rows, metric)  # in the order the experiment lists its variants: a group's first is its baseline
@@ -195,7 +201,20 @@ def build_report(
     groups.sort(key=lambda g: (order[g.group], kinds.get(g.kind, 3), g.budget[x_axis], g.variant))
     mark_pareto(groups, metric, x_axis)
     name = one or ("reference" if any(g.reference for g in groups) else None)
-    notes = legend(metric, x_axis, name) + seed_note(groups)
+    pairs = pairwise(groups, metric, baseline)
+    return {"metric": metric, "groups": groups, "pairs": pairs, "baseline": name, "rows": rows, "x_axis": x_axis}
+
+
+def write_report(report: dict, title: str, out_dir: Path, plot: bool = True, stem: str = "report", tested=None) -> dict:
+    """Table (terminal and Markdown), plot (PNG and SVG) and hparams of an assembled report, written to
+    out_dir/STEM.{md,csv,tex,png,svg} (and TensorBoard hparams in tb-hparams, or STEM-tb-hparams); `tested`: the
+    number of pairs Holm's adjustment ran over (by default, the report's own). Returns the report with its texts."""
+    metric, groups, name, x_axis = report["metric"], report["groups"], report["baseline"], report["x_axis"]
+    adjusted = {frozenset((p.a, p.b)): p.p_holm for p in report["pairs"]}
+    for g in groups:
+        g.p_holm = adjusted.get(frozenset((g.variant, g.reference))) if g.reference else None
+    tested = sum(p.p_holm is not None for p in report["pairs"]) if tested is None else tested
+    notes = legend(metric, x_axis, name, tested) + seed_note(groups)
     text = report_table(groups, metric, x_axis, baseline=name)
     markdown = report_table(groups, metric, x_axis, markdown=True, baseline=name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,16 +229,22 @@ def build_report(
         files["png"], files["svg"] = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
         report_plot(groups, metric, x_axis, title, [files["png"], files["svg"]])
         files["tensorboard"] = out_dir / ("tb-hparams" if stem == "report" else f"{stem}-tb-hparams")
-        write_hparams(rows, metric, files["tensorboard"])
-    return {
-        "metric": metric,
-        "groups": groups,
-        "table": text,
-        "markdown": markdown,
-        **exports,
-        "files": files,
-        "legend": notes,
-    }
+        write_hparams(report["rows"], metric, files["tensorboard"])
+    return {**report, "table": text, "markdown": markdown, **exports, "files": files, "legend": notes}
+
+
+def build_report(
+    rows: list[ResultRow],
+    title: str,
+    out_dir: Path,
+    x_axis: str = "cached_positions",
+    plot: bool = True,
+    baseline: str | None = None,
+    stem: str = "report",
+    group_order: list[str] | None = None,
+) -> dict:
+    """assemble, then write_report: one experiment's report, its pairs adjusted among themselves."""
+    return write_report(assemble(rows, x_axis, baseline, group_order), title, out_dir, plot, stem)
 
 
 def seed_note(groups: list[Group]) -> str:
@@ -240,7 +265,7 @@ def seed_note(groups: list[Group]) -> str:
     )
 
 
-def legend(metric: str, x_axis: str, baseline: str | None) -> str:
+def legend(metric: str, x_axis: str, baseline: str | None, tested: int = 0) -> str:
     """What the table's marks and intervals mean."""
     lines = [
         f"`*` marks the Pareto frontier of mean {metric} against {X_AXES.get(x_axis, x_axis)}; `~` a variant off it "
@@ -252,7 +277,8 @@ def legend(metric: str, x_axis: str, baseline: str | None) -> str:
         lines.append(
             f"- {baseline}: the paired difference from {baseline} (same seed, same data): t over per-seed differences "
             "('paired seeds'), or with one seed a paired bootstrap over contiguous evaluation blocks ('blocks', data "
-            "noise only); 'beyond noise' when the interval excludes zero; two models trained apart with one seed each "
+            f"noise only); 'beyond noise (Holm)': p < {ALPHA} after Holm's adjustment over the {tested} pairs tested "
+            "at once (every pair of the table, txl report --pairs); two models trained apart with one seed each "
             "are not tested ('one seed: untested'): the data's noise is not the noise between two trainings."
         )
     return "\n".join(lines)
