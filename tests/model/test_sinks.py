@@ -218,3 +218,38 @@ def test_the_sinks_training_attends_to_are_taken_anew_as_the_weights_change(tmp_
         assert changed == [False, False, True, False, False, True, False]
     else:
         assert not any(changed)
+
+
+def test_sinks_taken_anew_are_what_the_current_weights_make_of_the_segment_not_the_first_weights(tmp_path, monkeypatch):
+    """New text alone would change the sinks too. At a refresh step the sinks the model attends to are the states
+    its weights of that step make of the segment (recomputed beside the step), and not what the initial weights
+    make of the same segment and memory."""
+    import copy
+
+    from conftest import tiny_run
+
+    from txl.train.loop import Trainer
+    from txl.train.optim import TrainStep
+
+    first, made, kept = [], [], []
+    real = TrainStep.__call__
+
+    def call(self, segment, mems, step):
+        rows = segment.inputs.size(0) // self.chunks
+        first.append(first[0] if first else copy.deepcopy(self.model))
+        with torch.no_grad():  # the same segment and memory through the weights as they are, and as they began
+            now = self.model(segment.inputs[:rows], mems[0], segment.targets[:rows])[1][1].sinks.values
+            then = first[0](segment.inputs[:rows], mems[0], segment.targets[:rows])[1][1].sinks.values
+        made.append((now.clone(), then.clone()))
+        out = real(self, segment, mems, step)
+        kept.append(out[2][0][1].sinks.values.clone())  # layer 1's sinks after the step, carried to the next
+        return out
+
+    monkeypatch.setattr(TrainStep, "__call__", call)
+    sets = {"train.steps": 8, "train.sink_refresh": 3, "model.layers.1.sinks": 2, "model.dropout": 0.0}
+    Trainer(tiny_run(tmp_path, **sets), tmp_path / "run", progress=False).fit()
+    assert all(torch.allclose(k, now, atol=1e-6) for k, (now, _) in zip(kept, made))
+    for step in (3, 6):  # taken anew after the weights had 3 and 6 updates
+        now, then = made[step]
+        assert not torch.allclose(now, then, atol=1e-3), step  # the first weights would make other sinks
+        assert not torch.equal(kept[step], kept[step - 1])
