@@ -162,6 +162,18 @@ def test_a_bad_value_in_a_config_file_is_named_with_the_file(trained, tmp_path, 
     assert f"{jobs / 'sweep.json'} (as last submitted): train.steps must be >= 1" in err
 
 
+def test_a_folder_of_run_folders_names_them_instead_of_a_bare_no_checkpoint(trained, tmp_path, capsys):
+    """An experiment's variant folder holds one run folder per seed: given it, the error names them."""
+    variant = tmp_path / "fp32-trained"
+    variant.mkdir()
+    (variant / "seed0-abc").symlink_to(trained, target_is_directory=True)
+    assert main(["eval", str(variant)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"no checkpoint found at {variant} (it holds the run folder {variant / 'seed0-abc'}: give one)")
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "(give a run folder or a checkpoint folder)" in capsys.readouterr().err
+
+
 def test_what_is_not_a_file_is_called_so(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--corpus", "/dev/zero", "--run-dir", str(tmp_path / "r")]) == 2
     assert "corpus /dev/zero is neither a regular file nor a folder" in capsys.readouterr().err

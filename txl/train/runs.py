@@ -342,6 +342,16 @@ class Trained:
         return corpus
 
 
+def _runs_inside(path: str | Path, which: str) -> str:
+    """What to give instead of a folder without a checkpoint: the run folders inside it (an experiment's variant
+    folder holds one per seed), else what a run folder is."""
+    inside = sorted(p for p in Path(path).glob("*") if p.is_dir() and ckpt.find_checkpoint(p, which) is not None)
+    if not inside:
+        return "give a run folder or a checkpoint folder"
+    named = ", ".join(str(p) for p in inside[:3]) + (" ..." if len(inside) > 3 else "")
+    return f"it holds the run folder{'s' if len(inside) > 1 else ''} {named}: give one"
+
+
 def load_trained(path: str | Path, device: str = "auto", which: str = "last") -> Trained:
     """A trained model from a run folder or checkpoint folder, in eval mode, in the dtype its weights are stored in.
 
@@ -351,7 +361,7 @@ def load_trained(path: str | Path, device: str = "auto", which: str = "last") ->
     for attempt in range(5):
         folder = ckpt.find_checkpoint(path, which)
         if folder is None:
-            raise TxlError(f"no checkpoint found at {path} (give a run folder or a checkpoint folder)")
+            raise TxlError(f"no checkpoint found at {path} ({_runs_inside(path, which)})")
         try:
             run = from_dict(RunConfig, ckpt.read_config(folder))
             try:
