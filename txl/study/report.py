@@ -205,7 +205,9 @@ def assemble(
     return {"metric": metric, "groups": groups, "pairs": pairs, "baseline": name, "rows": rows, "x_axis": x_axis}
 
 
-def write_report(report: dict, title: str, out_dir: Path, plot: bool = True, stem: str = "report", tested=None) -> dict:
+def write_report(
+    report: dict, title: str, out_dir: Path, plot: bool = True, stem: str = "report", tested: int | None = None
+) -> dict:
     """Table (terminal and Markdown), plot (PNG and SVG) and hparams of an assembled report, written to
     out_dir/STEM.{md,csv,tex,png,svg} (and TensorBoard hparams in tb-hparams, or STEM-tb-hparams); `tested`: the
     number of pairs Holm's adjustment ran over (by default, the report's own). Returns the report with its texts."""
