@@ -12,11 +12,14 @@ Every interval here is two-sided at `level` (0.95 by default) and says what kind
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 LEVEL = 0.95
 # the block bootstrap between two models trained apart, one seed each: its interval is the data's noise alone, and
@@ -181,15 +184,28 @@ def bootstrap_difference(
             "the two results were not evaluated on the same blocks (split, segment length, batch or segments differ)"
         )
 
-    def diff(idx: Sequence[int]) -> float:
-        tokens = sum(ta[i] for i in idx) or 1.0
-        return to_metric(sum(la[i] for i in idx) / tokens) - to_metric(sum(lb[i] for i in idx) / tokens)
-
-    rng = random.Random(seed)
-    draws = sorted(diff([rng.randrange(n) for _ in range(n)]) for _ in range(resamples))
+    a, b, t = (np.asarray(x, dtype=np.float64) for x in (la, lb, ta))
+    idx = _resample_indices(n, resamples, seed)  # the same draws for every pair of one size: drawn once
+    tokens = t[idx].sum(axis=1)
+    tokens[tokens == 0] = 1.0
+    draws = sorted(
+        to_metric(x) - to_metric(y)
+        for x, y in zip((a[idx].sum(axis=1) / tokens).tolist(), (b[idx].sum(axis=1) / tokens).tolist())
+    )
     k = int(round((1.0 - level) / 2.0 * resamples))  # round, not floor: (1 - 0.9) / 2 * 2000 is 99.999...
-    mean = diff(range(n))
+    whole = sum(ta) or 1.0
+    mean = to_metric(sum(la) / whole) - to_metric(sum(lb) / whole)
     return Interval(mean, draws[k], draws[resamples - 1 - k], n, "blocks", _normal_p(mean, statistics.stdev(draws)))
+
+
+@functools.lru_cache(maxsize=8)
+def _resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    """`resamples` draws of n block indices with replacement (rows), from random.Random(seed): every pair of a
+    report compares the same blocks, so one set of draws serves them all."""
+    rng = random.Random(seed)
+    out = np.array([[rng.randrange(n) for _ in range(n)] for _ in range(resamples)], dtype=np.int64)
+    out.flags.writeable = False
+    return out
 
 
 def _normal_p(mean: float, se: float) -> float | None:
