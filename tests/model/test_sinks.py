@@ -236,7 +236,8 @@ def test_sinks_taken_anew_are_what_the_current_weights_make_of_the_segment_not_t
 
     def call(self, segment, mems, step):
         rows = segment.inputs.size(0) // self.chunks
-        first.append(first[0] if first else copy.deepcopy(self.model))
+        if not first:  # the weights as they began, before the first update
+            first.append(copy.deepcopy(self.model))
         with torch.no_grad():  # the same segment and memory through the weights as they are, and as they began
             now = self.model(segment.inputs[:rows], mems[0], segment.targets[:rows])[1][1].sinks.values
             then = first[0](segment.inputs[:rows], mems[0], segment.targets[:rows])[1][1].sinks.values
